@@ -1,0 +1,159 @@
+"""`GeNTrainingArguments`: all of `TrainingArguments`, plus the `gen_*` settings."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from .scheduler import validate_gen_settings
+
+__all__ = ["GEN_SCHEDULER_NAME", "GeNTrainingArguments"]
+
+GEN_SCHEDULER_NAME = "gen"
+GEN_MODES = ("approx", "exact")
+
+
+@dataclass
+class GeNTrainingArguments(TrainingArguments):
+    """`TrainingArguments` with the generalized Newton's method as an lr scheduler.
+
+    Set ``lr_scheduler_type="gen"`` (or ``--lr_scheduler gen`` on the command line) and train with
+    ``GeNTrainer``. ``learning_rate`` is then the starting lr and the first probe radius; GeN moves it
+    from there. Every ``gen_*`` field is checked here, so a bad value fails before any model loads.
+    """
+
+    lr_scheduler: str | None = field(
+        default=None,
+        metadata={
+            "help": "Alias of --lr_scheduler_type (so that `--lr_scheduler gen` is not ambiguous on the command "
+            "line). 'gen' selects the generalized Newton's method; any stock name works too."
+        },
+    )
+    gen_mode: str = field(
+        default="approx",
+        metadata={
+            "help": "'approx': fit a parabola to the loss at points along the update (one extra no-grad forward "
+            "per recompute by default). 'exact': curvature from a Hessian-vector product (double backward; needs "
+            "an attention implementation with double-backward support, e.g. attn_implementation='eager')."
+        },
+    )
+    gen_interval: int = field(
+        default=4,
+        metadata={"help": "Recompute the lr every N optimizer steps (the first step always recomputes)."},
+    )
+    gen_gamma: float = field(
+        default=0.9,
+        metadata={"help": "Smoothing of the lr in [0, 1): new lr = gamma * lr + (1 - gamma) * clipped estimate."},
+    )
+    gen_max_change: float = field(
+        default=2.0,
+        metadata={
+            "help": "Bound on one update: each estimate is clipped to [lr / max_change, lr * max_change] (>= 1; "
+            "inf = no bound)."
+        },
+    )
+    gen_lr_min: float = field(default=0.0, metadata={"help": "Absolute lower bound on the lr of param group 0."})
+    gen_lr_max: float = field(
+        default=1.0,
+        metadata={
+            "help": "Absolute upper bound on the lr of param group 0. An estimate outside [gen_lr_min, gen_lr_max] "
+            "is replaced by the bound and recorded as a fallback."
+        },
+    )
+    gen_fallback: str = field(
+        default="keep",
+        metadata={
+            "help": "What an unusable estimate (curvature <= 0, not a descent direction, non-finite numbers) does: "
+            "'keep' the lr, 'shrink' it by gen_max_change, or 'error'. A non-finite loss at a probe always shrinks "
+            "(unless 'error'). Every fallback is recorded in gen_trace.jsonl and counted in gen/fallbacks."
+        },
+    )
+    gen_fast_start: bool = field(
+        default=True,
+        metadata={
+            "help": "Until an estimate lands inside the per-update bound, recompute every step without smoothing, "
+            "so a starting lr that is far off reaches the estimate in a few steps."
+        },
+    )
+    gen_decay: str = field(
+        default="none",
+        metadata={
+            "help": "Annealing shape composed with the GeN level: 'none', 'linear' (1 - t/T) or 'cosine'. GeN "
+            "sets the level, the shape anneals it."
+        },
+    )
+    gen_probe_offsets: list[float] = field(
+        default_factory=lambda: [1.0],
+        metadata={
+            "help": "approx mode: points on the update line where the loss is measured, in units of the current "
+            "lr (1.0 = where the optimizer's step lands). More points or points other than 1.0 cost one forward "
+            "each and a second copy of the trainable parameters."
+        },
+    )
+    gen_use_slope: bool = field(
+        default=True,
+        metadata={
+            "help": "approx mode: use the slope <grad L, d> known from the backward pass and the loss at the "
+            "current point in the fit. False fits the slope from the losses too (needs two probe offsets, "
+            "e.g. '-1 1')."
+        },
+    )
+
+    def __post_init__(self):
+        if self.lr_scheduler is not None:
+            self.lr_scheduler_type = self.lr_scheduler
+        uses_gen = str(getattr(self.lr_scheduler_type, "value", self.lr_scheduler_type)) == GEN_SCHEDULER_NAME
+        if uses_gen:
+            # The stock SchedulerType enum rejects "gen"; validate the rest with a stand-in, then restore it.
+            self.lr_scheduler_type = "constant"
+        super().__post_init__()
+        if uses_gen:
+            self.lr_scheduler_type = GEN_SCHEDULER_NAME
+            self.lr_scheduler = GEN_SCHEDULER_NAME
+        self._validate_gen()
+
+    @property
+    def uses_gen(self) -> bool:
+        """Whether the lr is chosen by GeN (``lr_scheduler_type == "gen"``)."""
+        return self.lr_scheduler_type == GEN_SCHEDULER_NAME
+
+    def _validate_gen(self) -> None:
+        if self.gen_mode not in GEN_MODES:
+            raise ValueError(f"gen_mode must be one of {GEN_MODES}, got {self.gen_mode!r}")
+        validate_gen_settings(
+            interval=self.gen_interval,
+            gamma=self.gen_gamma,
+            max_change=self.gen_max_change,
+            lr_min=self.gen_lr_min,
+            lr_max=self.gen_lr_max,
+            fallback=self.gen_fallback,
+            decay=self.gen_decay,
+        )
+        offsets = [float(x) for x in self.gen_probe_offsets]
+        if not offsets or any(not math.isfinite(x) or x == 0.0 for x in offsets):
+            raise ValueError(
+                f"gen_probe_offsets must be non-zero finite multiples of the lr (e.g. [1.0] or [-1.0, 1.0]), "
+                f"got {self.gen_probe_offsets!r}"
+            )
+        if len(set(offsets)) != len(offsets):
+            raise ValueError(f"gen_probe_offsets must be distinct, got {self.gen_probe_offsets!r}")
+        if not self.gen_use_slope and len(set(offsets)) < 2:
+            raise ValueError(
+                "gen_use_slope=False fits slope and curvature from the losses: pass at least two probe offsets "
+                f"(e.g. [-1.0, 1.0]), got {self.gen_probe_offsets!r}"
+            )
+        self.gen_probe_offsets = offsets
+        if self.uses_gen:
+            if self.learning_rate <= 0 or not math.isfinite(self.learning_rate):
+                raise ValueError(
+                    f"lr_scheduler_type='gen' needs learning_rate > 0 (the starting lr and first probe radius), "
+                    f"got {self.learning_rate}"
+                )
+            if self.warmup_steps:
+                raise ValueError(
+                    "lr_scheduler_type='gen' chooses the lr from the first step: set warmup_steps=0 (and no "
+                    f"warmup_ratio); got warmup_steps={self.warmup_steps}"
+                )
+

@@ -1,0 +1,143 @@
+"""Moving the weights along the optimizer's update line, and keeping probes side-effect free.
+
+Imports torch only. The Trainer glue (``hf_gen.trainer``) uses these pieces on a recompute step:
+
+* :class:`LineSnapshot` keeps one copy of the trainable parameters taken just before the optimizer
+  step (``theta0``). After the step the live parameters are ``theta1 = theta0 - lr0 * d``, so any
+  point on the line is ``lerp(theta0, theta1, a / lr0)``, and the final weights are set from the
+  copy, never by adding and subtracting perturbations.
+* :class:`RngState` records the random state before a training forward and replays it for the
+  probe forwards, so dropout masks are identical at every point of one fit.
+* :class:`BufferGuard` restores module buffers (BatchNorm running statistics, counters) that a probe
+  forward in train mode would otherwise update.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import torch
+
+__all__ = ["BufferGuard", "LineSnapshot", "RngState", "directional_dot"]
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """The local shard of a DTensor (FSDP2), or the tensor itself."""
+    to_local = getattr(tensor, "to_local", None)
+    return to_local() if callable(to_local) else tensor
+
+
+def directional_dot(vectors: Sequence[torch.Tensor], first: Sequence[torch.Tensor], second: Sequence[torch.Tensor]):
+    """``sum_i <vectors_i, first_i - second_i>`` on the local shards, accumulated in float64.
+
+    One temporary of the size of the largest tensor at a time; no host synchronisation.
+    """
+    total = None
+    for vector, a, b in zip(vectors, first, second, strict=True):
+        if vector is None:
+            continue
+        term = torch.sub(_local(a), _local(b)).mul_(_local(vector)).sum(dtype=torch.float64)
+        total = term if total is None else total + term
+    return total
+
+
+class LineSnapshot:
+    """One copy of the trainable parameters, taken before the optimizer step.
+
+    Args:
+        params: The parameters the optimizer updates.
+        device: Where to keep the copy (``None``: beside the parameters; ``"cpu"`` for models that do not
+            fit twice on the accelerator).
+    """
+
+    def __init__(self, params: Sequence[torch.Tensor], device: torch.device | str | None = None) -> None:
+        self.params = list(params)
+        with torch.no_grad():
+            self.theta0 = [p.detach().to(device=device, copy=True) for p in self.params]
+        self.theta1: list[torch.Tensor] | None = None
+        self.step: list[torch.Tensor] | None = None
+
+    def slope_numerator(self, grads: Sequence[torch.Tensor | None]) -> torch.Tensor:
+        """``<grads, theta0 - theta1>`` with the live parameters as ``theta1``."""
+        live = [p.detach() for p in self.params]
+        theta0 = [t.to(p.device, non_blocking=True) for t, p in zip(self.theta0, live, strict=True)]
+        return directional_dot(grads, theta0, live)
+
+    def keep_theta1(self) -> None:
+        """Copy the post-step parameters aside, so that points other than ``theta1`` can be visited."""
+        if self.theta1 is None:
+            with torch.no_grad():
+                self.theta1 = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def return_to_start(self) -> list[torch.Tensor]:
+        """Put ``theta0`` back in the parameters and return the step ``theta0 - theta1`` (``lr0 * d``).
+
+        Used by exact GeN, which differentiates at ``theta0``; the step is kept to set the final weights.
+        """
+        self.step = [t0.to(p.device) - p.detach() for p, t0 in zip(self.params, self.theta0, strict=True)]
+        for p, t0 in zip(self.params, self.theta0, strict=True):
+            p.copy_(t0)
+        return self.step
+
+    @torch.no_grad()
+    def move_to(self, fraction: float) -> None:
+        """Set the parameters to ``lerp(theta0, theta1, fraction)`` (``theta0 + fraction * (theta1 - theta0)``).
+
+        ``fraction == 1`` leaves the post-step parameters untouched when ``theta1`` was not kept.
+        """
+        if self.theta1 is None:
+            if fraction != 1.0:
+                raise RuntimeError("call keep_theta1() before visiting points other than the optimizer's step")
+            return
+        for p, t0, t1 in zip(self.params, self.theta0, self.theta1, strict=True):
+            p.copy_(torch.lerp(t0.to(p.device), t1, fraction))
+
+    @torch.no_grad()
+    def finish(self, fraction: float) -> None:
+        """Set the final weights ``lerp(theta0, theta1, fraction)`` and release the copies."""
+        if self.step is not None:
+            for p, t0, step in zip(self.params, self.theta0, self.step, strict=True):
+                p.copy_(t0).sub_(step, alpha=fraction)
+        elif self.theta1 is None:
+            for p, t0 in zip(self.params, self.theta0, strict=True):
+                if fraction != 1.0:
+                    p.copy_(torch.lerp(t0.to(p.device), p, fraction))
+        else:
+            self.move_to(fraction)
+        self.theta0, self.theta1, self.step = [], None, None
+
+
+class RngState:
+    """The CPU and accelerator random state at one moment, to replay later without disturbing the streams."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = torch.device(device)
+        self.cpu = torch.get_rng_state()
+        self.accel = None
+        if self.device.type != "cpu":
+            module = torch.get_device_module(self.device.type)
+            self.accel = module.get_rng_state(self.device)
+
+    @contextlib.contextmanager
+    def replay(self) -> Iterator[None]:
+        """Run the body with the recorded state; the global streams are left as they were."""
+        devices = [] if self.accel is None else [self.device]
+        with torch.random.fork_rng(devices=devices, device_type=self.device.type):
+            torch.set_rng_state(self.cpu)
+            if self.accel is not None:
+                torch.get_device_module(self.device.type).set_rng_state(self.accel, self.device)
+            yield
+
+
+class BufferGuard:
+    """Snapshot of a module's buffers; :meth:`restore` puts them back bitwise."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.saved = [(b, b.detach().clone()) for b in module.buffers()]
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for buffer, copy in self.saved:
+            buffer.copy_(copy)

@@ -1,0 +1,232 @@
+"""The GeN learning-rate state machine as a ``torch.optim.lr_scheduler.LRScheduler``.
+
+The scheduler owns everything that must survive a checkpoint: the current lr level, the counters,
+and the last estimate. The Trainer glue measures a ``LineEstimate`` (see ``hf_gen.core``) on a
+recompute step and hands it to :meth:`GeNScheduler.apply_estimate`; between recomputes the scheduler
+behaves like any other (``step()`` after each optimizer step).
+
+The lr applied at optimizer step ``t`` (0-based) to param group ``i`` is
+
+    level * shape(t) * ratio_i,
+
+where ``ratio_i`` is the group's starting lr over group 0's (the Trainer's decay / no-decay split or
+layer-wise lr ratios keep their proportions), ``shape`` is an optional annealing factor
+(``decay="linear"``: 1 - t/T; ``"cosine"``: (1 + cos(pi t/T)) / 2), and ``level`` is what GeN
+moves. An update turns the raw estimate ``a*`` (in lr units of group 0 at step ``t``) into
+
+    target = clip(a*, lr / max_change, lr * max_change),     lr_new = gamma * lr + (1 - gamma) * target,
+
+clamped to ``[lr_min, lr_max]``. Until the first estimate that falls inside the change bound
+("fast start", on by default) the smoothing is skipped and the lr is recomputed every step, so a
+start that is orders of magnitude off reaches the estimate in a few steps instead of never.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.optim.lr_scheduler import LRScheduler
+
+from .core import LineEstimate
+
+__all__ = ["FALLBACK_POLICIES", "DECAY_SHAPES", "GeNEstimateError", "GeNScheduler"]
+
+FALLBACK_POLICIES = ("keep", "shrink", "error")
+DECAY_SHAPES = ("none", "linear", "cosine")
+
+
+class GeNEstimateError(RuntimeError):
+    """Raised on an unusable estimate when the fallback policy is ``"error"``."""
+
+
+class GeNScheduler(LRScheduler):
+    """Learning rates chosen by the generalized Newton's method.
+
+    Args:
+        optimizer: The optimizer whose param groups are scheduled. Group 0's starting lr is the first
+            lr and the first probe radius; the other groups keep their ratio to it.
+        interval: Recompute every ``interval`` optimizer steps (the first step always recomputes).
+        gamma: Smoothing of the lr, in ``[0, 1)``: the weight of the old lr in each update.
+        max_change: Each new estimate is clipped to ``[lr / max_change, lr * max_change]`` (>= 1).
+        lr_min: Absolute lower bound on group 0's lr.
+        lr_max: Absolute upper bound on group 0's lr.
+        fallback: What an unusable estimate does: ``"keep"`` the lr, ``"shrink"`` it by ``max_change``,
+            or raise (``"error"``). A non-finite loss at a probe point always shrinks (unless
+            ``"error"``): the current lr itself overshot.
+        fast_start: Skip smoothing and recompute every step until an estimate falls inside the change
+            bound.
+        decay: Annealing shape composed with the GeN level: ``"none"``, ``"linear"`` or ``"cosine"``.
+        num_training_steps: Total optimizer steps (needed by ``decay``).
+        last_epoch: As in ``LRScheduler``.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        *,
+        interval: int = 4,
+        gamma: float = 0.9,
+        max_change: float = 2.0,
+        lr_min: float = 0.0,
+        lr_max: float = math.inf,
+        fallback: str = "keep",
+        fast_start: bool = True,
+        decay: str = "none",
+        num_training_steps: int | None = None,
+        last_epoch: int = -1,
+    ) -> None:
+        validate_gen_settings(
+            interval=interval,
+            gamma=gamma,
+            max_change=max_change,
+            lr_min=lr_min,
+            lr_max=lr_max,
+            fallback=fallback,
+            decay=decay,
+        )
+        if decay != "none" and (num_training_steps is None or num_training_steps < 1):
+            raise ValueError(f"decay={decay!r} needs num_training_steps >= 1, got {num_training_steps!r}")
+        first_lr = float(optimizer.param_groups[0].get("initial_lr", optimizer.param_groups[0]["lr"]))
+        if not first_lr > 0.0 or not math.isfinite(first_lr):
+            raise ValueError(
+                f"GeN needs a positive starting learning rate (param group 0 has lr={first_lr}); "
+                "pass learning_rate > 0: it is the first lr and the first probe radius"
+            )
+        self.interval = int(interval)
+        self.gamma = float(gamma)
+        self.max_change = float(max_change)
+        self.lr_min = float(lr_min)
+        self.lr_max = float(lr_max)
+        self.fallback = fallback
+        self.fast_start = bool(fast_start)
+        self.decay = decay
+        self.num_training_steps = int(num_training_steps) if num_training_steps is not None else None
+        self.ratios = [
+            float(group.get("initial_lr", group["lr"])) / first_lr for group in optimizer.param_groups
+        ]
+        self.level = min(max(first_lr, self.lr_min), self.lr_max)
+        self.settled = not self.fast_start
+        self.last_update_step: int | None = None
+        self.num_updates = 0
+        self.num_fallbacks = 0
+        self.last_alpha_star: float | None = None
+        self.last_slope: float | None = None
+        self.last_curvature: float | None = None
+        self.last_fallback: str | None = None
+        self.last_update_lr: float | None = None
+        super().__init__(optimizer, last_epoch)
+
+    # ---- schedule ----------------------------------------------------------------------------
+
+    def shape(self, step: int) -> float:
+        """The annealing factor at 0-based optimizer step ``step``."""
+        if self.decay == "none":
+            return 1.0
+        progress = min(max(step, 0), self.num_training_steps) / self.num_training_steps
+        if self.decay == "linear":
+            return max(1.0 - progress, 0.0)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def lr_at(self, step: int) -> float:
+        """Group 0's lr at 0-based optimizer step ``step`` with the current level."""
+        return self.level * self.shape(step)
+
+    def get_lr(self) -> list[float]:
+        lr = self.lr_at(self.last_epoch)
+        return [lr * ratio for ratio in self.ratios]
+
+    def is_due(self, step: int) -> bool:
+        """Whether optimizer step ``step`` (0-based) should recompute the lr."""
+        if self.last_update_step is None or not self.settled:
+            return True
+        return step - self.last_update_step >= self.interval
+
+    # ---- updates -----------------------------------------------------------------------------
+
+    def apply_estimate(self, estimate: LineEstimate, step: int) -> float:
+        """Fold one estimate into the lr and apply it to the optimizer's param groups.
+
+        Args:
+            estimate: The estimate measured on the batch of step ``step``, in lr units of group 0.
+            step: The 0-based optimizer step whose batch was probed.
+
+        Returns:
+            Group 0's new lr, which the caller uses for the step being taken.
+
+        Raises:
+            GeNEstimateError: On an unusable estimate with ``fallback="error"``.
+        """
+        lr = self.lr_at(step)
+        reason = estimate.reason
+        if estimate.accepted:
+            alpha = estimate.alpha_star
+            if alpha > self.lr_max:
+                alpha, reason = self.lr_max, "above_max"
+            elif alpha < self.lr_min:
+                alpha, reason = self.lr_min, "below_min"
+            low, high = lr / self.max_change, lr * self.max_change
+            target = min(max(alpha, low), high)
+            inside = low <= estimate.alpha_star <= high
+            gamma = self.gamma if self.settled else 0.0
+            new_lr = gamma * lr + (1.0 - gamma) * target
+            if inside:
+                self.settled = True
+        elif self.fallback == "error":
+            raise GeNEstimateError(
+                f"GeN estimate unusable at step {step + 1} ({reason}: slope={estimate.slope}, "
+                f"curvature={estimate.curvature}); set gen_fallback='keep' or 'shrink' to train on"
+            )
+        elif self.fallback == "shrink" or reason == "nonfinite_loss":
+            new_lr = lr / self.max_change
+        else:
+            new_lr = lr
+        new_lr = min(max(new_lr, self.lr_min), self.lr_max)
+        shape = self.shape(step)
+        if shape > 0.0:
+            self.level = new_lr / shape
+        self.last_update_step = step
+        self.num_updates += 1
+        self.num_fallbacks += reason is not None
+        self.last_alpha_star = estimate.alpha_star
+        self.last_slope = float(estimate.slope)
+        self.last_curvature = float(estimate.curvature)
+        self.last_fallback = reason
+        applied = self.lr_at(step)
+        self.last_update_lr = applied
+        for group, ratio in zip(self.optimizer.param_groups, self.ratios, strict=True):
+            group["lr"] = applied * ratio
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+        return applied
+
+
+def validate_gen_settings(
+    *,
+    interval: int,
+    gamma: float,
+    max_change: float,
+    lr_min: float,
+    lr_max: float,
+    fallback: str,
+    decay: str,
+) -> None:
+    """Check GeN settings; raise ``ValueError`` saying what to pass instead."""
+    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+        raise ValueError(f"gen_interval must be an integer >= 1 (recompute every N optimizer steps), got {interval!r}")
+    if not (isinstance(gamma, (int, float)) and 0.0 <= gamma < 1.0):
+        raise ValueError(f"gen_gamma must be in [0, 1) (0.9 is the authors' choice; 0 = no smoothing), got {gamma!r}")
+    if not (isinstance(max_change, (int, float)) and max_change >= 1.0):
+        raise ValueError(
+            f"gen_max_change must be >= 1 (2.0 clips each estimate to [lr/2, 2 lr]; inf = no bound), got {max_change!r}"
+        )
+    for name, value in (("gen_lr_min", lr_min), ("gen_lr_max", lr_max)):
+        if not isinstance(value, (int, float)) or math.isnan(value) or value < 0.0:
+            raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+    if lr_min > lr_max:
+        raise ValueError(f"gen_lr_min ({lr_min}) must not exceed gen_lr_max ({lr_max})")
+    if lr_max == 0.0:
+        raise ValueError("gen_lr_max must be > 0 (use inf for no upper bound)")
+    if fallback not in FALLBACK_POLICIES:
+        raise ValueError(f"gen_fallback must be one of {FALLBACK_POLICIES}, got {fallback!r}")
+    if decay not in DECAY_SHAPES:
+        raise ValueError(f"gen_decay must be one of {DECAY_SHAPES}, got {decay!r}")

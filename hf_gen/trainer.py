@@ -1,0 +1,380 @@
+"""GeN inside the Hugging Face ``Trainer``: ``GeNMixin`` and ``GeNTrainer``.
+
+What the mixin changes, and nothing else:
+
+* ``create_scheduler``: with ``lr_scheduler_type="gen"`` the scheduler is a ``GeNScheduler``, and two
+  hooks are put on the optimizer's ``step``.
+* ``training_step``: on a recompute step, remembers each micro-batch of the optimizer step with the
+  random state of its forward, and sums the training losses (the loss at the current weights).
+* ``_clip_grad_norm``: remembers the pre-clip gradient norm, so the slope uses the true gradient.
+* the optimizer step: the pre-hook copies the trainable parameters (``theta0``); the optimizer then
+  steps once, as always, with the current lr, which defines the update direction ``d`` (after
+  clipping, momentum, preconditioning and weight decay); the post-hook measures the line (approx: loss
+  at probe points; exact: a Hessian-vector product), asks the scheduler for the new lr, and sets the
+  weights to ``theta0 - lr_new * d`` from the copy. A step the optimizer skips (fp16 overflow) runs
+  neither hook, so it makes no GeN update.
+* ``log``: adds ``gen/lr``, ``gen/alpha_star``, ``gen/curvature`` and ``gen/fallbacks`` to training logs.
+
+Every GeN update is also written (main process) to ``output_dir/gen_trace.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import torch
+import torch.distributed as dist
+from transformers import Trainer
+from transformers.optimization import Adafactor
+
+from .core import LineEstimate, estimate_from_curvature, estimate_from_losses
+from .line import BufferGuard, LineSnapshot, RngState
+from .scheduler import GeNScheduler
+
+__all__ = ["GeNMixin", "GeNTrainer", "LINEAR_OPTIMIZERS", "TRACE_FILE", "check_linear_optimizer"]
+
+TRACE_FILE = "gen_trace.jsonl"
+
+# Optimizers whose step is linear in the lr: theta1 = theta0 - lr * d with d independent of lr.
+LINEAR_OPTIMIZERS = (
+    torch.optim.SGD,
+    torch.optim.Adam,
+    torch.optim.AdamW,
+    torch.optim.Adagrad,
+    torch.optim.RMSprop,
+    torch.optim.Adamax,
+    torch.optim.NAdam,
+    torch.optim.RAdam,
+    Adafactor,
+)
+# `TrainingArguments.optim` values that step inside backward or whose update is not linear in the lr.
+REFUSED_OPTIM_NAMES = {
+    "lomo": "steps inside backward, before an lr could be measured",
+    "adalomo": "steps inside backward, before an lr could be measured",
+    "galore_adamw_layerwise": "steps inside backward hooks",
+    "galore_adamw_8bit_layerwise": "steps inside backward hooks",
+    "galore_adafactor_layerwise": "steps inside backward hooks",
+    "apollo_adamw_layerwise": "steps inside backward hooks",
+    "schedule_free_adamw": "its averaging weights depend non-linearly on the lr",
+    "schedule_free_radam": "its averaging weights depend non-linearly on the lr",
+    "schedule_free_sgd": "its averaging weights depend non-linearly on the lr",
+}
+_SUPPORTED_TEXT = (
+    "torch.optim SGD (momentum, Nesterov, weight decay), Adam, AdamW, Adagrad, RMSprop, Adamax, NAdam, RAdam, "
+    "and transformers' Adafactor with relative_step=False (TrainingArguments.optim: adamw_torch, "
+    "adamw_torch_fused, sgd, adagrad, rmsprop, adafactor)"
+)
+
+
+def _inner_optimizer(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """The torch optimizer under accelerate's ``AcceleratedOptimizer`` wrappers."""
+    while hasattr(optimizer, "optimizer") and isinstance(optimizer.optimizer, torch.optim.Optimizer):
+        optimizer = optimizer.optimizer
+    return optimizer
+
+
+def check_linear_optimizer(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """Return the inner torch optimizer if its update is linear in the lr; raise ``ValueError`` if not."""
+    inner = _inner_optimizer(optimizer)
+    name = type(inner).__name__
+    if type(inner) not in LINEAR_OPTIMIZERS:
+        raise ValueError(
+            f"lr_scheduler_type='gen' needs an optimizer whose update is linear in the learning rate; {name} is not "
+            f"known to be (Prodigy, D-Adaptation, schedule-free and LOMO adapt or fold in the lr themselves). "
+            f"Supported: {_SUPPORTED_TEXT}."
+        )
+    if isinstance(inner, Adafactor) and any(group.get("relative_step") for group in inner.param_groups):
+        raise ValueError(
+            "lr_scheduler_type='gen' cannot drive Adafactor with relative_step=True (it computes its own lr): "
+            "create it with relative_step=False, scale_parameter=False, warmup_init=False, or use optim='adafactor'."
+        )
+    return inner
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+class GeNMixin:
+    """Adds the generalized Newton's method to any ``Trainer`` subclass: ``class T(GeNMixin, Trainer)``.
+
+    Active when ``args.lr_scheduler_type == "gen"`` (``GeNTrainingArguments``); otherwise the trainer
+    behaves exactly like its base class. See the module docstring for the hooks it uses.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._gen_hooks: list = []
+        self._gen_batch: list[tuple[dict, RngState]] = []
+        self._gen_num_items = None
+        self._gen_loss0: torch.Tensor | None = None
+        self._gen_recording = False
+        self._gen_step_open = False
+        self._gen_grad_norm = None
+        self._gen_snapshot: LineSnapshot | None = None
+        self._gen_trace_checked = False
+        if self.gen_enabled:
+            self._gen_check_launch()
+
+    # ---- set-up ------------------------------------------------------------------------------
+
+    @property
+    def gen_enabled(self) -> bool:
+        """Whether GeN chooses the lr (``args.lr_scheduler_type == "gen"``)."""
+        return bool(getattr(self.args, "uses_gen", False))
+
+    def _gen_check_launch(self) -> None:
+        optim = str(getattr(self.args.optim, "value", self.args.optim))
+        if optim in REFUSED_OPTIM_NAMES:
+            raise ValueError(
+                f"lr_scheduler_type='gen' cannot drive optim={optim!r}: it {REFUSED_OPTIM_NAMES[optim]}. "
+                f"Use one of: {_SUPPORTED_TEXT}."
+            )
+        if getattr(self, "is_deepspeed_enabled", False) or self.args.deepspeed:
+            raise ValueError(
+                "lr_scheduler_type='gen' is not supported with DeepSpeed: its optimizer steps inside backward, "
+                "before GeN can measure the line. Use DDP or FSDP (fsdp='full_shard'), or another lr scheduler."
+            )
+        if self.lr_scheduler is not None:
+            raise ValueError(
+                "lr_scheduler_type='gen' creates its own scheduler, but one was passed in `optimizers=(optimizer, "
+                "scheduler)`: pass `optimizers=(optimizer, None)` or drop lr_scheduler_type='gen'."
+            )
+        if self.optimizer is not None:
+            check_linear_optimizer(self.optimizer)
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
+        if not self.gen_enabled:
+            return super().create_scheduler(num_training_steps, optimizer)
+        if self.lr_scheduler is None:
+            optimizer = self.optimizer if optimizer is None else optimizer
+            inner = check_linear_optimizer(optimizer)
+            args = self.args
+            self.lr_scheduler = GeNScheduler(
+                optimizer,
+                interval=args.gen_interval,
+                gamma=args.gen_gamma,
+                max_change=args.gen_max_change,
+                lr_min=args.gen_lr_min,
+                lr_max=args.gen_lr_max,
+                fallback=args.gen_fallback,
+                fast_start=args.gen_fast_start,
+                decay=args.gen_decay,
+                num_training_steps=num_training_steps,
+            )
+            self._created_lr_scheduler = True
+            for handle in self._gen_hooks:
+                handle.remove()
+            self._gen_hooks = [
+                inner.register_step_pre_hook(self._gen_before_optimizer_step),
+                inner.register_step_post_hook(self._gen_after_optimizer_step),
+            ]
+        return self.lr_scheduler
+
+    def train(self, *args, **kwargs):
+        self._gen_trace_checked = False
+        return super().train(*args, **kwargs)
+
+    # ---- recording the step's batch -----------------------------------------------------------
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if not self.gen_enabled or not isinstance(self.lr_scheduler, GeNScheduler):
+            return super().training_step(model, inputs, num_items_in_batch)
+        if not self._gen_step_open:
+            self._gen_step_open = True
+            self._gen_batch = []
+            self._gen_loss0 = None
+            self._gen_grad_norm = None
+            self._gen_recording = self.lr_scheduler.is_due(self.lr_scheduler.last_epoch)
+        if self._gen_recording:
+            self._gen_batch.append((inputs, RngState(self.args.device)))
+            self._gen_num_items = num_items_in_batch
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self._gen_recording:
+            loss0 = loss.detach().to(torch.float64)
+            self._gen_loss0 = loss0 if self._gen_loss0 is None else self._gen_loss0 + loss0
+        if self.accelerator.sync_gradients:
+            self._gen_step_open = False
+        return loss
+
+    def _clip_grad_norm(self, model):
+        grad_norm = super()._clip_grad_norm(model)
+        if self._gen_recording:
+            self._gen_grad_norm = grad_norm
+        return grad_norm
+
+    def _gen_clip_factor(self) -> torch.Tensor | float:
+        """The factor ``torch.nn.utils.clip_grad_norm_`` multiplied the gradients by (1 without clipping)."""
+        if self._gen_grad_norm is None or not self.args.max_grad_norm or self.args.max_grad_norm <= 0:
+            return 1.0
+        norm = self._gen_grad_norm
+        if hasattr(norm, "full_tensor"):
+            norm = norm.full_tensor()
+        norm = torch.as_tensor(norm, dtype=torch.float64)
+        return torch.clamp(self.args.max_grad_norm / (norm + 1e-6), max=1.0)
+
+    # ---- the optimizer-step hooks ----------------------------------------------------------------
+
+    def _gen_params(self, optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+        return [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+
+    def _gen_before_optimizer_step(self, optimizer, args, kwargs) -> None:
+        if self._gen_recording and self._gen_batch:
+            self._gen_snapshot = LineSnapshot(self._gen_params(optimizer))
+
+    def _gen_after_optimizer_step(self, optimizer, args, kwargs) -> None:
+        snapshot, self._gen_snapshot = self._gen_snapshot, None
+        self._gen_recording = False
+        if snapshot is None:
+            return
+        scheduler: GeNScheduler = self.lr_scheduler
+        step = scheduler.last_epoch
+        lr0 = float(optimizer.param_groups[0]["lr"])
+        mode = self.args.gen_mode
+        slope = snapshot.slope_numerator([p.grad for p in snapshot.params])
+        if slope is None:
+            slope = torch.zeros((), dtype=torch.float64, device=self.args.device)
+        slope = self._gen_reduce(slope, sharded_sum=True) / (lr0 * self._gen_clip_factor())
+        loss0 = self._gen_reduce(self._gen_loss0)
+        record: dict = {}
+        if mode == "exact":
+            step_vector = snapshot.return_to_start()
+            curvature = self._gen_reduce(self._gen_curvature(snapshot.params, step_vector)) / lr0**2
+            slope, curvature, loss0 = torch.stack([slope, curvature, loss0]).tolist()
+            estimate = estimate_from_curvature(slope, curvature, loss0=loss0)
+        else:
+            offsets = list(self.args.gen_probe_offsets)
+            if offsets != [1.0]:
+                snapshot.keep_theta1()
+            losses = []
+            for offset in offsets:
+                snapshot.move_to(offset)
+                losses.append(self._gen_reduce(self._gen_batch_loss()))
+            slope, loss0, *losses = torch.stack([slope, loss0, *losses]).tolist()
+            points = [offset * lr0 for offset in offsets]
+            estimate = estimate_from_losses(
+                points, losses, loss0=loss0, slope=slope if self.args.gen_use_slope else None
+            )
+            record["probe_losses"] = [[a, _finite_or_none(v)] for a, v in zip(points, losses, strict=True)]
+        new_lr = scheduler.apply_estimate(estimate, step)
+        snapshot.finish(new_lr / lr0)
+        self._gen_batch = []
+        self._gen_write_trace(estimate, new_lr, lr0, mode, record)
+
+    # ---- measuring the line ------------------------------------------------------------------------
+
+    def _gen_scaled_loss(self, model, inputs) -> torch.Tensor:
+        """The loss of one micro-batch, normalised exactly as ``Trainer.training_step`` normalises it."""
+        inputs = self._prepare_inputs(inputs)
+        num_items = self._gen_num_items
+        with self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs, num_items_in_batch=num_items)
+        if self.args.n_gpu > 1:
+            loss = loss.mean()
+        scaled = self.loss_is_scaled_for_ga
+        if scaled is None:
+            scaled = (self.model_accepts_loss_kwargs and num_items is not None) or self.compute_loss_func is not None
+        if not scaled:
+            loss = loss / self.current_gradient_accumulation_steps
+        return loss
+
+    def _gen_batch_loss(self) -> torch.Tensor:
+        """Loss on the whole effective batch at the current weights: no grad, same dropout masks, buffers kept."""
+        model = self.model
+        guard = BufferGuard(model)
+        total = torch.zeros((), dtype=torch.float64, device=self.args.device)
+        model.train()
+        for inputs, rng in self._gen_batch:
+            with rng.replay(), torch.no_grad():
+                total = total + self._gen_scaled_loss(model, inputs).detach().to(torch.float64)
+            guard.restore()
+        return total
+
+    def _gen_curvature(self, params: list[torch.Tensor], step_vector: list[torch.Tensor]) -> torch.Tensor:
+        """``s^T H s`` for the step ``s`` on the whole effective batch, by double backward."""
+        model = self.model
+        guard = BufferGuard(model)
+        total = torch.zeros((), dtype=torch.float64, device=self.args.device)
+        model.train()
+        for inputs, rng in self._gen_batch:
+            with rng.replay(), torch.enable_grad():
+                loss = self._gen_scaled_loss(model, inputs)
+                grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+                pairs = [(g, s) for g, s in zip(grads, step_vector, strict=True) if g is not None]
+                directional = sum((g * s).sum() for g, s in pairs)
+                if torch.is_tensor(directional) and directional.requires_grad:
+                    hvp = torch.autograd.grad(directional, [params[i] for i, g in enumerate(grads) if g is not None],
+                                              allow_unused=True)
+                    for h, (_, s) in zip(hvp, pairs, strict=True):
+                        if h is not None:
+                            total = total + (h.detach().to(torch.float64) * s.to(torch.float64)).sum()
+            guard.restore()
+        return total
+
+    def _gen_reduce(self, value: torch.Tensor | None, sharded_sum: bool = False) -> torch.Tensor:
+        """Average a per-rank scalar over processes (sum instead for dot products over FSDP shards)."""
+        if value is None:
+            value = torch.tensor(float("nan"), dtype=torch.float64, device=self.args.device)
+        value = value.to(device=self.args.device, dtype=torch.float64).reshape(())
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            value = value.clone()
+            dist.all_reduce(value, op=dist.ReduceOp.SUM)
+            if not (sharded_sum and self.is_fsdp_enabled):
+                value = value / dist.get_world_size()
+        return value
+
+    # ---- reporting ---------------------------------------------------------------------------------
+
+    def _gen_write_trace(self, estimate: LineEstimate, new_lr: float, lr0: float, mode: str, extra: dict) -> None:
+        if not self.is_world_process_zero():
+            return
+        record = {
+            "step": self.state.global_step + 1,
+            "lr": new_lr,
+            "alpha_star": _finite_or_none(estimate.alpha_star),
+            "slope": _finite_or_none(estimate.slope),
+            "curvature": _finite_or_none(estimate.curvature),
+            "loss": _finite_or_none(estimate.loss0),
+            "probe_lr": lr0,
+            "mode": mode,
+            "fallback": self.lr_scheduler.last_fallback,
+            **extra,
+        }
+        os.makedirs(self.args.output_dir, exist_ok=True)
+        path = os.path.join(self.args.output_dir, TRACE_FILE)
+        if not self._gen_trace_checked:
+            # A resumed (or restarted) run replaces what an earlier run wrote after the step it starts from.
+            self._gen_trace_checked = True
+            kept = []
+            if os.path.exists(path):
+                with open(path) as handle:
+                    kept = [line for line in handle if line.strip() and json.loads(line)["step"] <= self.state.global_step]
+            with open(path, "w") as handle:
+                handle.writelines(kept)
+        with open(path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def gen_metrics(self) -> dict[str, float]:
+        """The latest GeN quantities as floats, for the Trainer's logs (empty before the first update)."""
+        scheduler = self.lr_scheduler
+        if not isinstance(scheduler, GeNScheduler) or scheduler.num_updates == 0:
+            return {}
+        metrics = {"gen/lr": float(scheduler.last_update_lr), "gen/fallbacks": float(scheduler.num_fallbacks)}
+        for key, value in (("gen/alpha_star", scheduler.last_alpha_star), ("gen/curvature", scheduler.last_curvature)):
+            if value is not None and math.isfinite(value):
+                metrics[key] = float(value)
+        return metrics
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if self.gen_enabled and "learning_rate" in logs:
+            logs = {**logs, **self.gen_metrics()}
+        return super().log(logs, *args, **kwargs)
+
+
+class GeNTrainer(GeNMixin, Trainer):
+    """``transformers.Trainer`` whose lr is chosen by the generalized Newton's method.
+
+    Use with ``GeNTrainingArguments(lr_scheduler_type="gen", ...)``. See ``GeNMixin`` for what changes.
+    """
