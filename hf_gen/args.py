@@ -156,4 +156,3 @@ class GeNTrainingArguments(TrainingArguments):
                     "lr_scheduler_type='gen' chooses the lr from the first step: set warmup_steps=0 (and no "
                     f"warmup_ratio); got warmup_steps={self.warmup_steps}"
                 )
-

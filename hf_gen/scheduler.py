@@ -102,9 +102,7 @@ class GeNScheduler(LRScheduler):
         self.fast_start = bool(fast_start)
         self.decay = decay
         self.num_training_steps = int(num_training_steps) if num_training_steps is not None else None
-        self.ratios = [
-            float(group.get("initial_lr", group["lr"])) / first_lr for group in optimizer.param_groups
-        ]
+        self.ratios = [float(group.get("initial_lr", group["lr"])) / first_lr for group in optimizer.param_groups]
         self.level = min(max(first_lr, self.lr_min), self.lr_max)
         self.settled = not self.fast_start
         self.last_update_step: int | None = None
@@ -217,7 +215,8 @@ def validate_gen_settings(
         raise ValueError(f"gen_gamma must be in [0, 1) (0.9 is the authors' choice; 0 = no smoothing), got {gamma!r}")
     if not (isinstance(max_change, (int, float)) and max_change >= 1.0):
         raise ValueError(
-            f"gen_max_change must be >= 1 (2.0 clips each estimate to [lr/2, 2 lr]; inf = no bound), got {max_change!r}"
+            "gen_max_change must be >= 1 (2.0 clips each estimate to [lr/2, 2 lr]; inf = no bound), "
+            f"got {max_change!r}"
         )
     for name, value in (("gen_lr_min", lr_min), ("gen_lr_max", lr_max)):
         if not isinstance(value, (int, float)) or math.isnan(value) or value < 0.0:

@@ -305,8 +305,9 @@ class GeNMixin:
                 pairs = [(g, s) for g, s in zip(grads, step_vector, strict=True) if g is not None]
                 directional = sum((g * s).sum() for g, s in pairs)
                 if torch.is_tensor(directional) and directional.requires_grad:
-                    hvp = torch.autograd.grad(directional, [params[i] for i, g in enumerate(grads) if g is not None],
-                                              allow_unused=True)
+                    hvp = torch.autograd.grad(
+                        directional, [params[i] for i, g in enumerate(grads) if g is not None], allow_unused=True
+                    )
                     for h, (_, s) in zip(hvp, pairs, strict=True):
                         if h is not None:
                             total = total + (h.detach().to(torch.float64) * s.to(torch.float64)).sum()
@@ -350,7 +351,9 @@ class GeNMixin:
             kept = []
             if os.path.exists(path):
                 with open(path) as handle:
-                    kept = [line for line in handle if line.strip() and json.loads(line)["step"] <= self.state.global_step]
+                    kept = [
+                        line for line in handle if line.strip() and json.loads(line)["step"] <= self.state.global_step
+                    ]
             with open(path, "w") as handle:
                 handle.writelines(kept)
         with open(path, "a") as handle:
