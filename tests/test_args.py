@@ -1,0 +1,114 @@
+"""Arguments, command-line parsing and refusals: bad input fails early with a message saying what to pass."""
+
+import pytest
+import torch
+from transformers import HfArgumentParser, Trainer
+from transformers.optimization import Adafactor
+
+from hf_gen import GeNTrainer, GeNTrainingArguments
+from tiny import MLP, Regression
+
+
+def args(tmp_path, **kwargs):
+    base = dict(output_dir=str(tmp_path), lr_scheduler_type="gen", report_to="none", use_cpu=True, max_steps=2)
+    base.update(kwargs)
+    return GeNTrainingArguments(**base)
+
+
+def test_gen_is_accepted_and_stock_names_still_work(tmp_path):
+    a = args(tmp_path)
+    assert a.lr_scheduler_type == "gen" and a.uses_gen
+    b = args(tmp_path, lr_scheduler_type="cosine")
+    assert not b.uses_gen and b.lr_scheduler_type.value == "cosine"
+
+
+def test_command_line_lr_scheduler_gen_and_gen_flags(tmp_path):
+    parser = HfArgumentParser(GeNTrainingArguments)
+    (parsed,) = parser.parse_args_into_dataclasses(
+        [
+            "--output_dir", str(tmp_path), "--lr_scheduler", "gen", "--gen_interval", "8", "--gen_mode", "exact",
+            "--gen_probe_offsets", "-1", "1", "--gen_use_slope", "false", "--use_cpu",
+        ]
+    )  # fmt: skip
+    assert parsed.uses_gen and parsed.gen_interval == 8 and parsed.gen_mode == "exact"
+    assert parsed.gen_probe_offsets == [-1.0, 1.0] and parsed.gen_use_slope is False
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"gen_interval": 0}, "gen_interval must be an integer >= 1"),
+        ({"gen_gamma": 1.0}, r"gen_gamma must be in \[0, 1\)"),
+        ({"gen_gamma": -0.1}, r"gen_gamma must be in \[0, 1\)"),
+        ({"gen_lr_min": 1e-2, "gen_lr_max": 1e-3}, "must not exceed gen_lr_max"),
+        ({"gen_lr_min": -1e-3}, "gen_lr_min must be a number >= 0"),
+        ({"gen_lr_max": -1.0}, "gen_lr_max must be a number >= 0"),
+        ({"gen_mode": "hessian"}, r"gen_mode must be one of \('approx', 'exact'\)"),
+        ({"gen_max_change": 0.5}, "gen_max_change must be >= 1"),
+        ({"gen_fallback": "constant"}, "gen_fallback must be one of"),
+        ({"gen_probe_offsets": [0.0]}, "non-zero finite multiples"),
+        ({"gen_probe_offsets": [1.0], "gen_use_slope": False}, "at least two probe offsets"),
+        ({"learning_rate": 0.0}, "learning_rate > 0"),
+        ({"warmup_steps": 10}, "warmup_steps=0"),
+    ],
+)
+def test_invalid_gen_values_raise_at_construction(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        args(tmp_path, **kwargs)
+
+
+def test_gen_without_gen_trainer_fails_before_the_first_step(tmp_path):
+    trainer = Trainer(model=MLP(), args=args(tmp_path), train_dataset=Regression())
+    with pytest.raises(ValueError, match="gen"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
+class Prodigyish(torch.optim.Optimizer):
+    """A stand-in for an lr-adapting optimizer (any class outside the supported list is refused)."""
+
+    def __init__(self, params, lr=1.0):
+        super().__init__(params, {"lr": lr})
+
+    def step(self, closure=None):
+        return None
+
+
+@pytest.mark.parametrize(
+    "make_optimizer,match",
+    [
+        (lambda m: Prodigyish(m.parameters()), "Prodigyish is not known to be"),
+        (lambda m: torch.optim.ASGD(m.parameters(), lr=0.01), "ASGD"),
+        (lambda m: Adafactor(m.parameters(), lr=None, relative_step=True), "relative_step"),
+    ],
+)
+def test_optimizers_not_linear_in_the_lr_are_refused(tmp_path, make_optimizer, match):
+    model = MLP()
+    with pytest.raises(ValueError, match=match) as info:
+        GeNTrainer(model=model, args=args(tmp_path), train_dataset=Regression(), optimizers=(make_optimizer(model), None))
+    assert "Supported" in str(info.value) or "relative_step=False" in str(info.value)
+
+
+def test_schedule_free_by_name_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="schedule_free_adamw"):
+        GeNTrainer(model=MLP(), args=args(tmp_path, optim="schedule_free_adamw"), train_dataset=Regression())
+
+
+def test_lomo_by_name_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="steps inside backward"):
+        GeNTrainer(model=MLP(), args=args(tmp_path, optim="lomo"), train_dataset=Regression())
+
+
+def test_a_user_scheduler_with_gen_is_refused(tmp_path):
+    model = MLP()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.ConstantLR(opt)
+    with pytest.raises(ValueError, match=r"optimizers=\(optimizer, None\)"):
+        GeNTrainer(model=model, args=args(tmp_path), train_dataset=Regression(), optimizers=(opt, sched))
+
+
+def test_supported_optim_names_train(tmp_path):
+    for optim in ("adamw_torch", "sgd", "adafactor", "rmsprop", "adagrad"):
+        trainer = GeNTrainer(model=MLP(), args=args(tmp_path / optim, optim=optim), train_dataset=Regression())
+        trainer.train()
+        assert trainer.lr_scheduler.num_updates >= 1

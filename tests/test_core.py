@@ -1,0 +1,88 @@
+"""The framework-free maths against closed forms and an independent least-squares oracle (numpy)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from hf_gen.core import estimate_from_curvature, estimate_from_losses, fit_parabola
+
+
+def parabola(loss0, slope, curvature):
+    return lambda a: loss0 - slope * a + 0.5 * curvature * a * a
+
+
+@pytest.mark.parametrize("loss0,slope,curvature", [(2.0, 3.0, 5.0), (0.1, 1e-3, 4e-2), (10.0, 250.0, 1e4)])
+def test_one_probe_with_known_slope_recovers_the_parabola(loss0, slope, curvature):
+    g = parabola(loss0, slope, curvature)
+    a = 0.37 * slope / curvature
+    est = estimate_from_losses([a], [g(a)], loss0=loss0, slope=slope)
+    assert est.accepted and est.reason is None
+    assert est.curvature == pytest.approx(curvature, rel=1e-9)
+    assert est.alpha_star == pytest.approx(slope / curvature, rel=1e-9)
+
+
+def test_symmetric_three_point_scheme_matches_the_seed_formula():
+    # gen-seed.md: Delta = (h/2) (g(-h) - g(h)) / (g(-h) - 2 g(0) + g(h)), exact on a parabola.
+    g = parabola(1.5, 0.8, 3.0)
+    h = 0.05
+    delta = (h / 2) * (g(-h) - g(h)) / (g(-h) - 2 * g(0) + g(h))
+    est = estimate_from_losses([-h, 0.0, h], [g(-h), g(0.0), g(h)])
+    assert est.alpha_star == pytest.approx(delta, rel=1e-9)
+    assert est.alpha_star == pytest.approx(0.8 / 3.0, rel=1e-9)
+    # The same two probes with g(0) known fit the slope too.
+    est2 = estimate_from_losses([-h, h], [g(-h), g(h)], loss0=g(0.0))
+    assert est2.slope == pytest.approx(0.8, rel=1e-9) and est2.alpha_star == pytest.approx(delta, rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_least_squares_over_many_noisy_points_matches_numpy_polyfit(seed):
+    rng = np.random.default_rng(seed)
+    a = np.linspace(-1.0, 2.0, 7)
+    y = 1.0 - 2.0 * a + 1.5 * a * a + 0.01 * rng.standard_normal(a.size)
+    c2, c1, c0 = np.polyfit(a, y, 2)
+    loss0, slope, curvature = fit_parabola(a.tolist(), y.tolist())
+    assert loss0 == pytest.approx(c0, rel=1e-8)
+    assert slope == pytest.approx(-c1, rel=1e-8)
+    assert curvature == pytest.approx(2 * c2, rel=1e-8)
+    # With loss0 and slope held, the curvature is the closed-form least squares sum(r a^2) / sum(a^4) * 2.
+    r = y - c0 + (-c1) * a
+    _, _, curv_fixed = fit_parabola(a.tolist(), y.tolist(), loss0=c0, slope=-c1)
+    assert curv_fixed == pytest.approx(2 * np.sum(r * a * a) / np.sum(a**4), rel=1e-8)
+
+
+@pytest.mark.parametrize(
+    "slope,curvature,reason",
+    [
+        (1.0, 0.0, "nonpositive_curvature"),
+        (1.0, -2.0, "nonpositive_curvature"),
+        (-1.0, 2.0, "not_descent"),
+        (0.0, 2.0, "not_descent"),
+        (math.nan, 2.0, "nonfinite_slope"),
+        (1.0, math.inf, "nonfinite_curvature"),
+        (1e300, 1e-300, "nonfinite_estimate"),
+    ],
+)
+def test_guards_reject_unusable_estimates(slope, curvature, reason):
+    est = estimate_from_curvature(slope, curvature)
+    assert not est.accepted and est.alpha_star is None and est.reason == reason
+
+
+def test_nonfinite_probe_loss_is_reported_not_fitted():
+    est = estimate_from_losses([0.1], [math.inf], loss0=1.0, slope=1.0)
+    assert not est.accepted and est.reason == "nonfinite_loss"
+    est = estimate_from_losses([0.1], [1.0], loss0=math.nan, slope=1.0)
+    assert est.reason == "nonfinite_loss"
+
+
+def test_concave_line_is_flagged():
+    g = parabola(1.0, 1.0, -4.0)
+    est = estimate_from_losses([0.2], [g(0.2)], loss0=1.0, slope=1.0)
+    assert est.curvature == pytest.approx(-4.0) and est.reason == "nonpositive_curvature"
+
+
+def test_underdetermined_fits_say_what_is_missing():
+    with pytest.raises(ValueError, match="distinct offsets"):
+        fit_parabola([0.1], [1.0], loss0=1.0)
+    with pytest.raises(ValueError, match="as many losses as offsets"):
+        fit_parabola([0.1, 0.2], [1.0])

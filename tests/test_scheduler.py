@@ -1,0 +1,140 @@
+"""The lr state machine: each rule against its closed form, and exact resume through torch.save/load."""
+
+import io
+import math
+
+import pytest
+import torch
+
+from hf_gen.core import LineEstimate, estimate_from_curvature
+from hf_gen.scheduler import GeNEstimateError, GeNScheduler
+
+
+def make(lr=0.1, ratio=0.25, **kwargs):
+    a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([{"params": [a], "lr": lr}, {"params": [b], "lr": lr * ratio}], lr=lr)
+    return opt, GeNScheduler(opt, **kwargs)
+
+
+def est(alpha):
+    return estimate_from_curvature(alpha, 1.0)
+
+
+def bad(reason="nonpositive_curvature"):
+    return LineEstimate(None, 1.0, -1.0, 0.0, False, reason)
+
+
+def test_smoothed_clipped_update_and_group_ratios():
+    opt, s = make(lr=0.1, gamma=0.9, max_change=2.0, fast_start=False)
+    assert s.is_due(0)
+    new = s.apply_estimate(est(0.15), step=0)  # inside [0.05, 0.2]: 0.9 * 0.1 + 0.1 * 0.15
+    assert new == pytest.approx(0.105)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.105, 0.105 * 0.25])
+    assert s.get_last_lr() == pytest.approx([0.105, 0.02625])
+    new = s.apply_estimate(est(10.0), step=4)  # clipped to 2 * lr
+    assert new == pytest.approx(0.9 * 0.105 + 0.1 * 0.21)
+    assert s.last_fallback is None and s.num_fallbacks == 0
+
+
+def test_interval_counts_optimizer_steps():
+    opt, s = make(interval=3, fast_start=False)
+    s.apply_estimate(est(0.1), step=0)
+    assert [s.is_due(t) for t in range(1, 7)] == [False, False, True, True, True, True]
+
+
+def test_fast_start_skips_smoothing_until_an_estimate_lands_inside_the_bound():
+    opt, s = make(lr=1e-6, gamma=0.9, max_change=2.0, interval=4, fast_start=True)
+    lr = 1e-6
+    for t in range(5):
+        assert s.is_due(t)  # every step while unsettled
+        lr = s.apply_estimate(est(1e-3), step=t)
+    assert lr == pytest.approx(32e-6)  # doubled five times, no smoothing
+    opt, s = make(lr=1e-3, gamma=0.9, max_change=2.0, interval=4)
+    s.apply_estimate(est(1.5e-3), step=0)  # inside: settles, smoothing on from here
+    assert s.settled and not s.is_due(1) and s.is_due(4)
+
+
+def test_absolute_bounds_replace_the_estimate_and_are_recorded():
+    opt, s = make(lr=0.1, gamma=0.0, max_change=math.inf, lr_max=0.3, lr_min=0.01, fast_start=False)
+    assert s.apply_estimate(est(5.0), step=0) == pytest.approx(0.3)
+    assert s.last_fallback == "above_max" and s.num_fallbacks == 1
+    assert s.apply_estimate(est(1e-4), step=1) == pytest.approx(0.01)
+    assert s.last_fallback == "below_min" and s.num_fallbacks == 2
+
+
+@pytest.mark.parametrize("policy,expected", [("keep", 0.1), ("shrink", 0.05)])
+def test_fallback_policies(policy, expected):
+    opt, s = make(lr=0.1, fallback=policy, fast_start=False)
+    assert s.apply_estimate(bad(), step=0) == pytest.approx(expected)
+    assert s.last_fallback == "nonpositive_curvature" and s.num_fallbacks == 1
+    # A probe loss that is not finite means the current lr overshot: it shrinks whatever the policy.
+    assert s.apply_estimate(bad("nonfinite_loss"), step=1) == pytest.approx(expected / 2)
+
+
+def test_error_policy_raises_with_advice():
+    opt, s = make(fallback="error")
+    with pytest.raises(GeNEstimateError, match="gen_fallback"):
+        s.apply_estimate(bad(), step=0)
+
+
+@pytest.mark.parametrize(
+    "decay,shape", [("linear", lambda t, T: 1 - t / T), ("cosine", lambda t, T: 0.5 * (1 + math.cos(math.pi * t / T)))]
+)
+def test_decay_shape_composes_with_the_level(decay, shape):
+    T = 10
+    opt, s = make(lr=0.2, decay=decay, num_training_steps=T, fast_start=False, gamma=0.0)
+    lrs = []
+    for t in range(T):
+        lrs.append(s.get_last_lr()[0])
+        opt.step()
+        s.step()
+    assert lrs == pytest.approx([0.2 * shape(t, T) for t in range(T)])
+    # An estimate is in applied units: the level becomes estimate / shape, and the shape goes on from there.
+    opt, s = make(lr=0.2, decay=decay, num_training_steps=T, fast_start=False, gamma=0.0, max_change=math.inf)
+    for _ in range(5):
+        opt.step()
+        s.step()
+    assert s.apply_estimate(est(0.05), step=5) == pytest.approx(0.05)
+    opt.step()
+    s.step()
+    assert s.get_last_lr()[0] == pytest.approx(0.05 * shape(6, T) / shape(5, T))
+
+
+def test_state_round_trips_through_a_weights_only_checkpoint():
+    opt, s = make(lr=0.1, interval=2)
+    s.apply_estimate(est(0.13), step=0)
+    opt.step()
+    s.step()
+    buffer = io.BytesIO()
+    torch.save(s.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    opt2, s2 = make(lr=0.1, interval=2)
+    s2.load_state_dict(state)
+    for t in (1, 2, 3):
+        assert s2.is_due(t) == s.is_due(t)
+    assert s2.apply_estimate(est(0.2), step=2) == s.apply_estimate(est(0.2), step=2)
+    assert s2.num_updates == s.num_updates == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"interval": 0}, "gen_interval"),
+        ({"gamma": 1.0}, "gen_gamma"),
+        ({"max_change": 0.5}, "gen_max_change"),
+        ({"lr_min": 0.2, "lr_max": 0.1}, "gen_lr_min"),
+        ({"lr_min": -1.0}, "gen_lr_min"),
+        ({"fallback": "ignore"}, "gen_fallback"),
+        ({"decay": "step"}, "gen_decay"),
+        ({"decay": "linear"}, "num_training_steps"),
+    ],
+)
+def test_bad_settings_say_what_to_pass(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make(**kwargs)
+
+
+def test_zero_starting_lr_is_refused():
+    with pytest.raises(ValueError, match="learning_rate > 0"):
+        make(lr=0.0)

@@ -1,0 +1,116 @@
+"""Tiny real models and data sets for the tests (no network)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+from torch import nn
+
+
+class Quadratic(nn.Module):
+    """``L(t) = 1/2 t^T A t - b^T t`` with ``t = (first, second)``: exactly quadratic, Hessian ``A``."""
+
+    def __init__(self, n_first: int = 3, n_second: int = 2, seed: int = 0, dtype=torch.float64):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        n = n_first + n_second
+        m = torch.randn(n, n, generator=g, dtype=dtype)
+        self.register_buffer("A", m @ m.T / n + 0.5 * torch.eye(n, dtype=dtype))
+        self.register_buffer("b", torch.randn(n, generator=g, dtype=dtype))
+        self.first = nn.Parameter(torch.randn(n_first, generator=g, dtype=dtype))
+        self.second = nn.Parameter(torch.randn(n_second, generator=g, dtype=dtype))
+
+    def theta(self) -> torch.Tensor:
+        return torch.cat([self.first, self.second])
+
+    def forward(self, x=None, labels=None):
+        t = self.theta()
+        return {"loss": 0.5 * t @ self.A @ t - self.b @ t}
+
+
+class MLP(nn.Module):
+    """A small tanh regression network with optional dropout and BatchNorm on the raw input."""
+
+    def __init__(self, n_in=4, hidden=8, dropout=0.0, batchnorm=False, seed=0, dtype=torch.float32):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.norm = nn.BatchNorm1d(n_in, dtype=dtype) if batchnorm else nn.Identity()
+        self.l1 = nn.Linear(n_in, hidden, dtype=dtype)
+        self.drop = nn.Dropout(dropout)
+        self.l2 = nn.Linear(hidden, 1, dtype=dtype)
+
+    def forward(self, x, labels=None):
+        y = self.l2(self.drop(torch.tanh(self.l1(self.norm(x))))).squeeze(-1)
+        out = {"logits": y}
+        if labels is not None:
+            out["loss"] = ((y - labels) ** 2).mean()
+        return out
+
+
+class Regression(torch.utils.data.Dataset):
+    def __init__(self, n=64, n_in=4, seed=0, dtype=torch.float32):
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(n, n_in, generator=g, dtype=dtype)
+        self.y = torch.sin(self.x.sum(1)) + 0.1 * torch.randn(n, generator=g, dtype=dtype)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "labels": self.y[i]}
+
+
+class Dummy(torch.utils.data.Dataset):
+    """Inputs the ``Quadratic`` model ignores (the Trainer needs a data set)."""
+
+    def __init__(self, n=64):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return {"x": torch.tensor([float(i)])}
+
+
+def read_trace(output_dir: str) -> list[dict]:
+    with open(os.path.join(output_dir, "gen_trace.jsonl")) as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def tiny_gpt2(seed=0, dropout=0.0, vocab=64):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=vocab,
+        n_positions=32,
+        n_embd=16,
+        n_layer=2,
+        n_head=2,
+        resid_pdrop=dropout,
+        embd_pdrop=dropout,
+        attn_pdrop=dropout,
+        attn_implementation="eager",
+    )
+    return GPT2LMHeadModel(config)
+
+
+class Tokens(torch.utils.data.Dataset):
+    """Random token rows with a varying number of padded (-100) label positions."""
+
+    def __init__(self, n=32, length=12, vocab=64, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.ids = torch.randint(0, vocab, (n, length), generator=g)
+        self.lengths = torch.randint(3, length + 1, (n,), generator=g)
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        labels = self.ids[i].clone()
+        labels[self.lengths[i] :] = -100
+        mask = (labels != -100).long()
+        return {"input_ids": self.ids[i], "attention_mask": mask, "labels": labels}
