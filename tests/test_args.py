@@ -2,11 +2,11 @@
 
 import pytest
 import torch
+from tiny import MLP, Regression
 from transformers import HfArgumentParser, Trainer
 from transformers.optimization import Adafactor
 
 from hf_gen import GeNTrainer, GeNTrainingArguments
-from tiny import MLP, Regression
 
 
 def args(tmp_path, **kwargs):
@@ -85,7 +85,9 @@ class Prodigyish(torch.optim.Optimizer):
 def test_optimizers_not_linear_in_the_lr_are_refused(tmp_path, make_optimizer, match):
     model = MLP()
     with pytest.raises(ValueError, match=match) as info:
-        GeNTrainer(model=model, args=args(tmp_path), train_dataset=Regression(), optimizers=(make_optimizer(model), None))
+        GeNTrainer(
+            model=model, args=args(tmp_path), train_dataset=Regression(), optimizers=(make_optimizer(model), None)
+        )
     assert "Supported" in str(info.value) or "relative_step=False" in str(info.value)
 
 
