@@ -84,7 +84,7 @@ def test_decay_shape_composes_with_the_level(decay, shape):
     T = 10
     opt, s = make(lr=0.2, decay=decay, num_training_steps=T, fast_start=False, gamma=0.0)
     lrs = []
-    for t in range(T):
+    for _ in range(T):
         lrs.append(s.get_last_lr()[0])
         opt.step()
         s.step()

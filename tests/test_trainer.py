@@ -78,7 +78,7 @@ def test_quadratic_direction_state_and_weights_match_a_plain_optimizer_replay(tm
         if k in trace:
             trial_model, trial_opt = copy.deepcopy((oracle, oracle_opt))
             trial_model.first.grad, trial_model.second.grad = oracle.first.grad.clone(), oracle.second.grad.clone()
-            for group, ratio in zip(trial_opt.param_groups, (1.0, RATIO)):
+            for group, ratio in zip(trial_opt.param_groups, (1.0, RATIO), strict=True):
                 group["lr"] = ratio  # lr 1: the step per unit lr
             trial_opt.step()
             with torch.no_grad():
@@ -91,7 +91,7 @@ def test_quadratic_direction_state_and_weights_match_a_plain_optimizer_replay(tm
             else:  # momentum can point uphill on this batch: no estimate, recorded
                 assert trace[k]["alpha_star"] is None and trace[k]["fallback"] == "not_descent"
             assert trace[k]["lr"] == pytest.approx(lr, rel=1e-12)
-        for group, ratio in zip(oracle_opt.param_groups, (1.0, RATIO)):
+        for group, ratio in zip(oracle_opt.param_groups, (1.0, RATIO), strict=True):
             group["lr"] = lr * ratio
         oracle_opt.step()
 
@@ -225,7 +225,7 @@ def test_curvature_matches_the_full_hessian_of_a_tiny_nonlinear_model(tmp_path, 
 
     def loss_of(flat):
         params, i = {}, 0
-        for n, s in zip(names, shapes):
+        for n, s in zip(names, shapes, strict=True):
             params[n] = flat[i : i + s.numel()].reshape(s)
             i += s.numel()
         return torch.func.functional_call(start, params, (data.x, data.y))["loss"]
@@ -263,7 +263,7 @@ def test_accumulation_two_by_two_equals_one_by_four(tmp_path, kind, rel):
         traces.append(read_trace(tmp_path / f"{bs}x{ga}"))
     one, two = traces
     assert len(one) == len(two) == 6
-    for a, b in zip(one, two):
+    for a, b in zip(one, two, strict=True):
         assert b["lr"] == pytest.approx(a["lr"], rel=rel)
         assert b["alpha_star"] == pytest.approx(a["alpha_star"], rel=rel)
         assert b["loss"] == pytest.approx(a["loss"], rel=rel)
@@ -323,7 +323,7 @@ def test_probes_replay_the_training_dropout_masks_and_leave_the_rng_streams_alon
                                    gradient_accumulation_steps=2, learning_rate=1e-2, seed=0)  # fmt: skip
     plain = dropout_masks(Trainer, plain_args, MLP(dropout=0.5))
     training = [m for m, grad in masks if grad]
-    assert all(torch.equal(a, b) for (a, _), b in zip(plain, training))
+    assert all(torch.equal(a, b) for (a, _), b in zip(plain, training, strict=True))
 
 
 def test_probes_do_not_touch_batchnorm_running_stats(tmp_path):
@@ -415,7 +415,7 @@ def test_resume_from_checkpoint_gives_the_same_lr_trace_and_weights(tmp_path):
     resumed_trace, resumed_weights, trainer = run(resume=str(tmp_path / "checkpoint-6"))
     assert [r["step"] for r in resumed_trace] == [r["step"] for r in full_trace]
     assert len(full_trace) >= 6
-    for a, b in zip(full_trace, resumed_trace):
+    for a, b in zip(full_trace, resumed_trace, strict=True):
         assert a == b
     for n in full_weights:
         torch.testing.assert_close(resumed_weights[n], full_weights[n], rtol=0, atol=0)
