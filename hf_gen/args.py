@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
+from transformers.trainer_utils import SchedulerType
 
 from .scheduler import validate_gen_settings
 
@@ -24,6 +25,13 @@ class GeNTrainingArguments(TrainingArguments):
     from there. Every ``gen_*`` field is checked here, so a bad value fails before any model loads.
     """
 
+    lr_scheduler_type: str = field(
+        default="linear",
+        metadata={
+            "help": "The learning rate scheduler: 'gen' for the generalized Newton's method, or any stock name "
+            "(linear, cosine, constant, ...)."
+        },
+    )
     lr_scheduler: str | None = field(
         default=None,
         metadata={
@@ -108,6 +116,14 @@ class GeNTrainingArguments(TrainingArguments):
         if uses_gen:
             # The stock SchedulerType enum rejects "gen"; validate the rest with a stand-in, then restore it.
             self.lr_scheduler_type = "constant"
+        else:
+            try:
+                SchedulerType(self.lr_scheduler_type)
+            except ValueError:
+                names = [GEN_SCHEDULER_NAME] + [member.value for member in SchedulerType]
+                raise ValueError(
+                    f"unknown lr scheduler {self.lr_scheduler_type!r}: pass one of {', '.join(names)}"
+                ) from None
         super().__post_init__()
         if uses_gen:
             self.lr_scheduler_type = GEN_SCHEDULER_NAME

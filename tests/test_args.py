@@ -32,6 +32,15 @@ def test_command_line_lr_scheduler_gen_and_gen_flags(tmp_path):
     )  # fmt: skip
     assert parsed.uses_gen and parsed.gen_interval == 8 and parsed.gen_mode == "exact"
     assert parsed.gen_probe_offsets == [-1.0, 1.0] and parsed.gen_use_slope is False
+    (parsed,) = parser.parse_args_into_dataclasses(["--output_dir", str(tmp_path), "--lr_scheduler_type", "gen"])
+    assert parsed.uses_gen
+    (parsed,) = parser.parse_args_into_dataclasses(["--output_dir", str(tmp_path), "--lr_scheduler", "cosine"])
+    assert not parsed.uses_gen and parsed.lr_scheduler_type.value == "cosine"
+
+
+def test_unknown_scheduler_name_lists_gen_among_the_choices(tmp_path):
+    with pytest.raises(ValueError, match="unknown lr scheduler 'genn': pass one of gen, linear, cosine"):
+        args(tmp_path, lr_scheduler_type="genn")
 
 
 @pytest.mark.parametrize(
