@@ -19,25 +19,28 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-__all__ = ["BufferGuard", "LineSnapshot", "RngState", "directional_dot"]
+__all__ = ["BufferGuard", "LineSnapshot", "RngState", "directional_dot", "reshard"]
 
 
-def _local(tensor: torch.Tensor) -> torch.Tensor:
-    """The local shard of a DTensor (FSDP2), or the tensor itself."""
-    to_local = getattr(tensor, "to_local", None)
-    return to_local() if callable(to_local) else tensor
+def _full(value: torch.Tensor) -> torch.Tensor:
+    """A reduction over a DTensor (FSDP2 shards) made whole on every rank; a plain tensor as it is."""
+    full_tensor = getattr(value, "full_tensor", None)
+    return full_tensor() if callable(full_tensor) else value
 
 
-def directional_dot(vectors: Sequence[torch.Tensor], first: Sequence[torch.Tensor], second: Sequence[torch.Tensor]):
-    """``sum_i <vectors_i, first_i - second_i>`` on the local shards, accumulated in float64.
+def directional_dot(
+    vectors: Sequence[torch.Tensor | None], first: Sequence[torch.Tensor], second: Sequence[torch.Tensor]
+):
+    """``sum_i <vectors_i, first_i - second_i>``, accumulated in float64; ``None`` when every vector is ``None``.
 
-    One temporary of the size of the largest tensor at a time; no host synchronisation.
+    Works on local shards: for FSDP2's DTensor parameters the per-tensor sums are partial and are completed over the
+    device mesh, so every rank gets the whole dot product. One temporary of the size of the largest tensor at a time.
     """
     total = None
     for vector, a, b in zip(vectors, first, second, strict=True):
         if vector is None:
             continue
-        term = torch.sub(_local(a), _local(b)).mul_(_local(vector)).sum(dtype=torch.float64)
+        term = _full(torch.sub(a, b).mul_(vector).sum(dtype=torch.float64))
         total = term if total is None else total + term
     return total
 
@@ -129,6 +132,21 @@ class RngState:
             if self.accel is not None:
                 torch.get_device_module(self.device.type).set_rng_state(self.accel, self.device)
             yield
+
+
+def reshard(module: torch.nn.Module) -> None:
+    """Return FSDP2-sharded modules to their sharded state after no-grad forwards.
+
+    FSDP2 keeps a root module's parameters gathered after a forward (a backward usually follows); after probe
+    forwards nothing follows, and the next forward must gather the weights as they are then.
+    """
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # torch < 2.6 keeps it in the composable namespace
+        from torch.distributed._composable.fsdp import FSDPModule
+    for sub in module.modules():
+        if isinstance(sub, FSDPModule):
+            sub.reshard()
 
 
 class BufferGuard:

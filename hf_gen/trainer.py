@@ -30,7 +30,7 @@ from transformers import Trainer
 from transformers.optimization import Adafactor
 
 from .core import LineEstimate, estimate_from_curvature, estimate_from_losses
-from .line import BufferGuard, LineSnapshot, RngState
+from .line import BufferGuard, LineSnapshot, RngState, reshard
 from .scheduler import GeNScheduler
 
 __all__ = ["GeNMixin", "GeNTrainer", "LINEAR_OPTIMIZERS", "TRACE_FILE", "check_linear_optimizer"]
@@ -137,6 +137,12 @@ class GeNMixin:
                 "lr_scheduler_type='gen' is not supported with DeepSpeed: its optimizer steps inside backward, "
                 "before GeN can measure the line. Use DDP or FSDP (fsdp='full_shard'), or another lr scheduler."
             )
+        if self.args.gen_mode == "exact" and self.is_fsdp_enabled:
+            raise ValueError(
+                "gen_mode='exact' is not supported with FSDP (double backward through sharded parameters is "
+                "untested); "
+                "use gen_mode='approx', which works on the local shards."
+            )
         if self.lr_scheduler is not None:
             raise ValueError(
                 "lr_scheduler_type='gen' creates its own scheduler, but one was passed in `optimizers=(optimizer, "
@@ -236,7 +242,7 @@ class GeNMixin:
         slope = snapshot.slope_numerator([p.grad for p in snapshot.params])
         if slope is None:
             slope = torch.zeros((), dtype=torch.float64, device=self.args.device)
-        slope = self._gen_reduce(slope, sharded_sum=True) / (lr0 * self._gen_clip_factor())
+        slope = self._gen_reduce(slope) / (lr0 * self._gen_clip_factor())
         loss0 = self._gen_reduce(self._gen_loss0)
         record: dict = {}
         if mode == "exact":
@@ -290,6 +296,7 @@ class GeNMixin:
             with rng.replay(), torch.no_grad():
                 total = total + self._gen_scaled_loss(model, inputs).detach().to(torch.float64)
             guard.restore()
+        reshard(model)
         return total
 
     def _gen_curvature(self, params: list[torch.Tensor], step_vector: list[torch.Tensor]) -> torch.Tensor:
@@ -314,16 +321,15 @@ class GeNMixin:
             guard.restore()
         return total
 
-    def _gen_reduce(self, value: torch.Tensor | None, sharded_sum: bool = False) -> torch.Tensor:
-        """Average a per-rank scalar over processes (sum instead for dot products over FSDP shards)."""
+    def _gen_reduce(self, value: torch.Tensor | None) -> torch.Tensor:
+        """Average a per-rank scalar over processes (a value that is already global stays as it is)."""
         if value is None:
             value = torch.tensor(float("nan"), dtype=torch.float64, device=self.args.device)
         value = value.to(device=self.args.device, dtype=torch.float64).reshape(())
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             value = value.clone()
             dist.all_reduce(value, op=dist.ReduceOp.SUM)
-            if not (sharded_sum and self.is_fsdp_enabled):
-                value = value / dist.get_world_size()
+            value = value / dist.get_world_size()
         return value
 
     # ---- reporting ---------------------------------------------------------------------------------

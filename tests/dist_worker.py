@@ -1,0 +1,81 @@
+"""One process of a multi-process GeN run (launched by tests/test_distributed.py through torchrun).
+
+Usage: python -m torch.distributed.run --nproc_per_node=2 tests/dist_worker.py OUT_JSON ENGINE GEN_MODE GLOBAL_BATCH
+ENGINE is "ddp", "fsdp" or "single" (one process, the reference). Writes OUT_JSON.<rank> with the lr applied at every
+step, the number of probe forwards, and the final (full) weights.
+"""
+
+import json
+import os
+import sys
+
+import torch
+from transformers import TrainerCallback
+
+sys.path.insert(0, os.path.dirname(__file__))
+from tiny import MLP, Regression  # noqa: E402
+
+from hf_gen import GeNTrainer, GeNTrainingArguments  # noqa: E402
+
+
+class AppliedLr(TrainerCallback):
+    def __init__(self):
+        self.lrs = []
+
+    def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+        self.lrs.append(optimizer.param_groups[0]["lr"])
+
+
+def main(out, engine, gen_mode, global_batch):
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    kwargs = {}
+    if engine == "fsdp":
+        kwargs = dict(
+            fsdp=True, fsdp_config={"version": 2, "auto_wrap_policy": "NO_WRAP", "reshard_after_forward": True}
+        )
+    args = GeNTrainingArguments(
+        output_dir=os.path.dirname(out) + f"/run-{engine}",
+        lr_scheduler_type="gen",
+        gen_mode=gen_mode,
+        gen_interval=1,
+        learning_rate=1e-2,
+        max_steps=6,
+        per_device_train_batch_size=global_batch // world,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        logging_steps=1,
+        seed=0,
+        ddp_backend="gloo" if world > 1 else None,
+        **kwargs,
+    )
+    model = MLP(n_in=4, hidden=16, seed=0, dtype=torch.float64)
+    probes = {"count": 0}
+    model.register_forward_hook(lambda m, i, o: probes.__setitem__("count", probes["count"] + 1))
+    recorder = AppliedLr()
+    trainer = GeNTrainer(model=model, args=args, train_dataset=Regression(n=64, dtype=torch.float64),
+                         callbacks=[recorder])  # fmt: skip
+    trainer.train()
+    print(
+        "FSDP?",
+        trainer.is_fsdp_enabled,
+        trainer.accelerator.distributed_type,
+        [type(p).__name__ for p in trainer.model.parameters()][:2],
+        type(trainer.model_wrapped).__name__,
+        flush=True,
+    )
+    sharded = all(type(p).__name__ == "DTensor" for p in trainer.model.parameters())
+    weights = {}
+    for name, p in trainer.model.named_parameters():
+        full = p.full_tensor() if hasattr(p, "full_tensor") else p
+        weights[name] = full.detach().reshape(-1).tolist()
+    rank = int(os.environ.get("RANK", "0"))
+    with open(f"{out}.{rank}", "w") as handle:
+        json.dump(
+            {"lrs": recorder.lrs, "forwards": probes["count"], "weights": weights, "world": world, "sharded": sharded},
+            handle,
+        )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))

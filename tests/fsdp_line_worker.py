@@ -1,0 +1,74 @@
+"""FSDP2 shards under GeN's line machinery (launched by tests/test_distributed.py through torchrun on CPU/gloo).
+
+accelerate enables its FSDP plugin only on accelerators (on CPU the Trainer falls back to DDP), so this worker shards
+a model with torch's own `fully_shard` and runs the exact steps GeNTrainer runs on a recompute step: snapshot, one
+optimizer step, slope, a probe point, final weights. Each rank compares against an unsharded replica.
+Usage: python -m torch.distributed.run --nproc_per_node=2 tests/fsdp_line_worker.py OUT_JSON
+"""
+
+import copy
+import json
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+from torch.distributed.fsdp import fully_shard
+
+sys.path.insert(0, os.path.dirname(__file__))
+from tiny import MLP, Regression  # noqa: E402
+
+from hf_gen.line import LineSnapshot, directional_dot, reshard  # noqa: E402
+
+
+def main(out):
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    data = Regression(n=16, dtype=torch.float64)
+    model = MLP(n_in=4, hidden=6, seed=0, dtype=torch.float64)
+    replica = copy.deepcopy(model)
+    fully_shard(model)
+    lr0, offset, fraction = 0.05, -1.0, 0.6
+
+    def step_and_measure(net, sharded):
+        opt = torch.optim.AdamW(net.parameters(), lr=lr0, weight_decay=0.1)
+        net(data.x, data.y)["loss"].backward()  # same full batch on every rank: FSDP's averaged grad equals it
+        params = list(net.parameters())
+        snapshot = LineSnapshot(params)
+        grads = [p.grad for p in params]
+        opt.step()
+        slope = snapshot.slope_numerator(grads) / lr0
+        snapshot.keep_theta1()
+        snapshot.move_to(offset)
+        with torch.no_grad():
+            probe = net(data.x, data.y)["loss"]
+        reshard(net)
+        snapshot.finish(fraction)
+        weights = torch.cat([(p.full_tensor() if sharded else p).detach().reshape(-1) for p in net.parameters()])
+        return float(slope), float(probe), weights, all(type(p).__name__ == "DTensor" for p in params)
+
+    slope, probe, weights, sharded = step_and_measure(model, True)
+    ref_slope, ref_probe, ref_weights, _ = step_and_measure(replica, False)
+    local = sum(p.to_local().numel() for p in model.parameters())
+    total = sum(p.numel() for p in replica.parameters())
+    check = directional_dot([torch.ones(3)], [torch.full((3,), 2.0)], [torch.ones(3)])
+    with open(f"{out}.{rank}", "w") as handle:
+        json.dump(
+            {
+                "sharded": sharded,
+                "local_numel": local,
+                "total_numel": total,
+                "slope": slope,
+                "ref_slope": ref_slope,
+                "probe": probe,
+                "ref_probe": ref_probe,
+                "max_weight_diff": float((weights - ref_weights).abs().max()),
+                "plain_dot": float(check),
+            },
+            handle,
+        )
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,59 @@
+"""Several processes for real: torchrun over gloo on CPU."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(__file__)
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch(tmp_path, script, *args, nproc=2):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+           f"--master_port={free_port()}", os.path.join(HERE, script), *map(str, args)]  # fmt: skip
+    if nproc == 1:
+        cmd = [sys.executable, os.path.join(HERE, script), *map(str, args)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def load(path, rank):
+    with open(f"{path}.{rank}") as handle:
+        return json.load(handle)
+
+
+@pytest.mark.parametrize("gen_mode", ["approx", "exact"])
+def test_ddp_ranks_agree_and_match_one_process_on_the_global_batch(tmp_path, gen_mode):
+    launch(tmp_path, "dist_worker.py", tmp_path / "single.json", "single", gen_mode, 4, nproc=1)
+    launch(tmp_path, "dist_worker.py", tmp_path / "ddp.json", "ddp", gen_mode, 4)
+    single, r0, r1 = load(tmp_path / "single.json", 0), load(tmp_path / "ddp.json", 0), load(tmp_path / "ddp.json", 1)
+    assert r0["world"] == r1["world"] == 2
+    assert r0["lrs"] == r1["lrs"]  # every rank applies the same lr at every step
+    assert r0["weights"] == r1["weights"]  # and the replicas stay identical
+    assert r0["forwards"] == r1["forwards"] == single["forwards"] == 12  # 6 training + 6 probe forwards each
+    assert r0["lrs"] == pytest.approx(single["lrs"], rel=1e-12)
+    assert len(set(single["lrs"])) > 3  # GeN moved the lr
+    for name, values in single["weights"].items():
+        assert r0["weights"][name] == pytest.approx(values, rel=1e-9, abs=1e-12)
+
+
+def test_fsdp2_shards_take_the_same_line_steps_as_an_unsharded_replica(tmp_path):
+    launch(tmp_path, "fsdp_line_worker.py", tmp_path / "line.json")
+    for rank in (0, 1):
+        r = load(tmp_path / "line.json", rank)
+        assert r["sharded"] and r["local_numel"] < r["total_numel"]
+        assert r["slope"] == pytest.approx(r["ref_slope"], rel=1e-12)
+        assert r["probe"] == pytest.approx(r["ref_probe"], rel=1e-12)
+        assert r["max_weight_diff"] < 1e-14
+        assert r["plain_dot"] == 3.0
+    assert load(tmp_path / "line.json", 0)["local_numel"] + load(tmp_path / "line.json", 1)["local_numel"] == 37
