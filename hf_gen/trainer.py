@@ -93,6 +93,17 @@ def check_linear_optimizer(optimizer: torch.optim.Optimizer) -> torch.optim.Opti
     return inner
 
 
+def _overflowed(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether a GradScaler found inf/nan gradients for this step.
+
+    Optimizers with their own amp support (fused Adam/AdamW/SGD, the Trainer's default ``adamw_torch_fused``) are
+    called by the scaler even on overflow, with ``found_inf`` set on them, and skip the update internally; other
+    optimizers are not called at all. Either way such a step makes no GeN update.
+    """
+    found_inf = getattr(optimizer, "found_inf", None)
+    return found_inf is not None and bool(found_inf.item() > 0)
+
+
 def _finite_or_none(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
@@ -227,7 +238,7 @@ class GeNMixin:
         return [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
 
     def _gen_before_optimizer_step(self, optimizer, args, kwargs) -> None:
-        if self._gen_recording and self._gen_batch:
+        if self._gen_recording and self._gen_batch and not _overflowed(optimizer):
             self._gen_snapshot = LineSnapshot(self._gen_params(optimizer))
 
     def _gen_after_optimizer_step(self, optimizer, args, kwargs) -> None:

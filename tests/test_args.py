@@ -2,11 +2,12 @@
 
 import pytest
 import torch
-from tiny import MLP, Regression
 from transformers import HfArgumentParser, Trainer
 from transformers.optimization import Adafactor
 
 from hf_gen import GeNTrainer, GeNTrainingArguments
+
+from tiny import MLP, Regression
 
 
 def args(tmp_path, **kwargs):

@@ -7,11 +7,12 @@ import math
 import numpy as np
 import pytest
 import torch
-from tiny import MLP, Dummy, Quadratic, Regression, Tokens, read_trace, tiny_gpt2
 from torch import nn
 from transformers import Trainer, TrainingArguments
 
 from hf_gen import GeNTrainer, GeNTrainingArguments
+
+from tiny import MLP, Dummy, Quadratic, Regression, Tokens, read_trace, tiny_gpt2
 
 
 def gen_args(tmp_path, **kwargs):
