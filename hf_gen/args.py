@@ -73,9 +73,11 @@ class GeNTrainingArguments(TrainingArguments):
     gen_fallback: str = field(
         default="keep",
         metadata={
-            "help": "What an unusable estimate (curvature <= 0, not a descent direction, non-finite numbers) does: "
-            "'keep' the lr, 'shrink' it by gen_max_change, or 'error'. A non-finite loss at a probe always shrinks "
-            "(unless 'error'). Every fallback is recorded in gen_trace.jsonl and counted in gen/fallbacks."
+            "help": "What an unusable estimate (not a descent direction, non-finite slope or curvature) does: "
+            "'keep' the lr, 'shrink' it by gen_max_change, or 'error'. Unless 'error', a non-finite probe loss "
+            "shrinks the lr by gen_max_change, and non-positive curvature along a descent direction grows it by "
+            "gen_max_change. "
+            "Every fallback is recorded in gen_trace.jsonl and counted in gen/fallbacks."
         },
     )
     gen_fast_start: bool = field(

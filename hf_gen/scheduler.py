@@ -52,8 +52,9 @@ class GeNScheduler(LRScheduler):
         lr_min: Absolute lower bound on group 0's lr.
         lr_max: Absolute upper bound on group 0's lr.
         fallback: What an unusable estimate does: ``"keep"`` the lr, ``"shrink"`` it by ``max_change``,
-            or raise (``"error"``). A non-finite loss at a probe point always shrinks (unless
-            ``"error"``): the current lr itself overshot.
+            or raise (``"error"``). Two cases have a clear direction and take it unless ``"error"``: a non-finite
+            loss at a probe point shrinks by ``max_change`` (the current lr overshot), and non-positive curvature
+            along a descent direction grows by ``max_change`` (the minimiser lies beyond the probe).
         fast_start: Skip smoothing and recompute every step until an estimate falls inside the change
             bound.
         decay: Annealing shape composed with the GeN level: ``"none"``, ``"linear"`` or ``"cosine"``.
@@ -175,7 +176,13 @@ class GeNScheduler(LRScheduler):
                 f"GeN estimate unusable at step {step + 1} ({reason}: slope={estimate.slope}, "
                 f"curvature={estimate.curvature}); set gen_fallback='keep' or 'shrink' to train on"
             )
-        elif self.fallback == "shrink" or reason == "nonfinite_loss":
+        elif reason == "nonfinite_loss":
+            new_lr = lr / self.max_change
+        elif reason == "nonpositive_curvature" and estimate.slope > 0.0:
+            # The loss falls at least linearly along the step: the minimiser lies beyond it (or the probe radius is
+            # too small to resolve the curvature above the loss's rounding). Look further, as a line search would.
+            new_lr = lr * self.max_change
+        elif self.fallback == "shrink":
             new_lr = lr / self.max_change
         else:
             new_lr = lr

@@ -20,6 +20,8 @@ Every GeN update is also written (main process) to ``output_dir/gen_trace.jsonl`
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import math
 import os
@@ -93,6 +95,24 @@ def check_linear_optimizer(optimizer: torch.optim.Optimizer) -> torch.optim.Opti
     return inner
 
 
+_DEEPSPEED_REFUSAL = (
+    "lr_scheduler_type='gen' is not supported with DeepSpeed: its optimizer steps inside backward, before GeN can "
+    "measure the line. Use DDP or FSDP (fsdp=True), or another lr scheduler."
+)
+
+
+def _check_engine(args) -> None:
+    """Refuse, before anything is built, the launches GeN cannot serve."""
+    optim = str(getattr(args.optim, "value", args.optim))
+    if optim in REFUSED_OPTIM_NAMES:
+        raise ValueError(
+            f"lr_scheduler_type='gen' cannot drive optim={optim!r}: it {REFUSED_OPTIM_NAMES[optim]}. "
+            f"Use one of: {_SUPPORTED_TEXT}."
+        )
+    if args.deepspeed or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() in ("1", "true", "yes"):
+        raise ValueError(_DEEPSPEED_REFUSAL)
+
+
 def _overflowed(optimizer: torch.optim.Optimizer) -> bool:
     """Whether a GradScaler found inf/nan gradients for this step.
 
@@ -115,7 +135,13 @@ class GeNMixin:
     behaves exactly like its base class. See the module docstring for the hooks it uses.
     """
 
+    #: Trainer attributes that ``compute_loss`` updates as a side effect (TRL's metric stores); probes restore them.
+    gen_probe_restored_attributes: tuple[str, ...] = ("_metrics", "_total_train_tokens")
+
     def __init__(self, *args, **kwargs) -> None:
+        training_args = kwargs.get("args", args[1] if len(args) > 1 else None)
+        if getattr(training_args, "uses_gen", False):
+            _check_engine(training_args)
         super().__init__(*args, **kwargs)
         self._gen_hooks: list = []
         self._gen_batch: list[tuple[dict, RngState]] = []
@@ -137,17 +163,9 @@ class GeNMixin:
         return bool(getattr(self.args, "uses_gen", False))
 
     def _gen_check_launch(self) -> None:
-        optim = str(getattr(self.args.optim, "value", self.args.optim))
-        if optim in REFUSED_OPTIM_NAMES:
-            raise ValueError(
-                f"lr_scheduler_type='gen' cannot drive optim={optim!r}: it {REFUSED_OPTIM_NAMES[optim]}. "
-                f"Use one of: {_SUPPORTED_TEXT}."
-            )
-        if getattr(self, "is_deepspeed_enabled", False) or self.args.deepspeed:
-            raise ValueError(
-                "lr_scheduler_type='gen' is not supported with DeepSpeed: its optimizer steps inside backward, "
-                "before GeN can measure the line. Use DDP or FSDP (fsdp='full_shard'), or another lr scheduler."
-            )
+        _check_engine(self.args)
+        if getattr(self, "is_deepspeed_enabled", False):
+            raise ValueError(_DEEPSPEED_REFUSAL)
         if self.args.gen_mode == "exact" and self.is_fsdp_enabled:
             raise ValueError(
                 "gen_mode='exact' is not supported with FSDP (double backward through sharded parameters is "
@@ -297,6 +315,21 @@ class GeNMixin:
             loss = loss / self.current_gradient_accumulation_steps
         return loss
 
+    @contextlib.contextmanager
+    def _gen_side_effects_undone(self):
+        """Probes call ``compute_loss``; some trainers record metrics there (TRL's token counts, entropy, accuracy).
+
+        The attributes named in ``gen_probe_restored_attributes`` are copied before the probes and put back after,
+        so that the logs count training forwards only.
+        """
+        saved = {name: copy.deepcopy(getattr(self, name)) for name in self.gen_probe_restored_attributes
+                 if hasattr(self, name)}  # fmt: skip
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                setattr(self, name, value)
+
     def _gen_batch_loss(self) -> torch.Tensor:
         """Loss on the whole effective batch at the current weights: no grad, same dropout masks, buffers kept."""
         model = self.model
@@ -304,7 +337,7 @@ class GeNMixin:
         total = torch.zeros((), dtype=torch.float64, device=self.args.device)
         model.train()
         for inputs, rng in self._gen_batch:
-            with rng.replay(), torch.no_grad():
+            with rng.replay(), torch.no_grad(), self._gen_side_effects_undone():
                 total = total + self._gen_scaled_loss(model, inputs).detach().to(torch.float64)
             guard.restore()
         reshard(model)
@@ -317,7 +350,7 @@ class GeNMixin:
         total = torch.zeros((), dtype=torch.float64, device=self.args.device)
         model.train()
         for inputs, rng in self._gen_batch:
-            with rng.replay(), torch.enable_grad():
+            with rng.replay(), torch.enable_grad(), self._gen_side_effects_undone():
                 loss = self._gen_scaled_loss(model, inputs)
                 grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
                 pairs = [(g, s) for g, s in zip(grads, step_vector, strict=True) if g is not None]

@@ -124,3 +124,10 @@ def test_supported_optim_names_train(tmp_path):
         trainer = GeNTrainer(model=MLP(), args=args(tmp_path / optim, optim=optim), train_dataset=Regression())
         trainer.train()
         assert trainer.lr_scheduler.num_updates >= 1
+
+
+def test_deepspeed_is_refused_before_anything_is_built(tmp_path):
+    pytest.importorskip("deepspeed")
+    ds = {"train_micro_batch_size_per_gpu": "auto", "zero_optimization": {"stage": 1}}
+    with pytest.raises(ValueError, match="not supported with DeepSpeed.*Use DDP or FSDP"):
+        GeNTrainer(model=MLP(), args=args(tmp_path, deepspeed=ds), train_dataset=Regression())

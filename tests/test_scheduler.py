@@ -65,10 +65,15 @@ def test_absolute_bounds_replace_the_estimate_and_are_recorded():
 @pytest.mark.parametrize("policy,expected", [("keep", 0.1), ("shrink", 0.05)])
 def test_fallback_policies(policy, expected):
     opt, s = make(lr=0.1, fallback=policy, fast_start=False)
-    assert s.apply_estimate(bad(), step=0) == pytest.approx(expected)
-    assert s.last_fallback == "nonpositive_curvature" and s.num_fallbacks == 1
+    assert s.apply_estimate(LineEstimate(None, -1.0, 2.0, 0.0, False, "not_descent"), step=0) == pytest.approx(
+        expected
+    )
+    assert s.last_fallback == "not_descent" and s.num_fallbacks == 1
     # A probe loss that is not finite means the current lr overshot: it shrinks whatever the policy.
     assert s.apply_estimate(bad("nonfinite_loss"), step=1) == pytest.approx(expected / 2)
+    # Non-positive curvature along a descent direction: the minimiser lies further out, so the lr grows.
+    assert s.apply_estimate(bad("nonpositive_curvature"), step=2) == pytest.approx(expected)
+    assert s.last_fallback == "nonpositive_curvature" and s.num_fallbacks == 3
 
 
 def test_error_policy_raises_with_advice():
