@@ -111,6 +111,14 @@ class GeNTrainingArguments(TrainingArguments):
         },
     )
 
+    gen_offload_snapshot: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep GeN's copy of the trainable parameters (one copy, on recompute steps only) in CPU memory "
+            "instead of beside the parameters, for models that do not fit twice on the accelerator."
+        },
+    )
+
     def __post_init__(self):
         if self.lr_scheduler is not None:
             self.lr_scheduler_type = self.lr_scheduler

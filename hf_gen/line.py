@@ -56,8 +56,9 @@ class LineSnapshot:
 
     def __init__(self, params: Sequence[torch.Tensor], device: torch.device | str | None = None) -> None:
         self.params = list(params)
+        self.device = device
         with torch.no_grad():
-            self.theta0 = [p.detach().to(device=device, copy=True) for p in self.params]
+            self.theta0 = [p.detach().to(device=device or p.device, copy=True) for p in self.params]
         self.theta1: list[torch.Tensor] | None = None
         self.step: list[torch.Tensor] | None = None
 
@@ -71,7 +72,7 @@ class LineSnapshot:
         """Copy the post-step parameters aside, so that points other than ``theta1`` can be visited."""
         if self.theta1 is None:
             with torch.no_grad():
-                self.theta1 = [p.detach().clone() for p in self.params]
+                self.theta1 = [p.detach().to(device=self.device or p.device, copy=True) for p in self.params]
 
     @torch.no_grad()
     def return_to_start(self) -> list[torch.Tensor]:
@@ -95,7 +96,7 @@ class LineSnapshot:
                 raise RuntimeError("call keep_theta1() before visiting points other than the optimizer's step")
             return
         for p, t0, t1 in zip(self.params, self.theta0, self.theta1, strict=True):
-            p.copy_(torch.lerp(t0.to(p.device), t1, fraction))
+            p.copy_(torch.lerp(t0.to(p.device), t1.to(p.device), fraction))
 
     @torch.no_grad()
     def finish(self, fraction: float) -> None:
@@ -104,8 +105,8 @@ class LineSnapshot:
             for p, t0, step in zip(self.params, self.theta0, self.step, strict=True):
                 p.copy_(t0).sub_(step, alpha=fraction)
         elif self.theta1 is None:
-            for p, t0 in zip(self.params, self.theta0, strict=True):
-                if fraction != 1.0:
+            if fraction != 1.0:
+                for p, t0 in zip(self.params, self.theta0, strict=True):
                     p.copy_(torch.lerp(t0.to(p.device), p, fraction))
         else:
             self.move_to(fraction)

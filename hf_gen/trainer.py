@@ -257,7 +257,8 @@ class GeNMixin:
 
     def _gen_before_optimizer_step(self, optimizer, args, kwargs) -> None:
         if self._gen_recording and self._gen_batch and not _overflowed(optimizer):
-            self._gen_snapshot = LineSnapshot(self._gen_params(optimizer))
+            device = "cpu" if self.args.gen_offload_snapshot else None
+            self._gen_snapshot = LineSnapshot(self._gen_params(optimizer), device=device)
 
     def _gen_after_optimizer_step(self, optimizer, args, kwargs) -> None:
         snapshot, self._gen_snapshot = self._gen_snapshot, None

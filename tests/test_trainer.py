@@ -444,3 +444,27 @@ def test_gen_metrics_reach_log_history_as_floats_equal_to_the_trace(tmp_path):
         assert h.get("gen/alpha_star") == latest["alpha_star"] and h.get("gen/curvature") == latest["curvature"]
         assert h["learning_rate"] == pytest.approx(latest["lr"])
         assert isinstance(h["gen/fallbacks"], float)
+
+
+@pytest.mark.parametrize("offsets", [[1.0], [-1.0, 1.0]])
+def test_offloaded_snapshot_gives_the_same_run(tmp_path, offsets):
+    runs = []
+    for offload in (False, True):
+        model = MLP(seed=3, dropout=0.1)
+        args = gen_args(tmp_path / str(offload), learning_rate=1e-2, max_steps=5, gen_interval=1,
+                        gen_offload_snapshot=offload, gen_probe_offsets=offsets)  # fmt: skip
+        trainer = GeNTrainer(model=model, args=args, train_dataset=Regression())
+        devices = []
+        original = trainer._gen_after_optimizer_step
+
+        def spy(optimizer, a, k, original=original, trainer=trainer, devices=devices):
+            devices.append({t.device.type for t in trainer._gen_snapshot.theta0})
+            original(optimizer, a, k)
+
+        trainer._gen_after_optimizer_step = spy  # the optimizer hooks are bound when train() creates the scheduler
+        trainer.train()
+        runs.append((read_trace(tmp_path / str(offload)), [p.detach().clone() for p in model.parameters()], devices))
+    (trace_a, weights_a, _), (trace_b, weights_b, devices_b) = runs
+    assert trace_a == trace_b
+    assert all(torch.equal(a, b) for a, b in zip(weights_a, weights_b, strict=True))
+    assert devices_b == [{"cpu"}] * 5
