@@ -34,15 +34,25 @@ def directional_dot(
     """``sum_i <vectors_i, first_i - second_i>``, accumulated in float64; ``None`` when every vector is ``None``.
 
     Works on local shards: for FSDP2's DTensor parameters the per-tensor sums are partial and are completed over the
-    device mesh, so every rank gets the whole dot product. One temporary of the size of the largest tensor at a time.
+    device mesh, so every rank gets the whole dot product. Large tensors are taken in chunks, so the temporary stays
+    small (an embedding matrix is often the largest parameter); no host synchronisation.
     """
     total = None
     for vector, a, b in zip(vectors, first, second, strict=True):
         if vector is None:
             continue
-        term = _full(torch.sub(a, b).mul_(vector).sum(dtype=torch.float64))
+        if _CHUNK < a.numel() and all(
+            type(t) is torch.Tensor or isinstance(t, torch.nn.Parameter) for t in (vector, a, b)
+        ):
+            pieces = zip(*(t.reshape(-1).split(_CHUNK) for t in (vector, a, b)), strict=True)
+            term = sum(torch.sub(x, y).mul_(v).sum(dtype=torch.float64) for v, x, y in pieces)
+        else:
+            term = _full(torch.sub(a, b).mul_(vector).sum(dtype=torch.float64))
         total = term if total is None else total + term
     return total
+
+
+_CHUNK = 1 << 20
 
 
 class LineSnapshot:
@@ -96,7 +106,7 @@ class LineSnapshot:
                 raise RuntimeError("call keep_theta1() before visiting points other than the optimizer's step")
             return
         for p, t0, t1 in zip(self.params, self.theta0, self.theta1, strict=True):
-            p.copy_(torch.lerp(t0.to(p.device), t1.to(p.device), fraction))
+            p.copy_(t0).lerp_(t1.to(p.device), fraction)
 
     @torch.no_grad()
     def finish(self, fraction: float) -> None:
@@ -107,7 +117,7 @@ class LineSnapshot:
         elif self.theta1 is None:
             if fraction != 1.0:
                 for p, t0 in zip(self.params, self.theta0, strict=True):
-                    p.copy_(torch.lerp(t0.to(p.device), p, fraction))
+                    p.copy_(t0.to(p.device).lerp_(p, fraction))  # in place on the copy, which is released next
         else:
             self.move_to(fraction)
         self.theta0, self.theta1, self.step = [], None, None
