@@ -16,6 +16,14 @@ GEN_SCHEDULER_NAME = "gen"
 GEN_MODES = ("approx", "exact")
 
 
+class _GeNSchedulerName(str):
+    """``"gen"``, with the ``.value`` that transformers reads off ``SchedulerType`` members (e.g. its model card)."""
+
+    @property
+    def value(self) -> str:
+        return str(self)
+
+
 @dataclass
 class GeNTrainingArguments(TrainingArguments):
     """`TrainingArguments` with the generalized Newton's method as an lr scheduler.
@@ -136,7 +144,7 @@ class GeNTrainingArguments(TrainingArguments):
                 ) from None
         super().__post_init__()
         if uses_gen:
-            self.lr_scheduler_type = GEN_SCHEDULER_NAME
+            self.lr_scheduler_type = _GeNSchedulerName(GEN_SCHEDULER_NAME)
             self.lr_scheduler = GEN_SCHEDULER_NAME
         self._validate_gen()
 

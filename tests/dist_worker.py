@@ -13,9 +13,9 @@ import torch
 from transformers import TrainerCallback
 
 sys.path.insert(0, os.path.dirname(__file__))
-from tiny import MLP, Regression  # noqa: E402
-
 from hf_gen import GeNTrainer, GeNTrainingArguments  # noqa: E402
+
+from tiny import MLP, Regression  # noqa: E402
 
 
 class AppliedLr(TrainerCallback):

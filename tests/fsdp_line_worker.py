@@ -16,9 +16,9 @@ import torch.distributed as dist
 from torch.distributed.fsdp import fully_shard
 
 sys.path.insert(0, os.path.dirname(__file__))
-from tiny import MLP, Regression  # noqa: E402
-
 from hf_gen.line import LineSnapshot, directional_dot, reshard  # noqa: E402
+
+from tiny import MLP, Regression  # noqa: E402
 
 
 def main(out):

@@ -468,3 +468,12 @@ def test_offloaded_snapshot_gives_the_same_run(tmp_path, offsets):
     assert trace_a == trace_b
     assert all(torch.equal(a, b) for a, b in zip(weights_a, weights_b, strict=True))
     assert devices_b == [{"cpu"}] * 5
+
+
+def test_the_trainers_model_card_names_the_gen_scheduler(tmp_path):
+    args = gen_args(tmp_path, learning_rate=1e-3, max_steps=2, per_device_train_batch_size=2)
+    trainer = GeNTrainer(model=tiny_gpt2(), args=args, train_dataset=Tokens())
+    trainer.train()
+    trainer.create_model_card(model_name="tiny-gen")
+    card = (tmp_path / "README.md").read_text()
+    assert "lr_scheduler_type: gen" in card
