@@ -1,0 +1,98 @@
+"""Peak memory of a training run with and without GeN (issue: at most one extra copy of the trainable parameters).
+
+Usage:
+    python benchmarks/memory.py [--repeats 2] [--n_embd 512] [--n_layer 8] [--steps 4]
+
+Each configuration runs in its own process (interleaved over repeats); the child reports its peak resident set size
+(ru_maxrss). On a GPU machine it also reports torch.cuda.max_memory_allocated. Prints a markdown table: median peak,
+the difference from the plain Trainer, and the size of one copy of the trainable parameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+
+CONFIGS = {
+    "plain Trainer (constant lr)": {"lr_scheduler_type": "constant"},
+    "GeN approx": {"lr_scheduler_type": "gen", "gen_mode": "approx"},
+    "GeN approx, offloaded copy": {"lr_scheduler_type": "gen", "gen_mode": "approx", "gen_offload_snapshot": True},
+    "GeN exact": {"lr_scheduler_type": "gen", "gen_mode": "exact"},
+}
+
+
+def child(spec: dict) -> None:
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from hf_gen import GeNTrainer, GeNTrainingArguments
+
+    class Rows(torch.utils.data.Dataset):
+        def __len__(self):
+            return 64
+
+        def __getitem__(self, i):
+            ids = torch.randint(0, 50257, (spec["seq"],), generator=torch.Generator().manual_seed(i))
+            return {"input_ids": ids, "labels": ids}
+
+    torch.manual_seed(0)
+    config = GPT2Config(n_embd=spec["n_embd"], n_layer=spec["n_layer"], n_head=8, n_positions=spec["seq"],
+                        attn_implementation="eager")  # fmt: skip
+    model = GPT2LMHeadModel(config)
+    cuda = torch.cuda.is_available()
+    args = GeNTrainingArguments(output_dir=spec["out"], max_steps=spec["steps"], per_device_train_batch_size=2,
+                                learning_rate=1e-4, gen_interval=1, report_to="none", save_strategy="no",
+                                disable_tqdm=True, use_cpu=not cuda, **spec["args"])  # fmt: skip
+    GeNTrainer(model=model, args=args, train_dataset=Rows()).train()
+    params = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    result = {"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "param_mb": params / 2**20}
+    if cuda:
+        result["cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    print(json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--n_embd", type=int, default=512)
+    parser.add_argument("--n_layer", type=int, default=8)
+    parser.add_argument("--seq", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--out", default="out/bench-memory")
+    parser.add_argument("--_child", default=None, help=argparse.SUPPRESS)
+    opts = parser.parse_args()
+    if opts._child:
+        child(json.loads(opts._child))
+        return
+    results = {name: [] for name in CONFIGS}
+    for _ in range(opts.repeats):
+        for name, extra in CONFIGS.items():
+            spec = {"args": extra, "n_embd": opts.n_embd, "n_layer": opts.n_layer, "seq": opts.seq,
+                    "steps": opts.steps, "out": os.path.join(opts.out, name.replace(" ", "_"))}  # fmt: skip
+            env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+            done = subprocess.run([sys.executable, __file__, "--_child", json.dumps(spec)], env=env,
+                                  capture_output=True, text=True, check=True)  # fmt: skip
+            results[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    base = statistics.median(r["rss_mb"] for r in results["plain Trainer (constant lr)"])
+    param_mb = results["GeN approx"][0]["param_mb"]
+    print(f"model: GPT-2 config n_embd={opts.n_embd} n_layer={opts.n_layer}, one copy of the trainable "
+          f"parameters = {param_mb:.0f} MB; batch 2 x {opts.seq}; {opts.steps} steps, gen_interval=1; "
+          f"median of {opts.repeats} runs\n")  # fmt: skip
+    print("| configuration | peak RSS (MB) | over plain (MB) | over plain / one copy |")
+    print("|---|---|---|---|")
+    for name, runs in results.items():
+        peak = statistics.median(r["rss_mb"] for r in runs)
+        print(f"| {name} | {peak:.0f} | {peak - base:+.0f} | {(peak - base) / param_mb:+.2f} |")
+    if "cuda_mb" in results["GeN approx"][0]:
+        print("\n| configuration | peak CUDA allocated (MB) |\n|---|---|")
+        for name, runs in results.items():
+            print(f"| {name} | {statistics.median(r['cuda_mb'] for r in runs):.0f} |")
+
+
+if __name__ == "__main__":
+    main()
