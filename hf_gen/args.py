@@ -119,6 +119,15 @@ class GeNTrainingArguments(TrainingArguments):
         },
     )
 
+    gen_probe_batch: str = field(
+        default="same",
+        metadata={
+            "help": "approx mode: 'same' fits the line on the batch that produced the update (and applies the "
+            "estimate to that step); 'next' fits it on the following step's batch, out of sample: the loss and "
+            "gradient there come from its training forward and backward, plus one forward at the previous weights; "
+            "the estimate applies from that step on, and the copy of the parameters is held for one step."
+        },
+    )
     gen_offload_snapshot: bool = field(
         default=False,
         metadata={
@@ -179,6 +188,16 @@ class GeNTrainingArguments(TrainingArguments):
                 f"(e.g. [-1.0, 1.0]), got {self.gen_probe_offsets!r}"
             )
         self.gen_probe_offsets = offsets
+        if self.gen_probe_batch not in ("same", "next"):
+            raise ValueError(f"gen_probe_batch must be 'same' or 'next', got {self.gen_probe_batch!r}")
+        if self.gen_probe_batch == "next" and (
+            self.gen_mode != "approx" or offsets != [1.0] or not self.gen_use_slope
+        ):
+            raise ValueError(
+                "gen_probe_batch='next' is an approx-mode scheme with its own probe (the previous weights) and the "
+                "slope from the next backward: use it with gen_mode='approx' and the default gen_probe_offsets and "
+                "gen_use_slope"
+            )
         if self.uses_gen:
             if self.learning_rate <= 0 or not math.isfinite(self.learning_rate):
                 raise ValueError(

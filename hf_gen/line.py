@@ -85,6 +85,14 @@ class LineSnapshot:
                 self.theta1 = [p.detach().to(device=self.device or p.device, copy=True) for p in self.params]
 
     @torch.no_grad()
+    def swap(self) -> None:
+        """Exchange the live parameters and the copy, bitwise (one parameter-sized temporary at a time)."""
+        for p, t0 in zip(self.params, self.theta0, strict=True):
+            live = p.detach().clone()
+            p.copy_(t0)
+            t0.copy_(live)
+
+    @torch.no_grad()
     def return_to_start(self) -> list[torch.Tensor]:
         """Put ``theta0`` back in the parameters and return the step ``theta0 - theta1`` (``lr0 * d``).
 

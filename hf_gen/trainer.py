@@ -31,7 +31,7 @@ import torch.distributed as dist
 from transformers import Trainer
 from transformers.optimization import Adafactor
 
-from .core import LineEstimate, estimate_from_curvature, estimate_from_losses
+from .core import LineEstimate, estimate_from_curvature, estimate_from_losses, fit_parabola
 from .line import BufferGuard, LineSnapshot, RngState, reshard
 from .scheduler import GeNScheduler
 
@@ -151,6 +151,7 @@ class GeNMixin:
         self._gen_step_open = False
         self._gen_grad_norm = None
         self._gen_snapshot: LineSnapshot | None = None
+        self._gen_pending: tuple[LineSnapshot, float] | None = None
         self._gen_trace_checked = False
         if self.gen_enabled:
             self._gen_check_launch()
@@ -222,7 +223,10 @@ class GeNMixin:
             self._gen_batch = []
             self._gen_loss0 = None
             self._gen_grad_norm = None
-            self._gen_recording = self.lr_scheduler.is_due(self.lr_scheduler.last_epoch)
+            if self.args.gen_probe_batch == "next":
+                self._gen_recording = self._gen_pending is not None
+            else:
+                self._gen_recording = self.lr_scheduler.is_due(self.lr_scheduler.last_epoch)
         if self._gen_recording:
             self._gen_batch.append((inputs, RngState(self.args.device)))
             self._gen_num_items = num_items_in_batch
@@ -256,9 +260,49 @@ class GeNMixin:
         return [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
 
     def _gen_before_optimizer_step(self, optimizer, args, kwargs) -> None:
-        if self._gen_recording and self._gen_batch and not _overflowed(optimizer):
-            device = "cpu" if self.args.gen_offload_snapshot else None
+        if _overflowed(optimizer):
+            return
+        device = "cpu" if self.args.gen_offload_snapshot else None
+        if self.args.gen_probe_batch == "next":
+            if self._gen_pending is not None and self._gen_recording and self._gen_batch:
+                self._gen_fit_on_next_batch(optimizer)
+            if self.lr_scheduler.is_due(self.lr_scheduler.last_epoch + 1):
+                lr0 = float(optimizer.param_groups[0]["lr"])
+                self._gen_pending = (LineSnapshot(self._gen_params(optimizer), device=device), lr0)
+        elif self._gen_recording and self._gen_batch:
             self._gen_snapshot = LineSnapshot(self._gen_params(optimizer), device=device)
+
+    def _gen_fit_on_next_batch(self, optimizer) -> None:
+        """Out-of-sample fit of the previous step's line on this step's batch, before this step's update.
+
+        The live weights are ``theta1`` (the previous step landed there, at ``lr0``). Along ``d`` the loss of this
+        batch is known at ``theta1`` (the training forward) with its slope (the backward), and one forward at
+        ``theta0`` gives the third number; the estimate is measured from ``theta0`` and sets this step's lr.
+        """
+        (snapshot, lr0), self._gen_pending = self._gen_pending, None
+        scheduler: GeNScheduler = self.lr_scheduler
+        slope = snapshot.slope_numerator([p.grad for p in snapshot.params])
+        if slope is None:
+            slope = torch.zeros((), dtype=torch.float64, device=self.args.device)
+        slope = self._gen_reduce(slope) / (lr0 * self._gen_clip_factor())
+        loss1 = self._gen_reduce(self._gen_loss0)
+        snapshot.swap()
+        loss0 = self._gen_reduce(self._gen_batch_loss())
+        snapshot.swap()
+        snapshot.theta0 = []
+        slope1, loss1, loss0 = torch.stack([slope, loss1, loss0]).tolist()
+        if all(math.isfinite(v) for v in (slope1, loss1, loss0)):
+            _, _, curvature = fit_parabola([-lr0], [loss0], loss0=loss1, slope=slope1)
+            estimate = estimate_from_curvature(slope1 + curvature * lr0, curvature, loss0=loss0)
+        else:
+            estimate = LineEstimate(None, slope1, math.nan, loss0, False, "nonfinite_loss")
+        new_lr = scheduler.apply_estimate(estimate, scheduler.last_epoch)
+        record = {
+            "probe_batch": "next",
+            "probe_losses": [[0.0, _finite_or_none(loss0)], [lr0, _finite_or_none(loss1)]],
+        }
+        self._gen_batch = []
+        self._gen_write_trace(estimate, new_lr, lr0, "approx", record)
 
     def _gen_after_optimizer_step(self, optimizer, args, kwargs) -> None:
         snapshot, self._gen_snapshot = self._gen_snapshot, None

@@ -477,3 +477,41 @@ def test_the_trainers_model_card_names_the_gen_scheduler(tmp_path):
     trainer.create_model_card(model_name="tiny-gen")
     card = (tmp_path / "README.md").read_text()
     assert "lr_scheduler_type: gen" in card
+
+
+@pytest.mark.parametrize("name", ["sgd_nesterov_wd", "adamw"])
+def test_next_batch_fit_of_the_previous_line_matches_the_quadratic_closed_form(tmp_path, name):
+    # Every batch of the quadratic has the same loss, so the out-of-sample fit of step k's line on step k+1's batch
+    # must return the exact minimiser along that line: <grad L(theta_k), d_k> / d_k^T A d_k, applied from step k+1.
+    lr0, steps = 0.05, 7
+    model = Quadratic(seed=4)
+    start = copy.deepcopy(model)
+    optimizer = OPTIMIZERS[name](grouped(model, lr0))
+    args = gen_args(tmp_path, learning_rate=lr0, max_grad_norm=0.0, max_steps=steps, gen_interval=1,
+                    gen_probe_batch="next", gen_lr_max=math.inf)  # fmt: skip
+    trainer = GeNTrainer(model=model, args=args, train_dataset=Dummy(), optimizers=(optimizer, None))
+    trainer.train()
+    trace = {r["step"]: r for r in read_trace(tmp_path)}
+    lrs = logged_lrs(trainer)
+    assert sorted(trace) == list(range(2, steps + 1)) and lrs[0] == lr0
+    oracle, oracle_opt = start, OPTIMIZERS[name](grouped(start, lr0))
+    for k, lr in enumerate(lrs, start=1):
+        oracle_opt.zero_grad()
+        with torch.no_grad():
+            theta = oracle.theta().clone()
+            grad = oracle.A @ theta - oracle.b
+        oracle.first.grad, oracle.second.grad = grad[:3].clone(), grad[3:].clone()
+        for group, ratio in zip(oracle_opt.param_groups, (1.0, RATIO), strict=True):
+            group["lr"] = lr * ratio
+        oracle_opt.step()
+        with torch.no_grad():
+            d = (theta - oracle.theta()) / lr
+            slope, curvature = float(grad @ d), float(d @ oracle.A @ d)
+        if k + 1 in trace:
+            record = trace[k + 1]
+            assert record["probe_lr"] == pytest.approx(lr, rel=1e-12)
+            assert record["curvature"] == pytest.approx(curvature, rel=1e-6)
+            if slope > 0:
+                assert record["alpha_star"] == pytest.approx(slope / curvature, rel=1e-6)
+            assert lrs[k] == pytest.approx(record["lr"], rel=1e-12)  # the estimate sets step k+1's lr
+    torch.testing.assert_close(model.theta().detach(), oracle.theta().detach(), rtol=1e-10, atol=1e-12)
