@@ -4,7 +4,8 @@ Hugging Face Trainer."""
 from .args import GeNTrainingArguments
 from .core import LineEstimate, estimate_from_curvature, estimate_from_losses, fit_parabola
 from .scheduler import GeNEstimateError, GeNScheduler
-from .trainer import GeNMixin, GeNTrainer, check_linear_optimizer
+from .support import check_linear_optimizer
+from .trainer import GeNMixin, GeNTrainer
 
 __version__ = "0.1.0"
 

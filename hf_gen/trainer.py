@@ -11,8 +11,9 @@ What the mixin changes, and nothing else:
   steps once, as always, with the current lr, which defines the update direction ``d`` (after
   clipping, momentum, preconditioning and weight decay); the post-hook measures the line (approx: loss
   at probe points; exact: a Hessian-vector product), asks the scheduler for the new lr, and sets the
-  weights to ``theta0 - lr_new * d`` from the copy. A step the optimizer skips (fp16 overflow) runs
-  neither hook, so it makes no GeN update.
+  weights to ``theta0 - lr_new * d`` from the copy. With ``gen_probe_batch="next"`` the line is fitted in
+  the next step's pre-hook instead, on that step's batch, and sets that step's lr. A step the optimizer
+  skips (fp16 overflow) makes no GeN update.
 * ``log``: adds ``gen/lr``, ``gen/alpha_star``, ``gen/curvature`` and ``gen/fallbacks`` to training logs.
 
 Every GeN update is also written (main process) to ``output_dir/gen_trace.jsonl``.
@@ -29,99 +30,15 @@ import os
 import torch
 import torch.distributed as dist
 from transformers import Trainer
-from transformers.optimization import Adafactor
 
 from .core import LineEstimate, estimate_from_curvature, estimate_from_losses, fit_parabola
 from .line import BufferGuard, LineSnapshot, RngState, reshard
 from .scheduler import GeNScheduler
+from .support import DEEPSPEED_REFUSAL, check_engine, check_linear_optimizer, overflowed
 
-__all__ = ["GeNMixin", "GeNTrainer", "LINEAR_OPTIMIZERS", "TRACE_FILE", "check_linear_optimizer"]
+__all__ = ["GeNMixin", "GeNTrainer", "TRACE_FILE"]
 
 TRACE_FILE = "gen_trace.jsonl"
-
-# Optimizers whose step is linear in the lr: theta1 = theta0 - lr * d with d independent of lr.
-LINEAR_OPTIMIZERS = (
-    torch.optim.SGD,
-    torch.optim.Adam,
-    torch.optim.AdamW,
-    torch.optim.Adagrad,
-    torch.optim.RMSprop,
-    torch.optim.Adamax,
-    torch.optim.NAdam,
-    torch.optim.RAdam,
-    Adafactor,
-)
-# `TrainingArguments.optim` values that step inside backward or whose update is not linear in the lr.
-REFUSED_OPTIM_NAMES = {
-    "lomo": "steps inside backward, before an lr could be measured",
-    "adalomo": "steps inside backward, before an lr could be measured",
-    "galore_adamw_layerwise": "steps inside backward hooks",
-    "galore_adamw_8bit_layerwise": "steps inside backward hooks",
-    "galore_adafactor_layerwise": "steps inside backward hooks",
-    "apollo_adamw_layerwise": "steps inside backward hooks",
-    "schedule_free_adamw": "its averaging weights depend non-linearly on the lr",
-    "schedule_free_radam": "its averaging weights depend non-linearly on the lr",
-    "schedule_free_sgd": "its averaging weights depend non-linearly on the lr",
-}
-_SUPPORTED_TEXT = (
-    "torch.optim SGD (momentum, Nesterov, weight decay), Adam, AdamW, Adagrad, RMSprop, Adamax, NAdam, RAdam, "
-    "and transformers' Adafactor with relative_step=False (TrainingArguments.optim: adamw_torch, "
-    "adamw_torch_fused, sgd, adagrad, rmsprop, adafactor)"
-)
-
-
-def _inner_optimizer(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
-    """The torch optimizer under accelerate's ``AcceleratedOptimizer`` wrappers."""
-    while hasattr(optimizer, "optimizer") and isinstance(optimizer.optimizer, torch.optim.Optimizer):
-        optimizer = optimizer.optimizer
-    return optimizer
-
-
-def check_linear_optimizer(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
-    """Return the inner torch optimizer if its update is linear in the lr; raise ``ValueError`` if not."""
-    inner = _inner_optimizer(optimizer)
-    name = type(inner).__name__
-    if type(inner) not in LINEAR_OPTIMIZERS:
-        raise ValueError(
-            f"lr_scheduler_type='gen' needs an optimizer whose update is linear in the learning rate; {name} is not "
-            f"known to be (Prodigy, D-Adaptation, schedule-free and LOMO adapt or fold in the lr themselves). "
-            f"Supported: {_SUPPORTED_TEXT}."
-        )
-    if isinstance(inner, Adafactor) and any(group.get("relative_step") for group in inner.param_groups):
-        raise ValueError(
-            "lr_scheduler_type='gen' cannot drive Adafactor with relative_step=True (it computes its own lr): "
-            "create it with relative_step=False, scale_parameter=False, warmup_init=False, or use optim='adafactor'."
-        )
-    return inner
-
-
-_DEEPSPEED_REFUSAL = (
-    "lr_scheduler_type='gen' is not supported with DeepSpeed: its optimizer steps inside backward, before GeN can "
-    "measure the line. Use DDP or FSDP (fsdp=True), or another lr scheduler."
-)
-
-
-def _check_engine(args) -> None:
-    """Refuse, before anything is built, the launches GeN cannot serve."""
-    optim = str(getattr(args.optim, "value", args.optim))
-    if optim in REFUSED_OPTIM_NAMES:
-        raise ValueError(
-            f"lr_scheduler_type='gen' cannot drive optim={optim!r}: it {REFUSED_OPTIM_NAMES[optim]}. "
-            f"Use one of: {_SUPPORTED_TEXT}."
-        )
-    if args.deepspeed or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() in ("1", "true", "yes"):
-        raise ValueError(_DEEPSPEED_REFUSAL)
-
-
-def _overflowed(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether a GradScaler found inf/nan gradients for this step.
-
-    Optimizers with their own amp support (fused Adam/AdamW/SGD, the Trainer's default ``adamw_torch_fused``) are
-    called by the scaler even on overflow, with ``found_inf`` set on them, and skip the update internally; other
-    optimizers are not called at all. Either way such a step makes no GeN update.
-    """
-    found_inf = getattr(optimizer, "found_inf", None)
-    return found_inf is not None and bool(found_inf.item() > 0)
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -141,7 +58,7 @@ class GeNMixin:
     def __init__(self, *args, **kwargs) -> None:
         training_args = kwargs.get("args", args[1] if len(args) > 1 else None)
         if getattr(training_args, "uses_gen", False):
-            _check_engine(training_args)
+            check_engine(training_args)
         super().__init__(*args, **kwargs)
         self._gen_hooks: list = []
         self._gen_batch: list[tuple[dict, RngState]] = []
@@ -164,9 +81,9 @@ class GeNMixin:
         return bool(getattr(self.args, "uses_gen", False))
 
     def _gen_check_launch(self) -> None:
-        _check_engine(self.args)
+        check_engine(self.args)
         if getattr(self, "is_deepspeed_enabled", False):
-            raise ValueError(_DEEPSPEED_REFUSAL)
+            raise ValueError(DEEPSPEED_REFUSAL)
         if self.args.gen_mode == "exact" and self.is_fsdp_enabled:
             raise ValueError(
                 "gen_mode='exact' is not supported with FSDP (double backward through sharded parameters is "
@@ -260,7 +177,7 @@ class GeNMixin:
         return [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
 
     def _gen_before_optimizer_step(self, optimizer, args, kwargs) -> None:
-        if _overflowed(optimizer):
+        if overflowed(optimizer):
             return
         device = "cpu" if self.args.gen_offload_snapshot else None
         if self.args.gen_probe_batch == "next":
