@@ -12,13 +12,15 @@ The lr applied at optimizer step ``t`` (0-based) to param group ``i`` is
 where ``ratio_i`` is the group's starting lr over group 0's (the Trainer's decay / no-decay split or
 layer-wise lr ratios keep their proportions), ``shape`` is an optional annealing factor
 (``decay="linear"``: 1 - t/T; ``"cosine"``: (1 + cos(pi t/T)) / 2), and ``level`` is what GeN
-moves. An update turns the raw estimate ``a*`` (in lr units of group 0 at step ``t``) into
+moves. An update turns the raw estimate ``a*`` (in lr units of group 0) into
 
-    target = clip(a*, lr / max_change, lr * max_change),     lr_new = gamma * lr + (1 - gamma) * target,
+    target = clip(a*, level / max_change, level * max_change),   level_new = gamma * level + (1 - gamma) * target,
 
-clamped to ``[lr_min, lr_max]``. Until the first estimate that falls inside the change bound
-("fast start", on by default) the smoothing is skipped and the lr is recomputed every step, so a
-start that is orders of magnitude off reaches the estimate in a few steps instead of never.
+clamped to ``[lr_min, lr_max]``: GeN sets the level, the shape anneals it (with a shape, the applied lr
+tracks ``a* * shape(t)``, as in the authors' examples that scale each new estimate by 1 - t/T). Until the
+first estimate that falls inside the change bound ("fast start", on by default) the smoothing is skipped and
+the lr is recomputed every step, so a start that is orders of magnitude off reaches the estimate in a few
+steps instead of never.
 """
 
 from __future__ import annotations
@@ -156,7 +158,7 @@ class GeNScheduler(LRScheduler):
         Raises:
             GeNEstimateError: On an unusable estimate with ``fallback="error"``.
         """
-        lr = self.lr_at(step)
+        lr = self.level  # GeN moves the level; the decay shape (if any) anneals what is applied
         reason = estimate.reason
         if estimate.accepted:
             alpha = estimate.alpha_star
@@ -186,10 +188,7 @@ class GeNScheduler(LRScheduler):
             new_lr = lr / self.max_change
         else:
             new_lr = lr
-        new_lr = min(max(new_lr, self.lr_min), self.lr_max)
-        shape = self.shape(step)
-        if shape > 0.0:
-            self.level = new_lr / shape
+        self.level = min(max(new_lr, self.lr_min), self.lr_max)
         self.last_update_step = step
         self.num_updates += 1
         self.num_fallbacks += reason is not None
