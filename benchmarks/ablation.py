@@ -1,0 +1,284 @@
+"""Which GeN defaults? Each lever on and off on every benchmark task, plus the starting-lr robustness curve.
+
+Usage:
+    python benchmarks/ablation.py           # levers x tasks, then the sweeps (sized like quality.py's run)
+    python benchmarks/ablation.py --tasks digits gpt2 --seeds digits=3 gpt2=2 --variants defaults decay=cosine
+    python benchmarks/ablation.py --holdout       # the fourth task (diabetes regression), defaults vs its grid
+
+The tasks, their step counts, data order and initial weights are those of ``benchmarks/quality.py`` (read from its
+JSON so the best AdamW grid point there is the reference); every run is GeN-AdamW through ``GeNTrainer`` from the
+Trainer's default starting lr (5e-5) unless swept. ``--holdout`` runs a task of a different kind that was not used
+to choose the defaults: an MLP regressing scikit-learn's diabetes targets (MSE), with its own AdamW linear/cosine
+grid. Results go to ``results/ablation.json`` (rewritten after every run; ``--resume`` skips runs already there)
+and the tables to ``RESULTS_ablation.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _contenders import (  # noqa: E402
+    TRAINER_DEFAULT_LR,
+    BenchGeNTrainer,
+    Contender,
+    LRRecorder,
+    _args,
+    run_contender,
+)
+from _tasks import Task, build_task  # noqa: E402
+
+from hf_gen import GeNTrainingArguments  # noqa: E402
+from hf_gen.trainer import TRACE_FILE  # noqa: E402
+
+VARIANTS = {
+    "defaults": {},
+    "decay=linear": {"gen_decay": "linear"},
+    "decay=cosine": {"gen_decay": "cosine"},
+    "fast_start=off": {"gen_fast_start": False},
+    "probe=next": {"gen_probe_batch": "next"},
+    "probe=next, decay=cosine": {"gen_probe_batch": "next", "gen_decay": "cosine"},
+    "interval=1": {"gen_interval": 1},
+    "interval=8": {"gen_interval": 8},
+    "gamma=0.5": {"gen_gamma": 0.5},
+}
+SWEEP = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
+DEFAULT_STEPS = {"minilm": 40, "gpt2": 150, "digits": 300, "diabetes": 300}
+DEFAULT_OPTIONS = {"minilm": {"eval_rows": 500}}
+
+
+# ---- the held-out fourth task ------------------------------------------------------------------------------------
+
+
+class DiabetesMLP(nn.Module):
+    def __init__(self, hidden: int = 64) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(10, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
+                                 nn.Linear(hidden, 1))  # fmt: skip
+
+    def forward(self, features, labels=None):
+        prediction = self.net(features).squeeze(-1)
+        loss = nn.functional.mse_loss(prediction, labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=prediction)
+
+
+class _Table(torch.utils.data.Dataset):
+    def __init__(self, x, y) -> None:
+        self.x, self.y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"features": self.x[i], "labels": self.y[i]}
+
+
+def diabetes_task(steps: int, batch_size: int = 32) -> Task:
+    from sklearn.datasets import load_diabetes
+    from sklearn.model_selection import train_test_split
+    from transformers import default_data_collator
+
+    x, y = load_diabetes(return_X_y=True)
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.3, random_state=0)
+    mean, std = x_train.mean(0), x_train.std(0)
+    y_mean, y_std = y_train.mean(), y_train.std()
+    return Task(
+        name="diabetes",
+        description=(
+            f"10-64-64-1 tanh MLP regressing scikit-learn's diabetes progression ({len(y_train)} training rows, "
+            f"standardised), batch {batch_size}, {steps} steps; MSE on a fixed 30% held-out split ({len(y_test)} rows)"
+        ),
+        steps=steps,
+        batch_size=batch_size,
+        grid=[3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
+        metric="mse",
+        higher_is_better=False,
+        train_base=_Table((x_train - mean) / std, (y_train - y_mean) / y_std),
+        eval_dataset=_Table((x_test - mean) / std, (y_test - y_mean) / y_std),
+        collator=default_data_collator,
+        make_model=lambda seed: DiabetesMLP(),
+        metric_from=lambda m: m["eval_loss"],
+        eval_batch_size=1024,
+        info={"train_rows": len(y_train), "eval_rows": len(y_test)},
+    )
+
+
+def make_task(name: str, steps: int) -> Task:
+    if name == "diabetes":
+        return diabetes_task(steps)
+    return build_task(name, steps, **DEFAULT_OPTIONS.get(name, {}))
+
+
+# ---- one GeN run -------------------------------------------------------------------------------------------------
+
+
+def run_gen(task: Task, seed: int, lr: float, variant: dict, workdir: str) -> dict:
+    run_dir = os.path.join(workdir, task.name, f"gen-{abs(hash((seed, lr, tuple(sorted(variant.items())))))}")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    model = task.model(seed)
+    started = time.perf_counter()
+    args = _args(GeNTrainingArguments, task, seed, run_dir, learning_rate=lr, lr_scheduler_type="gen", **variant)
+    recorder = LRRecorder()
+    trainer = BenchGeNTrainer(model=model, args=args, train_dataset=task.train_rows(seed),
+                              eval_dataset=task.eval_dataset, data_collator=task.collator,
+                              compute_metrics=task.compute_metrics, callbacks=[recorder])  # fmt: skip
+    result = trainer.train()
+    metrics = trainer.evaluate()
+    with open(os.path.join(run_dir, TRACE_FILE)) as handle:
+        trace = [json.loads(line) for line in handle if line.strip()]
+    shutil.rmtree(run_dir, ignore_errors=True)
+    eval_loss = float(metrics["eval_loss"])
+    finite = math.isfinite(eval_loss)
+    return {
+        "seed": seed,
+        "lr": lr,
+        "eval_loss": eval_loss if finite else None,
+        "metric": float(task.metric_from(metrics)) if finite else None,
+        "train_loss": float(result.training_loss),
+        "wall_s": round(time.perf_counter() - started, 2),
+        "lr_trace": recorder.trace,
+        "gen_updates": len(trace),
+        "gen_fallbacks": sum(r["fallback"] is not None for r in trace),
+    }
+
+
+# ---- driver ------------------------------------------------------------------------------------------------------
+
+
+def save(path: str, data: dict) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(f"{path}.tmp", "w") as handle:
+        json.dump(data, handle, indent=1)
+    os.replace(f"{path}.tmp", path)
+
+
+def best_grid(quality: dict, task: str, ablation: dict) -> tuple[str, float] | None:
+    """The AdamW grid point (linear/cosine) with the lowest mean eval loss, from quality.json or the holdout grid."""
+    runs = quality.get("tasks", {}).get(task, {}).get("runs", []) + ablation.get("grids", {}).get(task, [])
+    by: dict[str, list[float]] = {}
+    for r in runs:
+        if r.get("role", "main") == "main" and r["contender"].startswith(("adamw-linear", "adamw-cosine")):
+            by.setdefault(r["contender"], []).append(r["eval_loss"] if r["eval_loss"] is not None else math.inf)
+    if not by:
+        return None
+    name = min(by, key=lambda k: statistics.mean(by[k]))
+    return name, statistics.mean(by[name])
+
+
+def markdown(data: dict, quality: dict) -> str:
+    lines = ["# GeN defaults: ablation", "", f"Commands: `{'`; `'.join(data['meta']['commands'])}`", "",
+             "GeN-AdamW from the Trainer's default starting lr (5e-5); final eval loss, mean over seeds (std); in "
+             "brackets the difference from the best AdamW linear/cosine grid point of the same task (negative: GeN "
+             "ahead).", ""]  # fmt: skip
+    for task, block in data["tasks"].items():
+        ref = best_grid(quality, task, data)
+        head = f"## {task}" + (f" (best grid point: {ref[0]}, eval loss {ref[1]:.4f})" if ref else "")
+        lines += [
+            head,
+            "",
+            "| variant | eval loss | vs best grid | metric | GeN updates / fallbacks |",
+            "|---|---|---|---|---|",
+        ]
+        for variant, runs in block.get("variants", {}).items():
+            losses = [r["eval_loss"] if r["eval_loss"] is not None else math.inf for r in runs]
+            metrics = [r["metric"] for r in runs if r["metric"] is not None]
+            mean = statistics.mean(losses)
+            std = statistics.stdev(losses) if len(losses) > 1 and math.isfinite(mean) else 0.0
+            vs = f"{(mean / ref[1] - 1):+.1%}" if ref and math.isfinite(mean) else "-"
+            metric = f"{statistics.mean(metrics):.4g}" if metrics else "-"
+            updates = f"{statistics.mean(r['gen_updates'] for r in runs):.0f} / " \
+                      f"{statistics.mean(r['gen_fallbacks'] for r in runs):.0f}"  # fmt: skip
+            lines.append(f"| {variant} | {mean:.4f} ({std:.4f}), n={len(runs)} | {vs} | {metric} | {updates} |")
+        for variant, runs in block.get("sweeps", {}).items():
+            lines += ["", f"Starting-lr sweep, {variant} (seed 0):", "", "| starting lr | eval loss | vs best grid |",
+                      "|---|---|---|"]  # fmt: skip
+            for r in sorted(runs, key=lambda r: r["lr"]):
+                loss = r["eval_loss"]
+                vs = f"{(loss / ref[1] - 1):+.1%}" if ref and loss is not None else "-"
+                lines.append(f"| {r['lr']:g} | {loss if loss is None else round(loss, 4)} | {vs} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="+", default=["digits", "gpt2", "minilm"])
+    parser.add_argument("--seeds", nargs="+", default=["digits=3", "gpt2=2", "minilm=1", "diabetes=3"])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--sweep-variants", nargs="*", default=["defaults"], help="variants to sweep the start lr of")
+    parser.add_argument("--holdout", action="store_true", help="the fourth task: defaults vs its own AdamW grid")
+    parser.add_argument("--quality", default=str(HERE / "results" / "quality.json"))
+    parser.add_argument("--json", default=str(HERE / "results" / "ablation.json"))
+    parser.add_argument("--markdown", default=str(HERE / "RESULTS_ablation.md"))
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    seeds = {k: int(v) for k, _, v in (s.partition("=") for s in args.seeds)}
+    quality = json.load(open(args.quality)) if os.path.exists(args.quality) else {}
+    data = json.load(open(args.json)) if args.resume and os.path.exists(args.json) else {"tasks": {}, "grids": {}}
+    command = shlex.join(["python", "benchmarks/ablation.py", *(sys.argv[1:] if argv is None else argv)])
+    data["meta"] = {"commands": [*data.get("meta", {}).get("commands", []), command],
+                    "threads": torch.get_num_threads()}  # fmt: skip
+    workdir = tempfile.mkdtemp(prefix="hf-gen-ablation-")
+    tasks = ["diabetes"] if args.holdout else args.tasks
+    for name in tasks:
+        steps = quality.get("tasks", {}).get(name, {}).get("config", {}).get("steps", DEFAULT_STEPS[name])
+        task = make_task(name, steps)
+        block = data["tasks"].setdefault(name, {})
+        block["config"] = {"description": task.description, "steps": task.steps}
+        if args.holdout:
+            done = {(r["contender"], r["seed"]) for r in data["grids"].get(name, [])}
+            for seed in range(seeds.get(name, 3)):
+                for family in ("adamw-linear", "adamw-cosine"):
+                    for lr in task.grid:
+                        contender = Contender(family, lr)
+                        if (contender.name, seed) in done:
+                            continue
+                        record = run_contender(contender, task, seed, workdir)
+                        record["role"] = "main"
+                        data["grids"].setdefault(name, []).append(record)
+                        save(args.json, data)
+        for variant in args.variants:
+            runs = block.setdefault("variants", {}).setdefault(variant, [])
+            for seed in range(seeds.get(name, 1)):
+                if any(r["seed"] == seed for r in runs):
+                    continue
+                runs.append(run_gen(task, seed, TRAINER_DEFAULT_LR, VARIANTS[variant], workdir))
+                save(args.json, data)
+                print(f"{name} {variant} seed {seed}: eval loss {runs[-1]['eval_loss']}", flush=True)
+        for variant in args.sweep_variants:
+            runs = block.setdefault("sweeps", {}).setdefault(variant, [])
+            for lr in SWEEP:
+                if any(r["lr"] == lr for r in runs):
+                    continue
+                runs.append(run_gen(task, 0, lr, VARIANTS[variant], workdir))
+                save(args.json, data)
+                print(f"{name} sweep {variant} lr {lr:g}: eval loss {runs[-1]['eval_loss']}", flush=True)
+    with open(args.markdown, "w") as handle:
+        handle.write(markdown(data, quality))
+    np.set_printoptions(precision=4)
+    print(markdown(data, quality))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
