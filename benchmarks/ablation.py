@@ -58,6 +58,12 @@ VARIANTS = {
     "interval=1": {"gen_interval": 1},
     "interval=8": {"gen_interval": 8},
     "gamma=0.5": {"gen_gamma": 0.5},
+    "decay=cosine, fast_decrease": {"gen_decay": "cosine", "gen_fast_decrease": True},
+    "decay=cosine, probe=next, fast_decrease": {
+        "gen_decay": "cosine",
+        "gen_probe_batch": "next",
+        "gen_fast_decrease": True,
+    },
 }
 SWEEP = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
 DEFAULT_STEPS = {"minilm": 40, "gpt2": 150, "digits": 300, "diabetes": 300}

@@ -95,6 +95,13 @@ class GeNTrainingArguments(TrainingArguments):
             "so a starting lr that is far off reaches the estimate in a few steps."
         },
     )
+    gen_fast_decrease: bool = field(
+        default=False,
+        metadata={
+            "help": "Clip only increases of the lr: an estimate below lr / gen_max_change is taken as it is, so a "
+            "starting lr that is far too large is corrected on the first step."
+        },
+    )
     gen_decay: str = field(
         default="none",
         metadata={

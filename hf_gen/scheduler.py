@@ -59,6 +59,8 @@ class GeNScheduler(LRScheduler):
             along a descent direction grows by ``max_change`` (the minimiser lies beyond the probe).
         fast_start: Skip smoothing and recompute every step until an estimate falls inside the change
             bound.
+        fast_decrease: Clip only increases: an estimate below ``lr / max_change`` is taken as it is (an
+            overshoot is corrected at once; smoothing still applies once settled).
         decay: Annealing shape composed with the GeN level: ``"none"``, ``"linear"`` or ``"cosine"``.
         num_training_steps: Total optimizer steps (needed by ``decay``).
         last_epoch: As in ``LRScheduler``.
@@ -75,6 +77,7 @@ class GeNScheduler(LRScheduler):
         lr_max: float = math.inf,
         fallback: str = "keep",
         fast_start: bool = True,
+        fast_decrease: bool = False,
         decay: str = "none",
         num_training_steps: int | None = None,
         last_epoch: int = -1,
@@ -103,6 +106,7 @@ class GeNScheduler(LRScheduler):
         self.lr_max = float(lr_max)
         self.fallback = fallback
         self.fast_start = bool(fast_start)
+        self.fast_decrease = bool(fast_decrease)
         self.decay = decay
         self.num_training_steps = int(num_training_steps) if num_training_steps is not None else None
         self.ratios = [float(group.get("initial_lr", group["lr"])) / first_lr for group in optimizer.param_groups]
@@ -167,7 +171,7 @@ class GeNScheduler(LRScheduler):
             elif alpha < self.lr_min:
                 alpha, reason = self.lr_min, "below_min"
             low, high = lr / self.max_change, lr * self.max_change
-            target = min(max(alpha, low), high)
+            target = min(alpha, high) if self.fast_decrease else min(max(alpha, low), high)
             inside = low <= estimate.alpha_star <= high
             gamma = self.gamma if self.settled else 0.0
             new_lr = gamma * lr + (1.0 - gamma) * target

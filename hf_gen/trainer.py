@@ -114,6 +114,7 @@ class GeNMixin:
                 lr_max=args.gen_lr_max,
                 fallback=args.gen_fallback,
                 fast_start=args.gen_fast_start,
+                fast_decrease=args.gen_fast_decrease,
                 decay=args.gen_decay,
                 num_training_steps=num_training_steps,
             )

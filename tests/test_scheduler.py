@@ -143,3 +143,11 @@ def test_bad_settings_say_what_to_pass(kwargs, match):
 def test_zero_starting_lr_is_refused():
     with pytest.raises(ValueError, match="learning_rate > 0"):
         make(lr=0.0)
+
+
+def test_fast_decrease_clips_only_increases():
+    opt, s = make(lr=0.1, gamma=0.0, max_change=2.0, fast_start=False, fast_decrease=True)
+    assert s.apply_estimate(est(0.001), step=0) == pytest.approx(0.001)  # far below lr/2: taken as it is
+    assert s.apply_estimate(est(1.0), step=1) == pytest.approx(0.002)  # increases are still bounded
+    opt, s = make(lr=0.1, gamma=0.0, max_change=2.0, fast_start=False)
+    assert s.apply_estimate(est(0.001), step=0) == pytest.approx(0.05)

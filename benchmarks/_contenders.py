@@ -1,0 +1,257 @@
+"""The contenders of the quality benchmark and how one run of one contender goes through the Hugging Face Trainer.
+
+Every run uses the real ``Trainer`` (GeN: ``GeNTrainer``) with the same task, steps, batch size, sample order
+(``Task.train_rows(seed)`` read in order), initial weights (``Task.model(seed)``), gradient clipping (the Trainer's
+default ``max_grad_norm=1``) and no weight decay. What differs is only the lr method:
+
+* ``adamw-linear`` / ``adamw-cosine`` / ``adamw-constant``: the Trainer's AdamW and its stock schedulers, no warmup.
+* ``prodigy``, ``dadapt-adam``: ``prodigyopt.Prodigy`` and ``dadaptation.DAdaptAdam`` at their defaults (lr 1.0),
+  passed as ``optimizers=(opt, None)`` with the constant scheduler.
+* ``schedulefree-adamw``: the Trainer's ``optim="schedule_free_adamw"`` at the package's default lr 2.5e-3, no warmup
+  (the Trainer switches its train/eval modes).
+* ``gen-optim``: the authors' ``GeN.lr_parabola`` (PyPI ``gen-optim`` 0.1.1) as in their README: AdamW from lr 1e-4,
+  called between backward and ``optimizer.step()`` every ``lazy_freq=4`` steps with a fresh training batch and the
+  horizon factor ``scale = 1 - t/T``; the Trainer's scheduler leaves the lr it sets alone.
+* ``gen-adamw`` / ``gen-sgd``: ``GeNTrainer`` + ``GeNTrainingArguments(lr_scheduler_type="gen")`` with every ``gen_*``
+  at hf-gen's default and the Trainer's default starting ``learning_rate`` (5e-5); AdamW (the Trainer's) or
+  ``torch.optim.SGD(momentum=0.9)``.
+* ``gen-adamw-cosine``: GeN-AdamW with the non-default ``gen_decay="cosine"``, for information only (it is not part
+  of the targets, which are about the defaults).
+
+The lr actually used at each optimizer step is recorded by ``LRRecorder``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from transformers import BatchEncoding, Trainer, TrainerCallback, TrainingArguments
+
+from hf_gen import GeNTrainer, GeNTrainingArguments
+from hf_gen.trainer import TRACE_FILE
+
+__all__ = ["Contender", "LRRecorder", "run_contender", "TRAINER_DEFAULT_LR", "GEN_OPTIM_START_LR", "SCHEDULEFREE_LR"]
+
+TRAINER_DEFAULT_LR = TrainingArguments.__dataclass_fields__["learning_rate"].default  # 5e-5
+GEN_OPTIM_START_LR = 1e-4  # the authors' README: AdamW(model.parameters(), lr=1e-4)
+GEN_OPTIM_LAZY_FREQ = 4
+SCHEDULEFREE_LR = 2.5e-3  # schedulefree.AdamWScheduleFree's default lr
+SGD_MOMENTUM = 0.9
+
+FAMILIES = {
+    "adamw-linear": "AdamW + linear decay",
+    "adamw-cosine": "AdamW + cosine decay",
+    "adamw-constant": "AdamW, constant lr",
+    "prodigy": "Prodigy (defaults)",
+    "dadapt-adam": "D-Adaptation Adam (defaults)",
+    "schedulefree-adamw": "Schedule-Free AdamW (defaults)",
+    "gen-optim": "gen-optim 0.1.1 (authors' GeN, AdamW, lazy_freq 4)",
+    "gen-adamw": "hf-gen GeN-AdamW (defaults)",
+    "gen-sgd": "hf-gen GeN-SGD (defaults, momentum 0.9)",
+    "gen-adamw-cosine": "hf-gen GeN-AdamW with gen_decay='cosine' (not a default; shown for information)",
+}
+LR_FREE = ("prodigy", "dadapt-adam", "schedulefree-adamw", "gen-optim")
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One lr method. ``lr`` is the (starting) lr where the method takes one; ``None`` for Prodigy/D-Adaptation."""
+
+    family: str
+    lr: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.family if self.lr is None else f"{self.family}@{self.lr:g}"
+
+
+class FixedOrderMixin:
+    """Reads the training set in order: ``Task.train_rows(seed)`` already holds the run's sample sequence."""
+
+    def _get_train_sampler(self, train_dataset=None):
+        return torch.utils.data.SequentialSampler(train_dataset if train_dataset is not None else self.train_dataset)
+
+
+class BenchTrainer(FixedOrderMixin, Trainer):
+    pass
+
+
+class BenchGeNTrainer(FixedOrderMixin, GeNTrainer):
+    pass
+
+
+class KeepLR(torch.optim.lr_scheduler.LRScheduler):
+    """A scheduler that leaves each group's lr as something else (gen-optim) set it."""
+
+    def get_lr(self):
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+
+class LRRecorder(TrainerCallback):
+    """The lr group 0 actually stepped with, per optimizer step.
+
+    Read after the step (GeN sets the applied lr in the optimizer's post-hook; gen-optim before the step; stock
+    schedulers after it), except for Prodigy and D-Adaptation, whose step uses ``d * lr`` with ``d`` as it was before
+    the step (it updates ``d`` during the step), and Schedule-Free, whose step records ``scheduled_lr``.
+    """
+
+    def __init__(self) -> None:
+        self.trace: list[float] = []
+        self._before: float | None = None
+
+    def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+        group = optimizer.param_groups[0]
+        self._before = float(group["d"] * group["lr"]) if "d" in group else None
+
+    def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+        group = optimizer.param_groups[0]
+        if self._before is not None:
+            self.trace.append(self._before)
+        else:
+            self.trace.append(float(group.get("scheduled_lr", group["lr"])))
+
+
+class GenOptimCallback(TrainerCallback):
+    """Calls the authors' ``lr_parabola`` between backward (and the Trainer's clipping) and ``optimizer.step()``.
+
+    As in the gen-optim README: every ``lazy_freq``-th batch (``(batch_idx + 1) % lazy_freq == 0``), with a separate
+    iterator over the training data for its probes (``tr_iter``), ``task="NLU"`` (``net(**batch).loss``), and the
+    horizon factor ``scale = 1 - t/T``.
+    """
+
+    def __init__(self, batches, total_steps: int, lazy_freq: int = GEN_OPTIM_LAZY_FREQ) -> None:
+        self.batches = (BatchEncoding(batch) for batch in batches)
+        self.total_steps = total_steps
+        self.lazy_freq = lazy_freq
+        self.calls = 0
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, optimizer=None, **kwargs):
+        from GeN import lr_parabola
+
+        step = state.global_step
+        if (step + 1) % self.lazy_freq == 0:
+            self.calls += 1
+            lr_parabola(
+                model,
+                optimizer,
+                tr_iter=self.batches,
+                device=args.device,
+                task="NLU",
+                scale=1.0 - step / self.total_steps,
+                lr_factor=[-1, 0, 1],
+            )
+
+
+def _args(cls, task, seed: int, run_dir: str, **kwargs):
+    return cls(
+        output_dir=run_dir,
+        max_steps=task.steps,
+        per_device_train_batch_size=task.batch_size,
+        per_device_eval_batch_size=task.eval_batch_size,
+        seed=seed,
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        use_cpu=True,
+        dataloader_num_workers=0,
+        weight_decay=0.0,
+        warmup_steps=0,
+        **kwargs,
+    )
+
+
+def _make_trainer(contender: Contender, task, seed: int, run_dir: str, model):
+    family, lr = contender.family, contender.lr
+    callbacks: list = []
+    optimizers = (None, None)
+    trainer_cls = BenchTrainer
+    if family in ("adamw-linear", "adamw-cosine", "adamw-constant"):
+        args = _args(TrainingArguments, task, seed, run_dir, learning_rate=lr, lr_scheduler_type=family.split("-")[1])
+    elif family == "prodigy":
+        from prodigyopt import Prodigy
+
+        args = _args(TrainingArguments, task, seed, run_dir, lr_scheduler_type="constant")
+        optimizers = (Prodigy(model.parameters()), None)
+    elif family == "dadapt-adam":
+        from dadaptation import DAdaptAdam
+
+        args = _args(TrainingArguments, task, seed, run_dir, lr_scheduler_type="constant")
+        optimizers = (DAdaptAdam(model.parameters()), None)
+    elif family == "schedulefree-adamw":
+        args = _args(
+            TrainingArguments, task, seed, run_dir, learning_rate=lr, optim="schedule_free_adamw",
+            lr_scheduler_type="constant",
+        )  # fmt: skip
+    elif family == "gen-optim":
+        args = _args(TrainingArguments, task, seed, run_dir, learning_rate=lr)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+        optimizers = (optimizer, KeepLR(optimizer))
+        callbacks.append(GenOptimCallback(task.probe_batches(seed), task.steps))
+    elif family in ("gen-adamw", "gen-sgd", "gen-adamw-cosine"):
+        decay = {"gen_decay": "cosine"} if family == "gen-adamw-cosine" else {}
+        args = _args(GeNTrainingArguments, task, seed, run_dir, learning_rate=lr, lr_scheduler_type="gen", **decay)
+        trainer_cls = BenchGeNTrainer
+        if family == "gen-sgd":
+            optimizers = (torch.optim.SGD(model.parameters(), lr=lr, momentum=SGD_MOMENTUM), None)
+    else:
+        raise ValueError(f"unknown contender family {family!r}; known: {', '.join(FAMILIES)}")
+    recorder = LRRecorder()
+    trainer = trainer_cls(
+        model=model,
+        args=args,
+        train_dataset=task.train_rows(seed),
+        eval_dataset=task.eval_dataset,
+        data_collator=task.collator,
+        compute_metrics=task.compute_metrics,
+        optimizers=optimizers,
+        callbacks=[*callbacks, recorder],
+    )
+    return trainer, recorder
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def run_contender(contender: Contender, task, seed: int, workdir: str, keep: bool = False) -> dict:
+    """Train and evaluate one contender once; return its record (metrics, wall time, lr trace)."""
+    run_dir = os.path.join(workdir, task.name, f"{contender.name}-s{seed}")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    model = task.model(seed)
+    started = time.perf_counter()
+    trainer, recorder = _make_trainer(contender, task, seed, run_dir, model)
+    result = trainer.train()
+    train_s = time.perf_counter() - started
+    metrics = trainer.evaluate()
+    wall_s = time.perf_counter() - started
+    eval_loss = float(metrics["eval_loss"])
+    record = {
+        **asdict(contender),
+        "contender": contender.name,
+        "seed": seed,
+        "eval_loss": _finite(eval_loss),
+        "metric": _finite(task.metric_from(metrics)) if math.isfinite(eval_loss) else None,
+        "train_loss": _finite(result.training_loss),
+        "train_s": round(train_s, 2),
+        "wall_s": round(wall_s, 2),
+        "steps": int(trainer.state.global_step),
+        "lr_trace": recorder.trace,
+    }
+    trace_path = os.path.join(run_dir, TRACE_FILE)
+    if os.path.exists(trace_path):
+        with open(trace_path) as handle:
+            record["gen_trace"] = [json.loads(line) for line in handle if line.strip()]
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, GenOptimCallback):
+            record["gen_optim_calls"] = callback.calls
+    if not keep:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return record

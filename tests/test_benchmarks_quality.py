@@ -1,0 +1,127 @@
+"""Smoke test of ``benchmarks/quality.py --quick``: the harness runs end to end and its output means what it says.
+
+The lr traces are checked against closed forms (the stock schedules), against the run's own ``gen_trace.jsonl``
+(GeN), and against the rules of each peer (gen-optim changes the lr only on its lazy steps; Prodigy starts at
+``d0 * lr``; Schedule-Free keeps its lr without warmup).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = ("gpt2", "digits")
+FAMILIES = (
+    "adamw-linear", "adamw-cosine", "adamw-constant", "prodigy", "dadapt-adam", "schedulefree-adamw", "gen-optim",
+    "gen-adamw", "gen-sgd",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("quality")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--quick", "--tasks", *TASKS, "--threads", "1",
+        "--json", str(out / "quality.json"), "--markdown", str(out / "RESULTS_quality.md"), "--plots", str(out),
+        "--workdir", str(out / "runs"), "--keep-runs",
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(out / "quality.json") as handle:
+        return out, json.load(handle)
+
+
+def runs(data, task, family, role="main"):
+    return [r for r in data["tasks"][task]["runs"] if r["family"] == family and r["role"] == role]
+
+
+@pytest.mark.slow
+def test_every_contender_has_metrics_and_a_full_trace(quick):
+    _, data = quick
+    for task in TASKS:
+        block = data["tasks"][task]
+        steps = block["config"]["steps"]
+        for family in FAMILIES:
+            (run,) = runs(data, task, family)
+            assert run["steps"] == steps
+            assert math.isfinite(run["eval_loss"]) and run["eval_loss"] > 0
+            assert math.isfinite(run["metric"])
+            assert run["wall_s"] > 0
+            assert len(run["lr_trace"]) == steps and all(lr > 0 for lr in run["lr_trace"])
+        robust = {(r["family"], r["lr"]) for r in block["runs"] if r["role"] == "robustness"}
+        sweep = data["meta"]["sweep"]
+        assert robust == {(f, lr) for f in ("gen-adamw", "adamw-cosine") for lr in sweep}
+
+
+@pytest.mark.slow
+def test_stock_schedules_follow_their_closed_forms(quick):
+    _, data = quick
+    for task in TASKS:
+        steps = data["tasks"][task]["config"]["steps"]
+        shapes = {
+            "adamw-cosine": lambda t, n=steps: 0.5 * (1.0 + math.cos(math.pi * t / n)),
+            "adamw-linear": lambda t, n=steps: 1.0 - t / n,
+            "adamw-constant": lambda t, n=steps: 1.0,
+        }
+        for family, shape in shapes.items():
+            for run in runs(data, task, family) + runs(data, task, family, "robustness"):
+                expected = [run["lr"] * shape(t) for t in range(steps)]
+                assert run["lr_trace"] == pytest.approx(expected, rel=1e-9, abs=1e-15)
+
+
+@pytest.mark.slow
+def test_gen_lr_trace_matches_gen_trace_jsonl(quick):
+    out, data = quick
+    for task in TASKS:
+        for family in ("gen-adamw", "gen-sgd"):
+            for run in runs(data, task, family) + runs(data, task, family, "robustness"):
+                path = out / "runs" / task / f"{run['contender']}-s{run['seed']}" / "gen_trace.jsonl"
+                records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+                assert records == run["gen_trace"]
+                assert records[0]["step"] == 1 and records[0]["probe_lr"] == pytest.approx(run["lr"])
+                # The lr used at step s is that of the last GeN update at or before s (no decay by default).
+                updates = {r["step"]: r["lr"] for r in records}
+                current = None
+                for step, lr in enumerate(run["lr_trace"], start=1):
+                    current = updates.get(step, current)
+                    assert lr == pytest.approx(current, rel=1e-12)
+
+
+@pytest.mark.slow
+def test_peers_traces_follow_their_rules(quick):
+    _, data = quick
+    for task in TASKS:
+        steps = data["tasks"][task]["config"]["steps"]
+        (gen_optim,) = runs(data, task, "gen-optim")
+        assert gen_optim["gen_optim_calls"] == steps // 4
+        trace = gen_optim["lr_trace"]
+        assert trace[0] == pytest.approx(1e-4)
+        changed = [t for t in range(1, steps) if trace[t] != trace[t - 1]]
+        assert all((t + 1) % 4 == 0 for t in changed)  # only on the lazy steps, where lr_parabola runs
+        (prodigy,) = runs(data, task, "prodigy")
+        assert prodigy["lr_trace"][0] == pytest.approx(1e-6)  # d0 * lr with the defaults d0=1e-6, lr=1
+        (dadapt,) = runs(data, task, "dadapt-adam")
+        assert dadapt["lr_trace"][0] == pytest.approx(1e-6)
+        (schedulefree,) = runs(data, task, "schedulefree-adamw")
+        assert schedulefree["lr_trace"] == pytest.approx([2.5e-3] * steps)
+
+
+@pytest.mark.slow
+def test_report_and_plots(quick):
+    out, data = quick
+    text = (out / "RESULTS_quality.md").read_text()
+    assert "Against the targets of issue 5" in text
+    for task in TASKS:
+        assert f"### {task}" in text
+        assert (out / f"quality_quick_lr_{task}.png").stat().st_size > 0
+        for family in FAMILIES:
+            assert family in text
+    assert (out / "quality_quick_robustness.png").stat().st_size > 0
