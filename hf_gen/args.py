@@ -103,10 +103,11 @@ class GeNTrainingArguments(TrainingArguments):
         },
     )
     gen_decay: str = field(
-        default="none",
+        default="cosine",
         metadata={
-            "help": "Annealing shape composed with the GeN level: 'none', 'linear' (1 - t/T) or 'cosine'. GeN "
-            "sets the level, the shape anneals it."
+            "help": "Annealing composed with GeN: 'cosine' (default), 'linear' (1 - t/T) or 'none'. GeN moves the "
+            "level, the applied lr is level x shape(t). Greedy GeN estimates do not anneal by themselves; see "
+            "benchmarks/RESULTS.md for the measurements behind the default."
         },
     )
     gen_probe_offsets: list[float] = field(

@@ -11,7 +11,7 @@ from tiny import MLP, Regression, Tokens, read_trace, tiny_gpt2
 
 def gen_args(out, **kwargs):
     base = dict(output_dir=str(out), lr_scheduler_type="gen", use_cpu=True, report_to="none", save_strategy="no",
-                seed=0, per_device_train_batch_size=8)  # fmt: skip
+                seed=0, per_device_train_batch_size=8, gen_decay="none")  # fmt: skip
     base.update(kwargs)
     return GeNTrainingArguments(**base)
 

@@ -26,6 +26,7 @@ def gen_args(tmp_path, **kwargs):
         per_device_train_batch_size=4,
         max_steps=6,
         seed=0,
+        gen_decay="none",  # the mechanics under test; the default cosine shape has its own test
     )
     base.update(kwargs)
     return GeNTrainingArguments(**base)
@@ -515,3 +516,25 @@ def test_next_batch_fit_of_the_previous_line_matches_the_quadratic_closed_form(t
                 assert record["alpha_star"] == pytest.approx(slope / curvature, rel=1e-6)
             assert lrs[k] == pytest.approx(record["lr"], rel=1e-12)  # the estimate sets step k+1's lr
     torch.testing.assert_close(model.theta().detach(), oracle.theta().detach(), rtol=1e-10, atol=1e-12)
+
+
+def test_default_cosine_shape_anneals_the_gen_level(tmp_path):
+    steps = 12
+    args = GeNTrainingArguments(output_dir=str(tmp_path), lr_scheduler_type="gen", report_to="none", use_cpu=True,
+                                save_strategy="no", logging_steps=1, per_device_train_batch_size=4, max_steps=steps,
+                                learning_rate=1e-2, seed=0)  # fmt: skip
+    assert args.gen_decay == "cosine"
+    trainer = GeNTrainer(model=MLP(), args=args, train_dataset=Regression())
+    trainer.train()
+    trace = {r["step"]: r for r in read_trace(tmp_path)}
+    lrs = logged_lrs(trainer)
+
+    def shape(t):  # 0-based step t of T
+        return 0.5 * (1 + math.cos(math.pi * t / steps))
+
+    level = None
+    for k, lr in enumerate(lrs, start=1):
+        if k in trace:
+            level = trace[k]["lr"] / shape(k - 1)
+        assert lr == pytest.approx(level * shape(k - 1), rel=1e-9)
+    assert lrs[-1] < 0.05 * max(lrs)
