@@ -87,12 +87,19 @@ def test_gen_lr_trace_matches_gen_trace_jsonl(quick):
                 records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
                 assert records == run["gen_trace"]
                 assert records[0]["step"] == 1 and records[0]["probe_lr"] == pytest.approx(run["lr"])
-                # The lr used at step s is that of the last GeN update at or before s (no decay by default).
+                # The lr used at step s is the level set by the last GeN update at or before s, annealed by the
+                # default cosine shape: level x (1 + cos(pi (s - 1) / T)) / 2.
+                steps = len(run["lr_trace"])
+
+                def shape(t, steps=steps):
+                    return 0.5 * (1.0 + math.cos(math.pi * t / steps))
+
                 updates = {r["step"]: r["lr"] for r in records}
-                current = None
+                level = None
                 for step, lr in enumerate(run["lr_trace"], start=1):
-                    current = updates.get(step, current)
-                    assert lr == pytest.approx(current, rel=1e-12)
+                    if step in updates:
+                        level = updates[step] / shape(step - 1)
+                    assert lr == pytest.approx(level * shape(step - 1), rel=1e-9)
 
 
 @pytest.mark.slow
