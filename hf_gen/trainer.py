@@ -178,10 +178,15 @@ class GeNMixin:
         return [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
 
     def _gen_before_optimizer_step(self, optimizer, args, kwargs) -> None:
-        if overflowed(optimizer):
+        next_batch = self.args.gen_probe_batch == "next"
+        wanted = (self._gen_recording and self._gen_batch) or (
+            next_batch
+            and (self._gen_pending is not None or self.lr_scheduler.is_due(self.lr_scheduler.last_epoch + 1))
+        )
+        if not wanted or overflowed(optimizer):  # the overflow check syncs with the device: only when needed
             return
         device = "cpu" if self.args.gen_offload_snapshot else None
-        if self.args.gen_probe_batch == "next":
+        if next_batch:
             if self._gen_pending is not None and self._gen_recording and self._gen_batch:
                 self._gen_fit_on_next_batch(optimizer)
             if self.lr_scheduler.is_due(self.lr_scheduler.last_epoch + 1):
