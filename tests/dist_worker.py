@@ -1,7 +1,8 @@
 """One process of a multi-process GeN run (launched by tests/test_distributed.py through torchrun).
 
 Usage: python -m torch.distributed.run --nproc_per_node=2 tests/dist_worker.py OUT_JSON ENGINE GEN_MODE GLOBAL_BATCH
-ENGINE is "ddp", "fsdp" or "single" (one process, the reference). Writes OUT_JSON.<rank> with the lr applied at every
+ENGINE is "ddp" or "single" (one process, the reference). (FSDP cannot run through the Trainer on CPU: see
+fsdp_line_worker.py.) Writes OUT_JSON.<rank> with the lr applied at every
 step, the number of probe forwards, and the final (full) weights.
 """
 
@@ -28,11 +29,6 @@ class AppliedLr(TrainerCallback):
 
 def main(out, engine, gen_mode, global_batch):
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    kwargs = {}
-    if engine == "fsdp":
-        kwargs = dict(
-            fsdp=True, fsdp_config={"version": 2, "auto_wrap_policy": "NO_WRAP", "reshard_after_forward": True}
-        )
     args = GeNTrainingArguments(
         output_dir=os.path.dirname(out) + f"/run-{engine}",
         lr_scheduler_type="gen",
@@ -47,7 +43,6 @@ def main(out, engine, gen_mode, global_batch):
         logging_steps=1,
         seed=0,
         ddp_backend="gloo" if world > 1 else None,
-        **kwargs,
     )
     model = MLP(n_in=4, hidden=16, seed=0, dtype=torch.float64)
     probes = {"count": 0}
@@ -56,15 +51,6 @@ def main(out, engine, gen_mode, global_batch):
     trainer = GeNTrainer(model=model, args=args, train_dataset=Regression(n=64, dtype=torch.float64),
                          callbacks=[recorder])  # fmt: skip
     trainer.train()
-    print(
-        "FSDP?",
-        trainer.is_fsdp_enabled,
-        trainer.accelerator.distributed_type,
-        [type(p).__name__ for p in trainer.model.parameters()][:2],
-        type(trainer.model_wrapped).__name__,
-        flush=True,
-    )
-    sharded = all(type(p).__name__ == "DTensor" for p in trainer.model.parameters())
     weights = {}
     for name, p in trainer.model.named_parameters():
         full = p.full_tensor() if hasattr(p, "full_tensor") else p
@@ -72,10 +58,14 @@ def main(out, engine, gen_mode, global_batch):
     rank = int(os.environ.get("RANK", "0"))
     with open(f"{out}.{rank}", "w") as handle:
         json.dump(
-            {"lrs": recorder.lrs, "forwards": probes["count"], "weights": weights, "world": world, "sharded": sharded},
+            {"lrs": recorder.lrs, "forwards": probes["count"], "weights": weights, "world": world},
             handle,
         )
 
 
 if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    # Leave the process group cleanly: exiting with it alive can abort in gloo's threads ("terminate called ...").
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
