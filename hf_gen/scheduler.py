@@ -116,7 +116,6 @@ class GeNScheduler(LRScheduler):
         self.num_updates = 0
         self.num_fallbacks = 0
         self.last_alpha_star: float | None = None
-        self.last_slope: float | None = None
         self.last_curvature: float | None = None
         self.last_fallback: str | None = None
         self.last_update_lr: float | None = None
@@ -197,7 +196,6 @@ class GeNScheduler(LRScheduler):
         self.num_updates += 1
         self.num_fallbacks += reason is not None
         self.last_alpha_star = estimate.alpha_star
-        self.last_slope = float(estimate.slope)
         self.last_curvature = float(estimate.curvature)
         self.last_fallback = reason
         applied = self.lr_at(step)
