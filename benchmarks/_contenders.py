@@ -15,8 +15,8 @@ default ``max_grad_norm=1``) and no weight decay. What differs is only the lr me
 * ``gen-adamw`` / ``gen-sgd``: ``GeNTrainer`` + ``GeNTrainingArguments(lr_scheduler_type="gen")`` with every ``gen_*``
   at hf-gen's default and the Trainer's default starting ``learning_rate`` (5e-5); AdamW (the Trainer's) or
   ``torch.optim.SGD(momentum=0.9)``.
-* ``gen-adamw-cosine``: GeN-AdamW with the non-default ``gen_decay="cosine"``, for information only (it is not part
-  of the targets, which are about the defaults).
+* ``gen-adamw-nodecay``: GeN-AdamW with the non-default ``gen_decay="none"`` (GeN alone, never annealed), for
+  information only (it is not part of the targets, which are about the defaults).
 
 The lr actually used at each optimizer step is recorded by ``LRRecorder``.
 """
@@ -54,7 +54,7 @@ FAMILIES = {
     "gen-optim": "gen-optim 0.1.1 (authors' GeN, AdamW, lazy_freq 4)",
     "gen-adamw": "hf-gen GeN-AdamW (defaults)",
     "gen-sgd": "hf-gen GeN-SGD (defaults, momentum 0.9)",
-    "gen-adamw-cosine": "hf-gen GeN-AdamW with gen_decay='cosine' (not a default; shown for information)",
+    "gen-adamw-nodecay": "hf-gen GeN-AdamW with gen_decay='none' (not a default; GeN alone, for information)",
 }
 LR_FREE = ("prodigy", "dadapt-adam", "schedulefree-adamw", "gen-optim")
 
@@ -195,8 +195,8 @@ def _make_trainer(contender: Contender, task, seed: int, run_dir: str, model):
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
         optimizers = (optimizer, KeepLR(optimizer))
         callbacks.append(GenOptimCallback(task.probe_batches(seed), task.steps))
-    elif family in ("gen-adamw", "gen-sgd", "gen-adamw-cosine"):
-        decay = {"gen_decay": "cosine"} if family == "gen-adamw-cosine" else {}
+    elif family in ("gen-adamw", "gen-sgd", "gen-adamw-nodecay"):
+        decay = {"gen_decay": "none"} if family == "gen-adamw-nodecay" else {}
         args = _args(GeNTrainingArguments, task, seed, run_dir, learning_rate=lr, lr_scheduler_type="gen", **decay)
         trainer_cls = BenchGeNTrainer
         if family == "gen-sgd":

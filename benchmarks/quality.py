@@ -77,7 +77,7 @@ def contenders(grid: list[float], quick: bool) -> list[Contender]:
         Contender("gen-optim", GEN_OPTIM_START_LR),
         Contender("gen-adamw", TRAINER_DEFAULT_LR),
         Contender("gen-sgd", TRAINER_DEFAULT_LR),
-        Contender("gen-adamw-cosine", TRAINER_DEFAULT_LR),
+        Contender("gen-adamw-nodecay", TRAINER_DEFAULT_LR),
     ]
 
 
@@ -96,6 +96,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--eval-rows", type=int, default=None, help="minilm: held-out tweets to evaluate on (default 1000)"
     )
+    parser.add_argument(
+        "--families", nargs="+", choices=list(FAMILIES), default=None,
+        help="run only these contender families (default: all); with --resume, fills in a partial run",
+    )  # fmt: skip
     parser.add_argument("--no-robustness", action="store_true", help="skip the starting-lr sweep")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 on a shared machine)")
     parser.add_argument("--json", default=None, help="raw results (default results/quality.json; quick: *_quick)")
@@ -202,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         jobs = [(c, seed, "main") for seed in range(entry["seeds"]) for c in contenders(task.grid, args.quick)]
         if not args.no_robustness:
             jobs += [(c, 0, "robustness") for c in robustness(QUICK_SWEEP if args.quick else SWEEP)]
+        if args.families:
+            jobs = [job for job in jobs if job[0].family in args.families]
         for contender, seed, role in jobs:
             if (contender.name, seed, role) in done:
                 continue

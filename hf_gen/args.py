@@ -95,6 +95,15 @@ class GeNTrainingArguments(TrainingArguments):
             "so a starting lr that is far off reaches the estimate in a few steps."
         },
     )
+    gen_search_probes: int = field(
+        default=6,
+        metadata={
+            "help": "During the fast start (approx mode, same-batch probes), re-probe the step's line up to this "
+            "many times until the estimate lands within gen_max_change of its own probe, moving the probe toward "
+            "the estimate (at most gen_max_change**3 per probe). Only the final estimate is applied, so a far-off "
+            "starting lr costs extra forwards on the first step(s), not damaging updates. 0 = off."
+        },
+    )
     gen_fast_decrease: bool = field(
         default=False,
         metadata={
@@ -182,6 +191,9 @@ class GeNTrainingArguments(TrainingArguments):
             fallback=self.gen_fallback,
             decay=self.gen_decay,
         )
+        probes = self.gen_search_probes
+        if isinstance(probes, bool) or not isinstance(probes, int) or probes < 0:
+            raise ValueError(f"gen_search_probes must be an integer >= 0 (0 = no fast-start search), got {probes!r}")
         offsets = [float(x) for x in self.gen_probe_offsets]
         if not offsets or any(not math.isfinite(x) or x == 0.0 for x in offsets):
             raise ValueError(

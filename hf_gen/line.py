@@ -71,6 +71,7 @@ class LineSnapshot:
             self.theta0 = [p.detach().to(device=device or p.device, copy=True) for p in self.params]
         self.theta1: list[torch.Tensor] | None = None
         self.step: list[torch.Tensor] | None = None
+        self.fraction = 1.0  # where the live parameters are, as a fraction of the step (after the step: theta1)
 
     def slope_numerator(self, grads: Sequence[torch.Tensor | None]) -> torch.Tensor:
         """``<grads, theta0 - theta1>`` with the live parameters as ``theta1``."""
@@ -107,14 +108,21 @@ class LineSnapshot:
     def move_to(self, fraction: float) -> None:
         """Set the parameters to ``lerp(theta0, theta1, fraction)`` (``theta0 + fraction * (theta1 - theta0)``).
 
-        ``fraction == 1`` leaves the post-step parameters untouched when ``theta1`` was not kept.
+        With ``theta1`` kept (:meth:`keep_theta1`) the point is computed from the two copies. Without it the live
+        parameters, at ``lerp(theta0, theta1, f)``, are rescaled about ``theta0`` by ``fraction / f``: no second
+        copy, at the price of one rounding per move. ``fraction == f`` leaves the parameters untouched.
         """
-        if self.theta1 is None:
-            if fraction != 1.0:
-                raise RuntimeError("call keep_theta1() before visiting points other than the optimizer's step")
-            return
-        for p, t0, t1 in zip(self.params, self.theta0, self.theta1, strict=True):
-            p.copy_(t0).lerp_(t1.to(p.device), fraction)
+        if self.theta1 is not None:
+            for p, t0, t1 in zip(self.params, self.theta0, self.theta1, strict=True):
+                p.copy_(t0).lerp_(t1.to(p.device), fraction)
+        elif fraction != self.fraction:
+            if not fraction > 0.0:
+                raise ValueError(f"without keep_theta1() only points with fraction > 0 can be visited, got {fraction}")
+            ratio = fraction / self.fraction
+            for p, t0 in zip(self.params, self.theta0, strict=True):
+                t0 = t0.to(p.device, non_blocking=True)
+                p.sub_(t0).mul_(ratio).add_(t0)
+        self.fraction = fraction
 
     @torch.no_grad()
     def finish(self, fraction: float) -> None:
@@ -123,9 +131,10 @@ class LineSnapshot:
             for p, t0, step in zip(self.params, self.theta0, self.step, strict=True):
                 p.copy_(t0).sub_(step, alpha=fraction)
         elif self.theta1 is None:
-            if fraction != 1.0:
+            if fraction != self.fraction:
+                ratio = fraction / self.fraction
                 for p, t0 in zip(self.params, self.theta0, strict=True):
-                    p.copy_(t0.to(p.device).lerp_(p, fraction))  # in place on the copy, which is released next
+                    p.copy_(t0.to(p.device).lerp_(p, ratio))  # in place on the copy, which is released next
         else:
             self.move_to(fraction)
         self.theta0, self.theta1, self.step = [], None, None

@@ -148,12 +148,53 @@ class GeNScheduler(LRScheduler):
 
     # ---- updates -----------------------------------------------------------------------------
 
-    def apply_estimate(self, estimate: LineEstimate, step: int) -> float:
+    def next_search_radius(self, estimate: LineEstimate, radius: float) -> float | None:
+        """Where to probe the same line next while the fast start has not settled; ``None`` to stop searching.
+
+        The estimate was measured with a probe at ``radius`` (applied-lr units of group 0). A parabola is trusted
+        only near where it was measured, so until an estimate lands within ``sqrt(max_change)`` of its own probe the
+        line is probed again nearer the minimiser:
+
+        * at the estimate, moving at most ``max_change**3`` per probe;
+        * ``max_change**3`` nearer when the probe overshot (its loss is not below the loss at 0: the estimate is at
+          most half the radius, and where the loss saturates, as it does far from the minimiser, the parabola
+          through that point puts the minimiser near half the radius whatever it really is);
+        * ``max_change**3`` further on non-positive curvature along a descent direction, nearer on a non-finite
+          loss.
+
+        Only the step's final estimate is applied, so a start that is orders of magnitude off costs a few extra
+        forwards on the first step instead of a few damaging updates.
+        """
+        if self.settled:
+            return None
+        jump = self.max_change**3
+        tolerance = math.sqrt(self.max_change)
+        if estimate.accepted:
+            alpha = min(max(estimate.alpha_star, self.lr_min), self.lr_max)
+            if radius / tolerance <= alpha <= radius * tolerance:
+                return None
+            overshoot = estimate.alpha_star <= radius / 2.0
+            target = radius / jump if overshoot else min(max(alpha, radius / jump), radius * jump)
+        elif estimate.reason == "nonfinite_loss":
+            target = radius / jump
+        elif estimate.reason == "nonpositive_curvature" and estimate.slope > 0.0:
+            target = min(radius * jump, self.lr_max)
+        else:
+            return None
+        target = max(target, self.lr_min)
+        if not target > 0.0 or target == radius:
+            return None
+        return target
+
+    def apply_estimate(self, estimate: LineEstimate, step: int, radius: float | None = None) -> float:
         """Fold one estimate into the lr and apply it to the optimizer's param groups.
 
         Args:
             estimate: The estimate measured on the batch of step ``step``, in lr units of group 0.
             step: The 0-based optimizer step whose batch was probed.
+            radius: The applied lr at which the line was probed, when a search moved the probe away from the
+                step's own lr. The change bound is taken around it (an estimate is trusted near where it was
+                measured); by default it is the current level.
 
         Returns:
             Group 0's new lr, which the caller uses for the step being taken.
@@ -162,6 +203,8 @@ class GeNScheduler(LRScheduler):
             GeNEstimateError: On an unusable estimate with ``fallback="error"``.
         """
         lr = self.level  # GeN moves the level; the decay shape (if any) anneals what is applied
+        if radius is not None and self.shape(step) > 0.0:
+            lr = min(max(radius / self.shape(step), self.lr_min), self.lr_max)
         reason = estimate.reason
         if estimate.accepted:
             alpha = estimate.alpha_star

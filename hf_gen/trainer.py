@@ -242,6 +242,7 @@ class GeNMixin:
         slope = self._gen_reduce(slope) / (lr0 * self._gen_clip_factor())
         loss0 = self._gen_reduce(self._gen_loss0)
         record: dict = {}
+        radius = None
         if mode == "exact":
             step_vector = snapshot.return_to_start()
             curvature = self._gen_reduce(self._gen_curvature(snapshot.params, step_vector)) / lr0**2
@@ -257,14 +258,36 @@ class GeNMixin:
                 losses.append(self._gen_reduce(self._gen_batch_loss()))
             slope, loss0, *losses = torch.stack([slope, loss0, *losses]).tolist()
             points = [offset * lr0 for offset in offsets]
-            estimate = estimate_from_losses(
-                points, losses, loss0=loss0, slope=slope if self.args.gen_use_slope else None
-            )
+            use_slope = slope if self.args.gen_use_slope else None
+            estimate = estimate_from_losses(points, losses, loss0=loss0, slope=use_slope)
             record["probe_losses"] = [[a, _finite_or_none(v)] for a, v in zip(points, losses, strict=True)]
-        new_lr = scheduler.apply_estimate(estimate, step)
+            if offsets == [1.0] and use_slope is not None:
+                estimate, radius = self._gen_search(snapshot, scheduler, estimate, lr0, loss0, slope, record)
+        new_lr = scheduler.apply_estimate(estimate, step, radius=radius)
         snapshot.finish(new_lr / lr0)
         self._gen_batch = []
         self._gen_write_trace(estimate, new_lr, lr0, mode, record)
+
+    def _gen_search(self, snapshot, scheduler, estimate, lr0: float, loss0: float, slope: float, record: dict):
+        """Fast-start line search: re-probe the same line until the estimate lands near its own probe.
+
+        Runs only while the scheduler's fast start has not settled and at most ``gen_search_probes`` times; each
+        probe is one no-grad forward on the step's batch at the radius :meth:`GeNScheduler.next_search_radius`
+        picks, and the parabola is refitted from that point alone (with the known ``loss0`` and slope). Returns the
+        last estimate and the radius it was measured at (``None`` when no extra probe ran).
+        """
+        radius = None
+        current = lr0
+        for _ in range(self.args.gen_search_probes):
+            target = scheduler.next_search_radius(estimate, current)
+            if target is None:
+                break
+            snapshot.move_to(target / lr0)
+            loss = float(self._gen_reduce(self._gen_batch_loss()))
+            estimate = estimate_from_losses([target], [loss], loss0=loss0, slope=slope)
+            record["probe_losses"].append([target, _finite_or_none(loss)])
+            current = radius = target
+        return estimate, radius
 
     # ---- measuring the line ------------------------------------------------------------------------
 

@@ -56,11 +56,15 @@ def main(out, engine, gen_mode, global_batch):
         full = p.full_tensor() if hasattr(p, "full_tensor") else p
         weights[name] = full.detach().reshape(-1).tolist()
     rank = int(os.environ.get("RANK", "0"))
+    with open(os.path.join(args.output_dir, "gen_trace.jsonl")) as handle:
+        trace = [json.loads(line) for line in handle if line.strip()]
+    probe_points = [len(r.get("probe_losses", [])) for r in trace]  # approx: one forward per point; exact: none
     with open(f"{out}.{rank}", "w") as handle:
         json.dump(
-            {"lrs": recorder.lrs, "forwards": probes["count"], "weights": weights, "world": world},
+            {"lrs": recorder.lrs, "forwards": probes["count"], "probe_points": probe_points, "weights": weights,
+             "world": world},
             handle,
-        )
+        )  # fmt: skip
 
 
 if __name__ == "__main__":

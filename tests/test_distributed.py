@@ -35,7 +35,11 @@ def test_ddp_ranks_agree_and_match_one_process_on_the_global_batch(tmp_path, gen
     assert r0["world"] == r1["world"] == 2
     assert r0["lrs"] == r1["lrs"]  # every rank applies the same lr at every step
     assert r0["weights"] == r1["weights"]  # and the replicas stay identical
-    assert r0["forwards"] == r1["forwards"] == single["forwards"] == 12  # 6 training + 6 probe forwards each
+    # 6 training forwards, then one forward per probe point (approx: the step's point, plus the fast start's search
+    # points, the same on every rank) or one forward-with-HVP (exact) per step
+    assert r0["probe_points"] == r1["probe_points"] == single["probe_points"]
+    probe_forwards = sum(single["probe_points"]) if gen_mode == "approx" else 6
+    assert r0["forwards"] == r1["forwards"] == single["forwards"] == 6 + probe_forwards
     assert r0["lrs"] == pytest.approx(single["lrs"], rel=1e-12)
     assert len(set(single["lrs"])) > 3  # GeN moved the lr
     for name, values in single["weights"].items():

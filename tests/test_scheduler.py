@@ -151,3 +151,44 @@ def test_fast_decrease_clips_only_increases():
     assert s.apply_estimate(est(1.0), step=1) == pytest.approx(0.002)  # increases are still bounded
     opt, s = make(lr=0.1, gamma=0.0, max_change=2.0, fast_start=False)
     assert s.apply_estimate(est(0.001), step=0) == pytest.approx(0.05)
+
+
+def test_fast_start_search_moves_the_probe_toward_the_estimate_until_it_lands_near_it():
+    _, sched = make(lr=0.1, max_change=2.0)
+    # Within sqrt(2) of the probe: trusted, no further probe.
+    assert sched.next_search_radius(est(0.1 * 1.4), 0.1) is None
+    assert sched.next_search_radius(est(0.1 / 1.4), 0.1) is None
+    # Further out: probe at the estimate, but at most 2**3 = 8x away per probe.
+    assert sched.next_search_radius(est(0.5), 0.1) == pytest.approx(0.5)
+    assert sched.next_search_radius(est(5.0), 0.1) == pytest.approx(0.8)
+    # An estimate above half the radius but outside the tolerance is probed at.
+    assert sched.next_search_radius(est(0.06), 0.1) == pytest.approx(0.06)
+    # At or below half the radius the probe overshot (its loss >= the loss at 0): 8x nearer.
+    assert sched.next_search_radius(est(0.05), 0.1) == pytest.approx(0.1 / 8)
+    assert sched.next_search_radius(est(1e-6), 0.1) == pytest.approx(0.1 / 8)
+    # Unusable estimates with a direction: further on concave descent, nearer on a non-finite loss; else stop.
+    assert sched.next_search_radius(estimate_from_curvature(1.0, -1.0), 0.1) == pytest.approx(0.8)
+    assert sched.next_search_radius(LineEstimate(None, 1.0, math.nan, 0.0, False, "nonfinite_loss"), 0.1) == (
+        pytest.approx(0.1 / 8)
+    )
+    assert sched.next_search_radius(estimate_from_curvature(-1.0, 1.0), 0.1) is None  # not a descent direction
+    # The absolute bounds hold for probes too.
+    _, capped = make(lr=0.1, lr_max=0.3, lr_min=0.02)
+    assert capped.next_search_radius(estimate_from_curvature(1.0, -1.0), 0.1) == pytest.approx(0.3)
+    assert capped.next_search_radius(est(1e-6), 0.1) == pytest.approx(0.02)
+    # Settled: no search.
+    sched.apply_estimate(est(0.12), 0)
+    assert sched.settled and sched.next_search_radius(est(5.0), 0.1) is None
+    _, off = make(lr=0.1, fast_start=False)
+    assert off.next_search_radius(est(5.0), 0.1) is None
+
+
+def test_an_estimate_from_a_searched_probe_is_bounded_around_that_probe():
+    opt, sched = make(lr=0.1, ratio=0.25, max_change=2.0)
+    # Measured at radius 1e-3 (the search moved the probe): a* = 1.2e-3 lies inside [5e-4, 2e-3] and is taken whole.
+    assert sched.apply_estimate(est(1.2e-3), 0, radius=1e-3) == pytest.approx(1.2e-3)
+    assert sched.settled and sched.level == pytest.approx(1.2e-3)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([1.2e-3, 0.3e-3])
+    # Without the radius the same estimate would have been clipped to level / 2 = 0.05.
+    _, plain = make(lr=0.1)
+    assert plain.apply_estimate(est(1.2e-3), 0) == pytest.approx(0.05)

@@ -189,7 +189,7 @@ def test_single_relu_layer_one_example_gives_one_over_one_plus_xtx(tmp_path, mod
         model.b.copy_(torch.tensor([0.5, 0.4, -0.3, 0.2], dtype=torch.float64))  # some units active
     y = torch.tensor([[0.1, -0.4, 0.9, 1.5]], dtype=torch.float64)
     args = gen_args(tmp_path, learning_rate=1e-4, max_steps=1, per_device_train_batch_size=1, optim="sgd",
-                    max_grad_norm=0.0, gen_mode=mode, weight_decay=0.0)  # fmt: skip
+                    max_grad_norm=0.0, gen_mode=mode, weight_decay=0.0, gen_search_probes=0)  # fmt: skip
     GeNTrainer(model=model, args=args, train_dataset=Pairs(x, y)).train()
     (record,) = read_trace(tmp_path)
     assert record["alpha_star"] == pytest.approx(1.0 / (1.0 + float(x @ x.T)), rel=1e-6)
@@ -204,7 +204,8 @@ def test_leaky_layer_batch_matches_the_boxed_general_m_formula(tmp_path, mode):
     model = SingleLayer(n0, n1, negative_slope=0.1, seed=7)
     W, b = model.W.detach().numpy().copy(), model.b.detach().numpy().copy()
     args = gen_args(tmp_path, learning_rate=1e-5, max_steps=1, per_device_train_batch_size=M, optim="sgd",
-                    max_grad_norm=0.0, gen_mode=mode, weight_decay=0.0, dataloader_drop_last=True)  # fmt: skip
+                    max_grad_norm=0.0, gen_mode=mode, weight_decay=0.0, dataloader_drop_last=True,
+                    gen_search_probes=0)  # fmt: skip
     GeNTrainer(model=model, args=args, train_dataset=Pairs(x, y)).train()
     (record,) = read_trace(tmp_path)
     expected = boxed_alpha(W, b, x.numpy(), y.numpy(), 0.1)
@@ -217,7 +218,7 @@ def test_curvature_matches_the_full_hessian_of_a_tiny_nonlinear_model(tmp_path, 
     data = Regression(n=8, n_in=3, dtype=torch.float64)
     start = copy.deepcopy(model)
     args = gen_args(tmp_path, learning_rate=1e-5, max_steps=1, per_device_train_batch_size=8, optim="sgd",
-                    max_grad_norm=0.0, gen_mode=mode, weight_decay=0.0)  # fmt: skip
+                    max_grad_norm=0.0, gen_mode=mode, weight_decay=0.0, gen_search_probes=0)  # fmt: skip
     GeNTrainer(model=model, args=args, train_dataset=data).train()
     (record,) = read_trace(tmp_path)
 
@@ -314,12 +315,18 @@ def test_probes_replay_the_training_dropout_masks_and_leave_the_rng_streams_alon
     args = gen_args(tmp_path / "gen", learning_rate=1e-2, max_steps=4, gen_interval=1, per_device_train_batch_size=2,
                     gradient_accumulation_steps=2)  # fmt: skip
     masks = dropout_masks(GeNTrainer, args, MLP(dropout=0.5))
-    assert len(masks) == 4 * 4  # per step: two training forwards, then two probe forwards
-    for step in range(4):
-        (t1, g1), (t2, g2), (p1, h1), (p2, h2) = masks[4 * step : 4 * step + 4]
-        assert g1 and g2 and not h1 and not h2
-        assert torch.equal(p1, t1) and torch.equal(p2, t2)
-        assert not torch.equal(t1, t2)
+    probes = [len(r["probe_losses"]) for r in read_trace(tmp_path / "gen")]  # > 1 where the fast start searched
+    assert len(probes) == 4 and max(probes) > 1
+    # Per step: two training forwards, then two probe forwards (one per micro-batch) per probe point.
+    assert len(masks) == sum(2 + 2 * n for n in probes)
+    start = 0
+    for n in probes:
+        (t1, g1), (t2, g2), *probe = masks[start : start + 2 + 2 * n]
+        start += 2 + 2 * n
+        assert g1 and g2 and not torch.equal(t1, t2)
+        for (p1, h1), (p2, h2) in zip(probe[::2], probe[1::2], strict=True):
+            assert not h1 and not h2
+            assert torch.equal(p1, t1) and torch.equal(p2, t2)
     plain_args = TrainingArguments(output_dir=str(tmp_path / "plain"), report_to="none", use_cpu=True,
                                    save_strategy="no", max_steps=4, per_device_train_batch_size=2,
                                    gradient_accumulation_steps=2, learning_rate=1e-2, seed=0)  # fmt: skip
@@ -369,7 +376,7 @@ class Cliff(nn.Module):
 
 def test_negative_curvature_along_a_descent_direction_grows_the_lr_and_is_recorded(tmp_path):
     args = gen_args(tmp_path, learning_rate=0.1, max_steps=4, gen_interval=1, optim="sgd", max_grad_norm=0.0,
-                    weight_decay=0.0)  # fmt: skip
+                    weight_decay=0.0, gen_search_probes=0)  # fmt: skip
     model = Concave()
     trainer = GeNTrainer(model=model, args=args, train_dataset=Dummy())
     trainer.train()
@@ -389,7 +396,7 @@ def test_negative_curvature_along_a_descent_direction_grows_the_lr_and_is_record
 
 def test_nonfinite_probe_loss_shrinks_the_lr_and_training_goes_on(tmp_path):
     args = gen_args(tmp_path, learning_rate=3.0, max_steps=3, gen_interval=1, optim="sgd", max_grad_norm=0.0,
-                    weight_decay=0.0, gen_lr_max=10.0)  # fmt: skip
+                    weight_decay=0.0, gen_lr_max=10.0, gen_search_probes=0)  # fmt: skip
     model = Cliff()
     GeNTrainer(model=model, args=args, train_dataset=Dummy()).train()
     first, *rest = read_trace(tmp_path)
@@ -404,6 +411,39 @@ def test_estimate_above_the_bound_is_capped_and_recorded(tmp_path):
     GeNTrainer(model=Quadratic(), args=args, train_dataset=Dummy()).train()
     trace = read_trace(tmp_path)
     assert all(r["fallback"] == "above_max" and r["lr"] == 1e-3 and r["alpha_star"] > 1e-3 for r in trace)
+
+
+@pytest.mark.parametrize("factor", [1e3, 1e-4])
+def test_fast_start_search_takes_the_closed_form_lr_on_the_first_step_from_a_far_off_start(tmp_path, factor):
+    # Plain SGD on the exact quadratic: d = g, so a* = g.g / g.A.g (closed form). From a start 1000x too large or
+    # 10^4x too small the search re-probes the first step's line until the estimate lands near its probe; the step
+    # is then taken at a* itself, and the weights are theta0 - a* g.
+    model = Quadratic()
+    with torch.no_grad():
+        t0 = model.theta().clone()
+        g = model.A @ t0 - model.b
+        a_star = float(g @ g / (g @ model.A @ g))
+    args = gen_args(tmp_path, learning_rate=factor * a_star, max_steps=1, optim="sgd", max_grad_norm=0.0,
+                    weight_decay=0.0, gen_lr_max=math.inf)  # fmt: skip
+    GeNTrainer(model=model, args=args, train_dataset=Dummy()).train()
+    (record,) = read_trace(tmp_path)
+    assert record["lr"] == pytest.approx(a_star, rel=1e-9) and record["fallback"] is None
+    probes = [a for a, _ in record["probe_losses"]]
+    assert probes[0] == pytest.approx(factor * a_star) and 2 <= len(probes) <= 1 + args.gen_search_probes
+    for a, loss in record["probe_losses"]:  # every probe is the loss on the line, in closed form
+        t = t0 - a * g
+        assert loss == pytest.approx(float(0.5 * t @ model.A @ t - model.b @ t), rel=1e-9)
+    torch.testing.assert_close(model.theta().detach(), t0 - a_star * g, rtol=1e-9, atol=1e-12)
+
+    # Without the search the first step moves at most gen_max_change from the start.
+    plain = Quadratic()
+    out = tmp_path / "plain"
+    args = gen_args(out, learning_rate=factor * a_star, max_steps=1, optim="sgd", max_grad_norm=0.0,
+                    weight_decay=0.0, gen_lr_max=math.inf, gen_search_probes=0)  # fmt: skip
+    GeNTrainer(model=plain, args=args, train_dataset=Dummy()).train()
+    (record,) = read_trace(out)
+    expected = factor * a_star / 2.0 if factor > 1 else factor * a_star * 2.0
+    assert record["lr"] == pytest.approx(expected, rel=1e-9) and len(record["probe_losses"]) == 1
 
 
 # ---- 7: resume ----------------------------------------------------------------------------------------------------
