@@ -2,11 +2,11 @@
 
 Usage:
     python benchmarks/ablation.py           # levers x tasks, then the sweeps (sized like quality.py's run)
-    python benchmarks/ablation.py --tasks digits gpt2 --seeds digits=3 gpt2=2 --variants defaults decay=cosine
+    python benchmarks/ablation.py --tasks digits gpt2 --seeds digits=3 gpt2=2 --variants defaults search=off
     python benchmarks/ablation.py --holdout       # the fourth task (diabetes regression), defaults vs its grid
 
-The tasks, their step counts, data order and initial weights are those of ``benchmarks/quality.py`` (read from its
-JSON so the best AdamW grid point there is the reference); every run is GeN-AdamW through ``GeNTrainer`` from the
+The tasks, their step counts, data order and initial weights are those of ``benchmarks/quality.py``'s full profile
+(the best AdamW grid point of its JSON is the reference); every run is GeN-AdamW through ``GeNTrainer`` from the
 Trainer's default starting lr (5e-5) unless swept. ``--holdout`` runs a task of a different kind that was not used
 to choose the defaults: an MLP regressing scikit-learn's diabetes targets (MSE), with its own AdamW linear/cosine
 grid. Results go to ``results/ablation.json`` (rewritten after every run; ``--resume`` skips runs already there)
@@ -44,30 +44,29 @@ from _contenders import (  # noqa: E402
     run_contender,
 )
 from _tasks import Task, build_task  # noqa: E402
+from quality import FULL  # noqa: E402
 
 from hf_gen import GeNTrainingArguments  # noqa: E402
 from hf_gen.trainer import TRACE_FILE  # noqa: E402
 
+# Each lever changed from the defaults (cosine decay, fast start with its line search, same-batch probes, interval 4,
+# gamma 0.9, max change 2), one at a time.
 VARIANTS = {
     "defaults": {},
-    "decay=linear": {"gen_decay": "linear"},
-    "decay=cosine": {"gen_decay": "cosine"},
+    "search=off": {"gen_search_probes": 0},
     "fast_start=off": {"gen_fast_start": False},
+    "decay=none": {"gen_decay": "none"},
+    "decay=linear": {"gen_decay": "linear"},
     "probe=next": {"gen_probe_batch": "next"},
-    "probe=next, decay=cosine": {"gen_probe_batch": "next", "gen_decay": "cosine"},
     "interval=1": {"gen_interval": 1},
     "interval=8": {"gen_interval": 8},
     "gamma=0.5": {"gen_gamma": 0.5},
-    "decay=cosine, fast_decrease": {"gen_decay": "cosine", "gen_fast_decrease": True},
-    "decay=cosine, probe=next, fast_decrease": {
-        "gen_decay": "cosine",
-        "gen_probe_batch": "next",
-        "gen_fast_decrease": True,
-    },
+    "max_change=1.25": {"gen_max_change": 1.25},
+    "fast_decrease": {"gen_fast_decrease": True},
 }
 SWEEP = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
-DEFAULT_STEPS = {"minilm": 40, "gpt2": 150, "digits": 300, "diabetes": 300}
-DEFAULT_OPTIONS = {"minilm": {"eval_rows": 500}}
+DEFAULT_STEPS = {**{name: entry["steps"] for name, entry in FULL.items()}, "diabetes": 300}  # quality.py's profile
+DEFAULT_OPTIONS = {name: entry["options"] for name, entry in FULL.items()}
 
 
 # ---- the held-out fourth task ------------------------------------------------------------------------------------
@@ -226,7 +225,7 @@ def markdown(data: dict, quality: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=["digits", "gpt2", "minilm"])
-    parser.add_argument("--seeds", nargs="+", default=["digits=3", "gpt2=2", "minilm=1", "diabetes=3"])
+    parser.add_argument("--seeds", nargs="+", default=["digits=3", "gpt2=3", "minilm=3", "diabetes=3"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--sweep-variants", nargs="*", default=["defaults"], help="variants to sweep the start lr of")
     parser.add_argument("--holdout", action="store_true", help="the fourth task: defaults vs its own AdamW grid")
@@ -247,7 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     workdir = tempfile.mkdtemp(prefix="hf-gen-ablation-")
     tasks = ["diabetes"] if args.holdout else args.tasks
     for name in tasks:
-        steps = quality.get("tasks", {}).get(name, {}).get("config", {}).get("steps", DEFAULT_STEPS[name])
+        steps = DEFAULT_STEPS[name]
+        reference = quality.get("tasks", {}).get(name, {}).get("config", {}).get("steps", steps)
+        if reference != steps:
+            parser.error(f"{args.quality} ran {name} for {reference} steps, the ablation runs {steps}: pass --quality "
+                         "with the results of the full profile (python benchmarks/quality.py)")  # fmt: skip
         task = make_task(name, steps)
         block = data["tasks"].setdefault(name, {})
         block["config"] = {"description": task.description, "steps": task.steps}

@@ -91,8 +91,9 @@ class GeNTrainingArguments(TrainingArguments):
     gen_fast_start: bool = field(
         default=True,
         metadata={
-            "help": "Until an estimate lands inside the per-update bound, recompute every step without smoothing, "
-            "so a starting lr that is far off reaches the estimate in a few steps."
+            "help": "Until an estimate lands inside the per-update bound, recompute every step without smoothing "
+            "(and, in approx mode with same-batch probes, search the step's line first: gen_search_probes), so a "
+            "starting lr that is far off reaches the estimate at once."
         },
     )
     gen_search_probes: int = field(

@@ -20,7 +20,9 @@ clamped to ``[lr_min, lr_max]``: GeN sets the level, the shape anneals it (with 
 tracks ``a* * shape(t)``, as in the authors' examples that scale each new estimate by 1 - t/T). Until the
 first estimate that falls inside the change bound ("fast start", on by default) the smoothing is skipped and
 the lr is recomputed every step, so a start that is orders of magnitude off reaches the estimate in a few
-steps instead of never.
+steps instead of never. Within such a step the Trainer glue may also search the line
+(:meth:`GeNScheduler.next_search_radius`) and hand over the estimate with the radius it was measured at; the
+change bound is then taken around that radius.
 """
 
 from __future__ import annotations
