@@ -212,12 +212,14 @@ def markdown(data: dict, quality: dict) -> str:
                       f"{statistics.mean(r['gen_fallbacks'] for r in runs):.0f}"  # fmt: skip
             lines.append(f"| {variant} | {mean:.4f} ({std:.4f}), n={len(runs)} | {vs} | {metric} | {updates} |")
         for variant, runs in block.get("sweeps", {}).items():
-            lines += ["", f"Starting-lr sweep, {variant} (seed 0):", "", "| starting lr | eval loss | vs best grid |",
-                      "|---|---|---|"]  # fmt: skip
-            for r in sorted(runs, key=lambda r: r["lr"]):
-                loss = r["eval_loss"]
-                vs = f"{(loss / ref[1] - 1):+.1%}" if ref and loss is not None else "-"
-                lines.append(f"| {r['lr']:g} | {loss if loss is None else round(loss, 4)} | {vs} |")
+            seeds = sorted({r["seed"] for r in runs})
+            lines += ["", f"Starting-lr sweep, {variant} (seeds {', '.join(map(str, seeds))}; mean eval loss):", "",
+                      "| starting lr | eval loss | vs best grid |", "|---|---|---|"]  # fmt: skip
+            for lr in sorted({r["lr"] for r in runs}):
+                losses = [r["eval_loss"] if r["eval_loss"] is not None else math.inf for r in runs if r["lr"] == lr]
+                loss = statistics.mean(losses)
+                vs = f"{(loss / ref[1] - 1):+.1%}" if ref and math.isfinite(loss) else "-"
+                lines.append(f"| {lr:g} | {round(loss, 4) if math.isfinite(loss) else 'diverged'} | {vs} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -228,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", default=["digits=3", "gpt2=3", "minilm=3", "diabetes=3"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--sweep-variants", nargs="*", default=["defaults"], help="variants to sweep the start lr of")
+    parser.add_argument("--sweep-seeds", type=int, default=1, help="seeds per starting lr in the sweeps")
     parser.add_argument("--holdout", action="store_true", help="the fourth task: defaults vs its own AdamW grid")
     parser.add_argument("--quality", default=str(HERE / "results" / "quality.json"))
     parser.add_argument("--json", default=str(HERE / "results" / "ablation.json"))
@@ -276,12 +279,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name} {variant} seed {seed}: eval loss {runs[-1]['eval_loss']}", flush=True)
         for variant in args.sweep_variants:
             runs = block.setdefault("sweeps", {}).setdefault(variant, [])
-            for lr in SWEEP:
-                if any(r["lr"] == lr for r in runs):
-                    continue
-                runs.append(run_gen(task, 0, lr, VARIANTS[variant], workdir))
-                save(args.json, data)
-                print(f"{name} sweep {variant} lr {lr:g}: eval loss {runs[-1]['eval_loss']}", flush=True)
+            for seed in range(args.sweep_seeds):
+                for lr in SWEEP:
+                    if any(r["lr"] == lr and r["seed"] == seed for r in runs):
+                        continue
+                    runs.append(run_gen(task, seed, lr, VARIANTS[variant], workdir))
+                    save(args.json, data)
+                    print(f"{name} sweep {variant} lr {lr:g} seed {seed}: eval loss {runs[-1]['eval_loss']}",
+                          flush=True)  # fmt: skip
     with open(args.markdown, "w") as handle:
         handle.write(markdown(data, quality))
     np.set_printoptions(precision=4)
