@@ -22,6 +22,7 @@ CONFIGS = {
     "plain Trainer (constant lr)": {"lr_scheduler_type": "constant"},
     "GeN approx": {"lr_scheduler_type": "gen", "gen_mode": "approx"},
     "GeN approx, offloaded copy": {"lr_scheduler_type": "gen", "gen_mode": "approx", "gen_offload_snapshot": True},
+    "GeN approx, line search on step 1": {"lr_scheduler_type": "gen", "gen_mode": "approx", "learning_rate": 1e-1},
     "GeN exact": {"lr_scheduler_type": "gen", "gen_mode": "exact"},
 }
 
@@ -45,12 +46,17 @@ def child(spec: dict) -> None:
                         attn_implementation="eager")  # fmt: skip
     model = GPT2LMHeadModel(config)
     cuda = torch.cuda.is_available()
+    settings = {"learning_rate": 1e-4, **spec["args"]}  # a start 1000x off makes the fast start search the line
     args = GeNTrainingArguments(output_dir=spec["out"], max_steps=spec["steps"], per_device_train_batch_size=2,
-                                learning_rate=1e-4, gen_interval=1, report_to="none", save_strategy="no",
-                                disable_tqdm=True, use_cpu=not cuda, **spec["args"])  # fmt: skip
+                                gen_interval=1, report_to="none", save_strategy="no", disable_tqdm=True,
+                                use_cpu=not cuda, **settings)  # fmt: skip
     GeNTrainer(model=model, args=args, train_dataset=Rows()).train()
     params = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     result = {"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "param_mb": params / 2**20}
+    trace = os.path.join(spec["out"], "gen_trace.jsonl")
+    if settings.get("lr_scheduler_type") == "gen" and os.path.exists(trace):
+        with open(trace) as handle:  # probe points per GeN update (approx: one forward each)
+            result["probes"] = [len(json.loads(line).get("probe_losses", [])) for line in handle if line.strip()]
     if cuda:
         result["cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
     print(json.dumps(result))
@@ -83,11 +89,12 @@ def main() -> None:
     print(f"model: GPT-2 config n_embd={opts.n_embd} n_layer={opts.n_layer}, one copy of the trainable "
           f"parameters = {param_mb:.0f} MB; batch 2 x {opts.seq}; {opts.steps} steps, gen_interval=1; "
           f"median of {opts.repeats} runs\n")  # fmt: skip
-    print("| configuration | peak RSS (MB) | over plain (MB) | over plain / one copy |")
-    print("|---|---|---|---|")
+    print("| configuration | peak RSS (MB) | over plain (MB) | over plain / one copy | probe points per update |")
+    print("|---|---|---|---|---|")
     for name, runs in results.items():
         peak = statistics.median(r["rss_mb"] for r in runs)
-        print(f"| {name} | {peak:.0f} | {peak - base:+.0f} | {(peak - base) / param_mb:+.2f} |")
+        probes = ", ".join(map(str, runs[0].get("probes", []))) or "-"
+        print(f"| {name} | {peak:.0f} | {peak - base:+.0f} | {(peak - base) / param_mb:+.2f} | {probes} |")
     if "cuda_mb" in results["GeN approx"][0]:
         print("\n| configuration | peak CUDA allocated (MB) |\n|---|---|")
         for name, runs in results.items():
