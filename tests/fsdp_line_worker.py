@@ -30,7 +30,7 @@ def main(out):
     fully_shard(model)
     lr0, offset, fraction = 0.05, -1.0, 0.6
 
-    def step_and_measure(net, sharded):
+    def step_and_measure(net, sharded, keep=True, offset=offset):
         opt = torch.optim.AdamW(net.parameters(), lr=lr0, weight_decay=0.1)
         net(data.x, data.y)["loss"].backward()  # same full batch on every rank: FSDP's averaged grad equals it
         params = list(net.parameters())
@@ -38,7 +38,10 @@ def main(out):
         grads = [p.grad for p in params]
         opt.step()
         slope = snapshot.slope_numerator(grads) / lr0
-        snapshot.keep_theta1()
+        if keep:
+            snapshot.keep_theta1()
+        else:  # the line search's way: rescale the live shards about theta0, no second copy
+            snapshot.move_to(2.5 * offset)
         snapshot.move_to(offset)
         with torch.no_grad():
             probe = net(data.x, data.y)["loss"]
@@ -49,6 +52,8 @@ def main(out):
 
     slope, probe, weights, sharded = step_and_measure(model, True)
     ref_slope, ref_probe, ref_weights, _ = step_and_measure(replica, False)
+    _, probe2, weights2, _ = step_and_measure(model, True, keep=False, offset=0.4)
+    _, ref_probe2, ref_weights2, _ = step_and_measure(replica, False, keep=False, offset=0.4)
     local = sum(p.to_local().numel() for p in model.parameters())
     total = sum(p.numel() for p in replica.parameters())
     check = directional_dot([torch.ones(3)], [torch.full((3,), 2.0)], [torch.ones(3)])
@@ -63,6 +68,9 @@ def main(out):
                 "probe": probe,
                 "ref_probe": ref_probe,
                 "max_weight_diff": float((weights - ref_weights).abs().max()),
+                "probe2": probe2,
+                "ref_probe2": ref_probe2,
+                "max_weight_diff2": float((weights2 - ref_weights2).abs().max()),
                 "plain_dot": float(check),
             },
             handle,

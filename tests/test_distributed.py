@@ -54,5 +54,8 @@ def test_fsdp2_shards_take_the_same_line_steps_as_an_unsharded_replica(tmp_path)
         assert r["slope"] == pytest.approx(r["ref_slope"], rel=1e-12)
         assert r["probe"] == pytest.approx(r["ref_probe"], rel=1e-12)
         assert r["max_weight_diff"] < 1e-14
+        # second step, moving along the line without a second copy (the fast start's search)
+        assert r["probe2"] == pytest.approx(r["ref_probe2"], rel=1e-12)
+        assert r["max_weight_diff2"] < 1e-13
         assert r["plain_dot"] == 3.0
     assert load(tmp_path / "line.json", 0)["local_numel"] + load(tmp_path / "line.json", 1)["local_numel"] == 37

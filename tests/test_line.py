@@ -1,5 +1,6 @@
 """The line machinery on its own: dot products, snapshot arithmetic, random-state replay."""
 
+import pytest
 import torch
 
 from hf_gen.line import LineSnapshot, RngState, directional_dot
@@ -42,3 +43,22 @@ def test_rng_replay_repeats_the_draw_and_leaves_the_stream_alone():
         again = torch.rand(4)
     assert torch.equal(again, first)
     assert torch.equal(torch.rand(4), following)
+
+
+def test_moves_without_a_second_copy_land_on_the_line_and_finish_at_the_chosen_point():
+    # The fast start's search visits several points from the live weights alone, rescaling about theta0.
+    g = torch.Generator().manual_seed(3)
+    p = torch.nn.Parameter(torch.randn(50, generator=g, dtype=torch.float64))
+    snapshot = LineSnapshot([p])
+    theta0 = p.detach().clone()
+    step = torch.randn(50, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        p.sub_(step)  # theta1 = theta0 - step
+    for fraction in (8.0, 0.125, 0.01, 1.7):
+        snapshot.move_to(fraction)
+        torch.testing.assert_close(p.detach(), theta0 - fraction * step, rtol=1e-12, atol=1e-12)
+        assert snapshot.theta1 is None  # no second copy was taken
+    snapshot.finish(0.6)
+    torch.testing.assert_close(p.detach(), theta0 - 0.6 * step, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="fraction > 0"):
+        LineSnapshot([p]).move_to(0.0)  # theta0 is not reachable by rescaling without a copy of theta1
