@@ -99,10 +99,13 @@ class GeNTrainingArguments(TrainingArguments):
     gen_search_probes: int = field(
         default=6,
         metadata={
-            "help": "During the fast start (approx mode, same-batch probes), re-probe the step's line up to this "
-            "many times until the estimate lands within gen_max_change of its own probe, moving the probe toward "
-            "the estimate (at most gen_max_change**3 per probe). Only the final estimate is applied, so a far-off "
-            "starting lr costs extra forwards on the first step(s), not damaging updates. 0 = off."
+            "help": "During the fast start (approx mode, same-batch probes, gen_probe_offsets [1.0] with the slope), "
+            "re-probe the step's line up to this many times until the estimate lands within sqrt(gen_max_change) "
+            "of its own probe: the probe moves toward the estimate (at most gen_max_change**3 per probe), inside a "
+            "bracket of the radii already found too far (loss not below the start, or non-finite) and too near. "
+            "The final usable estimate is applied, bounded around the probe it came from and kept below any probe "
+            "that failed, so a far-off starting lr costs extra forwards on the first step(s), not damaging "
+            "updates. gen_fallback='error' raises only if the step ends without a usable estimate. 0 = off."
         },
     )
     gen_fast_decrease: bool = field(

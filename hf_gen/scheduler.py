@@ -34,7 +34,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from .core import LineEstimate
 
-__all__ = ["FALLBACK_POLICIES", "DECAY_SHAPES", "GeNEstimateError", "GeNScheduler"]
+__all__ = ["FALLBACK_POLICIES", "DECAY_SHAPES", "GeNEstimateError", "GeNScheduler", "LineSearch"]
 
 FALLBACK_POLICIES = ("keep", "shrink", "error")
 DECAY_SHAPES = ("none", "linear", "cosine")
@@ -188,15 +188,19 @@ class GeNScheduler(LRScheduler):
             return None
         return target
 
-    def apply_estimate(self, estimate: LineEstimate, step: int, radius: float | None = None) -> float:
+    def apply_estimate(
+        self, estimate: LineEstimate, step: int, radius: float | None = None, ceiling: float | None = None
+    ) -> float:
         """Fold one estimate into the lr and apply it to the optimizer's param groups.
 
         Args:
             estimate: The estimate measured on the batch of step ``step``, in lr units of group 0.
             step: The 0-based optimizer step whose batch was probed.
-            radius: The applied lr at which the line was probed, when a search moved the probe away from the
-                step's own lr. The change bound is taken around it (an estimate is trusted near where it was
-                measured); by default it is the current level.
+            radius: The distance along the line (applied-lr units, like ``a*``) at which the line was probed,
+                when a search moved the probe away from the step's own lr. The change bound is taken around it (an
+                estimate is trusted near where it was measured); by default it is the current level.
+            ceiling: An applied lr the step must stay below (a searched probe there did not lower the loss or
+                gave a non-finite one); the new level is capped at ``ceiling / sqrt(max_change) / shape(step)``.
 
         Returns:
             Group 0's new lr, which the caller uses for the step being taken.
@@ -205,8 +209,8 @@ class GeNScheduler(LRScheduler):
             GeNEstimateError: On an unusable estimate with ``fallback="error"``.
         """
         lr = self.level  # GeN moves the level; the decay shape (if any) anneals what is applied
-        if radius is not None and self.shape(step) > 0.0:
-            lr = min(max(radius / self.shape(step), self.lr_min), self.lr_max)
+        if radius is not None:
+            lr = min(max(radius, self.lr_min), self.lr_max)
         reason = estimate.reason
         if estimate.accepted:
             alpha = estimate.alpha_star
@@ -236,6 +240,8 @@ class GeNScheduler(LRScheduler):
             new_lr = lr / self.max_change
         else:
             new_lr = lr
+        if ceiling is not None and self.shape(step) > 0.0:
+            new_lr = min(new_lr, ceiling / math.sqrt(self.max_change) / self.shape(step))
         self.level = min(max(new_lr, self.lr_min), self.lr_max)
         self.last_update_step = step
         self.num_updates += 1
@@ -282,3 +288,61 @@ def validate_gen_settings(
         raise ValueError(f"gen_fallback must be one of {FALLBACK_POLICIES}, got {fallback!r}")
     if decay not in DECAY_SHAPES:
         raise ValueError(f"gen_decay must be one of {DECAY_SHAPES}, got {decay!r}")
+
+
+class LineSearch:
+    """The fast start's search along one step's line: a bracket around the minimiser, and the best estimate seen.
+
+    Radii are distances along the line in applied-lr units of group 0. After each probe, :meth:`observe` narrows the
+    bracket: a probe that overshot (an accepted estimate at most half its radius, i.e. its loss is not below the loss
+    at 0) or gave a non-finite loss bounds the minimiser from above; one whose estimate lies beyond it, or that found
+    non-positive curvature along a descent direction, bounds it from below. :meth:`propose` takes the scheduler's
+    next radius and, when it falls outside the bracket, bisects the bracket geometrically instead, so the search
+    never returns to a radius already known to be too far or too near, and stops once the bracket is narrower than
+    the trust tolerance ``sqrt(max_change)``.
+    """
+
+    def __init__(self, scheduler: GeNScheduler, estimate: LineEstimate, radius: float) -> None:
+        self.scheduler = scheduler
+        self.low, self.high = 0.0, math.inf
+        self.best: tuple[LineEstimate, float] | None = None
+        self.estimate, self.radius = estimate, radius
+        self.observe(estimate, radius)
+
+    def observe(self, estimate: LineEstimate, radius: float) -> None:
+        self.estimate, self.radius = estimate, radius
+        accepted = estimate.accepted
+        too_far = (accepted and estimate.alpha_star <= radius / 2.0) or estimate.reason == "nonfinite_loss"
+        too_near = (accepted and estimate.alpha_star > radius) or (
+            estimate.reason == "nonpositive_curvature" and estimate.slope > 0.0
+        )
+        if too_far:
+            self.high = min(self.high, radius)
+        elif too_near:
+            self.low = max(self.low, radius)
+        if estimate.accepted and radius < self.high:
+            self.best = (estimate, radius)
+
+    def propose(self) -> float | None:
+        """The next radius to probe, or ``None`` to stop."""
+        target = self.scheduler.next_search_radius(self.estimate, self.radius)
+        if target is None:
+            return None
+        if not self.low < target < self.high:
+            if self.low <= 0.0 or not math.isfinite(self.high):
+                return None
+            if self.high / self.low <= math.sqrt(self.scheduler.max_change):
+                return None  # the bracket is already as narrow as the trust tolerance
+            target = math.sqrt(self.low * self.high)
+        return target
+
+    def result(self) -> tuple[LineEstimate, float, float | None]:
+        """The estimate to apply, the radius it was measured at, and the ceiling (``None`` if nothing failed).
+
+        The last estimate if usable, else the last usable one before it (a search that ends on a failed probe
+        falls back to the nearer point it trusted), else the last.
+        """
+        ceiling = self.high if math.isfinite(self.high) else None
+        if not self.estimate.accepted and self.best is not None and self.best[1] < self.high:
+            return self.best[0], self.best[1], ceiling
+        return self.estimate, self.radius, ceiling

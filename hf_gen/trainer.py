@@ -33,7 +33,7 @@ from transformers import Trainer
 
 from .core import LineEstimate, estimate_from_curvature, estimate_from_losses, fit_parabola
 from .line import BufferGuard, LineSnapshot, RngState, reshard
-from .scheduler import GeNScheduler
+from .scheduler import GeNEstimateError, GeNScheduler, LineSearch
 from .support import DEEPSPEED_REFUSAL, check_engine, check_linear_optimizer, overflowed
 
 __all__ = ["GeNMixin", "GeNTrainer", "TRACE_FILE"]
@@ -242,7 +242,7 @@ class GeNMixin:
         slope = self._gen_reduce(slope) / (lr0 * self._gen_clip_factor())
         loss0 = self._gen_reduce(self._gen_loss0)
         record: dict = {}
-        radius = None
+        radius = ceiling = None
         if mode == "exact":
             step_vector = snapshot.return_to_start()
             curvature = self._gen_reduce(self._gen_curvature(snapshot.params, step_vector)) / lr0**2
@@ -262,8 +262,12 @@ class GeNMixin:
             estimate = estimate_from_losses(points, losses, loss0=loss0, slope=use_slope)
             record["probe_losses"] = [[a, _finite_or_none(v)] for a, v in zip(points, losses, strict=True)]
             if offsets == [1.0] and use_slope is not None:
-                estimate, radius = self._gen_search(snapshot, scheduler, estimate, lr0, loss0, slope, record)
-        new_lr = scheduler.apply_estimate(estimate, step, radius=radius)
+                estimate, radius, ceiling = self._gen_search(snapshot, scheduler, estimate, lr0, loss0, slope, record)
+        try:
+            new_lr = scheduler.apply_estimate(estimate, step, radius=radius, ceiling=ceiling)
+        except GeNEstimateError:
+            snapshot.finish(1.0)  # gen_fallback="error": leave the weights where the optimizer's step put them
+            raise
         snapshot.finish(new_lr / lr0)
         self._gen_batch = []
         self._gen_write_trace(estimate, new_lr, lr0, mode, record)
@@ -272,22 +276,24 @@ class GeNMixin:
         """Fast-start line search: re-probe the same line until the estimate lands near its own probe.
 
         Runs only while the scheduler's fast start has not settled and at most ``gen_search_probes`` times; each
-        probe is one no-grad forward on the step's batch at the radius :meth:`GeNScheduler.next_search_radius`
-        picks, and the parabola is refitted from that point alone (with the known ``loss0`` and slope). Returns the
-        last estimate and the radius it was measured at (``None`` when no extra probe ran).
+        probe is one no-grad forward on the step's batch at the radius :class:`LineSearch` picks, and the parabola
+        is refitted from that point alone (with the known ``loss0`` and slope). Returns the estimate to apply, the
+        radius it was measured at and the ceiling from failed probes (``None, None`` when no extra probe ran).
         """
-        radius = None
-        current = lr0
-        for _ in range(self.args.gen_search_probes):
-            target = scheduler.next_search_radius(estimate, current)
+        search = LineSearch(scheduler, estimate, lr0)
+        probes = 0
+        while probes < self.args.gen_search_probes:
+            target = search.propose()
             if target is None:
                 break
             snapshot.move_to(target / lr0)
             loss = float(self._gen_reduce(self._gen_batch_loss()))
-            estimate = estimate_from_losses([target], [loss], loss0=loss0, slope=slope)
+            search.observe(estimate_from_losses([target], [loss], loss0=loss0, slope=slope), target)
             record["probe_losses"].append([target, _finite_or_none(loss)])
-            current = radius = target
-        return estimate, radius
+            probes += 1
+        if probes == 0:
+            return estimate, None, None
+        return search.result()
 
     # ---- measuring the line ------------------------------------------------------------------------
 

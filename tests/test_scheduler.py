@@ -192,3 +192,56 @@ def test_an_estimate_from_a_searched_probe_is_bounded_around_that_probe():
     # Without the radius the same estimate would have been clipped to level / 2 = 0.05.
     _, plain = make(lr=0.1)
     assert plain.apply_estimate(est(1.2e-3), 0) == pytest.approx(0.05)
+
+
+def _search(sched, line, lr0, probes=6):
+    """Drive a LineSearch on a closed-form line g(a) (slope 1 at 0, g(0) = 0) as the Trainer does."""
+    from hf_gen.core import estimate_from_losses
+    from hf_gen.scheduler import LineSearch
+
+    def measure(a):
+        return estimate_from_losses([a], [line(a)], loss0=0.0, slope=1.0)
+
+    search = LineSearch(sched, measure(lr0), lr0)
+    visited = [lr0]
+    for _ in range(probes):
+        target = search.propose()
+        if target is None:
+            break
+        search.observe(measure(target), target)
+        visited.append(target)
+    return search, visited
+
+
+def test_search_brackets_a_cliff_and_never_applies_a_point_past_it():
+    # g(a) = -a + a^2/20 (minimiser 10) up to a cliff at 1.5 where the loss is non-finite. The search must not
+    # bounce between a radius that points further and one past the cliff, and the step must land before the cliff.
+    def line(a):
+        return -a + a * a / 20.0 if a < 1.5 else math.inf
+
+    for probes in range(1, 8):
+        _, sched = make(lr=0.5, max_change=2.0, lr_max=math.inf)
+        search, visited = _search(sched, line, 0.5, probes)
+        assert len(set(visited)) == len(visited)  # no radius probed twice
+        estimate, radius, ceiling = search.result()
+        applied = sched.apply_estimate(estimate, 0, radius=radius, ceiling=ceiling)
+        finite = [a for a in visited if math.isfinite(line(a))]
+        # Never at or past a probe that failed, never more than max_change past the farthest good one ...
+        assert ceiling is None or applied <= ceiling / math.sqrt(2.0) * (1 + 1e-12)
+        assert 0.5 <= applied <= 2.0 * max(finite) * (1 + 1e-12), (probes, visited, applied)
+        # ... and with the default budget the bracket closes before the cliff.
+        if probes >= 5:
+            assert applied < 1.5 and math.isfinite(line(applied)), (probes, visited, applied)
+
+
+def test_search_converges_on_a_quadratic_and_the_bound_is_taken_in_line_units_under_decay():
+    # A converged search at a decaying step applies a* x shape: the bound is around the radius in the units of a*.
+    opt, sched = make(lr=1.0, ratio=1.0, decay="linear", num_training_steps=10)
+    estimate = estimate_from_curvature(1.0, 1.0)  # a* = 1, measured at radius 1
+    applied = sched.apply_estimate(estimate, 7, radius=1.0)
+    assert applied == pytest.approx(1.0 * 0.3) and sched.settled and sched.level == pytest.approx(1.0)
+    # and the search from far off on g(a) = -a + a^2/2 (a* = 1) ends within sqrt(2) of a* with a* itself
+    _, sched = make(lr=1e-3, max_change=2.0)
+    search, visited = _search(sched, lambda a: -a + a * a / 2.0, 1e-3)
+    estimate, radius, ceiling = search.result()
+    assert estimate.alpha_star == pytest.approx(1.0) and ceiling is None and 1 / 1.5 < radius < 1.5

@@ -11,6 +11,7 @@ from torch import nn
 from transformers import Trainer, TrainingArguments
 
 from hf_gen import GeNTrainer, GeNTrainingArguments
+from hf_gen.scheduler import GeNEstimateError
 
 from tiny import MLP, Dummy, Quadratic, Regression, Tokens, read_trace, tiny_gpt2
 
@@ -392,6 +393,18 @@ def test_negative_curvature_along_a_descent_direction_grows_the_lr_and_is_record
     # SGD on -|t|^2/2 multiplies t by (1 + lr) per step.
     growth = 1.2 * 1.4 * 1.8 * 2.0
     torch.testing.assert_close(model.t.detach(), torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64) * growth)
+
+
+def test_error_policy_raises_after_the_search_with_the_weights_at_the_optimizers_step(tmp_path):
+    # Concave loss: the search looks further up to gen_lr_max, finds no usable estimate, and "error" raises; the
+    # weights are left where SGD's own step put them (t0 (1 + lr)), not at the farthest probe.
+    args = gen_args(tmp_path, learning_rate=0.1, max_steps=2, gen_interval=1, optim="sgd", max_grad_norm=0.0,
+                    weight_decay=0.0, gen_fallback="error")  # fmt: skip
+    model = Concave()
+    start = model.t.detach().clone()
+    with pytest.raises(GeNEstimateError, match="nonpositive_curvature"):
+        GeNTrainer(model=model, args=args, train_dataset=Dummy()).train()
+    torch.testing.assert_close(model.t.detach(), start * 1.1, rtol=1e-12, atol=0.0)
 
 
 def test_nonfinite_probe_loss_shrinks_the_lr_and_training_goes_on(tmp_path):
