@@ -284,6 +284,11 @@ def validate_gen_settings(
         raise ValueError(f"gen_lr_min ({lr_min}) must not exceed gen_lr_max ({lr_max})")
     if lr_max == 0.0:
         raise ValueError("gen_lr_max must be > 0 (use inf for no upper bound)")
+    if math.isinf(max_change) and math.isinf(lr_max):
+        raise ValueError(
+            "gen_max_change=inf with gen_lr_max=inf leaves the lr unbounded (a non-positive-curvature fallback would "
+            "grow it to inf): pass a finite gen_max_change (e.g. 2.0) or a finite gen_lr_max"
+        )
     if fallback not in FALLBACK_POLICIES:
         raise ValueError(f"gen_fallback must be one of {FALLBACK_POLICIES}, got {fallback!r}")
     if decay not in DECAY_SHAPES:

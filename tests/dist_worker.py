@@ -56,6 +56,8 @@ def main(out, engine, gen_mode, global_batch):
         full = p.full_tensor() if hasattr(p, "full_tensor") else p
         weights[name] = full.detach().reshape(-1).tolist()
     rank = int(os.environ.get("RANK", "0"))
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()  # the main process writes the trace: every rank reads it once it is complete
     with open(os.path.join(args.output_dir, "gen_trace.jsonl")) as handle:
         trace = [json.loads(line) for line in handle if line.strip()]
     probe_points = [len(r.get("probe_losses", [])) for r in trace]  # approx: one forward per point; exact: none

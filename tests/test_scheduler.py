@@ -95,7 +95,8 @@ def test_decay_shape_composes_with_the_level(decay, shape):
         s.step()
     assert lrs == pytest.approx([0.2 * shape(t, T) for t in range(T)])
     # GeN sets the level, the shape anneals it: the applied lr is estimate x shape from the update on.
-    opt, s = make(lr=0.2, decay=decay, num_training_steps=T, fast_start=False, gamma=0.0, max_change=math.inf)
+    opt, s = make(lr=0.2, decay=decay, num_training_steps=T, fast_start=False, gamma=0.0, max_change=math.inf,
+                  lr_max=100.0)  # fmt: skip
     for _ in range(5):
         opt.step()
         s.step()
@@ -133,6 +134,7 @@ def test_state_round_trips_through_a_weights_only_checkpoint():
         ({"fallback": "ignore"}, "gen_fallback"),
         ({"decay": "step"}, "gen_decay"),
         ({"decay": "linear"}, "num_training_steps"),
+        ({"max_change": math.inf}, "finite gen_max_change"),  # with the default lr_max=inf: unbounded
     ],
 )
 def test_bad_settings_say_what_to_pass(kwargs, match):
