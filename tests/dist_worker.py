@@ -75,3 +75,8 @@ if __name__ == "__main__":
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+    # The results are on disk. Skip the interpreter's teardown, where gloo's threads still abort now and then
+    # (about 1 run in 15 here, always after both ranks wrote their complete results).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -80,3 +80,8 @@ def main(out):
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    # Results are on disk and the process group is destroyed; skip the interpreter's teardown, where gloo's threads
+    # abort now and then (see dist_worker.py).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
