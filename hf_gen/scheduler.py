@@ -40,6 +40,16 @@ FALLBACK_POLICIES = ("keep", "shrink", "error")
 DECAY_SHAPES = ("none", "linear", "cosine")
 
 
+def _overshot(estimate: LineEstimate, radius: float) -> bool:
+    """The probe at ``radius`` overshot: its loss is not below the loss at 0 (an estimate at most half the radius)."""
+    return estimate.accepted and estimate.alpha_star <= radius / 2.0
+
+
+def _minimiser_beyond(estimate: LineEstimate) -> bool:
+    """Non-positive curvature along a descent direction: the loss falls at least linearly, look further."""
+    return estimate.reason == "nonpositive_curvature" and estimate.slope > 0.0
+
+
 class GeNEstimateError(RuntimeError):
     """Raised on an unusable estimate when the fallback policy is ``"error"``."""
 
@@ -175,11 +185,11 @@ class GeNScheduler(LRScheduler):
             alpha = min(max(estimate.alpha_star, self.lr_min), self.lr_max)
             if radius / tolerance <= alpha <= radius * tolerance:
                 return None
-            overshoot = estimate.alpha_star <= radius / 2.0
+            overshoot = _overshot(estimate, radius)
             target = radius / jump if overshoot else min(max(alpha, radius / jump), radius * jump)
         elif estimate.reason == "nonfinite_loss":
             target = radius / jump
-        elif estimate.reason == "nonpositive_curvature" and estimate.slope > 0.0:
+        elif _minimiser_beyond(estimate):
             target = min(radius * jump, self.lr_max)
         else:
             return None
@@ -232,7 +242,7 @@ class GeNScheduler(LRScheduler):
             )
         elif reason == "nonfinite_loss":
             new_lr = lr / self.max_change
-        elif reason == "nonpositive_curvature" and estimate.slope > 0.0:
+        elif _minimiser_beyond(estimate):
             # The loss falls at least linearly along the step: the minimiser lies beyond it (or the probe radius is
             # too small to resolve the curvature above the loss's rounding). Look further, as a line search would.
             new_lr = lr * self.max_change
@@ -316,11 +326,8 @@ class LineSearch:
 
     def observe(self, estimate: LineEstimate, radius: float) -> None:
         self.estimate, self.radius = estimate, radius
-        accepted = estimate.accepted
-        too_far = (accepted and estimate.alpha_star <= radius / 2.0) or estimate.reason == "nonfinite_loss"
-        too_near = (accepted and estimate.alpha_star > radius) or (
-            estimate.reason == "nonpositive_curvature" and estimate.slope > 0.0
-        )
+        too_far = _overshot(estimate, radius) or estimate.reason == "nonfinite_loss"
+        too_near = (estimate.accepted and estimate.alpha_star > radius) or _minimiser_beyond(estimate)
         if too_far:
             self.high = min(self.high, radius)
         elif too_near:
