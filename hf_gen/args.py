@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -16,12 +17,32 @@ GEN_SCHEDULER_NAME = "gen"
 GEN_MODES = ("approx", "exact")
 
 
+STOCK_TRAINER_REFUSAL = (
+    "lr_scheduler_type='gen' is hf_gen's generalized Newton's method, which a stock transformers Trainer cannot "
+    "build: train with hf_gen.GeNTrainer, or put hf_gen.GeNMixin first in your trainer's bases (e.g. "
+    "class MyTrainer(GeNMixin, SFTTrainer)), together with GeNTrainingArguments"
+)
+
+
 class _GeNSchedulerName(str):
-    """``"gen"``, with the ``.value`` that transformers reads off ``SchedulerType`` members (e.g. its model card)."""
+    """``"gen"``, with the ``.value`` that transformers reads off ``SchedulerType`` members (e.g. its model card).
+
+    A stock ``Trainer`` handed ``GeNTrainingArguments`` builds its scheduler with ``SchedulerType(name)``, whose
+    by-value lookup hashes the name; that one lookup raises ``STOCK_TRAINER_REFUSAL`` instead of transformers'
+    "gen is not a valid SchedulerType". Every other use hashes like the plain string ``"gen"``.
+    """
 
     @property
     def value(self) -> str:
         return str(self)
+
+    def __hash__(self) -> int:
+        caller = sys._getframe(1)
+        if caller.f_code.co_name == "__new__" and caller.f_globals.get("__name__") == "enum":
+            enum_class = caller.f_locals.get("cls")
+            if isinstance(enum_class, type) and issubclass(enum_class, SchedulerType):
+                raise ValueError(STOCK_TRAINER_REFUSAL)
+        return str.__hash__(self)
 
 
 @dataclass

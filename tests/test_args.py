@@ -4,6 +4,7 @@ import pytest
 import torch
 from transformers import HfArgumentParser, Trainer
 from transformers.optimization import Adafactor
+from transformers.trainer_utils import SchedulerType
 
 from hf_gen import GeNTrainer, GeNTrainingArguments
 
@@ -69,11 +70,19 @@ def test_invalid_gen_values_raise_at_construction(tmp_path, kwargs, match):
         args(tmp_path, **kwargs)
 
 
-def test_gen_without_gen_trainer_fails_before_the_first_step(tmp_path):
+def test_gen_without_gen_trainer_fails_before_the_first_step_naming_what_to_use(tmp_path):
     trainer = Trainer(model=MLP(), args=args(tmp_path), train_dataset=Regression())
-    with pytest.raises(ValueError, match="gen"):
+    with pytest.raises(ValueError) as caught:
         trainer.train()
+    message = str(caught.value)
+    assert "not a valid SchedulerType" not in message  # not transformers' generic refusal
+    assert "GeNTrainer" in message and "GeNMixin" in message and "GeNTrainingArguments" in message
     assert trainer.state.global_step == 0
+    # Only transformers' scheduler lookup is refused: "gen" still hashes, compares and serialises as "gen".
+    name = trainer.args.lr_scheduler_type
+    assert {name: 1}["gen"] == 1 and {"gen": 2}[name] == 2 and name in {"gen"}
+    assert name == "gen" and trainer.args.to_dict()["lr_scheduler_type"] == "gen"
+    assert SchedulerType("cosine") is SchedulerType.COSINE
 
 
 class Prodigyish(torch.optim.Optimizer):
