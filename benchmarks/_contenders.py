@@ -9,6 +9,22 @@ default ``max_grad_norm=1``) and no weight decay. What differs is only the lr me
   passed as ``optimizers=(opt, None)`` with the constant scheduler.
 * ``schedulefree-adamw``: the Trainer's ``optim="schedule_free_adamw"`` at the package's default lr 2.5e-3, no warmup
   (the Trainer switches its train/eval modes).
+* ``mechanic``: ``mechanic_pytorch.mechanize(torch.optim.AdamW)(params, lr=1.0, weight_decay=0)`` (PyPI
+  ``mechanic-pytorch`` 0.0.1): the package README's usage, ``lr=1.0`` for the base optimizer (its README: Mechanic's
+  scale multiplies the base lr, which "you can set to anything"), and the tuner at its ``mechanize`` defaults
+  (``s_decay=0.01``, the six ``betas`` 0.9 ... 0.999999, ``s_init=1e-8``, ``eps=1e-8``, ``store_delta=False``); the
+  base AdamW at torch's betas and eps, weight decay 0 as for every contender; the constant scheduler. Its iterate is
+  the initial weights plus ``sum(s)`` times the base AdamW's accumulated displacement, so the lr recorded for a step
+  is the base lr times ``sum(s)`` as the step left it (the scale that step applied).
+* ``dog``: ``dog.DoG(params)`` (PyPI ``dog-optimizer`` 1.0.3) at its defaults (``lr=1.0``, "changing it is not
+  recommended"; ``reps_rel=1e-6``, the value its docstring suggests without batch normalisation; ``eps=1e-8``,
+  ``weight_decay=0``), with the constant scheduler. Plain DoG, not LDoG: the package presents both without making
+  LDoG the default for any model family. The package README says DoG "must be combined with iterate averaging" for
+  best performance and a fair comparison, so its ``PolynomialDecayAverager(model)`` (default ``gamma=8``) steps after
+  every optimizer step and **the reported eval loss and metric are those of the averaged weights**; the last
+  iterate's are kept beside them (``eval_loss_last_iterate``, ``metric_last_iterate``), for information. The averager
+  averages ``model.state_dict()`` entry by entry, so a tied weight (GPT-2's ``wte``/``lm_head``) is averaged twice per
+  step, i.e. with a shorter window; used as packaged. The lr recorded is the ``eta`` the step used (group 0's).
 * ``gen-optim``: the authors' ``GeN.lr_parabola`` (PyPI ``gen-optim`` 0.1.1) as in their README: AdamW from lr 1e-4,
   called between backward and ``optimizer.step()`` every ``lazy_freq=4`` steps with a fresh training batch and the
   horizon factor ``scale = 1 - t/T``; the Trainer's scheduler leaves the lr it sets alone.
@@ -36,13 +52,17 @@ from transformers import BatchEncoding, Trainer, TrainerCallback, TrainingArgume
 from hf_gen import GeNTrainer, GeNTrainingArguments
 from hf_gen.trainer import TRACE_FILE
 
-__all__ = ["Contender", "LRRecorder", "run_contender", "TRAINER_DEFAULT_LR", "GEN_OPTIM_START_LR", "SCHEDULEFREE_LR"]
+__all__ = [
+    "Contender", "LRRecorder", "run_contender", "TRAINER_DEFAULT_LR", "GEN_OPTIM_START_LR", "SCHEDULEFREE_LR",
+    "MECHANIC_BASE_LR",
+]  # fmt: skip
 
 TRAINER_DEFAULT_LR = TrainingArguments.__dataclass_fields__["learning_rate"].default  # 5e-5
 GEN_OPTIM_START_LR = 1e-4  # the authors' README: AdamW(model.parameters(), lr=1e-4)
 GEN_OPTIM_LAZY_FREQ = 4
 SCHEDULEFREE_LR = 2.5e-3  # schedulefree.AdamWScheduleFree's default lr
 SGD_MOMENTUM = 0.9
+MECHANIC_BASE_LR = 1.0  # mechanic-pytorch README: mechanize(torch.optim.SGD)(model.parameters(), lr=1.0)
 
 FAMILIES = {
     "adamw-linear": "AdamW + linear decay",
@@ -51,17 +71,20 @@ FAMILIES = {
     "prodigy": "Prodigy (defaults)",
     "dadapt-adam": "D-Adaptation Adam (defaults)",
     "schedulefree-adamw": "Schedule-Free AdamW (defaults)",
+    "mechanic": "Mechanic (defaults) on AdamW at base lr 1",
+    "dog": "DoG (defaults), evaluated on its polynomial-decay iterate average as its authors recommend",
     "gen-optim": "gen-optim 0.1.1 (authors' GeN, AdamW, lazy_freq 4)",
     "gen-adamw": "hf-gen GeN-AdamW (defaults)",
     "gen-sgd": "hf-gen GeN-SGD (defaults, momentum 0.9)",
     "gen-adamw-nodecay": "hf-gen GeN-AdamW with gen_decay='none' (not a default; GeN alone, for information)",
 }
-LR_FREE = ("prodigy", "dadapt-adam", "schedulefree-adamw", "gen-optim")
+LR_FREE = ("prodigy", "dadapt-adam", "schedulefree-adamw", "mechanic", "dog", "gen-optim")
 
 
 @dataclass(frozen=True)
 class Contender:
-    """One lr method. ``lr`` is the (starting) lr where the method takes one; ``None`` for Prodigy/D-Adaptation."""
+    """One lr method. ``lr`` is the (starting) lr where the method takes one; ``None`` for the lr-free optimizers
+    run at their own lr (Prodigy, D-Adaptation, Mechanic, DoG)."""
 
     family: str
     lr: float | None = None
@@ -98,7 +121,9 @@ class LRRecorder(TrainerCallback):
 
     Read after the step (GeN sets the applied lr in the optimizer's post-hook; gen-optim before the step; stock
     schedulers after it), except for Prodigy and D-Adaptation, whose step uses ``d * lr`` with ``d`` as it was before
-    the step (it updates ``d`` during the step), and Schedule-Free, whose step records ``scheduled_lr``.
+    the step (it updates ``d`` during the step), and Schedule-Free, whose step records ``scheduled_lr``. Mechanic:
+    the base lr times ``sum(s)`` as its step set it (the scale applied to the base optimizer's displacement); DoG: the
+    ``eta`` its step computed and moved with.
     """
 
     def __init__(self) -> None:
@@ -111,10 +136,35 @@ class LRRecorder(TrainerCallback):
 
     def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
         group = optimizer.param_groups[0]
+        mechanic = getattr(optimizer, "optimizer", optimizer).state.get("_mechanic")
         if self._before is not None:
             self.trace.append(self._before)
+        elif mechanic is not None:
+            self.trace.append(float(group["lr"] * mechanic["s"].sum()))
+        elif "eta" in group:
+            self.trace.append(float(group["eta"][0]))
         else:
             self.trace.append(float(group.get("scheduled_lr", group["lr"])))
+
+
+class AveragingCallback(TrainerCallback):
+    """DoG's iterate averaging: ``dog.PolynomialDecayAverager`` (defaults) stepped after every optimizer step.
+
+    ``use_average`` loads the averaged weights into the model for the evaluation and returns the last iterate's.
+    """
+
+    def __init__(self, model) -> None:
+        from dog import PolynomialDecayAverager
+
+        self.averager = PolynomialDecayAverager(model)
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.averager.step()
+
+    def use_average(self, model) -> dict:
+        last = {key: value.detach().clone() for key, value in model.state_dict().items()}
+        model.load_state_dict(self.averager.averaged_model.state_dict())
+        return last
 
 
 class GenOptimCallback(TrainerCallback):
@@ -185,6 +235,18 @@ def _make_trainer(contender: Contender, task, seed: int, run_dir: str, model):
 
         args = _args(TrainingArguments, task, seed, run_dir, lr_scheduler_type="constant")
         optimizers = (DAdaptAdam(model.parameters()), None)
+    elif family == "mechanic":
+        from mechanic_pytorch import mechanize
+
+        args = _args(TrainingArguments, task, seed, run_dir, lr_scheduler_type="constant")
+        optimizer = mechanize(torch.optim.AdamW)(model.parameters(), lr=MECHANIC_BASE_LR, weight_decay=0.0)
+        optimizers = (optimizer, None)
+    elif family == "dog":
+        from dog import DoG
+
+        args = _args(TrainingArguments, task, seed, run_dir, lr_scheduler_type="constant")
+        optimizers = (DoG(model.parameters()), None)
+        callbacks.append(AveragingCallback(model))
     elif family == "schedulefree-adamw":
         args = _args(
             TrainingArguments, task, seed, run_dir, learning_rate=lr, optim="schedule_free_adamw",
@@ -230,6 +292,8 @@ def run_contender(contender: Contender, task, seed: int, workdir: str, keep: boo
     trainer, recorder = _make_trainer(contender, task, seed, run_dir, model)
     result = trainer.train()
     train_s = time.perf_counter() - started
+    averaging = next((c for c in trainer.callback_handler.callbacks if isinstance(c, AveragingCallback)), None)
+    last_iterate = averaging.use_average(trainer.model) if averaging is not None else None
     metrics = trainer.evaluate()
     wall_s = time.perf_counter() - started
     eval_loss = float(metrics["eval_loss"])
@@ -252,6 +316,13 @@ def run_contender(contender: Contender, task, seed: int, workdir: str, keep: boo
     for callback in trainer.callback_handler.callbacks:
         if isinstance(callback, GenOptimCallback):
             record["gen_optim_calls"] = callback.calls
+    if last_iterate is not None:  # information only, outside wall_s: the weights DoG trained, before averaging
+        record["evaluated_on"] = "iterate average (dog.PolynomialDecayAverager, gamma 8)"
+        trainer.model.load_state_dict(last_iterate)
+        last = trainer.evaluate()
+        last_loss = float(last["eval_loss"])
+        record["eval_loss_last_iterate"] = _finite(last_loss)
+        record["metric_last_iterate"] = _finite(task.metric_from(last)) if math.isfinite(last_loss) else None
     if not keep:
         shutil.rmtree(run_dir, ignore_errors=True)
     return record

@@ -24,7 +24,11 @@ def _stats(values: list[float | None]) -> tuple[float, float, int]:
 
 
 def summarize(runs: list[dict], role: str = "main") -> dict[str, dict]:
-    """Per contender over its seeds: eval loss and metric (mean, std), wall time, diverged runs."""
+    """Per contender over its seeds: eval loss and metric (mean, std), wall time, diverged runs.
+
+    Contenders come in the order of ``FAMILIES``, then by lr. Contenders evaluated on an iterate average (DoG) also
+    get their last iterate's eval loss and metric (``last_eval_loss``, ``last_metric`` and their std).
+    """
     out: dict[str, dict] = {}
     for run in runs:
         if run["role"] == role:
@@ -37,8 +41,16 @@ def summarize(runs: list[dict], role: str = "main") -> dict[str, dict]:
             eval_loss=loss, eval_loss_std=loss_std, metric=metric, metric_std=metric_std, diverged=diverged,
             seeds=len(entry["runs"]), wall_s=statistics.fmean(r["wall_s"] for r in entry["runs"]),
         )  # fmt: skip
+        if all("eval_loss_last_iterate" in r for r in entry["runs"]):
+            last, last_std, _ = _stats([r["eval_loss_last_iterate"] for r in entry["runs"]])
+            last_metric, last_metric_std, _ = _stats([r["metric_last_iterate"] for r in entry["runs"]])
+            entry.update(
+                last_eval_loss=last, last_eval_loss_std=last_std, last_metric=last_metric,
+                last_metric_std=last_metric_std,
+            )  # fmt: skip
         del entry["runs"]
-    return out
+    order = {family: i for i, family in enumerate(FAMILIES)}
+    return dict(sorted(out.items(), key=lambda item: (order.get(item[1]["family"], len(order)), item[1]["lr"] or 0.0)))
 
 
 def _pct(value: float, reference: float) -> float:
@@ -139,6 +151,14 @@ def _task_section(name: str, block: dict, entry: dict, prefix: str) -> list[str]
     if entry["gen_vs_peer_pct"]:
         peers = ", ".join(f"{p} {v:+.2f}%" for p, v in entry["gen_vs_peer_pct"].items())
         lines.append(f"GeN-AdamW (defaults) eval loss vs each lr-free peer: {peers}.")
+    digits = 4 if metric == "accuracy" else 2
+    for contender, s in summary.items():
+        if "last_eval_loss" in s:
+            lines.append(
+                f"{contender} is evaluated on its iterate average (as its authors recommend); its last iterate, for "
+                f"information: eval loss {_pm(s['last_eval_loss'], s['last_eval_loss_std'])}, {metric} "
+                f"{_pm(s['last_metric'], s['last_metric_std'], digits)}."
+            )
     lines.append("")
     if entry["robustness"]:
         sweep = sorted({lr for points in entry["robustness"].values() for lr in points})
@@ -221,8 +241,8 @@ def render(data: dict, markdown: str, plots: str, quick: bool = False, prefix: s
         "",
         "Contenders: " + "; ".join(f"`{k}` = {v}" for k, v in FAMILIES.items()) + ". Same steps, same sample order "
         "and same initial weights per seed for all; gradient clipping at 1.0, no weight decay, no warmup. Eval loss "
-        "is the final held-out loss; mean ± std over seeds. Raw numbers and the lr used at every step: "
-        "`results/quality.json`.",
+        "is the final held-out loss (DoG: that of its iterate average); mean ± std over seeds. Raw numbers and the "
+        "lr used at every step: `results/quality.json`.",
         "",
     ]
     lines += _verdicts(analysis)
@@ -258,7 +278,7 @@ def plot_traces(data: dict, folder: str, prefix: str) -> None:
             ax.plot(steps, trace, label=run["contender"], **style)
         ax.set_yscale("log")
         ax.set_xlabel("optimizer step")
-        ax.set_ylabel("lr used (Prodigy / D-Adaptation: d x lr)")
+        ax.set_ylabel("lr used (Prodigy / D-Adaptation: d x lr; Mechanic: lr x sum(s); DoG: eta)", fontsize=8)
         ax.set_title(f"{name}: lr used at each step (seed 0)")
         ax.legend(fontsize=6, ncol=2, loc="best")
         fig.tight_layout()

