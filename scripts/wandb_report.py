@@ -53,6 +53,8 @@ BASE_SETTINGS = ["lr_scheduler_type", "lr_scheduler", "learning_rate"]
 EVAL_BOOKKEEPING = ("runtime", "samples_per_second", "steps_per_second", "model_preparation_time", "epoch")
 # Axes of the parallel-coordinates plot (the full list is in the table and the runs table).
 PARALLEL_SETTINGS = ("lr_scheduler_type", "learning_rate", "gen_interval", "gen_gamma", "gen_max_change", "gen_lr_max")
+# Saving takes several requests (project lookups, the upsert): it may take this many times --timeout.
+SAVE_DEADLINE_FACTOR = 12
 OFFLINE_MODES = ("offline", "dryrun", "disabled")
 RESOLVED_ON_SAVE = [
     "report.spec.blocks[].metadata.runSets[].project.id: the project's internal id, looked up on the server by "
@@ -95,6 +97,10 @@ class UsageError(Exception):
 
 def one_line(text) -> str:
     return " ".join(str(text).split())
+
+
+def shorten(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # ---- offline run folders ------------------------------------------------------------------------------------------
@@ -423,8 +429,9 @@ def server_problem(url: str, timeout: float) -> str | None:
     return outcome[0] if outcome else f"no answer within {timeout:g} s"
 
 
-def save_report(report, timeout: float) -> str:
-    """Save to the W&B server and return the report's URL; any reason it cannot be saved is a UsageError."""
+def check_server(timeout: float) -> str:
+    """The W&B server's URL, once it is known to be reachable and logged in to; otherwise a UsageError that says
+    why. Runs before the report is built, so that a missing server fails fast."""
     from wandb.sdk import wandb_setup
 
     settings = wandb_setup.singleton().settings
@@ -442,13 +449,33 @@ def save_report(report, timeout: float) -> str:
     )
     if not auth:
         raise UsageError(f"cannot save the report: not logged in to {base}; {hint}")
-    try:
-        report.save()
-    except Exception as err:  # the library raises plain exceptions (project not found, GraphQL errors)
+    return base
+
+
+def save_report(report, base: str, deadline: float) -> str:
+    """Save to the server checked by ``check_server`` and return the report's URL. The save runs in a helper thread
+    so that a server which accepts connections but never answers costs ``deadline`` seconds, not a hang."""
+    failure: list[str] = []
+
+    def save():
+        try:
+            report.save()
+        except Exception as err:  # the library raises plain exceptions (project not found, GraphQL errors)
+            failure.append(shorten(one_line(err)))
+
+    worker = threading.Thread(target=save, daemon=True)
+    worker.start()
+    worker.join(deadline)
+    if worker.is_alive():
         raise UsageError(
-            f"saving the report to {base} failed: {one_line(err)}; sync the runs first (wandb sync), check "
-            f"--entity/--project, or pass --dry_run PATH"
-        ) from None
+            f"saving the report to {base}: no answer within {deadline:g} s, so whether it was saved is unknown; "
+            "check the server, or pass --dry_run PATH"
+        )
+    if failure:
+        raise UsageError(
+            f"saving the report to {base} failed: {failure[0]}; sync the runs first (wandb sync), check "
+            "--entity/--project, or pass --dry_run PATH"
+        )
     if not report.id:
         raise UsageError(f"saving the report to {base} returned no report id; nothing was saved")
     return report.url
@@ -480,7 +507,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--title", help="report title (at most 128 characters)")
     parser.add_argument("--dry_run", metavar="PATH", help="write the report's spec to PATH (JSON) and save nothing")
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the server (default 10)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help=f"seconds to wait for the server to answer (default 10); saving may take {SAVE_DEADLINE_FACTOR}x that",
+    )
     return parser.parse_args(argv)
 
 
@@ -488,6 +520,7 @@ def run(argv: list[str]) -> None:
     args = parse(argv)
     if not (args.runs or args.group or args.tag or args.from_offline):
         raise UsageError("no runs chosen: pass --runs NAME ..., --group G, --tag T ... or --from_offline DIR ...")
+    base = None if args.dry_run else check_server(args.timeout)
     offline = find_offline_runs(args.from_offline) if args.from_offline else []
     if offline:
         offline = narrow_offline_runs(offline, args.runs, args.group, args.tag)
@@ -531,7 +564,7 @@ def run(argv: list[str]) -> None:
         path.write_text(json.dumps(spec, indent=2) + "\n")
         print(f"wrote the report's spec to {path} (nothing saved; project ids and the URL come from the server)")
         return
-    print(save_report(report, args.timeout))
+    print(save_report(report, base, SAVE_DEADLINE_FACTOR * args.timeout))
 
 
 def main(argv: list[str] | None = None) -> int:
