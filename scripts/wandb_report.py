@@ -140,7 +140,10 @@ def read_records(path: Path) -> list:
             if kind == LAST:
                 records.append(pending)
                 pending = None
-    return [wandb_internal_pb2.Record.FromString(r) for r in records]
+    try:
+        return [wandb_internal_pb2.Record.FromString(r) for r in records]
+    except Exception as err:  # protobuf's DecodeError
+        raise UsageError(f"{path}: a damaged record ({one_line(err)}); pass the folder of an intact W&B run") from None
 
 
 def item_key(item) -> str:
@@ -383,12 +386,9 @@ def build_report(
 
 
 def offline_viewspec(report) -> dict:
-    """The report's ReportViewspec as JSON, built without a server. ``Runset._to_model`` looks up the project's id
-    on the server when a run set names its entity and project, so the run sets are serialised without them and get
-    ``project: {entityName, name}`` back (no ``id``). The result is normalised through the model layer: validating it
-    into ``ReportViewspec`` and dumping it again gives the same JSON."""
-    from wandb_workspaces.reports.v2 import internal
-
+    """The report's ReportViewspec as JSON, built without a server: the same model ``Report.save()`` sends, less
+    the run sets' project ids. ``Runset._to_model`` looks the id up on the server when a run set names its entity
+    and project, so the run sets are serialised without them and get ``project: {entityName, name}`` back."""
     blank = copy.deepcopy(report)
     projects = []
     for block in blank.blocks:
@@ -404,8 +404,7 @@ def offline_viewspec(report) -> dict:
     ]
     for runset, project in zip(runsets, projects, strict=True):
         runset["project"] = project
-    model = internal.ReportViewspec.model_validate(spec)
-    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return spec
 
 
 def server_problem(url: str, timeout: float) -> str | None:
