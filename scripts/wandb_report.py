@@ -527,10 +527,8 @@ def run(argv: list[str]) -> None:
     if not project:
         projects = sorted({r.project for r in offline})
         if len(projects) != 1:
-            raise UsageError(
-                "pass --project: "
-                + (f"the offline runs are in {', '.join(projects)}" if projects else "no --from_offline")
-            )
+            where = f"the offline runs are in {', '.join(projects)}" if projects else "no offline runs to take it from"
+            raise UsageError(f"pass --project ({where})")
         project = projects[0]
     title = args.title or f"GeN vs. stock lr schedules ({project})"
     if len(title) > 128:
