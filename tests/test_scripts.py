@@ -6,10 +6,13 @@ import csv
 import json
 import math
 import random
+import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -76,6 +79,9 @@ def classification_argv(files, out, *extra):
 def classification_run(files):
     out = files / "cls"
     argv = classification_argv(files, out)
+    # Leave torch's generator where no fresh process starts (every fresh process starts from the same fixed seed), so
+    # that only the script's own seeding can make this run equal to one in another process.
+    torch.manual_seed(random.SystemRandom().randrange(2**63))
     assert run_classification.main(argv) == 0
     return out, argv
 
@@ -190,6 +196,7 @@ def test_clm_with_a_stock_scheduler_follows_its_closed_form_and_keeps_bytes_loss
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.config.vocab_size == len(tokenizer) == 300 and model.config.n_embd == 16
     assert "(lr_trace.png)" in (out / "README.md").read_text()
+    check_card_of_a_model_from_a_config(out)
 
 
 # ---- bad input ------------------------------------------------------------------------------------------------
@@ -263,3 +270,237 @@ def test_a_run_that_dies_leaves_no_finished_run_marker(files, classification_run
     with pytest.raises(RuntimeError, match="killed mid-run"):
         run_classification.main(argv)
     assert not (out / "run_summary.json").exists()
+
+
+# ---- seeding, JSON arguments, resuming ------------------------------------------------------------------------
+
+
+def test_the_same_command_in_another_process_gives_the_same_metrics_and_trace(classification_run, files, tmp_path):
+    """The classification head is new: only seeding before the model is built makes it (and all after) repeat."""
+    out, argv = classification_run
+    again = tmp_path / "again"
+    argv = [str(again) if a == str(out) else a for a in argv]
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "run_classification.py"), *argv],
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    first = json.loads((out / "run_summary.json").read_text())
+    second = json.loads((again / "run_summary.json").read_text())
+    assert second["metrics"] == first["metrics"]
+    assert (again / "gen_trace.jsonl").read_text() == (out / "gen_trace.jsonl").read_text()
+
+
+def test_a_json_file_of_arguments_runs_like_the_flags_over_the_script_defaults(classification_run, files, tmp_path):
+    out, argv = classification_run
+    flags = dict(zip(argv[::2], argv[1::2], strict=True))
+    values = {k.lstrip("-"): v for k, v in flags.items()}
+    values.update(max_steps=6, learning_rate=1e-3, gen_interval=2, output_dir=str(tmp_path / "json"))
+    values.update(gen_probe_offsets=[1.0], use_cpu=True, report_to=["none"], eval_steps=None)  # = the defaults
+    del values["logging_steps"]  # not needed for the results; the script's own default (10) applies
+    path = tmp_path / "args.json"
+    path.write_text(json.dumps(values))
+    assert run_classification.main([str(path)]) == 0
+
+    summary = json.loads((tmp_path / "json" / "run_summary.json").read_text())
+    # No lr_scheduler_type in the file: the script's default, gen, applies (the Trainer's own is linear).
+    metrics, reference = summary["metrics"], json.loads((out / "run_summary.json").read_text())["metrics"]
+    # (the mean training loss is summed per logging interval, so the logging steps move its last digits)
+    assert metrics.pop("train_loss") == pytest.approx(reference.pop("train_loss"), rel=1e-6)
+    assert metrics == reference
+    assert read_trace(tmp_path / "json") == read_trace(out)
+    # The recorded command is the command line the file stands for, which reproduces the run without it.
+    recorded = shlex.split(summary["command"])[2:]
+    assert "--max_steps=6" in recorded and "--use_cpu=true" in recorded and "--report_to=none" in recorded
+    assert recorded[recorded.index("--gen_probe_offsets") + 1] == "1.0"
+    assert not any(a.startswith("--eval_steps") or a.startswith("--logging_steps") for a in recorded)
+    state = json.loads((tmp_path / "json" / "trainer_state.json").read_text())
+    assert state["logging_steps"] == 10
+
+
+def test_bad_json_arguments_and_missing_checkpoints_fail_in_one_line_before_output_dir_exists(files, tmp_path, capsys):
+    out = tmp_path / "out"
+    base = ["--train_file", str(files / "train.txt"), "--output_dir", str(out)]
+    listed = tmp_path / "list.json"
+    listed.write_text('["--max_steps", "3"]')
+    assert run_clm.main([str(listed)]) == 2
+    assert "holds a JSON list; pass a JSON object of arguments" in one_error_line(capsys)
+    assert run_clm.main([str(tmp_path / "gone.json")]) == 2
+    assert "gone.json: no such file" in one_error_line(capsys)
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text(json.dumps({"train_file": str(files / "train.txt"), "max_stepz": 3}))
+    assert run_clm.main([str(unknown)]) == 2
+    assert "--max_stepz=3" in one_error_line(capsys)
+
+    assert run_clm.main([*base, "--resume_from_checkpoint", str(tmp_path / "checkpoint-7")]) == 2
+    line = one_error_line(capsys)
+    assert "--resume_from_checkpoint" in line and "checkpoint-7: no such checkpoint folder" in line
+    assert run_clm.main([*base, "--resume_from_checkpoint", "True"]) == 2
+    assert "True: no complete checkpoint-N folder in" in one_error_line(capsys)
+    (tmp_path / "half" / "checkpoint-4").mkdir(parents=True)  # what a run killed while saving leaves
+    assert run_clm.main([*base, "--resume_from_checkpoint", str(tmp_path / "half" / "checkpoint-4")]) == 2
+    assert "not a complete Trainer checkpoint (no trainer_state.json)" in one_error_line(capsys)
+    assert not out.exists()
+
+
+def clm_resume_argv(files, out):
+    return [
+        "--train_file", str(files / "train.txt"), "--validation_file", str(files / "valid.txt"),
+        "--config_overrides", "n_embd=16,n_layer=1,n_head=2,n_positions=32", "--block_size", "32",
+        "--bpe_vocab_size", "300", "--max_steps", "40", "--per_device_train_batch_size", "4",
+        "--learning_rate", "1e-3", "--gen_interval", "2", "--logging_steps", "2", "--save_steps", "4",
+        "--eval_strategy", "steps",
+        "--eval_steps", "8", "--output_dir", str(out),
+    ]  # fmt: skip
+
+
+def complete_checkpoints(out: Path) -> list[int]:
+    """Steps of the checkpoints whose trainer_state.json (the Trainer writes it last) is complete."""
+    steps = []
+    for folder in out.glob("checkpoint-*"):
+        try:
+            json.loads((folder / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        steps.append(int(folder.name.split("-")[-1]))
+    return sorted(steps)
+
+
+def trace_steps(out: Path) -> list[int]:
+    try:
+        lines = (out / "gen_trace.jsonl").read_text().splitlines()
+    except OSError:
+        return []
+    steps = []
+    for line in lines:
+        try:
+            steps.append(json.loads(line)["step"])
+        except ValueError:  # a line being written
+            pass
+    return steps
+
+
+def test_a_clm_run_killed_after_a_checkpoint_and_resumed_ends_like_an_uninterrupted_run(files, tmp_path):
+    from huggingface_hub import ModelCard
+    from safetensors.torch import load_file
+
+    out = tmp_path / "clm"
+    argv = clm_resume_argv(files, out)
+    # 1. Kill the run (SIGKILL: nothing of it runs after) once a checkpoint is complete and GeN has traced beyond it.
+    with open(tmp_path / "killed.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "run_clm.py"), *argv], stdout=log, stderr=log)
+        deadline = time.monotonic() + 240
+        while True:
+            saved = complete_checkpoints(out)
+            if saved and max(trace_steps(out), default=0) > saved[-1]:
+                proc.send_signal(signal.SIGKILL)
+                break
+            assert proc.poll() is None, (
+                "the run ended before it could be killed: " + (tmp_path / "killed.log").read_text()[-2000:]
+            )
+            assert time.monotonic() < deadline
+            time.sleep(0.002)
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL and not (out / "run_summary.json").exists()
+    resumed_from = complete_checkpoints(out)[-1]
+    assert resumed_from < 40 and max(trace_steps(out)) > resumed_from  # the dead run traced past its checkpoint
+
+    # 2. Resume through the script, then move the folder aside and run the same command uninterrupted there.
+    assert run_clm.main([*argv, "--resume_from_checkpoint", "True"]) == 0
+    resumed = tmp_path / "resumed"
+    out.rename(resumed)
+    assert run_clm.main(argv) == 0
+
+    # The trace: one record per GeN update, the dead run's records past the checkpoint replaced, bit for bit.
+    assert read_trace(resumed) == read_trace(out)
+    assert sorted(set(trace_steps(out))) == trace_steps(out) and max(trace_steps(out)) <= 40
+    # The summary: the same but for the wall time (sessions: up to the checkpoint, then the resumed one).
+    summary, reference = (json.loads((d / "run_summary.json").read_text()) for d in (resumed, out))
+    assert len(summary.pop("wall_time_sessions_s")) == 2 and len(reference.pop("wall_time_sessions_s")) == 1
+    summary.pop("wall_time_s"), reference.pop("wall_time_s")
+    metrics, reference_metrics = summary.pop("metrics"), reference.pop("metrics")
+    assert summary == reference and "--resume_from_checkpoint" not in summary["command"]
+    assert metrics.keys() == reference_metrics.keys()
+    for key in ("eval_loss", "perplexity", "train_loss", "epoch"):
+        assert metrics[key] == pytest.approx(reference_metrics[key], rel=1e-6), key
+    # The card: metadata (model-index results), the Trainer's tables and the GeN section all the same.
+    card, reference_card = (ModelCard.load(d / "README.md") for d in (resumed, out))
+    assert card.data.to_dict() == reference_card.data.to_dict() and card.data.eval_results
+    assert card.text == reference_card.text
+    assert (resumed / "lr_trace.png").read_bytes() == (out / "lr_trace.png").read_bytes()
+    weights, reference_weights = (load_file(d / "model.safetensors") for d in (resumed, out))
+    for name, tensor in reference_weights.items():
+        torch.testing.assert_close(weights[name], tensor, rtol=1e-6, atol=1e-7)
+
+
+# ---- the cards as the Hub reads them ------------------------------------------------------------------------------
+
+EMPTY_LINK = "[](https://huggingface.co/)"
+HUB_LINK = re.compile(r"fine-tuned version of \[([^\]]*)\]\(https://huggingface\.co/([^)]*)\)")
+
+
+def hub_view(path: Path):
+    """``(metadata, model name, eval results, card text)`` through huggingface_hub's own parsers."""
+    from huggingface_hub import ModelCard, metadata_load
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    metadata = metadata_load(path)
+    name, results = model_index_to_eval_results(metadata["model-index"])
+    return metadata, name, results, ModelCard.load(path).text
+
+
+def results_by_metric(results) -> dict:
+    return {r.metric_type: r for r in results}
+
+
+def test_classification_card_metadata_from_a_local_model_and_local_files(classification_run):
+    out, _ = classification_run
+    metadata, name, results, text = hub_view(out / "README.md")
+    metrics = json.loads((out / "run_summary.json").read_text())["metrics"]
+    assert name == "cls" and "base_model" not in metadata and "datasets" not in metadata  # nothing on the Hub
+    assert EMPTY_LINK not in text and "trained from scratch" not in text
+    assert "This model is a fine-tuned version of the local bert model `bert` on the train.csv dataset." in text
+    by_type = results_by_metric(results)
+    assert set(by_type) == {"accuracy", "f1", "loss"} and metadata["metrics"] == ["accuracy", "f1"]
+    assert by_type["accuracy"].metric_value == metrics["eval_accuracy"]
+    assert by_type["f1"].metric_value == metrics["eval_f1_macro"] and by_type["f1"].metric_args == {"average": "macro"}
+    assert by_type["loss"].metric_value == metrics["eval_loss"]
+    for result in results:
+        assert (result.task_type, result.task_name) == ("text-classification", "Text Classification")
+        assert (result.dataset_name, result.dataset_type) == ("train.csv", "train-csv")
+
+
+def test_card_metadata_names_a_hub_base_model_and_a_hub_dataset(classification_run, tmp_path):
+    """What the scripts write for ``--model_name_or_path ORG/MODEL --dataset_name ORG/DATA`` (no Hub here)."""
+    from _common import CardFacts, CardMetric
+    from huggingface_hub import ModelCard
+
+    out, _ = classification_run
+    card = ModelCard.load(out / "README.md")
+    facts = CardFacts(
+        task="text-classification", dataset_name="org/data", dataset_type="org/data", dataset_on_hub=True,
+        dataset_config="plain", dataset_split="validation", base_model="org/model",
+        metrics=[CardMetric("eval_accuracy", "accuracy", "Accuracy"), CardMetric("eval_gone", "f1", "F1")],
+    )  # fmt: skip
+    facts.apply(card, {"eval_accuracy": 0.75})
+    card.save(tmp_path / "README.md")
+    metadata, _, results, _ = hub_view(tmp_path / "README.md")
+    assert metadata["base_model"] == "org/model" and metadata["datasets"] == ["org/data"]
+    (result,) = results  # a metric the run did not report is left out
+    assert (result.dataset_type, result.dataset_config, result.dataset_split) == ("org/data", "plain", "validation")
+    assert (result.metric_type, result.metric_value) == ("accuracy", 0.75)
+    assert card.data.to_dict()["tags"][:2] == ["hf-gen", "generalized-newton-lr"]  # the rest of the card is kept
+
+
+def check_card_of_a_model_from_a_config(out: Path) -> None:
+    """The card of the tiny from-config GPT-2 run: says what it was built from, no empty link, results filled."""
+    metadata, _, results, text = hub_view(out / "README.md")
+    assert EMPTY_LINK not in text and "base_model" not in metadata and "datasets" not in metadata
+    assert re.search(
+        r"This model was trained from scratch from a gpt2 config \(n_layer=1, n_embd=16, n_head=2, n_positions=32; "
+        r"0\.0\dM parameters\) on the train\.txt dataset\.",
+        text,
+    )
+    metrics = json.loads((out / "run_summary.json").read_text())["metrics"]
+    by_type = results_by_metric(results)
+    assert by_type["perplexity"].metric_value == metrics["perplexity"] == pytest.approx(math.exp(metrics["eval_loss"]))
+    assert by_type["loss"].metric_value == metrics["eval_loss"]
+    assert by_type["perplexity"].task_type == "text-generation" and metadata["metrics"] == ["perplexity"]
