@@ -223,6 +223,26 @@ def _verdicts(analysis: dict) -> list[str]:
     return lines
 
 
+def _versions(meta: dict) -> str:
+    """The package versions; where the commands of a resumed run differ, each value with the commands (1-based)."""
+    history = meta.get("versions_by_command") or [{"command": 0, "versions": meta["versions"]}]
+    names = list(dict.fromkeys(name for entry in history for name in entry["versions"]))
+    parts = []
+    for name in names:
+        seen: dict[str, list[int]] = {}
+        for entry in history:
+            if name in entry["versions"]:
+                seen.setdefault(entry["versions"][name], []).append(entry["command"] + 1)
+        if len(seen) == 1:
+            parts.append(f"{name} {next(iter(seen))}")
+        else:
+            parts.append(
+                f"{name} "
+                + " / ".join(f"{value} (command {', '.join(map(str, cmds))})" for value, cmds in seen.items())
+            )
+    return ", ".join(parts)
+
+
 def render(data: dict, markdown: str, plots: str, quick: bool = False, prefix: str = "quality") -> dict:
     """Write the Markdown tables and the plots; return the analysis."""
     analysis = analyse(data)
@@ -233,16 +253,23 @@ def render(data: dict, markdown: str, plots: str, quick: bool = False, prefix: s
         "Command"
         + ("s" if len(meta.get("commands", [])) > 1 else "")
         + ": "
-        + ", then ".join(f"`{c}`" for c in meta.get("commands", [meta["command"]]))
+        + ", then ".join(
+            f"({i}) `{c}`" if len(meta.get("commands", [])) > 1 else f"`{c}`"
+            for i, c in enumerate(meta.get("commands", [meta["command"]]), start=1)
+        )
         + f" ({meta['wall_s'] / 60:.1f} min in all, {meta['threads']} torch thread(s), "
-        f"{meta['cpus']} CPUs, {meta['platform']}). Versions: "
-        + ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
-        + ".",
+        f"{meta['cpus']} CPUs, {meta['platform']}). Versions: " + _versions(meta) + ".",
         "",
         "Contenders: " + "; ".join(f"`{k}` = {v}" for k, v in FAMILIES.items()) + ". Same steps, same sample order "
         "and same initial weights per seed for all; gradient clipping at 1.0, no weight decay, no warmup. Eval loss "
         "is the final held-out loss (DoG: that of its iterate average); mean ± std over seeds. Raw numbers and the "
-        "lr used at every step: `results/quality.json`.",
+        "lr used at every step: `results/quality.json`."
+        + (
+            " Wall times compare only runs of the same command (the commands ran at different times, on a shared "
+            "machine)."
+            if len(meta.get("commands", [])) > 1
+            else ""
+        ),
         "",
     ]
     lines += _verdicts(analysis)

@@ -1,7 +1,7 @@
 """Quality benchmark: GeN against tuned AdamW schedules and the learning-rate-free peers, side by side.
 
 Usage:
-    python benchmarks/quality.py                       # the full run (3 tasks x 3 seeds; ~75 min on 1 CPU core)
+    python benchmarks/quality.py                       # the full run (3 tasks x 3 seeds; ~85 min on 1 CPU core)
     python benchmarks/quality.py --quick               # CI smoke: 1 seed, a few steps, one lr per family (< 1 min)
     python benchmarks/quality.py --tasks digits gpt2 --seeds 2 minilm=1 --steps gpt2=150 minilm=40 --threads 1
         [--json benchmarks/results/quality.json] [--markdown benchmarks/RESULTS_quality.md]
@@ -49,8 +49,8 @@ from _tasks import build_task  # noqa: E402
 SWEEP = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
 QUICK_SWEEP = [1e-4, 1e-2]
 # Per task: optimizer steps, seeds and builder options. FULL is sized from measured per-run times on ONE shared CPU
-# core (minilm ~0.7 s/step + ~16 s per 1,000-tweet eval, gpt2 ~0.12 s/step, digits ~1 s/run; 63 runs per task):
-# about 75 minutes there, so within 90 minutes on 2 cores.
+# core (minilm ~0.7 s/step + ~16 s per 1,000-tweet eval, gpt2 ~0.12 s/step, digits ~1 s/run; 69 runs per task):
+# about 85 minutes there.
 FULL = {
     "minilm": {"steps": 40, "seeds": 3, "options": {"eval_rows": 1000}},
     "gpt2": {"steps": 200, "seeds": 3, "options": {}},
@@ -180,6 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     previous = data.get("meta", {})
     commands = [*previous.get("commands", [previous["command"]] if "command" in previous else []), command]
     wall_before = previous.get("wall_s", 0.0)
+    # Each invocation's versions, by its index in ``commands`` (a resumed file mixes runs made at different commits).
+    history = previous.get("versions_by_command", [])
+    if not history and "versions" in previous:
+        history = [{"command": len(commands) - 2, "versions": previous["versions"]}]
+    current = versions()
     data["meta"] = {
         "command": command,
         "commands": commands,
@@ -187,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         "threads": torch.get_num_threads(),
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
-        "versions": versions(),
+        "versions": current,
+        "versions_by_command": [*history, {"command": len(commands) - 1, "versions": current}],
         "families": FAMILIES,
         "sweep": QUICK_SWEEP if args.quick else SWEEP,
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -145,3 +145,23 @@ def test_report_and_plots(quick):
         for family in FAMILIES:
             assert family in text
     assert (out / "quality_quick_robustness.png").stat().st_size > 0
+    assert "dog is evaluated on its iterate average" in text
+    (entry,) = data["meta"]["versions_by_command"]
+    assert entry == {"command": 0, "versions": data["meta"]["versions"]}
+    assert {"mechanic-pytorch", "dog-optimizer"} <= set(entry["versions"])
+
+
+def test_versions_of_a_resumed_run_name_their_commands():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _report import _versions
+
+    meta = {
+        "commands": ["first", "second", "third"],
+        "versions": {"torch": "2", "hf-gen": "0.1 (git b)"},
+        "versions_by_command": [
+            {"command": 0, "versions": {"torch": "2", "hf-gen": "0.1 (git a)"}},
+            {"command": 2, "versions": {"torch": "2", "hf-gen": "0.1 (git b)", "dog-optimizer": "1.0.3"}},
+        ],
+    }
+    assert _versions(meta) == "torch 2, hf-gen 0.1 (git a) (command 1) / 0.1 (git b) (command 3), dog-optimizer 1.0.3"
+    assert _versions({"command": "x", "versions": {"torch": "2"}}) == "torch 2"
