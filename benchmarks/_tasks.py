@@ -114,7 +114,7 @@ def minilm_task(
         max_eval_samples=eval_rows,
     )
     # The split and the subsets use seed 0 for every run: the evaluation set is fixed.
-    train, validation, names, text_columns = rc.load_data(data_args, seed=0)
+    train, validation, names, text_columns, _ = rc.load_data(data_args, seed=0)
     path = rc.minilm_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
 
