@@ -38,7 +38,7 @@ class _GeNSchedulerName(str):
 
     def __hash__(self) -> int:
         caller = sys._getframe(1)
-        if caller.f_code.co_name == "__new__" and caller.f_globals.get("__name__") == "enum":
+        if caller.f_code.co_name in ("__new__", "__call__") and caller.f_globals.get("__name__") == "enum":
             enum_class = caller.f_locals.get("cls")
             if isinstance(enum_class, type) and issubclass(enum_class, SchedulerType):
                 raise ValueError(STOCK_TRAINER_REFUSAL)
