@@ -161,13 +161,18 @@ class GeNTrainingArguments(TrainingArguments):
         },
     )
 
-    gen_probe_batch: str = field(
-        default="same",
+    gen_probe_batch: str | None = field(
+        default=None,
         metadata={
-            "help": "approx mode: 'same' fits the line on the batch that produced the update (and applies the "
-            "estimate to that step); 'next' fits it on the following step's batch, out of sample: the loss and "
-            "gradient there come from its training forward and backward, plus one forward at the previous weights; "
-            "the estimate applies from that step on, and the copy of the parameters is held for one step."
+            "help": "approx mode: where the line is measured. 'next': out of sample, on the following step's "
+            "batch (its training forward and backward give the loss and slope at the new weights, one forward at "
+            "the previous weights the third number); the estimate sets the lr from that step on, and the copy of "
+            "the parameters is held for one step (and saved with a checkpoint). 'same': on the batch that produced "
+            "the update, applied to that step; its slope includes that batch's own gradient noise, so the estimate "
+            "is biased up where the noise is large (small batches, pretrained models). Default: 'next' with the "
+            "default probe in approx mode, 'same' otherwise (exact mode, other gen_probe_offsets, gen_use_slope "
+            "False), which measure the step's own line.",
+            "choices": ["next", "same"],
         },
     )
     gen_offload_snapshot: bool = field(
@@ -233,6 +238,9 @@ class GeNTrainingArguments(TrainingArguments):
                 f"(e.g. [-1.0, 1.0]), got {self.gen_probe_offsets!r}"
             )
         self.gen_probe_offsets = offsets
+        if self.gen_probe_batch is None:
+            fits_next = self.gen_mode == "approx" and offsets == [1.0] and self.gen_use_slope
+            self.gen_probe_batch = "next" if fits_next else "same"
         if self.gen_probe_batch not in ("same", "next"):
             raise ValueError(f"gen_probe_batch must be 'same' or 'next', got {self.gen_probe_batch!r}")
         if self.gen_probe_batch == "next" and (

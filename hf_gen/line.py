@@ -73,6 +73,29 @@ class LineSnapshot:
         self.step: list[torch.Tensor] | None = None
         self.fraction = 1.0  # where the live parameters are, as a fraction of the step (after the step: theta1)
 
+    def local_state(self) -> list[torch.Tensor]:
+        """The copy as plain CPU tensors (each rank's own shards under FSDP2), for a checkpoint."""
+        return [getattr(t, "to_local", lambda t=t: t)().detach().cpu() for t in self.theta0]
+
+    @classmethod
+    def from_local_state(
+        cls, params: Sequence[torch.Tensor], saved: Sequence[torch.Tensor], device: torch.device | str | None = None
+    ) -> LineSnapshot:
+        """A snapshot whose copy is ``saved`` (from :meth:`local_state`), laid out like ``params`` again."""
+        snapshot = cls.__new__(cls)
+        snapshot.params, snapshot.device = list(params), device
+        snapshot.theta1, snapshot.step, snapshot.fraction = None, None, 1.0
+        snapshot.theta0 = []
+        for p, local in zip(snapshot.params, saved, strict=True):
+            if hasattr(p, "device_mesh"):  # FSDP2 shard: put the rank's piece back into the parameter's layout
+                from torch.distributed.tensor import DTensor
+
+                piece = local.to(device=p.to_local().device, dtype=p.dtype)
+                snapshot.theta0.append(DTensor.from_local(piece, p.device_mesh, p.placements, run_check=False))
+            else:
+                snapshot.theta0.append(local.to(device=device or p.device, dtype=p.dtype))
+        return snapshot
+
     def slope_numerator(self, grads: Sequence[torch.Tensor | None]) -> torch.Tensor:
         """``<grads, theta0 - theta1>`` with the live parameters as ``theta1``."""
         live = [p.detach() for p in self.params]

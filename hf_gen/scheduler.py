@@ -14,9 +14,10 @@ layer-wise lr ratios keep their proportions), ``shape`` is an optional annealing
 (``decay="linear"``: 1 - t/T; ``"cosine"``: (1 + cos(pi t/T)) / 2), and ``level`` is what GeN
 moves. An update turns the raw estimate ``a*`` (in lr units of group 0) into
 
-    target = clip(a*, level / max_change, level * max_change),   level_new = gamma * level + (1 - gamma) * target,
+    target = clip(a*, level / max_change, level * max_change),   level_new = level**gamma * target**(1 - gamma),
 
-clamped to ``[lr_min, lr_max]``: GeN sets the level, the shape anneals it (with a shape, the applied lr
+clamped to ``[lr_min, lr_max]`` (an unusable estimate has a bound as its target when it says which way to go; see
+:func:`next_level`): GeN sets the level, the shape anneals it (with a shape, the applied lr
 tracks ``a* * shape(t)``, as in the authors' examples that scale each new estimate by 1 - t/T). Until the
 first estimate that falls inside the change bound ("fast start", on by default) the smoothing is skipped and
 the lr is recomputed every step, so a start that is orders of magnitude off reaches the estimate in a few
@@ -34,7 +35,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from .core import LineEstimate
 
-__all__ = ["FALLBACK_POLICIES", "DECAY_SHAPES", "GeNEstimateError", "GeNScheduler", "LineSearch"]
+__all__ = ["FALLBACK_POLICIES", "DECAY_SHAPES", "GeNEstimateError", "GeNScheduler", "LineSearch", "next_level"]
 
 FALLBACK_POLICIES = ("keep", "shrink", "error")
 DECAY_SHAPES = ("none", "linear", "cosine")
@@ -50,6 +51,60 @@ def _minimiser_beyond(estimate: LineEstimate) -> bool:
     return estimate.reason == "nonpositive_curvature" and estimate.slope > 0.0
 
 
+def next_level(
+    level: float,
+    estimate: LineEstimate,
+    *,
+    gamma: float,
+    max_change: float,
+    lr_min: float = 0.0,
+    lr_max: float = math.inf,
+    fallback: str = "keep",
+    fast_decrease: bool = False,
+) -> tuple[float, str | None, bool]:
+    """The GeN update of the lr level: every outcome of a measurement becomes a target, and the level moves toward it.
+
+    The target is the estimate ``a*`` clipped to ``[level / max_change, level * max_change]`` (and replaced by
+    ``lr_min``/``lr_max`` outside them). An estimate that is not usable mostly still says which way to go, and its
+    target is then a bound: a slope that is not positive (the step did not lower the loss; a quadratic with no
+    descent along ``d`` is minimised at 0) or a non-finite loss (the probe overshot) point down, to
+    ``level / max_change``; non-positive curvature along a descent direction (the loss falls at least linearly:
+    the minimiser lies further out) points up, to ``level * max_change``. Only numerical trouble (a non-finite
+    slope or curvature) is left to ``fallback``: ``"keep"`` the level or ``"shrink"`` toward the lower bound.
+
+    The level moves geometrically, ``level_new = level**gamma * target**(1 - gamma)``: a learning rate is a scale,
+    so a halving and a doubling cancel, and noise that lands as often above the level as below it does not move it.
+    A non-finite loss is taken at once (no smoothing): the current level already overshot.
+
+    Returns:
+        ``(level_new, reason, inside)``: ``reason`` is ``None`` or the tag recorded as a fallback (the estimate's
+        reason, ``"above_max"`` or ``"below_min"``); ``inside`` says whether the raw estimate landed within the
+        per-update bound (what ends the fast start).
+    """
+    low, high = level / max_change, level * max_change
+    reason, inside = estimate.reason, False
+    if estimate.accepted:
+        alpha = estimate.alpha_star
+        if alpha > lr_max:
+            alpha, reason = lr_max, "above_max"
+        elif alpha < lr_min:
+            alpha, reason = lr_min, "below_min"
+        target = min(alpha, high) if fast_decrease else min(max(alpha, low), high)
+        inside = low <= estimate.alpha_star <= high
+    elif reason == "nonfinite_loss":
+        target, gamma = low, 0.0
+    elif _minimiser_beyond(estimate):
+        target = high
+    elif reason == "not_descent":
+        target = low
+    else:
+        target = low if fallback == "shrink" else level
+    if not target > 0.0:  # an unbounded change (max_change=inf) has no lower bound to move toward: keep the level
+        target = level
+    new = math.exp(gamma * math.log(level) + (1.0 - gamma) * math.log(target))
+    return min(max(new, lr_min), lr_max), reason, inside
+
+
 class GeNEstimateError(RuntimeError):
     """Raised on an unusable estimate when the fallback policy is ``"error"``."""
 
@@ -61,14 +116,14 @@ class GeNScheduler(LRScheduler):
         optimizer: The optimizer whose param groups are scheduled. Group 0's starting lr is the first
             lr and the first probe radius; the other groups keep their ratio to it.
         interval: Recompute every ``interval`` optimizer steps (the first step always recomputes).
-        gamma: Smoothing of the lr, in ``[0, 1)``: the weight of the old lr in each update.
+        gamma: Smoothing of the lr, in ``[0, 1)``: the weight of the old lr in each (geometric) update.
         max_change: Each new estimate is clipped to ``[lr / max_change, lr * max_change]`` (>= 1).
         lr_min: Absolute lower bound on group 0's lr.
         lr_max: Absolute upper bound on group 0's lr.
-        fallback: What an unusable estimate does: ``"keep"`` the lr, ``"shrink"`` it by ``max_change``,
-            or raise (``"error"``). Two cases have a clear direction and take it unless ``"error"``: a non-finite
-            loss at a probe point shrinks by ``max_change`` (the current lr overshot), and non-positive curvature
-            along a descent direction grows by ``max_change`` (the minimiser lies beyond the probe).
+        fallback: What an estimate does that says nothing about the lr (a non-finite slope or curvature):
+            ``"keep"`` the lr or move it toward ``lr / max_change`` (``"shrink"``); ``"error"`` raises on any
+            unusable estimate. The other unusable estimates have a direction (:func:`next_level`): no descent or a
+            non-finite loss move the lr down, non-positive curvature along a descent direction moves it up.
         fast_start: Skip smoothing and recompute every step until an estimate falls inside the change
             bound.
         fast_decrease: Clip only increases: an estimate below ``lr / max_change`` is taken as it is (an
@@ -221,35 +276,23 @@ class GeNScheduler(LRScheduler):
         lr = self.level  # GeN moves the level; the decay shape (if any) anneals what is applied
         if radius is not None:
             lr = min(max(radius, self.lr_min), self.lr_max)
-        reason = estimate.reason
-        if estimate.accepted:
-            alpha = estimate.alpha_star
-            if alpha > self.lr_max:
-                alpha, reason = self.lr_max, "above_max"
-            elif alpha < self.lr_min:
-                alpha, reason = self.lr_min, "below_min"
-            low, high = lr / self.max_change, lr * self.max_change
-            target = min(alpha, high) if self.fast_decrease else min(max(alpha, low), high)
-            inside = low <= estimate.alpha_star <= high
-            gamma = self.gamma if self.settled else 0.0
-            new_lr = gamma * lr + (1.0 - gamma) * target
-            if inside:
-                self.settled = True
-        elif self.fallback == "error":
+        if not estimate.accepted and self.fallback == "error":
             raise GeNEstimateError(
-                f"GeN estimate unusable at step {step + 1} ({reason}: slope={estimate.slope}, "
+                f"GeN estimate unusable at step {step + 1} ({estimate.reason}: slope={estimate.slope}, "
                 f"curvature={estimate.curvature}); set gen_fallback='keep' or 'shrink' to train on"
             )
-        elif reason == "nonfinite_loss":
-            new_lr = lr / self.max_change
-        elif _minimiser_beyond(estimate):
-            # The loss falls at least linearly along the step: the minimiser lies beyond it (or the probe radius is
-            # too small to resolve the curvature above the loss's rounding). Look further, as a line search would.
-            new_lr = lr * self.max_change
-        elif self.fallback == "shrink":
-            new_lr = lr / self.max_change
-        else:
-            new_lr = lr
+        new_lr, reason, inside = next_level(
+            lr,
+            estimate,
+            gamma=self.gamma if self.settled else 0.0,
+            max_change=self.max_change,
+            lr_min=self.lr_min,
+            lr_max=self.lr_max,
+            fallback=self.fallback,
+            fast_decrease=self.fast_decrease,
+        )
+        if inside:
+            self.settled = True
         if ceiling is not None and self.shape(step) > 0.0:
             new_lr = min(new_lr, ceiling / math.sqrt(self.max_change) / self.shape(step))
         self.level = min(max(new_lr, self.lr_min), self.lr_max)

@@ -39,6 +39,7 @@ from .support import DEEPSPEED_REFUSAL, check_engine, check_linear_optimizer, ov
 __all__ = ["GeNMixin", "GeNTrainer", "TRACE_FILE"]
 
 TRACE_FILE = "gen_trace.jsonl"
+PENDING_LINE_FILE = "gen_pending_line"
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -129,13 +130,57 @@ class GeNMixin:
 
     def train(self, *args, **kwargs):
         self._gen_trace_checked = False
+        self._gen_pending = None
         return super().train(*args, **kwargs)
 
+    # ---- the next-batch line across a checkpoint -------------------------------------------------
+
+    def _gen_pending_file(self, folder: str) -> str:
+        return os.path.join(folder, f"{PENDING_LINE_FILE}-rank{self.args.process_index}.pt")
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        super()._save_optimizer_and_scheduler(output_dir)
+        if self.gen_enabled and self._gen_pending is not None:
+            # With gen_probe_batch="next" the line of the step just taken is measured on the next batch: each rank
+            # keeps its copy of the weights before that step (its own shards under FSDP2) with the checkpoint.
+            snapshot, lr0 = self._gen_pending
+            os.makedirs(output_dir, exist_ok=True)
+            torch.save({"lr0": lr0, "theta0": snapshot.local_state()}, self._gen_pending_file(output_dir))
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        self._gen_pending = None
+        if self.gen_enabled and checkpoint is not None and os.path.isfile(self._gen_pending_file(checkpoint)):
+            saved = torch.load(self._gen_pending_file(checkpoint), weights_only=True)
+            device = "cpu" if self.args.gen_offload_snapshot else None
+            params = self._gen_params(check_linear_optimizer(self.optimizer))
+            self._gen_pending = (LineSnapshot.from_local_state(params, saved["theta0"], device), saved["lr0"])
+
     # ---- recording the step's batch -----------------------------------------------------------
+
+    def _gen_start_trace(self) -> None:
+        """At the first step of a ``train()`` call: keep the trace records up to the step it starts from.
+
+        A resumed (or restarted) run replaces what an earlier run wrote after its checkpoint; a fresh run starts an
+        empty trace.
+        """
+        self._gen_trace_checked = True
+        if not self.is_world_process_zero():
+            return
+        os.makedirs(self.args.output_dir, exist_ok=True)
+        path = os.path.join(self.args.output_dir, TRACE_FILE)
+        kept = []
+        if os.path.exists(path):
+            with open(path) as handle:
+                kept = [line for line in handle if line.strip() and json.loads(line)["step"] <= self.state.global_step]
+        with open(path, "w") as handle:
+            handle.writelines(kept)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         if not self.gen_enabled or not isinstance(self.lr_scheduler, GeNScheduler):
             return super().training_step(model, inputs, num_items_in_batch)
+        if not self._gen_trace_checked:
+            self._gen_start_trace()
         if not self._gen_step_open:
             self._gen_step_open = True
             self._gen_batch = []
@@ -390,19 +435,7 @@ class GeNMixin:
             "fallback": self.lr_scheduler.last_fallback,
             **extra,
         }
-        os.makedirs(self.args.output_dir, exist_ok=True)
         path = os.path.join(self.args.output_dir, TRACE_FILE)
-        if not self._gen_trace_checked:
-            # A resumed (or restarted) run replaces what an earlier run wrote after the step it starts from.
-            self._gen_trace_checked = True
-            kept = []
-            if os.path.exists(path):
-                with open(path) as handle:
-                    kept = [
-                        line for line in handle if line.strip() and json.loads(line)["step"] <= self.state.global_step
-                    ]
-            with open(path, "w") as handle:
-                handle.writelines(kept)
         with open(path, "a") as handle:
             handle.write(json.dumps(record) + "\n")
 

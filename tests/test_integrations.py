@@ -14,7 +14,8 @@ peft = pytest.importorskip("peft")
 trl = pytest.importorskip("trl")
 
 
-def test_lora_snapshots_only_the_adapters_and_leaves_the_base_bitwise_untouched(tmp_path):
+@pytest.mark.parametrize("probe_batch", ["next", "same"])
+def test_lora_snapshots_only_the_adapters_and_leaves_the_base_bitwise_untouched(tmp_path, probe_batch):
     model = peft.get_peft_model(
         tiny_gpt2(seed=0), peft.LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"], lora_dropout=0.1)
     )
@@ -26,12 +27,15 @@ def test_lora_snapshots_only_the_adapters_and_leaves_the_base_bitwise_untouched(
     class Recording(GeNTrainer):
         def _gen_before_optimizer_step(self, optimizer, args, kwargs):
             super()._gen_before_optimizer_step(optimizer, args, kwargs)
-            if isinstance(self._gen_snapshot, LineSnapshot):
-                snapshot_sizes.append(sum(t.numel() for t in self._gen_snapshot.theta0))
+            snapshot = self._gen_snapshot or (self._gen_pending[0] if self._gen_pending else None)
+            if isinstance(snapshot, LineSnapshot) and not any(snapshot is s for s in seen):
+                seen.append(snapshot)  # held, so that a new snapshot is never mistaken for a freed one
+                snapshot_sizes.append(sum(t.numel() for t in snapshot.theta0))
 
+    seen: list[LineSnapshot] = []
     args = GeNTrainingArguments(output_dir=str(tmp_path), lr_scheduler_type="gen", learning_rate=1e-3, max_steps=4,
                                 gen_interval=1, per_device_train_batch_size=4, report_to="none", use_cpu=True,
-                                save_strategy="no")  # fmt: skip
+                                save_strategy="no", gen_probe_batch=probe_batch)  # fmt: skip
     Recording(model=model, args=args, train_dataset=Tokens()).train()
     assert snapshot_sizes == [n_trainable] * 4
     assert n_trainable < 0.2 * sum(p.numel() for p in model.parameters())
@@ -39,7 +43,7 @@ def test_lora_snapshots_only_the_adapters_and_leaves_the_base_bitwise_untouched(
         assert torch.equal(dict(model.named_parameters())[name], before), name
     assert any(not torch.equal(dict(model.named_parameters())[n], p) for n, p in trainable.items())
     trace = read_trace(tmp_path)
-    assert len(trace) == 4 and trace[-1]["lr"] != 1e-3
+    assert len(trace) == (4 if probe_batch == "same" else 3) and trace[-1]["lr"] != 1e-3
 
 
 @dataclass
@@ -82,10 +86,10 @@ def test_sft_trainer_takes_gen_and_its_token_metrics_count_training_forwards_onl
                            processing_class=tokenizer)  # fmt: skip
     plain.train()
     trace = read_trace(tmp_path / "gen")
-    assert [r["step"] for r in trace] == [1, 2, 3, 4]
+    assert [r["step"] for r in trace] == [2, 3, 4]  # each line measured on the next batch
     gen_logs = [h for h in gen.state.log_history if "loss" in h]
     plain_logs = [h for h in plain.state.log_history if "loss" in h]
     # Token counts depend on the data alone: the probes must not add to them.
     assert [h["num_tokens"] for h in gen_logs] == [h["num_tokens"] for h in plain_logs]
-    assert [h["gen/lr"] for h in gen_logs] == [r["lr"] for r in trace]
+    assert [h["gen/lr"] for h in gen_logs[1:]] == [r["lr"] for r in trace]
     assert gen_logs[0]["loss"] == pytest.approx(plain_logs[0]["loss"], rel=1e-4)  # same first batch, same init

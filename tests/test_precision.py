@@ -11,7 +11,8 @@ from tiny import MLP, Regression, Tokens, read_trace, tiny_gpt2
 
 def gen_args(out, **kwargs):
     base = dict(output_dir=str(out), lr_scheduler_type="gen", use_cpu=True, report_to="none", save_strategy="no",
-                seed=0, per_device_train_batch_size=8, gen_decay="none")  # fmt: skip
+                seed=0, per_device_train_batch_size=8, gen_decay="none",
+                gen_probe_batch="same")  # fmt: skip  # the step's own line: the estimate of step 1 is compared
     base.update(kwargs)
     return GeNTrainingArguments(**base)
 

@@ -27,13 +27,21 @@ def bad(reason="nonpositive_curvature"):
 def test_smoothed_clipped_update_and_group_ratios():
     opt, s = make(lr=0.1, gamma=0.9, max_change=2.0, fast_start=False)
     assert s.is_due(0)
-    new = s.apply_estimate(est(0.15), step=0)  # inside [0.05, 0.2]: 0.9 * 0.1 + 0.1 * 0.15
-    assert new == pytest.approx(0.105)
-    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.105, 0.105 * 0.25])
-    assert s.get_last_lr() == pytest.approx([0.105, 0.02625])
-    new = s.apply_estimate(est(10.0), step=4)  # clipped to 2 * lr
-    assert new == pytest.approx(0.9 * 0.105 + 0.1 * 0.21)
+    new = s.apply_estimate(est(0.15), step=0)  # inside [0.05, 0.2]: geometric, 0.1**0.9 * 0.15**0.1
+    assert new == pytest.approx(0.1**0.9 * 0.15**0.1)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([new, new * 0.25])
+    assert s.get_last_lr() == pytest.approx([new, new * 0.25])
+    again = s.apply_estimate(est(10.0), step=4)  # clipped to 2 * lr
+    assert again == pytest.approx(new * 2**0.1)
     assert s.last_fallback is None and s.num_fallbacks == 0
+
+
+def test_a_halving_and_a_doubling_cancel():
+    """The level moves on a log scale: estimates as often at lr / 2 as at 2 lr leave it where it was."""
+    opt, s = make(lr=0.1, gamma=0.9, max_change=2.0, fast_start=False)
+    for t in range(10):
+        s.apply_estimate(est(s.level * (0.5 if t % 2 else 2.0)), step=t)
+    assert s.level == pytest.approx(0.1, rel=1e-12)  # an arithmetic mean would end at 0.1 * 1.045**5
 
 
 def test_interval_counts_optimizer_steps():
@@ -62,18 +70,26 @@ def test_absolute_bounds_replace_the_estimate_and_are_recorded():
     assert s.last_fallback == "below_min" and s.num_fallbacks == 2
 
 
-@pytest.mark.parametrize("policy,expected", [("keep", 0.1), ("shrink", 0.05)])
-def test_fallback_policies(policy, expected):
-    opt, s = make(lr=0.1, fallback=policy, fast_start=False)
+def test_unusable_estimates_that_say_which_way_move_the_lr_toward_a_bound():
+    opt, s = make(lr=0.1, gamma=0.9, fallback="keep", fast_start=False)
+    # No descent along the update: a quadratic without descent is minimised at 0, so the target is lr / 2.
     assert s.apply_estimate(LineEstimate(None, -1.0, 2.0, 0.0, False, "not_descent"), step=0) == pytest.approx(
-        expected
+        0.1 * 2**-0.1
     )
     assert s.last_fallback == "not_descent" and s.num_fallbacks == 1
-    # A probe loss that is not finite means the current lr overshot: it shrinks whatever the policy.
-    assert s.apply_estimate(bad("nonfinite_loss"), step=1) == pytest.approx(expected / 2)
-    # Non-positive curvature along a descent direction: the minimiser lies further out, so the lr grows.
-    assert s.apply_estimate(bad("nonpositive_curvature"), step=2) == pytest.approx(expected)
-    assert s.last_fallback == "nonpositive_curvature" and s.num_fallbacks == 3
+    # Non-positive curvature along a descent direction: the minimiser lies further out, the target is 2 lr.
+    assert s.apply_estimate(bad("nonpositive_curvature"), step=1) == pytest.approx(0.1)
+    assert s.last_fallback == "nonpositive_curvature" and s.num_fallbacks == 2
+    # A probe loss that is not finite: the lr overshot, the lower bound is taken at once.
+    assert s.apply_estimate(bad("nonfinite_loss"), step=2) == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize("policy,expected", [("keep", 0.1), ("shrink", 0.1 * 2**-0.1)])
+def test_fallback_policies_decide_only_what_says_nothing_about_the_lr(policy, expected):
+    opt, s = make(lr=0.1, gamma=0.9, fallback=policy, fast_start=False)
+    nan = LineEstimate(None, 1.0, float("nan"), 0.0, False, "nonfinite_curvature")
+    assert s.apply_estimate(nan, step=0) == pytest.approx(expected)
+    assert s.last_fallback == "nonfinite_curvature"
 
 
 def test_error_policy_raises_with_advice():

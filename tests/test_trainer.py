@@ -28,6 +28,7 @@ def gen_args(tmp_path, **kwargs):
         max_steps=6,
         seed=0,
         gen_decay="none",  # the mechanics under test; the default cosine shape has its own test
+        gen_probe_batch="same",  # the closed forms below are of the step's own line; the next-batch fit has its own
     )
     base.update(kwargs)
     return GeNTrainingArguments(**base)
@@ -462,23 +463,33 @@ def test_fast_start_search_takes_the_closed_form_lr_on_the_first_step_from_a_far
 # ---- 7: resume ----------------------------------------------------------------------------------------------------
 
 
-def test_resume_from_checkpoint_gives_the_same_lr_trace_and_weights(tmp_path):
+@pytest.mark.parametrize("probe_batch,interval", [("same", 2), ("next", 2), ("next", 1)])
+def test_resume_from_checkpoint_gives_the_same_lr_trace_and_weights(tmp_path, probe_batch, interval):
     def run(resume=None):
-        args = gen_args(tmp_path, learning_rate=1e-2, max_steps=12, gen_interval=2, save_strategy="steps",
-                        save_steps=6, per_device_train_batch_size=4)  # fmt: skip
+        args = gen_args(tmp_path, learning_rate=1e-2, max_steps=12, gen_interval=interval, save_strategy="steps",
+                        save_steps=6, per_device_train_batch_size=4, gen_probe_batch=probe_batch)  # fmt: skip
         model = MLP(dropout=0.2, seed=0)
         trainer = GeNTrainer(model=model, args=args, train_dataset=Regression(n=96))
         trainer.train(resume_from_checkpoint=resume)
         return read_trace(tmp_path), {n: p.detach().clone() for n, p in model.named_parameters()}, trainer
 
     full_trace, full_weights, _ = run()
+    pending = sorted(p.name for p in (tmp_path / "checkpoint-6").glob("gen_pending_line-*"))
+    # The next-batch scheme leaves the line of the step just taken to be measured on the next batch: when one is
+    # open at the checkpoint, the copy of the weights before that step goes with it.
+    assert pending == (["gen_pending_line-rank0.pt"] if probe_batch == "next" and 7 in {r["step"] for r in full_trace}
+                       else [])  # fmt: skip
     resumed_trace, resumed_weights, trainer = run(resume=str(tmp_path / "checkpoint-6"))
     assert [r["step"] for r in resumed_trace] == [r["step"] for r in full_trace]
-    assert len(full_trace) >= 6
+    assert len(full_trace) >= 5
     for a, b in zip(full_trace, resumed_trace, strict=True):
         assert a == b
     for n in full_weights:
         torch.testing.assert_close(resumed_weights[n], full_weights[n], rtol=0, atol=0)
+    if pending:  # without the saved line, the resumed run would miss the update of step 7
+        (tmp_path / "checkpoint-6" / pending[0]).unlink()
+        lost_trace, _, _ = run(resume=str(tmp_path / "checkpoint-6"))
+        assert 7 not in {r["step"] for r in lost_trace}
 
 
 # ---- reporting: gen/* in the Trainer's logs ----------------------------------------------------------------------
@@ -585,7 +596,8 @@ def test_default_cosine_shape_anneals_the_gen_level(tmp_path):
     def shape(t):  # 0-based step t of T
         return 0.5 * (1 + math.cos(math.pi * t / steps))
 
-    level = None
+    level = args.learning_rate  # out of sample by default: the first line is measured on the second batch
+    assert min(trace) == 2
     for k, lr in enumerate(lrs, start=1):
         if k in trace:
             level = trace[k]["lr"] / shape(k - 1)
