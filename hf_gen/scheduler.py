@@ -302,6 +302,20 @@ class GeNScheduler(LRScheduler):
         self.last_alpha_star = estimate.alpha_star
         self.last_curvature = float(estimate.curvature)
         self.last_fallback = reason
+        return self._apply(step)
+
+    def restart(self, lr: float, step: int, reason: str) -> float:
+        """Set the applied lr of group 0 at ``step`` to ``lr`` outright (a step found to overshoot), recorded as a
+        fallback with ``reason``; the fast start goes on. Returns the applied lr."""
+        shape = self.shape(step)
+        self.level = min(max(lr / shape if shape > 0.0 else lr, self.lr_min), self.lr_max)
+        self.last_update_step = step
+        self.num_updates += 1
+        self.num_fallbacks += 1
+        self.last_alpha_star, self.last_curvature, self.last_fallback = None, math.nan, reason
+        return self._apply(step)
+
+    def _apply(self, step: int) -> float:
         applied = self.lr_at(step)
         self.last_update_lr = applied
         for group, ratio in zip(self.optimizer.param_groups, self.ratios, strict=True):

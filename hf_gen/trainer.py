@@ -187,7 +187,9 @@ class GeNMixin:
             self._gen_loss0 = None
             self._gen_grad_norm = None
             if self.args.gen_probe_batch == "next":
-                self._gen_recording = self._gen_pending is not None
+                # The first step is also recorded: its own batch can veto a starting lr that overshoots.
+                first = self.lr_scheduler.last_epoch == 0 and self.args.gen_search_probes > 0
+                self._gen_recording = self._gen_pending is not None or first
             else:
                 self._gen_recording = self.lr_scheduler.is_due(self.lr_scheduler.last_epoch)
         if self._gen_recording:
@@ -274,8 +276,10 @@ class GeNMixin:
 
     def _gen_after_optimizer_step(self, optimizer, args, kwargs) -> None:
         snapshot, self._gen_snapshot = self._gen_snapshot, None
-        self._gen_recording = False
+        recorded, self._gen_recording = self._gen_recording and bool(self._gen_batch), False
         if snapshot is None:
+            if recorded and self._gen_pending is not None and self.lr_scheduler.last_epoch == 0:
+                self._gen_check_first_step()
             return
         scheduler: GeNScheduler = self.lr_scheduler
         step = scheduler.last_epoch
@@ -316,6 +320,33 @@ class GeNMixin:
         snapshot.finish(new_lr / lr0)
         self._gen_batch = []
         self._gen_write_trace(estimate, new_lr, lr0, mode, record)
+
+    def _gen_check_first_step(self) -> None:
+        """Out-of-sample probing leaves the first step to the starting lr: its own batch may still veto it.
+
+        A step that does not lower the loss even on the batch that produced it (in sample, where a step looks
+        better than it is) overshot. Until it does, the step is cut ``gen_max_change**3``-fold along its line (one
+        no-grad forward each, at most ``gen_search_probes``); the lr is then restarted at the radius kept, which
+        the next batch measures from there on. A step that passes costs one forward, once.
+        """
+        snapshot, lr0 = self._gen_pending
+        scheduler: GeNScheduler = self.lr_scheduler
+        loss0 = float(self._gen_reduce(self._gen_loss0))
+        radius, probes = lr0, []
+        for _ in range(self.args.gen_search_probes):
+            loss = float(self._gen_reduce(self._gen_batch_loss()))
+            probes.append([radius, _finite_or_none(loss)])
+            if math.isfinite(loss) and loss < loss0:
+                break
+            radius /= scheduler.max_change**3
+            snapshot.move_to(radius / lr0)
+        self._gen_batch = []
+        if radius == lr0:
+            return
+        self._gen_pending = (snapshot, radius)
+        new_lr = scheduler.restart(radius, scheduler.last_epoch, reason="overshot")
+        estimate = LineEstimate(None, math.nan, math.nan, loss0, False, "overshot")
+        self._gen_write_trace(estimate, new_lr, lr0, "approx", {"probe_batch": "same", "probe_losses": probes})
 
     def _gen_search(self, snapshot, scheduler, estimate, lr0: float, loss0: float, slope: float, record: dict):
         """Fast-start line search: re-probe the same line until the estimate lands near its own probe.

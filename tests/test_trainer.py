@@ -460,6 +460,36 @@ def test_fast_start_search_takes_the_closed_form_lr_on_the_first_step_from_a_far
     assert record["lr"] == pytest.approx(expected, rel=1e-9) and len(record["probe_losses"]) == 1
 
 
+def test_out_of_sample_default_cuts_a_first_step_that_overshoots_on_its_own_batch(tmp_path):
+    # Plain SGD on the exact quadratic: along d = g the loss is below its start exactly for a < 2 a* (closed form).
+    # From 1000 a* the first step is cut 8-fold until it lands there: 1000 / 8**3 a* = 1.95 a*, after four probes;
+    # the second step is then measured out of sample from that radius (the quadratic is the same on every batch).
+    model = Quadratic()
+    with torch.no_grad():
+        t0 = model.theta().clone()
+        g = model.A @ t0 - model.b
+        a_star = float(g @ g / (g @ model.A @ g))
+    args = gen_args(tmp_path, learning_rate=1000 * a_star, max_steps=2, optim="sgd", max_grad_norm=0.0,
+                    weight_decay=0.0, gen_lr_max=math.inf, gen_probe_batch="next")  # fmt: skip
+    trainer = GeNTrainer(model=model, args=args, train_dataset=Dummy())
+    trainer.train()
+    first, second = read_trace(tmp_path)
+    assert first["step"] == 1 and first["fallback"] == "overshot" and first["probe_batch"] == "same"
+    assert [a for a, _ in first["probe_losses"]] == pytest.approx([1000 * a_star / 8**k for k in range(4)], rel=1e-12)
+    for a, loss in first["probe_losses"]:
+        t = t0 - a * g
+        assert loss == pytest.approx(float(0.5 * t @ model.A @ t - model.b @ t), rel=1e-9)
+    assert first["lr"] == pytest.approx(1000 * a_star / 8**3, rel=1e-12)
+    assert second["step"] == 2 and second["probe_lr"] == pytest.approx(first["lr"], rel=1e-12)
+    assert second["alpha_star"] == pytest.approx(a_star, rel=1e-9)  # the first line, measured on the next batch
+    # A start that lowers the loss on its own batch is left alone: no record for step 1.
+    out = tmp_path / "fine"
+    args = gen_args(out, learning_rate=0.5 * a_star, max_steps=2, optim="sgd", max_grad_norm=0.0,
+                    weight_decay=0.0, gen_lr_max=math.inf, gen_probe_batch="next")  # fmt: skip
+    GeNTrainer(model=Quadratic(), args=args, train_dataset=Dummy()).train()
+    assert [r["step"] for r in read_trace(out)] == [2]
+
+
 # ---- 7: resume ----------------------------------------------------------------------------------------------------
 
 
