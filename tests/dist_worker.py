@@ -32,7 +32,8 @@ def main(out, engine, gen_mode, global_batch):
     args = GeNTrainingArguments(
         output_dir=os.path.dirname(out) + f"/run-{engine}",
         lr_scheduler_type="gen",
-        gen_mode=gen_mode,
+        gen_mode=gen_mode.split("-")[0],
+        gen_probe_batch=gen_mode.split("-")[1] if "-" in gen_mode else None,
         gen_interval=1,
         learning_rate=1e-2,
         max_steps=6,
@@ -60,7 +61,8 @@ def main(out, engine, gen_mode, global_batch):
         torch.distributed.barrier()  # the main process writes the trace: every rank reads it once it is complete
     with open(os.path.join(args.output_dir, "gen_trace.jsonl")) as handle:
         trace = [json.loads(line) for line in handle if line.strip()]
-    probe_points = [len(r.get("probe_losses", [])) for r in trace]  # approx: one forward per point; exact: none
+    # One forward per probe point, but not the next-batch point at the step's own weights (the training forward)
+    probe_points = [len(r.get("probe_losses", [])) - (r.get("probe_batch") == "next") for r in trace]
     with open(f"{out}.{rank}", "w") as handle:
         json.dump(
             {"lrs": recorder.lrs, "forwards": probes["count"], "probe_points": probe_points, "weights": weights,
