@@ -1,4 +1,4 @@
-"""Peak memory of a training run with and without GeN (issue: at most one extra copy of the trainable parameters).
+"""Peak memory of a training run with and without GeN (its budget: one extra copy of the trainable parameters).
 
 Usage:
     python benchmarks/memory.py [--repeats 2] [--n_embd 512] [--n_layer 8] [--steps 4]
@@ -20,9 +20,19 @@ import sys
 
 CONFIGS = {
     "plain Trainer (constant lr)": {"lr_scheduler_type": "constant"},
-    "GeN approx": {"lr_scheduler_type": "gen", "gen_mode": "approx"},
-    "GeN approx, offloaded copy": {"lr_scheduler_type": "gen", "gen_mode": "approx", "gen_offload_snapshot": True},
-    "GeN approx, line search on step 1": {"lr_scheduler_type": "gen", "gen_mode": "approx", "learning_rate": 1e-1},
+    "GeN approx (default: next batch)": {"lr_scheduler_type": "gen", "gen_mode": "approx"},
+    "GeN approx, next batch, offloaded copy": {
+        "lr_scheduler_type": "gen",
+        "gen_mode": "approx",
+        "gen_offload_snapshot": True,
+    },
+    "GeN approx, same batch": {"lr_scheduler_type": "gen", "gen_mode": "approx", "gen_probe_batch": "same"},
+    "GeN approx, same batch, line search on step 1": {
+        "lr_scheduler_type": "gen",
+        "gen_mode": "approx",
+        "gen_probe_batch": "same",
+        "learning_rate": 1e-1,
+    },
     "GeN exact": {"lr_scheduler_type": "gen", "gen_mode": "exact"},
 }
 
@@ -85,7 +95,7 @@ def main() -> None:
                                   capture_output=True, text=True, check=True)  # fmt: skip
             results[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
     base = statistics.median(r["rss_mb"] for r in results["plain Trainer (constant lr)"])
-    param_mb = results["GeN approx"][0]["param_mb"]
+    param_mb = results["GeN approx (default: next batch)"][0]["param_mb"]
     print(f"model: GPT-2 config n_embd={opts.n_embd} n_layer={opts.n_layer}, one copy of the trainable "
           f"parameters = {param_mb:.0f} MB; batch 2 x {opts.seq}; {opts.steps} steps, gen_interval=1; "
           f"median of {opts.repeats} runs\n")  # fmt: skip
@@ -95,7 +105,7 @@ def main() -> None:
         peak = statistics.median(r["rss_mb"] for r in runs)
         probes = ", ".join(map(str, runs[0].get("probes", []))) or "-"
         print(f"| {name} | {peak:.0f} | {peak - base:+.0f} | {(peak - base) / param_mb:+.2f} | {probes} |")
-    if "cuda_mb" in results["GeN approx"][0]:
+    if "cuda_mb" in results["GeN approx (default: next batch)"][0]:
         print("\n| configuration | peak CUDA allocated (MB) |\n|---|---|")
         for name, runs in results.items():
             print(f"| {name} | {statistics.median(r['cuda_mb'] for r in runs):.0f} |")

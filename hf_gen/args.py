@@ -52,6 +52,25 @@ class GeNTrainingArguments(TrainingArguments):
     Set ``lr_scheduler_type="gen"`` (or ``--lr_scheduler gen`` on the command line) and train with
     ``GeNTrainer``. ``learning_rate`` is then the starting lr and the first probe radius; GeN moves it
     from there. Every ``gen_*`` field is checked here, so a bad value fails before any model loads.
+
+    Attributes:
+        gen_mode: ``"approx"`` (parabola from losses on the line) or ``"exact"`` (Hessian-vector product).
+        gen_probe_batch: ``"next"`` (out of sample, the default in approx mode) or ``"same"`` (the step's own batch).
+        gen_interval: Recompute every N optimizer steps.
+        gen_gamma: Smoothing in ``[0, 1)``: the level moves as ``level**gamma * target**(1 - gamma)``.
+        gen_max_change: Per-update bound: each target lies in ``[lr / c, lr * c]``.
+        gen_lr_min: Absolute lower bound on group 0's lr.
+        gen_lr_max: Absolute upper bound on group 0's lr.
+        gen_fallback: What an estimate with a non-finite slope or curvature does: ``"keep"``, ``"shrink"`` or
+            ``"error"`` (which also raises on every other unusable estimate).
+        gen_fast_start: Recompute every step without smoothing until an estimate lands inside the bound.
+        gen_search_probes: Extra probes allowed on the first step(s): the cut of an overshooting first step (next
+            batch) or the fast start's line search (same batch). ``0`` = none.
+        gen_fast_decrease: Clip only increases.
+        gen_decay: Annealing shape composed with the level: ``"cosine"``, ``"linear"`` or ``"none"``.
+        gen_probe_offsets: approx, same batch: probe points in units of the current lr.
+        gen_use_slope: approx: use the backward slope in the fit.
+        gen_offload_snapshot: Keep GeN's copy of the trainable parameters in CPU memory.
     """
 
     lr_scheduler_type: str = field(
@@ -73,7 +92,8 @@ class GeNTrainingArguments(TrainingArguments):
         metadata={
             "help": "'approx': fit a parabola to the loss at points along the update (one extra no-grad forward "
             "per recompute by default). 'exact': curvature from a Hessian-vector product (double backward; needs "
-            "an attention implementation with double-backward support, e.g. attn_implementation='eager')."
+            "an attention implementation with double-backward support, e.g. attn_implementation='eager').",
+            "choices": list(GEN_MODES),
         },
     )
     gen_interval: int = field(
@@ -102,11 +122,12 @@ class GeNTrainingArguments(TrainingArguments):
     gen_fallback: str = field(
         default="keep",
         metadata={
-            "help": "What an unusable estimate (not a descent direction, non-finite slope or curvature) does: "
-            "'keep' the lr, 'shrink' it by gen_max_change, or 'error'. Unless 'error', a non-finite probe loss "
-            "shrinks the lr by gen_max_change, and non-positive curvature along a descent direction grows it by "
-            "gen_max_change. "
-            "Every fallback is recorded in gen_trace.jsonl and counted in gen/fallbacks."
+            "help": "What an estimate with a non-finite slope or curvature (numerical trouble, no direction) does: "
+            "'keep' the lr or move it toward lr / gen_max_change ('shrink'); 'error' raises on every unusable "
+            "estimate. The other unusable estimates move the lr toward a bound: no descent or a non-finite loss "
+            "down, non-positive curvature along a descent direction up. Every fallback is recorded in "
+            "gen_trace.jsonl and counted in gen/fallbacks.",
+            "choices": ["keep", "shrink", "error"],
         },
     )
     gen_fast_start: bool = field(
@@ -120,13 +141,12 @@ class GeNTrainingArguments(TrainingArguments):
     gen_search_probes: int = field(
         default=6,
         metadata={
-            "help": "During the fast start (approx mode, same-batch probes, gen_probe_offsets [1.0] with the slope), "
-            "re-probe the step's line up to this many times until the estimate lands within sqrt(gen_max_change) "
-            "of its own probe: the probe moves toward the estimate (at most gen_max_change**3 per probe), inside a "
-            "bracket of the radii already found too far (loss not below the start, or non-finite) and too near. "
-            "The final usable estimate is applied, bounded around the probe it came from and kept below any probe "
-            "that failed, so a far-off starting lr costs extra forwards on the first step(s), not damaging "
-            "updates. gen_fallback='error' raises only if the step ends without a usable estimate. 0 = off."
+            "help": "Extra no-grad forwards allowed on the first step(s). Next-batch probes (the default): the first "
+            "step is checked on its own batch, and while its loss does not fall the step is cut gen_max_change**3 "
+            "fold along its line (at most this many probes); the lr restarts at the radius kept. Same-batch probes "
+            "(with gen_probe_offsets [1.0] and the slope): during the fast start the step's line is re-probed until "
+            "the estimate lands within sqrt(gen_max_change) of its own probe, inside a bracket of the radii already "
+            "found too far or too near, and the final usable estimate is applied. 0 = off."
         },
     )
     gen_fast_decrease: bool = field(
@@ -141,7 +161,8 @@ class GeNTrainingArguments(TrainingArguments):
         metadata={
             "help": "Annealing composed with GeN: 'cosine' (default), 'linear' (1 - t/T) or 'none'. GeN moves the "
             "level, the applied lr is level x shape(t). Greedy GeN estimates do not anneal by themselves; see "
-            "benchmarks/RESULTS.md for the measurements behind the default."
+            "benchmarks/RESULTS.md for the measurements behind the default.",
+            "choices": ["cosine", "linear", "none"],
         },
     )
     gen_probe_offsets: list[float] = field(

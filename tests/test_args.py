@@ -143,3 +143,21 @@ def test_deepspeed_is_refused_before_anything_is_built(tmp_path):
     ds = {"train_micro_batch_size_per_gpu": "auto", "zero_optimization": {"stage": 1}}
     with pytest.raises(ValueError, match="not supported with DeepSpeed.*Use DDP or FSDP"):
         GeNTrainer(model=MLP(), args=args(tmp_path, deepspeed=ds), train_dataset=Regression())
+
+
+def test_every_gen_field_is_documented_and_enumerated_ones_list_their_choices():
+    import dataclasses
+
+    doc = GeNTrainingArguments.__doc__
+    gen_fields = [f for f in dataclasses.fields(GeNTrainingArguments) if f.name.startswith("gen_")]
+    assert len(gen_fields) >= 15
+    for f in gen_fields:
+        assert f"{f.name}:" in doc, f.name
+        assert f.metadata.get("help"), f.name
+    choices = {f.name: f.metadata.get("choices") for f in gen_fields}
+    assert choices["gen_mode"] == ["approx", "exact"] and choices["gen_probe_batch"] == ["next", "same"]
+    assert choices["gen_fallback"] == ["keep", "shrink", "error"] and choices["gen_decay"] == [
+        "cosine",
+        "linear",
+        "none",
+    ]
