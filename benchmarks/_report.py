@@ -10,7 +10,7 @@ from _contenders import FAMILIES, LR_FREE
 
 __all__ = ["render", "summarize"]
 
-GRID_FAMILIES = ("adamw-linear", "adamw-cosine", "adamw-constant")
+GRID_FAMILIES = ("adamw-linear", "adamw-cosine", "adamw-cosine-warmup", "adamw-constant")
 GEN_DEFAULT = "gen-adamw@5e-05"
 
 
@@ -176,7 +176,7 @@ def _task_section(name: str, block: dict, entry: dict, prefix: str) -> list[str]
 def _verdicts(analysis: dict) -> list[str]:
     targets = analysis["targets"]
     tasks = analysis["tasks"]
-    lines = ["## Against the targets of issue 5", ""]
+    lines = ["## Against the quality targets", ""]
     within = targets["within_1pct_of_best_grid"]
     lines.append(
         "1. GeN's default within 1% of the best grid point's eval loss on every task: "

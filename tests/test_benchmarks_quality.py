@@ -142,7 +142,7 @@ def test_peers_traces_follow_their_rules(quick):
 def test_report_and_plots(quick):
     out, data = quick
     text = (out / "RESULTS_quality.md").read_text()
-    assert "Against the targets of issue 5" in text
+    assert "## Against the quality targets" in text
     for task in TASKS:
         assert f"### {task}" in text
         assert (out / f"quality_quick_lr_{task}.png").stat().st_size > 0

@@ -23,7 +23,8 @@ def test_one_probe_with_known_slope_recovers_the_parabola(loss0, slope, curvatur
 
 
 def test_symmetric_three_point_scheme_matches_the_seed_formula():
-    # gen-seed.md: Delta = (h/2) (g(-h) - g(h)) / (g(-h) - 2 g(0) + g(h)), exact on a parabola.
+    # The symmetric three-point scheme (Bu & Xu, arXiv:2407.02772):
+    # Delta = (h/2) (g(-h) - g(h)) / (g(-h) - 2 g(0) + g(h)), exact on a parabola.
     g = parabola(1.5, 0.8, 3.0)
     h = 0.05
     delta = (h / 2) * (g(-h) - g(h)) / (g(-h) - 2 * g(0) + g(h))

@@ -38,7 +38,7 @@ def logged_lrs(trainer):
     return [h["learning_rate"] for h in trainer.state.log_history if "learning_rate" in h]
 
 
-# ---- 1, 2, 5, 8: the direction is the optimizer's real step; state advances once; weights = chosen step ----
+# ---- the direction is the optimizer's real step; its state advances once; the weights are the chosen step ----
 
 OPTIMIZERS = {
     "sgd_nesterov_wd": lambda groups: torch.optim.SGD(groups, lr=1.0, momentum=0.9, nesterov=True, weight_decay=0.05),
@@ -136,11 +136,11 @@ def test_adamw_step_count_and_moments_equal_a_plain_adamw_on_the_same_gradients(
         torch.testing.assert_close(state["exp_avg_sq"], plain.state[p]["exp_avg_sq"], rtol=1e-6, atol=1e-12)
 
 
-# ---- 8: closed forms of gen-seed.md and a full-Hessian oracle -------------------------------------------------
+# ---- closed forms of a single piecewise-linear layer and a full-Hessian oracle ----------------------------------
 
 
 class SingleLayer(nn.Module):
-    """y_hat = sigma(W x + b) with loss 1/(2M) sum_i ||y_hat_i - y_i||^2 (gen-seed.md)."""
+    """y_hat = sigma(W x + b) with loss 1/(2M) sum_i ||y_hat_i - y_i||^2 (exact GeN for SGD on one layer)."""
 
     def __init__(self, n0, n1, negative_slope=0.0, seed=0):
         super().__init__()
@@ -167,7 +167,7 @@ class Pairs(torch.utils.data.Dataset):
 
 
 def boxed_alpha(W, b, x, y, negative_slope):
-    """The boxed general-M formula of gen-seed.md, in numpy."""
+    """The closed-form a* = num / den of exact GeN for SGD on a piecewise-linear layer with M examples, in numpy."""
     z = x @ W.T + b
     slope_act = np.where(z > 0, 1.0, negative_slope)
     e = np.where(z > 0, z, negative_slope * z) - y
@@ -242,7 +242,7 @@ def test_curvature_matches_the_full_hessian_of_a_tiny_nonlinear_model(tmp_path, 
     assert record["curvature"] == pytest.approx(float(d @ hessian @ d), rel=rel)
 
 
-# ---- 4: gradient accumulation sees the whole effective batch ---------------------------------------------------
+# ---- gradient accumulation sees the whole effective batch -------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -303,7 +303,7 @@ def test_accumulation_probe_loss_equals_the_full_batch_loss_at_the_stepped_weigh
     assert record["probe_losses"][0][1] == pytest.approx(float(total / (counted != -100).sum()), rel=1e-6)
 
 
-# ---- 5: same randomness for every point of one fit; buffers untouched by probes ----------------------------------
+# ---- same randomness for every point of one fit; buffers untouched by probes -------------------------------------
 
 
 def dropout_masks(trainer_cls, args, model):
@@ -352,7 +352,7 @@ def test_probes_do_not_touch_batchnorm_running_stats(tmp_path):
     torch.testing.assert_close(gen_model.norm.running_var, plain_model.norm.running_var, rtol=0, atol=0)
 
 
-# ---- 6: guards ---------------------------------------------------------------------------------------------------
+# ---- guards ------------------------------------------------------------------------------------------------------
 
 
 class Concave(nn.Module):
@@ -490,7 +490,7 @@ def test_out_of_sample_default_cuts_a_first_step_that_overshoots_on_its_own_batc
     assert [r["step"] for r in read_trace(out)] == [2]
 
 
-# ---- 7: resume ----------------------------------------------------------------------------------------------------
+# ---- resume ------------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("probe_batch,interval", [("same", 2), ("next", 2), ("next", 1)])
