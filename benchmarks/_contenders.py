@@ -62,11 +62,14 @@ GEN_OPTIM_START_LR = 1e-4  # the authors' README: AdamW(model.parameters(), lr=1
 GEN_OPTIM_LAZY_FREQ = 4
 SCHEDULEFREE_LR = 2.5e-3  # schedulefree.AdamWScheduleFree's default lr
 SGD_MOMENTUM = 0.9
+WARMUP_FRACTION = 0.05  # the warmup of the adamw-cosine-warmup grid: 5% of the steps, a common fine-tuning choice
 MECHANIC_BASE_LR = 1.0  # mechanic-pytorch README: mechanize(torch.optim.SGD)(model.parameters(), lr=1.0)
 
 FAMILIES = {
     "adamw-linear": "AdamW + linear decay",
     "adamw-cosine": "AdamW + cosine decay",
+    "adamw-cosine-warmup": "AdamW + cosine decay after a linear warmup over 5% of the steps",
+    "trainer-default": "the Trainer's defaults: AdamW, linear decay from lr 5e-5, no warmup",
     "adamw-constant": "AdamW, constant lr",
     "prodigy": "Prodigy (defaults)",
     "dadapt-adam": "D-Adaptation Adam (defaults)",
@@ -223,8 +226,13 @@ def _make_trainer(contender: Contender, task, seed: int, run_dir: str, model):
     callbacks: list = []
     optimizers = (None, None)
     trainer_cls = BenchTrainer
-    if family in ("adamw-linear", "adamw-cosine", "adamw-constant"):
+    if family == "trainer-default":
+        args = _args(TrainingArguments, task, seed, run_dir, learning_rate=TRAINER_DEFAULT_LR)
+    elif family in ("adamw-linear", "adamw-cosine", "adamw-constant"):
         args = _args(TrainingArguments, task, seed, run_dir, learning_rate=lr, lr_scheduler_type=family.split("-")[1])
+    elif family == "adamw-cosine-warmup":
+        args = _args(TrainingArguments, task, seed, run_dir, learning_rate=lr, lr_scheduler_type="cosine")
+        args.warmup_steps = max(1, round(WARMUP_FRACTION * task.steps))
     elif family == "prodigy":
         from prodigyopt import Prodigy
 

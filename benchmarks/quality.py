@@ -56,6 +56,13 @@ FULL = {
     "gpt2": {"steps": 200, "seeds": 3, "options": {}},
     "digits": {"steps": 300, "seeds": 3, "options": {}},
 }
+# The wider suite: data the defaults were not chosen on (see _tasks.py), the grids with a warmup schedule too.
+SUITE = {
+    "plays": {"steps": 150, "seeds": 3, "options": {}},
+    "genres": {"steps": 150, "seeds": 3, "options": {}},
+    "plays-lora": {"steps": 150, "seeds": 3, "options": {}},
+    "code": {"steps": 300, "seeds": 3, "options": {}},
+}
 QUICK = {
     "minilm": {"steps": 4, "seeds": 1, "options": {"eval_rows": 64, "train_rows": 256, "batch_size": 8}},
     "gpt2": {"steps": 8, "seeds": 1, "options": {"eval_blocks": 16}},
@@ -70,7 +77,9 @@ def contenders(grid: list[float], quick: bool) -> list[Contender]:
     return [
         *(Contender("adamw-linear", lr) for lr in grid),
         *(Contender("adamw-cosine", lr) for lr in grid),
+        *(Contender("adamw-cosine-warmup", lr) for lr in grid),
         Contender("adamw-constant", middle),
+        *([] if quick else [Contender("trainer-default")]),
         Contender("prodigy"),
         Contender("dadapt-adam"),
         Contender("schedulefree-adamw", SCHEDULEFREE_LR),
@@ -90,7 +99,10 @@ def robustness(sweep: list[float]) -> list[Contender]:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI smoke: 1 seed, a few steps, one lr per family")
-    parser.add_argument("--tasks", nargs="+", choices=list(FULL), default=list(FULL), help="tasks to run")
+    parser.add_argument(
+        "--tasks", nargs="+", choices=[*FULL, *SUITE], default=list(FULL),
+        help="tasks to run (the main profile by default; the suite: " + " ".join(SUITE) + ")",
+    )  # fmt: skip
     parser.add_argument(
         "--seeds", nargs="+", default=[], metavar="N|TASK=N", help="seeds per task (default: 3; quick: 1)"
     )
@@ -119,14 +131,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     for option, items in (("--steps", args.steps), ("--seeds", args.seeds)):
         for item in items:
             name, _, value = item.partition("=") if "=" in item or option == "--steps" else ("*", "", item)
-            if (name not in FULL and name != "*") or not value.isdigit() or int(value) < 1:
-                parser.error(f"{option} {item}: pass TASK=N with TASK in {', '.join(FULL)} and N >= 1")
+            if (name not in {**FULL, **SUITE} and name != "*") or not value.isdigit() or int(value) < 1:
+                parser.error(f"{option} {item}: pass TASK=N with TASK in {', '.join([*FULL, *SUITE])} and N >= 1")
     return args
 
 
 def plan(args: argparse.Namespace) -> dict[str, dict]:
     """Per task: steps, seeds, builder options, main contenders and robustness contenders."""
-    profile = QUICK if args.quick else FULL
+    profile = QUICK if args.quick else {**FULL, **SUITE}
     steps = {k: int(v) for k, _, v in (item.partition("=") for item in args.steps)}
     seeds = {k: int(v) for k, _, v in (item.partition("=") if "=" in item else ("*", "", item) for item in args.seeds)}
     out = {}
