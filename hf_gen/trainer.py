@@ -309,6 +309,7 @@ class GeNMixin:
             points = [offset * lr0 for offset in offsets]
             use_slope = slope if self.args.gen_use_slope else None
             estimate = estimate_from_losses(points, losses, loss0=loss0, slope=use_slope)
+            record["probe_batch"] = "same"
             record["probe_losses"] = [[a, _finite_or_none(v)] for a, v in zip(points, losses, strict=True)]
             if offsets == [1.0] and use_slope is not None:
                 estimate, radius, ceiling = self._gen_search(snapshot, scheduler, estimate, lr0, loss0, slope, record)

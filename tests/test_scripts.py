@@ -378,12 +378,17 @@ def trace_steps(out: Path) -> list[int]:
     return steps
 
 
-def test_a_clm_run_killed_after_a_checkpoint_and_resumed_ends_like_an_uninterrupted_run(files, tmp_path, capsys):
+@pytest.mark.parametrize("probe_batch", [None, "next"])
+def test_a_clm_run_killed_after_a_checkpoint_and_resumed_ends_like_an_uninterrupted_run(
+    files, tmp_path, capsys, probe_batch
+):
+    # From a config the script measures each line on its own batch; out of sample, a line open at the checkpoint
+    # is saved with it.
     from huggingface_hub import ModelCard
     from safetensors.torch import load_file
 
     out = tmp_path / "clm"
-    argv = clm_resume_argv(files, out)
+    argv = clm_resume_argv(files, out) + (["--gen_probe_batch", probe_batch] if probe_batch else [])
     # 1. Kill the run (SIGKILL: nothing of it runs after) once a checkpoint is complete and GeN has traced beyond it.
     with open(tmp_path / "killed.log", "w") as log:
         proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "run_clm.py"), *argv], stdout=log, stderr=log)
@@ -425,6 +430,7 @@ def test_a_clm_run_killed_after_a_checkpoint_and_resumed_ends_like_an_uninterrup
     summary.pop("wall_time_s"), reference.pop("wall_time_s")
     metrics, reference_metrics = summary.pop("metrics"), reference.pop("metrics")
     assert summary == reference and "--resume_from_checkpoint" not in summary["command"]
+    assert {r["probe_batch"] for r in read_trace(out)} == {probe_batch or "same"}
     assert metrics.keys() == reference_metrics.keys()
     for key in ("eval_loss", "perplexity", "train_loss", "epoch"):
         assert metrics[key] == pytest.approx(reference_metrics[key], rel=1e-6), key
