@@ -79,6 +79,7 @@ FAMILIES = {
     "gen-optim": "gen-optim 0.1.1 (authors' GeN, AdamW, lazy_freq 4)",
     "gen-adamw": "hf-gen GeN-AdamW (defaults)",
     "gen-sgd": "hf-gen GeN-SGD (defaults, momentum 0.9)",
+    "gen-adamw-same": "hf-gen GeN-AdamW with gen_probe_batch='same' (lines measured on their own batch)",
     "gen-adamw-nodecay": "hf-gen GeN-AdamW with gen_decay='none' (not a default; GeN alone, for information)",
 }
 LR_FREE = ("prodigy", "dadapt-adam", "schedulefree-adamw", "mechanic", "dog", "gen-optim")
@@ -265,8 +266,9 @@ def _make_trainer(contender: Contender, task, seed: int, run_dir: str, model):
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
         optimizers = (optimizer, KeepLR(optimizer))
         callbacks.append(GenOptimCallback(task.probe_batches(seed), task.steps))
-    elif family in ("gen-adamw", "gen-sgd", "gen-adamw-nodecay"):
-        decay = {"gen_decay": "none"} if family == "gen-adamw-nodecay" else {}
+    elif family in ("gen-adamw", "gen-sgd", "gen-adamw-nodecay", "gen-adamw-same"):
+        variant = {"gen-adamw-nodecay": {"gen_decay": "none"}, "gen-adamw-same": {"gen_probe_batch": "same"}}
+        decay = variant.get(family, {})
         args = _args(GeNTrainingArguments, task, seed, run_dir, learning_rate=lr, lr_scheduler_type="gen", **decay)
         trainer_cls = BenchGeNTrainer
         if family == "gen-sgd":

@@ -89,6 +89,7 @@ def contenders(grid: list[float], quick: bool) -> list[Contender]:
         Contender("gen-adamw", TRAINER_DEFAULT_LR),
         Contender("gen-sgd", TRAINER_DEFAULT_LR),
         Contender("gen-adamw-nodecay", TRAINER_DEFAULT_LR),
+        *([] if quick else [Contender("gen-adamw-same", TRAINER_DEFAULT_LR)]),
     ]
 
 
