@@ -39,7 +39,6 @@ The lr actually used at each optimizer step is recorded by ``LRRecorder``.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -50,7 +49,7 @@ import torch
 from transformers import BatchEncoding, Trainer, TrainerCallback, TrainingArguments
 
 from hf_gen import GeNTrainer, GeNTrainingArguments
-from hf_gen.trainer import TRACE_FILE
+from hf_gen.trace import read_trace
 
 __all__ = [
     "Contender", "LRRecorder", "run_contender", "TRAINER_DEFAULT_LR", "GEN_OPTIM_START_LR", "SCHEDULEFREE_LR",
@@ -319,10 +318,9 @@ def run_contender(contender: Contender, task, seed: int, workdir: str, keep: boo
         "steps": int(trainer.state.global_step),
         "lr_trace": recorder.trace,
     }
-    trace_path = os.path.join(run_dir, TRACE_FILE)
-    if os.path.exists(trace_path):
-        with open(trace_path) as handle:
-            record["gen_trace"] = [json.loads(line) for line in handle if line.strip()]
+    trace = read_trace(run_dir)
+    if trace:
+        record["gen_trace"] = trace
     for callback in trainer.callback_handler.callbacks:
         if isinstance(callback, GenOptimCallback):
             record["gen_optim_calls"] = callback.calls

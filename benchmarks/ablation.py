@@ -47,7 +47,7 @@ from _tasks import Task, build_task  # noqa: E402
 from quality import FULL  # noqa: E402
 
 from hf_gen import GeNTrainingArguments  # noqa: E402
-from hf_gen.trainer import TRACE_FILE  # noqa: E402
+from hf_gen.trace import read_trace  # noqa: E402
 
 # Each lever changed from the defaults (cosine decay, fast start with its line search, same-batch probes, interval 4,
 # gamma 0.9, max change 2), one at a time.
@@ -146,8 +146,7 @@ def run_gen(task: Task, seed: int, lr: float, variant: dict, workdir: str) -> di
                               compute_metrics=task.compute_metrics, callbacks=[recorder])  # fmt: skip
     result = trainer.train()
     metrics = trainer.evaluate()
-    with open(os.path.join(run_dir, TRACE_FILE)) as handle:
-        trace = [json.loads(line) for line in handle if line.strip()]
+    trace = read_trace(run_dir)
     shutil.rmtree(run_dir, ignore_errors=True)
     eval_loss = float(metrics["eval_loss"])
     finite = math.isfinite(eval_loss)

@@ -42,6 +42,7 @@ def child(spec: dict) -> None:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from hf_gen import GeNTrainer, GeNTrainingArguments
+    from hf_gen.trace import read_trace
 
     class Rows(torch.utils.data.Dataset):
         def __len__(self):
@@ -63,10 +64,8 @@ def child(spec: dict) -> None:
     GeNTrainer(model=model, args=args, train_dataset=Rows()).train()
     params = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     result = {"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "param_mb": params / 2**20}
-    trace = os.path.join(spec["out"], "gen_trace.jsonl")
-    if settings.get("lr_scheduler_type") == "gen" and os.path.exists(trace):
-        with open(trace) as handle:  # probe points per GeN update (approx: one forward each)
-            result["probes"] = [len(json.loads(line).get("probe_losses", [])) for line in handle if line.strip()]
+    if settings.get("lr_scheduler_type") == "gen":  # probe points per GeN update (approx: one forward each)
+        result["probes"] = [len(r.get("probe_losses", [])) for r in read_trace(spec["out"])]
     if cuda:
         result["cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
     print(json.dumps(result))

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import math
 import os
 
@@ -35,15 +34,11 @@ from .core import LineEstimate, estimate_from_curvature, estimate_from_losses, f
 from .line import BufferGuard, LineSnapshot, RngState, reshard
 from .scheduler import GeNEstimateError, GeNScheduler, LineSearch
 from .support import DEEPSPEED_REFUSAL, check_engine, check_linear_optimizer, overflowed
+from .trace import TRACE_FILE, append_record, make_record, restart_trace
 
 __all__ = ["GeNMixin", "GeNTrainer", "TRACE_FILE"]
 
-TRACE_FILE = "gen_trace.jsonl"
 PENDING_LINE_FILE = "gen_pending_line"
-
-
-def _finite_or_none(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
 
 
 class GeNMixin:
@@ -165,16 +160,8 @@ class GeNMixin:
         empty trace.
         """
         self._gen_trace_checked = True
-        if not self.is_world_process_zero():
-            return
-        os.makedirs(self.args.output_dir, exist_ok=True)
-        path = os.path.join(self.args.output_dir, TRACE_FILE)
-        kept = []
-        if os.path.exists(path):
-            with open(path) as handle:
-                kept = [line for line in handle if line.strip() and json.loads(line)["step"] <= self.state.global_step]
-        with open(path, "w") as handle:
-            handle.writelines(kept)
+        if self.is_world_process_zero():
+            restart_trace(self.args.output_dir, self.state.global_step)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         if not self.gen_enabled or not isinstance(self.lr_scheduler, GeNScheduler):
@@ -269,7 +256,7 @@ class GeNMixin:
         new_lr = scheduler.apply_estimate(estimate, scheduler.last_epoch)
         record = {
             "probe_batch": "next",
-            "probe_losses": [[0.0, _finite_or_none(loss0)], [lr0, _finite_or_none(loss1)]],
+            "probe_losses": [[0.0, loss0], [lr0, loss1]],
         }
         self._gen_batch = []
         self._gen_write_trace(estimate, new_lr, lr0, "approx", record)
@@ -310,7 +297,7 @@ class GeNMixin:
             use_slope = slope if self.args.gen_use_slope else None
             estimate = estimate_from_losses(points, losses, loss0=loss0, slope=use_slope)
             record["probe_batch"] = "same"
-            record["probe_losses"] = [[a, _finite_or_none(v)] for a, v in zip(points, losses, strict=True)]
+            record["probe_losses"] = [[a, v] for a, v in zip(points, losses, strict=True)]
             if offsets == [1.0] and use_slope is not None:
                 estimate, radius, ceiling = self._gen_search(snapshot, scheduler, estimate, lr0, loss0, slope, record)
         try:
@@ -336,7 +323,7 @@ class GeNMixin:
         radius, probes = lr0, []
         for _ in range(self.args.gen_search_probes):
             loss = float(self._gen_reduce(self._gen_batch_loss()))
-            probes.append([radius, _finite_or_none(loss)])
+            probes.append([radius, loss])
             if math.isfinite(loss) and loss < loss0:
                 break
             radius /= scheduler.max_change**3
@@ -366,7 +353,7 @@ class GeNMixin:
             snapshot.move_to(target / lr0)
             loss = float(self._gen_reduce(self._gen_batch_loss()))
             search.observe(estimate_from_losses([target], [loss], loss0=loss0, slope=slope), target)
-            record["probe_losses"].append([target, _finite_or_none(loss)])
+            record["probe_losses"].append([target, loss])
             probes += 1
         if probes == 0:
             return estimate, None, None
@@ -455,21 +442,16 @@ class GeNMixin:
     def _gen_write_trace(self, estimate: LineEstimate, new_lr: float, lr0: float, mode: str, extra: dict) -> None:
         if not self.is_world_process_zero():
             return
-        record = {
-            "step": self.state.global_step + 1,
-            "lr": new_lr,
-            "alpha_star": _finite_or_none(estimate.alpha_star),
-            "slope": _finite_or_none(estimate.slope),
-            "curvature": _finite_or_none(estimate.curvature),
-            "loss": _finite_or_none(estimate.loss0),
-            "probe_lr": lr0,
-            "mode": mode,
-            "fallback": self.lr_scheduler.last_fallback,
+        record = make_record(
+            step=self.state.global_step + 1,
+            lr=new_lr,
+            estimate=estimate,
+            probe_lr=lr0,
+            mode=mode,
+            fallback=self.lr_scheduler.last_fallback,
             **extra,
-        }
-        path = os.path.join(self.args.output_dir, TRACE_FILE)
-        with open(path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        )
+        append_record(self.args.output_dir, record)
 
     def gen_metrics(self) -> dict[str, float]:
         """The latest GeN quantities as floats, for the Trainer's logs (empty before the first update)."""

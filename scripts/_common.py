@@ -30,7 +30,7 @@ from transformers import HfArgumentParser, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from hf_gen import GeNTrainer, GeNTrainingArguments
-from hf_gen.trainer import TRACE_FILE
+from hf_gen.trace import TRACE_FILE, read_trace
 
 SUMMARY_FILE = "run_summary.json"
 PICTURE_FILE = "lr_trace.png"
@@ -305,14 +305,6 @@ def gen_settings(args: GeNTrainingArguments) -> dict:
         args.per_device_train_batch_size * args.gradient_accumulation_steps * max(1, args.world_size)
     )
     return settings
-
-
-def read_trace(output_dir: str) -> list[dict]:
-    path = os.path.join(output_dir, TRACE_FILE)
-    if not os.path.exists(path):
-        return []
-    with open(path) as handle:
-        return [json.loads(line) for line in handle if line.strip()]
 
 
 def lr_report(args: GeNTrainingArguments, log_history: list[dict]) -> dict:

@@ -17,15 +17,9 @@ import os
 import sys
 from pathlib import Path
 
-TRACE_FILE = "gen_trace.jsonl"
+from hf_gen.trace import TRACE_FILE, read_trace
+
 PICTURE_FILE = "lr_trace.png"
-
-
-def read_trace(output_dir: str | Path) -> list[dict]:
-    path = Path(output_dir) / TRACE_FILE
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def read_log_history(output_dir: str | Path) -> list[dict]:

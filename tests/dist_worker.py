@@ -15,6 +15,7 @@ from transformers import TrainerCallback
 
 sys.path.insert(0, os.path.dirname(__file__))
 from hf_gen import GeNTrainer, GeNTrainingArguments  # noqa: E402
+from hf_gen.trace import read_trace  # noqa: E402
 
 from tiny import MLP, Regression  # noqa: E402
 
@@ -59,8 +60,7 @@ def main(out, engine, gen_mode, global_batch):
     rank = int(os.environ.get("RANK", "0"))
     if torch.distributed.is_initialized():
         torch.distributed.barrier()  # the main process writes the trace: every rank reads it once it is complete
-    with open(os.path.join(args.output_dir, "gen_trace.jsonl")) as handle:
-        trace = [json.loads(line) for line in handle if line.strip()]
+    trace = read_trace(args.output_dir)
     # One forward per probe point, but not the next-batch point at the step's own weights (the training forward)
     probe_points = [len(r.get("probe_losses", [])) - (r.get("probe_batch") == "next") for r in trace]
     with open(f"{out}.{rank}", "w") as handle:
