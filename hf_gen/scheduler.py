@@ -141,11 +141,11 @@ class GeNScheduler(LRScheduler):
         gamma: float = 0.9,
         max_change: float = 2.0,
         lr_min: float = 0.0,
-        lr_max: float = math.inf,
+        lr_max: float = 1.0,
         fallback: str = "keep",
         fast_start: bool = True,
         fast_decrease: bool = False,
-        decay: str = "none",
+        decay: str = "cosine",
         num_training_steps: int | None = None,
         last_epoch: int = -1,
     ) -> None:
@@ -159,7 +159,10 @@ class GeNScheduler(LRScheduler):
             decay=decay,
         )
         if decay != "none" and (num_training_steps is None or num_training_steps < 1):
-            raise ValueError(f"decay={decay!r} needs num_training_steps >= 1, got {num_training_steps!r}")
+            raise ValueError(
+                f"decay={decay!r} needs num_training_steps >= 1 (the horizon it anneals over), got "
+                f"{num_training_steps!r}; pass num_training_steps, or decay='none'"
+            )
         first_lr = float(optimizer.param_groups[0].get("initial_lr", optimizer.param_groups[0]["lr"]))
         if not first_lr > 0.0 or not math.isfinite(first_lr):
             raise ValueError(

@@ -11,9 +11,26 @@ from hf_gen.scheduler import GeNEstimateError, GeNScheduler
 
 
 def make(lr=0.1, ratio=0.25, **kwargs):
+    """A scheduler on two param groups; the rules under test are the level's, so no shape and no ceiling unless
+    asked for."""
     a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
     opt = torch.optim.SGD([{"params": [a], "lr": lr}, {"params": [b], "lr": lr * ratio}], lr=lr)
-    return opt, GeNScheduler(opt, **kwargs)
+    return opt, GeNScheduler(opt, **{"decay": "none", "lr_max": math.inf, **kwargs})
+
+
+def test_defaults_used_alone_are_the_arguments_defaults():
+    import dataclasses
+    import inspect
+
+    from hf_gen import GeNTrainingArguments
+
+    fields = {f.name: f.default for f in dataclasses.fields(GeNTrainingArguments) if f.name.startswith("gen_")}
+    params = inspect.signature(GeNScheduler.__init__).parameters
+    for name in ("interval", "gamma", "max_change", "lr_min", "lr_max", "fallback", "fast_start", "fast_decrease",
+                 "decay"):  # fmt: skip
+        assert params[name].default == fields[f"gen_{name}"], name
+    with pytest.raises(ValueError, match="pass num_training_steps, or decay='none'"):
+        GeNScheduler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1))
 
 
 def est(alpha):
@@ -150,7 +167,7 @@ def test_state_round_trips_through_a_weights_only_checkpoint():
         ({"fallback": "ignore"}, "gen_fallback"),
         ({"decay": "step"}, "gen_decay"),
         ({"decay": "linear"}, "num_training_steps"),
-        ({"max_change": math.inf}, "finite gen_max_change"),  # with the default lr_max=inf: unbounded
+        ({"max_change": math.inf}, "finite gen_max_change"),  # with the helper's lr_max=inf: unbounded
     ],
 )
 def test_bad_settings_say_what_to_pass(kwargs, match):
