@@ -1,4 +1,4 @@
-"""Tiny real models and data sets for the tests (no network)."""
+"""Tiny real models and data sets for the tests (no network), and the GeN arguments most trainer tests share."""
 
 from __future__ import annotations
 
@@ -108,3 +108,29 @@ class Tokens(torch.utils.data.Dataset):
         labels[self.lengths[i] :] = -100
         mask = (labels != -100).long()
         return {"input_ids": self.ids[i], "attention_mask": mask, "labels": labels}
+
+
+def gen_args(tmp_path, **kwargs):
+    """GeN arguments for the mechanics tests: same-batch probes (their closed forms are of a step's own line; the
+    next-batch fit has its own tests) and no decay shape (the default cosine shape has its own test)."""
+    from hf_gen import GeNTrainingArguments
+
+    base = dict(
+        output_dir=str(tmp_path),
+        lr_scheduler_type="gen",
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        logging_steps=1,
+        per_device_train_batch_size=4,
+        max_steps=6,
+        seed=0,
+        gen_decay="none",
+        gen_probe_batch="same",
+    )
+    base.update(kwargs)
+    return GeNTrainingArguments(**base)
+
+
+def logged_lrs(trainer):
+    return [h["learning_rate"] for h in trainer.state.log_history if "learning_rate" in h]

@@ -1,0 +1,91 @@
+"""Resume, logs, the offloaded copy and the model card: the state GeN leaves behind is exact and visible."""
+
+import pytest
+import torch
+
+from hf_gen import GeNTrainer
+
+from tiny import MLP, Regression, Tokens, gen_args, read_trace, tiny_gpt2
+
+# ---- resume ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("probe_batch,interval", [("same", 2), ("next", 2), ("next", 1)])
+def test_resume_from_checkpoint_gives_the_same_lr_trace_and_weights(tmp_path, probe_batch, interval):
+    def run(resume=None):
+        args = gen_args(tmp_path, learning_rate=1e-2, max_steps=12, gen_interval=interval, save_strategy="steps",
+                        save_steps=6, per_device_train_batch_size=4, gen_probe_batch=probe_batch)  # fmt: skip
+        model = MLP(dropout=0.2, seed=0)
+        trainer = GeNTrainer(model=model, args=args, train_dataset=Regression(n=96))
+        trainer.train(resume_from_checkpoint=resume)
+        return read_trace(tmp_path), {n: p.detach().clone() for n, p in model.named_parameters()}, trainer
+
+    full_trace, full_weights, _ = run()
+    pending = sorted(p.name for p in (tmp_path / "checkpoint-6").glob("gen_pending_line-*"))
+    # The next-batch scheme leaves the line of the step just taken to be measured on the next batch: when one is
+    # open at the checkpoint, the copy of the weights before that step goes with it.
+    assert pending == (["gen_pending_line-rank0.pt"] if probe_batch == "next" and 7 in {r["step"] for r in full_trace}
+                       else [])  # fmt: skip
+    resumed_trace, resumed_weights, trainer = run(resume=str(tmp_path / "checkpoint-6"))
+    assert [r["step"] for r in resumed_trace] == [r["step"] for r in full_trace]
+    assert len(full_trace) >= 5
+    for a, b in zip(full_trace, resumed_trace, strict=True):
+        assert a == b
+    for n in full_weights:
+        torch.testing.assert_close(resumed_weights[n], full_weights[n], rtol=0, atol=0)
+    if pending:  # without the saved line, the resumed run would miss the update of step 7
+        (tmp_path / "checkpoint-6" / pending[0]).unlink()
+        lost_trace, _, _ = run(resume=str(tmp_path / "checkpoint-6"))
+        assert 7 not in {r["step"] for r in lost_trace}
+
+
+# ---- reporting: gen/* in the Trainer's logs ----------------------------------------------------------------------
+
+
+def test_gen_metrics_reach_log_history_as_floats_equal_to_the_trace(tmp_path):
+    args = gen_args(tmp_path, learning_rate=1e-2, max_steps=8, gen_interval=2, logging_steps=2)
+    trainer = GeNTrainer(model=MLP(), args=args, train_dataset=Regression())
+    trainer.train()
+    trace = {r["step"]: r for r in read_trace(tmp_path)}
+    logs = [h for h in trainer.state.log_history if "gen/lr" in h]
+    assert [h["step"] for h in logs] == [2, 4, 6, 8]
+    for h in logs:
+        latest = trace[max(s for s in trace if s <= h["step"])]
+        assert isinstance(h["gen/lr"], float) and h["gen/lr"] == latest["lr"]
+        # An undefined estimate (a fallback) is left out of that log rather than logged as NaN.
+        assert h.get("gen/alpha_star") == latest["alpha_star"] and h.get("gen/curvature") == latest["curvature"]
+        assert h["learning_rate"] == pytest.approx(latest["lr"])
+        assert isinstance(h["gen/fallbacks"], float)
+
+
+@pytest.mark.parametrize("offsets", [[1.0], [-1.0, 1.0]])
+def test_offloaded_snapshot_gives_the_same_run(tmp_path, offsets):
+    runs = []
+    for offload in (False, True):
+        model = MLP(seed=3, dropout=0.1)
+        args = gen_args(tmp_path / str(offload), learning_rate=1e-2, max_steps=5, gen_interval=1,
+                        gen_offload_snapshot=offload, gen_probe_offsets=offsets)  # fmt: skip
+        trainer = GeNTrainer(model=model, args=args, train_dataset=Regression())
+        devices = []
+        original = trainer._gen_after_optimizer_step
+
+        def spy(optimizer, a, k, original=original, trainer=trainer, devices=devices):
+            devices.append({t.device.type for t in trainer._gen_snapshot.theta0})
+            original(optimizer, a, k)
+
+        trainer._gen_after_optimizer_step = spy  # the optimizer hooks are bound when train() creates the scheduler
+        trainer.train()
+        runs.append((read_trace(tmp_path / str(offload)), [p.detach().clone() for p in model.parameters()], devices))
+    (trace_a, weights_a, _), (trace_b, weights_b, devices_b) = runs
+    assert trace_a == trace_b
+    assert all(torch.equal(a, b) for a, b in zip(weights_a, weights_b, strict=True))
+    assert devices_b == [{"cpu"}] * 5
+
+
+def test_the_trainers_model_card_names_the_gen_scheduler(tmp_path):
+    args = gen_args(tmp_path, learning_rate=1e-3, max_steps=2, per_device_train_batch_size=2)
+    trainer = GeNTrainer(model=tiny_gpt2(), args=args, train_dataset=Tokens())
+    trainer.train()
+    trainer.create_model_card(model_name="tiny-gen")
+    card = (tmp_path / "README.md").read_text()
+    assert "lr_scheduler_type: gen" in card
