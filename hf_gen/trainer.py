@@ -9,14 +9,17 @@ What the mixin changes, and nothing else:
 * ``_clip_grad_norm``: remembers the pre-clip gradient norm, so the slope uses the true gradient.
 * the optimizer step: the pre-hook copies the trainable parameters (``theta0``); the optimizer then
   steps once, as always, with the current lr, which defines the update direction ``d`` (after
-  clipping, momentum, preconditioning and weight decay); the post-hook measures the line (approx: loss
-  at probe points; exact: a Hessian-vector product), asks the scheduler for the new lr, and sets the
-  weights to ``theta0 - lr_new * d`` from the copy. With ``gen_probe_batch="next"`` the line is fitted in
-  the next step's pre-hook instead, on that step's batch, and sets that step's lr. A step the optimizer
-  skips (fp16 overflow) makes no GeN update.
+  clipping, momentum, preconditioning and weight decay). Out of sample (``gen_probe_batch="next"``, the
+  default in approx mode) the line is measured in the next step's pre-hook, on that step's batch, and the
+  estimate sets that step's lr; the first step's post-hook only checks that the step lowers its own batch's
+  loss. On the same batch (``"same"``, and exact mode) the post-hook measures the line (loss at probe points
+  or a Hessian-vector product), asks the scheduler for the new lr and sets the weights to
+  ``theta0 - lr_new * d`` from the copy. A step the optimizer skips (fp16 overflow) makes no GeN update.
+* checkpoints: a line still to be measured on the next batch is saved with the checkpoint and restored on
+  resume (``_save_optimizer_and_scheduler`` / ``_load_optimizer_and_scheduler``).
 * ``log``: adds ``gen/lr``, ``gen/alpha_star``, ``gen/curvature`` and ``gen/fallbacks`` to training logs.
 
-Every GeN update is also written (main process) to ``output_dir/gen_trace.jsonl``.
+Every GeN update is also written (main process) to ``output_dir/gen_trace.jsonl`` (``hf_gen.trace``).
 """
 
 from __future__ import annotations
