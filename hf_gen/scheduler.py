@@ -210,11 +210,16 @@ class GeNScheduler(LRScheduler):
         lr = self.lr_at(self.last_epoch)
         return [lr * ratio for ratio in self.ratios]
 
+    @property
+    def interval_in_force(self) -> int:
+        """Optimizer steps between recomputes now: 1 until the fast start has settled, then ``interval``."""
+        return self.interval if self.settled else 1
+
     def is_due(self, step: int) -> bool:
         """Whether optimizer step ``step`` (0-based) should recompute the lr."""
-        if self.last_update_step is None or not self.settled:
+        if self.last_update_step is None:
             return True
-        return step - self.last_update_step >= self.interval
+        return step - self.last_update_step >= self.interval_in_force
 
     # ---- updates -----------------------------------------------------------------------------
 

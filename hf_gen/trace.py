@@ -7,6 +7,8 @@ and the tests all go through it. A record holds:
 * ``lr``: group 0's lr after the update, used for that step; ``probe_lr``: the lr the measured line was taken at;
 * ``alpha_star``, ``slope``, ``curvature``, ``loss``: the estimate (``None`` where undefined or not finite);
 * ``mode`` (``"approx"``/``"exact"``), ``fallback`` (``None`` or the reason the estimate was not taken as is);
+* ``interval``: the optimizer steps until the next recompute, as in force after this update (1 during the fast
+  start), so a trace shows where GeN spent its forwards;
 * approx mode: ``probe_batch`` (``"next"``/``"same"``) and ``probe_losses``, ``[distance along the line, loss]``.
 """
 
@@ -25,7 +27,9 @@ def _finite_or_none(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def make_record(*, step: int, lr: float, estimate, probe_lr: float, mode: str, fallback: str | None, **extra) -> dict:
+def make_record(
+    *, step: int, lr: float, estimate, probe_lr: float, mode: str, fallback: str | None, interval: int, **extra
+) -> dict:
     """A trace record from a ``LineEstimate`` (non-finite numbers become ``None``, also in ``probe_losses``)."""
     if "probe_losses" in extra:
         extra["probe_losses"] = [[a, _finite_or_none(v)] for a, v in extra["probe_losses"]]
@@ -39,6 +43,7 @@ def make_record(*, step: int, lr: float, estimate, probe_lr: float, mode: str, f
         "probe_lr": probe_lr,
         "mode": mode,
         "fallback": fallback,
+        "interval": interval,
         **extra,
     }
 

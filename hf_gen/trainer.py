@@ -452,6 +452,7 @@ class GeNMixin:
             probe_lr=lr0,
             mode=mode,
             fallback=self.lr_scheduler.last_fallback,
+            interval=self.lr_scheduler.interval_in_force,
             **extra,
         )
         append_record(self.args.output_dir, record)

@@ -272,6 +272,12 @@ def test_default_cosine_shape_anneals_the_gen_level(tmp_path):
 
     level = args.learning_rate  # out of sample by default: the first line is measured on the second batch
     assert min(trace) == 2
+    # The interval in force after each update: every step until an estimate lands inside the bound, then 4; the
+    # records' steps follow it.
+    records = [trace[k] for k in sorted(trace)]
+    assert {r["interval"] for r in records} <= {1, args.gen_interval}
+    for r, following in zip(records[:-1], records[1:], strict=True):
+        assert following["step"] - r["step"] == r["interval"]
     for k, lr in enumerate(lrs, start=1):
         if k in trace:
             level = trace[k]["lr"] / shape(k - 1)
