@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# One script for a CUDA machine with one GPU (under 10 minutes there): the overhead and memory benchmarks, a short
+# bf16 fine-tune through the classification script, and FSDP2 end to end through the Trainer (world size 1, through
+# the causal-LM script); every figure and log goes to one folder.
+#
+#   bash benchmarks/gpu_check.sh [--out DIR]          # on the GPU machine (default DIR: out/gpu_check)
+#   bash benchmarks/gpu_check.sh --dry_run [--out DIR] # the same steps at toy sizes on CPU (checked in CI)
+#
+# Run it from the repository root in the environment of the README's commands. DIR/summary.txt lists each step with
+# its exit status and wall time; each step's output is in DIR/<step>.txt, its files beside it.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+dry=0
+out=out/gpu_check
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dry_run) dry=1 ;;
+    --out) out="$2"; shift ;;
+    *) echo "error: unknown argument $1; pass --dry_run and/or --out DIR" >&2; exit 2 ;;
+  esac
+  shift
+done
+mkdir -p "$out"
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+python=${PYTHON:-python}
+
+if [ "$dry" = 1 ]; then
+  overhead=(--quick)
+  memory=(--repeats 1 --n_embd 64 --n_layer 2 --seq 32 --steps 2)
+  # On CPU: bf16 through CPU autocast, and the FSDP command over two gloo processes, where accelerate (which turns
+  # its FSDP plugin on only for accelerators) trains with DDP instead: the dry run checks the commands, not FSDP.
+  finetune=(--use_cpu --max_steps 4 --max_train_samples 64 --max_eval_samples 32 --max_seq_length 32
+            --per_device_train_batch_size 8 --per_device_eval_batch_size 32)
+  fsdp=(--use_cpu --max_steps 6 --config_overrides n_embd=32,n_layer=1,n_head=2 --max_train_samples 64
+        --max_eval_samples 16 --per_device_train_batch_size 4 --block_size 64 --eval_strategy no)
+  nproc=2
+else
+  overhead=(--repeats 5)
+  memory=(--repeats 2)
+  finetune=(--max_steps 300)
+  fsdp=(--max_steps 200)
+  nproc=1
+fi
+
+failed=0
+step() {  # step NAME COMMAND...: run it, log its output, record status and wall time
+  local name=$1; shift
+  local start=$SECONDS
+  "$@" > "$out/$name.txt" 2>&1
+  local status=$?
+  printf '%-16s status %d  %4d s  %s\n' "$name" "$status" "$((SECONDS - start))" "$*" >> "$out/summary.txt"
+  [ "$status" = 0 ] || failed=1
+}
+
+: > "$out/summary.txt"
+step environment bash -c "git rev-parse HEAD; $python -c 'import torch, transformers, accelerate; print(\"torch\", torch.__version__, \"cuda\", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else \"-\"); print(\"transformers\", transformers.__version__, \"accelerate\", accelerate.__version__)'; nvidia-smi || true"
+step overhead "$python" benchmarks/overhead.py "${overhead[@]}" --out "$out/overhead_runs" --json "$out/overhead.json"
+step memory "$python" benchmarks/memory.py "${memory[@]}" --out "$out/memory_runs"
+step bf16_finetune "$python" scripts/run_classification.py --bf16 --output_dir "$out/bf16_finetune" "${finetune[@]}"
+step fsdp2_trainer "$python" -m torch.distributed.run --standalone --nproc_per_node="$nproc" scripts/run_clm.py \
+  --fsdp full_shard --fsdp_config '{"fsdp_version": 2}' --output_dir "$out/fsdp2_trainer" "${fsdp[@]}"
+cat "$out/summary.txt"
+exit "$failed"

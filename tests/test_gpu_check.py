@@ -1,0 +1,32 @@
+"""``benchmarks/gpu_check.sh --dry_run``: the GPU check's every step runs on CPU at toy sizes, so the script a GPU
+machine runs is not dead code."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_runs_every_step_and_writes_one_folder(tmp_path):
+    out = tmp_path / "gpu_check"
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--dry_run", "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = (out / "summary.txt").read_text().splitlines()
+    steps = {line.split()[0]: line for line in summary}
+    assert list(steps) == ["environment", "overhead", "memory", "bf16_finetune", "fsdp2_trainer"]
+    assert all(" status 0 " in line for line in summary)
+    overhead = json.loads((out / "overhead.json").read_text())
+    assert len(overhead["rows"]) == 6
+    assert "| GeN approx (default: next batch) |" in (out / "memory.txt").read_text()
+    for run in ("bf16_finetune", "fsdp2_trainer"):
+        result = json.loads((out / run / "run_summary.json").read_text())
+        assert result["gen_updates"] > 0, run
+    assert "--bf16" in json.loads((out / "bf16_finetune" / "run_summary.json").read_text())["command"]
