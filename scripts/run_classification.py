@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +47,7 @@ from _common import (
     check_column,
     check_files,
     command_line,
+    exit_process,
     finish_run,
     given,
     json_argv,
@@ -384,4 +384,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

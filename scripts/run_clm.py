@@ -36,7 +36,6 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-import sys
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -51,6 +50,7 @@ from _common import (
     check_column,
     check_files,
     command_line,
+    exit_process,
     finish_run,
     given,
     json_argv,
@@ -377,4 +377,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())
