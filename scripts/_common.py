@@ -373,6 +373,20 @@ class CardFacts:
     base_model: str | None = None  # the Hub model fine-tuned, if any
     origin: str | None = None  # without a Hub base model: "This model was trained from ..." (no trailing " on")
 
+    @classmethod
+    def for_data(cls, data_args, data_name: str, eval_split: str | None, **kwargs) -> CardFacts:
+        """Facts with the dataset fields filled alike by both scripts: a Hub dataset (``--dataset_name`` that is not
+        a local folder) is linked with its config and evaluation split; local data gets a slug of its name."""
+        on_hub = data_args.dataset_name is not None and not os.path.exists(data_args.dataset_name)
+        return cls(
+            dataset_name=data_name,
+            dataset_type=data_args.dataset_name if on_hub else slug(data_name),
+            dataset_on_hub=on_hub,
+            dataset_config=data_args.dataset_config_name if on_hub else None,
+            dataset_split=eval_split if on_hub else None,
+            **kwargs,
+        )
+
     def trainer_kwargs(self, tags: list[str]) -> dict:
         return {
             "tasks": self.task,

