@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 from transformers.trainer_utils import SchedulerType
 
-from .scheduler import validate_gen_settings
+from .scheduler import DECAY_SHAPES, FALLBACK_POLICIES, validate_gen_settings
 
 __all__ = ["GEN_SCHEDULER_NAME", "GeNTrainingArguments"]
 
 GEN_SCHEDULER_NAME = "gen"
 GEN_MODES = ("approx", "exact")
+PROBE_BATCHES = ("next", "same")
 
 
 STOCK_TRAINER_REFUSAL = (
@@ -127,7 +128,7 @@ class GeNTrainingArguments(TrainingArguments):
             "estimate. The other unusable estimates move the lr toward a bound: no descent or a non-finite loss "
             "down, non-positive curvature along a descent direction up. Every fallback is recorded in "
             "gen_trace.jsonl and counted in gen/fallbacks.",
-            "choices": ["keep", "shrink", "error"],
+            "choices": list(FALLBACK_POLICIES),
         },
     )
     gen_fast_start: bool = field(
@@ -162,7 +163,7 @@ class GeNTrainingArguments(TrainingArguments):
             "help": "Annealing composed with GeN: 'cosine' (default), 'linear' (1 - t/T) or 'none'. GeN moves the "
             "level, the applied lr is level x shape(t). Greedy GeN estimates do not anneal by themselves; see "
             "benchmarks/RESULTS.md for the measurements behind the default.",
-            "choices": ["cosine", "linear", "none"],
+            "choices": list(DECAY_SHAPES),
         },
     )
     gen_probe_offsets: list[float] = field(
@@ -193,7 +194,7 @@ class GeNTrainingArguments(TrainingArguments):
             "is biased up where the noise is large (small batches, pretrained models). Default: 'next' with the "
             "default probe in approx mode, 'same' otherwise (exact mode, other gen_probe_offsets, gen_use_slope "
             "False), which measure the step's own line.",
-            "choices": ["next", "same"],
+            "choices": list(PROBE_BATCHES),
         },
     )
     gen_offload_snapshot: bool = field(
@@ -262,7 +263,7 @@ class GeNTrainingArguments(TrainingArguments):
         if self.gen_probe_batch is None:
             fits_next = self.gen_mode == "approx" and offsets == [1.0] and self.gen_use_slope
             self.gen_probe_batch = "next" if fits_next else "same"
-        if self.gen_probe_batch not in ("same", "next"):
+        if self.gen_probe_batch not in PROBE_BATCHES:
             raise ValueError(f"gen_probe_batch must be 'same' or 'next', got {self.gen_probe_batch!r}")
         if self.gen_probe_batch == "next" and (
             self.gen_mode != "approx" or offsets != [1.0] or not self.gen_use_slope
