@@ -58,6 +58,8 @@ class GeNTrainingArguments(TrainingArguments):
         gen_mode: ``"approx"`` (parabola from losses on the line) or ``"exact"`` (Hessian-vector product).
         gen_probe_batch: ``"next"`` (out of sample, the default in approx mode) or ``"same"`` (the step's own batch).
         gen_interval: Recompute every N optimizer steps.
+        gen_max_interval: Adaptive recompute: the gap doubles after each steady update, up to this many steps, and
+            drops back to ``gen_interval`` on any other outcome. ``None``: a fixed interval.
         gen_gamma: Smoothing in ``[0, 1)``: the level moves as ``level**gamma * target**(1 - gamma)``.
         gen_max_change: Per-update bound: each target lies in ``[lr / c, lr * c]``.
         gen_lr_min: Absolute lower bound on group 0's lr.
@@ -100,6 +102,14 @@ class GeNTrainingArguments(TrainingArguments):
     gen_interval: int = field(
         default=4,
         metadata={"help": "Recompute the lr every N optimizer steps (the first step always recomputes)."},
+    )
+    gen_max_interval: int | None = field(
+        default=None,
+        metadata={
+            "help": "Adaptive recompute: after an update whose estimate lands within sqrt(gen_max_change) of the lr, "
+            "the gap to the next recompute doubles, up to this many optimizer steps; a bound hit or a fallback sets "
+            "it back to gen_interval. Unset: recompute every gen_interval steps."
+        },
     )
     gen_gamma: float = field(
         default=0.9,
@@ -236,6 +246,7 @@ class GeNTrainingArguments(TrainingArguments):
             raise ValueError(f"gen_mode must be one of {GEN_MODES}, got {self.gen_mode!r}")
         validate_gen_settings(
             interval=self.gen_interval,
+            max_interval=self.gen_max_interval,
             gamma=self.gen_gamma,
             max_change=self.gen_max_change,
             lr_min=self.gen_lr_min,

@@ -116,6 +116,10 @@ class GeNScheduler(LRScheduler):
         optimizer: The optimizer whose param groups are scheduled. Group 0's starting lr is the first
             lr and the first probe radius; the other groups keep their ratio to it.
         interval: Recompute every ``interval`` optimizer steps (the first step always recomputes).
+        max_interval: Adaptive recompute: the longest gap between recomputes. After an update whose estimate
+            lands within ``sqrt(max_change)`` of the level (the lr is steady), the gap doubles, up to
+            ``max_interval``; any other outcome (an estimate at or beyond that band, a fallback) sets it back to
+            ``interval``. ``None`` (or equal to ``interval``): a fixed interval.
         gamma: Smoothing of the lr, in ``[0, 1)``: the weight of the old lr in each (geometric) update.
         max_change: Each new estimate is clipped to ``[lr / max_change, lr * max_change]`` (>= 1).
         lr_min: Absolute lower bound on group 0's lr.
@@ -138,6 +142,7 @@ class GeNScheduler(LRScheduler):
         optimizer: torch.optim.Optimizer,
         *,
         interval: int = 4,
+        max_interval: int | None = None,
         gamma: float = 0.9,
         max_change: float = 2.0,
         lr_min: float = 0.0,
@@ -151,6 +156,7 @@ class GeNScheduler(LRScheduler):
     ) -> None:
         validate_gen_settings(
             interval=interval,
+            max_interval=max_interval,
             gamma=gamma,
             max_change=max_change,
             lr_min=lr_min,
@@ -170,6 +176,8 @@ class GeNScheduler(LRScheduler):
                 "pass learning_rate > 0: it is the first lr and the first probe radius"
             )
         self.interval = int(interval)
+        self.max_interval = int(max_interval) if max_interval is not None else self.interval
+        self.gap = self.interval  # the interval in force once settled (adaptive: between interval and max_interval)
         self.gamma = float(gamma)
         self.max_change = float(max_change)
         self.lr_min = float(lr_min)
@@ -212,8 +220,9 @@ class GeNScheduler(LRScheduler):
 
     @property
     def interval_in_force(self) -> int:
-        """Optimizer steps between recomputes now: 1 until the fast start has settled, then ``interval``."""
-        return self.interval if self.settled else 1
+        """Optimizer steps between recomputes now: 1 until the fast start has settled, then the adaptive gap (always
+        ``interval`` without ``max_interval``)."""
+        return self.gap if self.settled else 1
 
     def is_due(self, step: int) -> bool:
         """Whether optimizer step ``step`` (0-based) should recompute the lr."""
@@ -299,8 +308,10 @@ class GeNScheduler(LRScheduler):
             fallback=self.fallback,
             fast_decrease=self.fast_decrease,
         )
+        was_settled = self.settled
         if inside:
             self.settled = True
+        self.gap = self._next_gap(lr, estimate, reason, was_settled)
         if ceiling is not None and self.shape(step) > 0.0:
             new_lr = min(new_lr, ceiling / math.sqrt(self.max_change) / self.shape(step))
         self.level = min(max(new_lr, self.lr_min), self.lr_max)
@@ -312,11 +323,28 @@ class GeNScheduler(LRScheduler):
         self.last_fallback = reason
         return self._apply(step)
 
+    def _next_gap(self, level: float, estimate: LineEstimate, reason: str | None, was_settled: bool) -> int:
+        """The adaptive gap after an update at ``level``: doubled while the lr is steady, else back to ``interval``.
+
+        Steady: a settled update (not the fast start's) with a usable estimate that needed no bound and landed within
+        the trust tolerance ``sqrt(max_change)`` of the level, so the level moved by at most a ``(1 - gamma)``
+        fraction of that tolerance on a log scale.
+        """
+        tolerance = math.sqrt(self.max_change)
+        steady = (
+            was_settled
+            and estimate.accepted
+            and reason is None
+            and level / tolerance <= estimate.alpha_star <= level * tolerance
+        )
+        return min(2 * self.gap, self.max_interval) if steady else self.interval
+
     def restart(self, lr: float, step: int, reason: str) -> float:
         """Set the applied lr of group 0 at ``step`` to ``lr`` outright (a step found to overshoot), recorded as a
         fallback with ``reason``; the fast start goes on. Returns the applied lr."""
         shape = self.shape(step)
         self.level = min(max(lr / shape if shape > 0.0 else lr, self.lr_min), self.lr_max)
+        self.gap = self.interval
         self.last_update_step = step
         self.num_updates += 1
         self.num_fallbacks += 1
@@ -335,6 +363,7 @@ class GeNScheduler(LRScheduler):
 def validate_gen_settings(
     *,
     interval: int,
+    max_interval: int | None = None,
     gamma: float,
     max_change: float,
     lr_min: float,
@@ -345,6 +374,13 @@ def validate_gen_settings(
     """Check GeN settings; raise ``ValueError`` saying what to pass instead."""
     if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
         raise ValueError(f"gen_interval must be an integer >= 1 (recompute every N optimizer steps), got {interval!r}")
+    if max_interval is not None and (
+        isinstance(max_interval, bool) or not isinstance(max_interval, int) or max_interval < interval
+    ):
+        raise ValueError(
+            f"gen_max_interval must be None (a fixed interval) or an integer >= gen_interval ({interval}), the "
+            f"longest gap between recomputes, got {max_interval!r}"
+        )
     if not (isinstance(gamma, (int, float)) and 0.0 <= gamma < 1.0):
         raise ValueError(f"gen_gamma must be in [0, 1) (0.9 is the authors' choice; 0 = no smoothing), got {gamma!r}")
     if not (isinstance(max_change, (int, float)) and max_change >= 1.0):

@@ -107,6 +107,7 @@ class GeNMixin:
             self.lr_scheduler = GeNScheduler(
                 optimizer,
                 interval=args.gen_interval,
+                max_interval=args.gen_max_interval,
                 gamma=args.gen_gamma,
                 max_change=args.gen_max_change,
                 lr_min=args.gen_lr_min,

@@ -26,8 +26,8 @@ def test_defaults_used_alone_are_the_arguments_defaults():
 
     fields = {f.name: f.default for f in dataclasses.fields(GeNTrainingArguments) if f.name.startswith("gen_")}
     params = inspect.signature(GeNScheduler.__init__).parameters
-    for name in ("interval", "gamma", "max_change", "lr_min", "lr_max", "fallback", "fast_start", "fast_decrease",
-                 "decay"):  # fmt: skip
+    for name in ("interval", "max_interval", "gamma", "max_change", "lr_min", "lr_max", "fallback", "fast_start",
+                 "fast_decrease", "decay"):  # fmt: skip
         assert params[name].default == fields[f"gen_{name}"], name
     with pytest.raises(ValueError, match="pass num_training_steps, or decay='none'"):
         GeNScheduler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1))
@@ -65,6 +65,46 @@ def test_interval_counts_optimizer_steps():
     opt, s = make(interval=3, fast_start=False)
     s.apply_estimate(est(0.1), step=0)
     assert [s.is_due(t) for t in range(1, 7)] == [False, False, True, True, True, True]
+
+
+def test_adaptive_interval_doubles_while_steady_and_drops_back_on_anything_else():
+    """The gap after each update: doubled when the estimate lands within sqrt(max_change) of the level, capped at
+    max_interval; a far estimate (still inside the clip), a bound or a fallback resets it to interval."""
+    opt, s = make(lr=0.1, gamma=0.5, max_change=4.0, interval=2, max_interval=16, fast_start=False)
+    step, gaps = 0, []
+    for factor in (1.9, 1.0, 0.6, 1.0, 1.0, 2.1, 1.0):  # sqrt(4) = 2: 2.1 is outside the steady band
+        s.apply_estimate(est(s.level * factor), step=step)
+        gaps.append(s.interval_in_force)
+        assert not s.is_due(step + s.interval_in_force - 1) and s.is_due(step + s.interval_in_force)
+        step += s.interval_in_force
+    assert gaps == [4, 8, 16, 16, 16, 2, 4]
+    s.apply_estimate(bad("nonfinite_curvature"), step=step)
+    assert s.interval_in_force == 2
+    s.apply_estimate(est(s.level), step=step + 2)
+    assert s.interval_in_force == 4
+    s.restart(0.05, step=step + 6, reason="overshot")
+    assert s.interval_in_force == 2
+    # without max_interval the interval is fixed, steady or not
+    opt, s = make(lr=0.1, interval=3, fast_start=False)
+    for t in range(0, 12, 3):
+        s.apply_estimate(est(s.level), step=t)
+        assert s.interval_in_force == 3
+
+
+def test_adaptive_interval_waits_for_the_fast_start_and_survives_a_checkpoint():
+    opt, s = make(lr=1e-6, gamma=0.9, max_change=2.0, interval=4, max_interval=32)
+    s.apply_estimate(est(1e-3), step=0)  # far: fast start goes on, every step
+    assert s.interval_in_force == 1
+    s.apply_estimate(est(3e-6), step=1)  # lands inside [1e-6, 4e-6]: settles; its own update does not lengthen
+    assert s.settled and s.interval_in_force == 4
+    s.apply_estimate(est(s.level), step=5)
+    assert s.interval_in_force == 8
+    buffer = io.BytesIO()
+    torch.save(s.state_dict(), buffer)
+    opt2, s2 = make(lr=1e-6, gamma=0.9, max_change=2.0, interval=4, max_interval=32)
+    buffer.seek(0)
+    s2.load_state_dict(torch.load(buffer, weights_only=False))
+    assert s2.interval_in_force == 8 and not s2.is_due(12) and s2.is_due(13)
 
 
 def test_fast_start_skips_smoothing_until_an_estimate_lands_inside_the_bound():
@@ -160,6 +200,7 @@ def test_state_round_trips_through_a_weights_only_checkpoint():
     "kwargs,match",
     [
         ({"interval": 0}, "gen_interval"),
+        ({"interval": 4, "max_interval": 2}, "gen_max_interval must be None"),
         ({"gamma": 1.0}, "gen_gamma"),
         ({"max_change": 0.5}, "gen_max_change"),
         ({"lr_min": 0.2, "lr_max": 0.1}, "gen_lr_min"),

@@ -7,14 +7,40 @@ from hf_gen import GeNTrainer
 
 from tiny import MLP, Regression, Tokens, gen_args, read_trace, tiny_gpt2
 
+# ---- the adaptive interval ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("probe_batch", ["same", "next"])
+def test_adaptive_interval_spends_forwards_where_the_trace_says(tmp_path, probe_batch):
+    """Each record's ``interval`` is the gap to the next record, and it follows the rule on the record's own numbers:
+    doubled (up to gen_max_interval) when the estimate lands within sqrt(gen_max_change) of the lr it was measured
+    against, back to gen_interval otherwise."""
+    args = gen_args(tmp_path, learning_rate=1e-2, max_steps=60, gen_interval=2, gen_max_interval=8,
+                    gen_probe_batch=probe_batch, per_device_train_batch_size=32)  # fmt: skip
+    GeNTrainer(model=MLP(seed=0), args=args, train_dataset=Regression(n=1024)).train()
+    trace = read_trace(tmp_path)
+    settled = [i for i, r in enumerate(trace) if r["interval"] > 1]
+    assert settled and len(trace) - settled[0] >= 5
+    for before, after in zip(trace, trace[1:], strict=False):
+        assert after["step"] - before["step"] == before["interval"]
+    for before, record in zip(trace[settled[0] :], trace[settled[0] + 1 :], strict=False):
+        level, alpha = before["lr"], record["alpha_star"]
+        steady = record["fallback"] is None and alpha is not None and level / 2**0.5 <= alpha <= level * 2**0.5
+        assert record["interval"] == (min(2 * before["interval"], 8) if steady else 2)
+    assert max(r["interval"] for r in trace) == 8  # it did lengthen: the run is steady enough to reach the cap
+
+
 # ---- resume ------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("probe_batch,interval", [("same", 2), ("next", 2), ("next", 1)])
-def test_resume_from_checkpoint_gives_the_same_lr_trace_and_weights(tmp_path, probe_batch, interval):
+@pytest.mark.parametrize(
+    "probe_batch,interval,max_interval", [("same", 2, None), ("next", 2, None), ("next", 1, None), ("next", 1, 4)]
+)
+def test_resume_from_checkpoint_gives_the_same_lr_trace_and_weights(tmp_path, probe_batch, interval, max_interval):
     def run(resume=None):
         args = gen_args(tmp_path, learning_rate=1e-2, max_steps=12, gen_interval=interval, save_strategy="steps",
-                        save_steps=6, per_device_train_batch_size=4, gen_probe_batch=probe_batch)  # fmt: skip
+                        save_steps=6, per_device_train_batch_size=4, gen_probe_batch=probe_batch,
+                        gen_max_interval=max_interval)  # fmt: skip
         model = MLP(dropout=0.2, seed=0)
         trainer = GeNTrainer(model=model, args=args, train_dataset=Regression(n=96))
         trainer.train(resume_from_checkpoint=resume)
