@@ -2,19 +2,27 @@
 
 Usage:
     python benchmarks/overhead.py [--repeats 5] [--steps 16] [--n_embd 256] [--n_layer 6] [--seq 128] [--batch 8]
+    python benchmarks/overhead.py --steps 64 --settings "GeN approx, interval 4 (default)" "GeN approx, adaptive 4..16"
     python benchmarks/overhead.py --quick      # a smoke run (tiny model, 1 repeat)
 
 A GPT-2-style model (about 10M parameters at the defaults) is trained by the real Trainer under each setting, in one
 process, the settings interleaved over the repeats: plain Trainer at a constant lr; GeN approx at gen_interval 1, 4
-and 8; GeN exact at 4; the authors' `gen-optim` (PyPI) at its interval 4, driven by a Trainer subclass that calls its
-`lr_parabola` between backward and the optimizer step as its README does (three forwards on a fresh batch and an
-extra optimizer step per recompute). The time per step is the mean over a window of steps that is a multiple of
-every interval, after warm-up steps; the table shows the median over repeats.
+and 8; GeN approx with adaptive recompute (gen_interval 4, gen_max_interval 16 or 32: the gap doubles after each
+steady update); GeN exact at 4; the authors' `gen-optim` (PyPI) at its interval 4, driven by a Trainer subclass that
+calls its `lr_parabola` between backward and the optimizer step as its README does (three forwards on a fresh batch
+and an extra optimizer step per recompute). `--settings` picks a subset (the plain Trainer always runs: it is the
+baseline). The time per step is the mean over a window of steps that is a multiple of every fixed interval, after
+warm-up steps; the table shows the median over repeats. The adaptive gap can only grow over a long enough window
+(`--steps 64`).
+
+Recomputes per step: the GeN updates that fell in the timed window (from each run's `gen_trace.jsonl`; for gen-optim
+its `lr_parabola` calls), over the window's steps; the median over repeats is shown.
 
 The limit: approximate GeN needs at least one extra no-grad forward per recompute (the slope comes from the backward
 pass, the loss at the current point from the training forward). A no-grad forward on the same batch is timed, and
-each setting's overhead is printed next to that limit (overhead / limit). Exact GeN is compared with one forward
-plus one Hessian-vector product (forward, backward with graph, second backward) timed on its own.
+each setting's overhead is printed next to that limit times the recomputes per step it made (overhead / limit; at a
+fixed interval that is the forward / interval). Exact GeN is compared with one forward plus one Hessian-vector
+product (forward, backward with graph, second backward) timed on its own.
 Writes the table to stdout and the raw numbers to --json.
 """
 
@@ -35,14 +43,24 @@ from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback  
 from transformers.tokenization_utils_base import BatchEncoding  # noqa: E402
 
 from hf_gen import GeNTrainer, GeNTrainingArguments  # noqa: E402
+from hf_gen.trace import read_trace  # noqa: E402
 
 LR = 3e-4
 
 
 class Rows(torch.utils.data.Dataset):
-    def __init__(self, n, seq, vocab):
+    """``n`` token rows of length ``seq``. ``"random"``: uniform tokens (nothing to learn; the loss stays at about
+    log(vocab)); ``"chain"``: each token is a fixed permutation of the one before with probability 0.9, else uniform
+    (a bigram map the model can learn, so the line has a minimum the lr can settle on)."""
+
+    def __init__(self, n, seq, vocab, kind="random"):
         g = torch.Generator().manual_seed(0)
         self.ids = torch.randint(0, vocab, (n, seq), generator=g)
+        if kind == "chain":
+            successor = torch.randperm(vocab, generator=g)
+            follow = torch.rand(n, seq, generator=g) < 0.9
+            for t in range(1, seq):
+                self.ids[:, t] = torch.where(follow[:, t], successor[self.ids[:, t - 1]], self.ids[:, t])
 
     def __len__(self):
         return len(self.ids)
@@ -67,6 +85,7 @@ class AuthorsGeNTrainer(Trainer):
     def __init__(self, *args, fresh_batches=None, **kwargs):
         super().__init__(*args, **kwargs)
         self._fresh = fresh_batches
+        self.recompute_steps = []  # 1-based steps whose lr a `lr_parabola` call set
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -74,6 +93,7 @@ class AuthorsGeNTrainer(Trainer):
             from GeN import lr_parabola
 
             inner = self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer
+            self.recompute_steps.append(self.state.global_step + 1)
             lr_parabola(self.model, inner, tr_iter=self._fresh, task="NLU", device=self.args.device.type)
         return loss
 
@@ -99,12 +119,15 @@ SETTINGS = {
     "GeN approx, interval 1": {"lr_scheduler_type": "gen", "gen_interval": 1},
     "GeN approx, interval 4 (default)": {"lr_scheduler_type": "gen", "gen_interval": 4},
     "GeN approx, interval 8": {"lr_scheduler_type": "gen", "gen_interval": 8},
+    "GeN approx, adaptive 4..16": {"lr_scheduler_type": "gen", "gen_interval": 4, "gen_max_interval": 16},
+    "GeN approx, adaptive 4..32": {"lr_scheduler_type": "gen", "gen_interval": 4, "gen_max_interval": 32},
     "GeN exact, interval 4": {"lr_scheduler_type": "gen", "gen_interval": 4, "gen_mode": "exact"},
     "gen-optim (authors), interval 4": {"lr_scheduler_type": "constant", "authors": True},
 }
 
 
 def run_setting(name, spec, opts, data):
+    """One training run; the mean step time over the timed window and the steps GeN recomputed at inside it."""
     spec = dict(spec)
     authors = spec.pop("authors", False)
     total = opts.warmup + opts.steps
@@ -122,12 +145,17 @@ def run_setting(name, spec, opts, data):
     else:
         trainer = GeNTrainer(model=model, args=args, train_dataset=data, callbacks=[clock])
     trainer.train()
-    stamps = clock.stamps[opts.warmup - 1 :]
-    return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+    stamps = clock.stamps[opts.warmup - 1 :]  # the ends of steps warmup .. warmup + steps (1-based)
+    if authors:
+        updates = trainer.recompute_steps
+    else:
+        updates = [record["step"] for record in read_trace(args.output_dir)]
+    in_window = [step for step in updates if opts.warmup < step <= opts.warmup + opts.steps]
+    return {"step_s": (stamps[-1] - stamps[0]) / (len(stamps) - 1), "recompute_steps": in_window}
 
 
-def time_forward_and_hvp(opts, data, repeats):
-    """Times of a no-grad forward, and of forward + Hessian-vector product, on one training batch."""
+def time_forward_and_hvp(opts, data, repeats, kinds=("forward", "hvp")):
+    """Times of a no-grad forward, and of forward + Hessian-vector product, on one training batch (``kinds``)."""
     model = make_model(opts)
     model.train()
     batch = {key: torch.stack([data[i][key] for i in range(opts.batch)]) for key in ("input_ids", "labels")}
@@ -147,6 +175,8 @@ def time_forward_and_hvp(opts, data, repeats):
 
     out = {}
     for name, fn in (("forward", forward), ("hvp", hvp)):
+        if name not in kinds:
+            continue
         fn()
         out[name] = []
         for _ in range(repeats):
@@ -156,58 +186,85 @@ def time_forward_and_hvp(opts, data, repeats):
     return out
 
 
+PLAIN = "plain Trainer, constant lr"
+
+
+def summarise(per_step, ref, settings):
+    """The table's rows: median step time, overhead over the plain Trainer, recomputes per step and the limit."""
+    plain = statistics.median(run["step_s"] for run in per_step[PLAIN])
+    rows = []
+    for name in settings:
+        spec, runs = SETTINGS[name], per_step[name]
+        step_s = statistics.median(run["step_s"] for run in runs)
+        overhead = step_s - plain
+        rate = statistics.median(len(run["recompute_steps"]) / run["window"] for run in runs)
+        if name == PLAIN:
+            limit, limit_name, rate = math.nan, "", None
+        elif spec.get("gen_mode") == "exact":
+            limit, limit_name = ref["hvp"] * rate, "forward + HVP"
+        else:
+            limit, limit_name = ref["forward"] * rate, "1 forward"
+        known = limit == limit and limit > 0
+        rows.append({"setting": name, "step_s": step_s, "overhead": overhead / plain, "recomputes_per_step": rate,
+                     "limit": limit / plain if known else None, "limit_is": limit_name,
+                     "ratio": overhead / limit if known else None, "runs_s": [run["step_s"] for run in runs],
+                     "recompute_steps": [run["recompute_steps"] for run in runs]})  # fmt: skip
+    return rows
+
+
+def print_table(rows):
+    print("| setting | s / step | overhead | recomputes per step | limit (per step) | overhead / limit |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        rate = f"{r['recomputes_per_step']:.3f}" if r["recomputes_per_step"] is not None else "-"
+        limit = f"{r['limit']:+.1%} ({r['limit_is']})" if r["limit"] is not None else "-"
+        ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-"
+        print(f"| {r['setting']} | {r['step_s']:.3f} | {r['overhead']:+.1%} | {rate} | {limit} | {ratio} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description="GeN's cost per optimizer step, next to its limit.")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=16, help="timed steps per run (a multiple of 8)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per run (a multiple of 8; default 16)")
     parser.add_argument("--warmup", type=int, default=4)
     parser.add_argument("--n_embd", type=int, default=256)
     parser.add_argument("--n_layer", type=int, default=6)
     parser.add_argument("--vocab", type=int, default=16384)
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--quick", action="store_true", help="smoke run: tiny model, one repeat, 8 steps")
+    parser.add_argument("--data", choices=("random", "chain"), default="random",
+                        help="training tokens: uniform, or a learnable bigram chain (see Rows)")  # fmt: skip
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS),
+                        help="the settings to time (the plain Trainer always runs)")  # fmt: skip
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny model, one repeat, 8 steps (or --steps)")
     parser.add_argument("--out", default="out/bench-overhead")
     parser.add_argument("--json", default=None, help="write the raw numbers here")
     opts = parser.parse_args()
     if opts.quick:
-        opts.repeats, opts.steps, opts.warmup, opts.n_embd, opts.n_layer, opts.vocab, opts.seq, opts.batch = (
-            1, 8, 2, 32, 1, 256, 32, 2)  # fmt: skip
-    data = Rows(n=opts.batch * (opts.warmup + opts.steps + 2) * 2, seq=opts.seq, vocab=opts.vocab)
+        opts.repeats, opts.warmup, opts.n_embd, opts.n_layer, opts.vocab, opts.seq, opts.batch = (
+            1, 2, 32, 1, 256, 32, 2)  # fmt: skip
+    opts.steps = opts.steps or (8 if opts.quick else 16)
+    settings = [name for name in SETTINGS if name == PLAIN or name in opts.settings]
+    kinds = ("forward", "hvp") if any(SETTINGS[name].get("gen_mode") == "exact" for name in settings) else ("forward",)
+    data = Rows(n=opts.batch * (opts.warmup + opts.steps + 2) * 2, seq=opts.seq, vocab=opts.vocab, kind=opts.data)
     n_params = sum(p.numel() for p in make_model(opts).parameters())
-    per_step = {name: [] for name in SETTINGS}
-    ref_runs = {"forward": [], "hvp": []}
+    per_step = {name: [] for name in settings}
+    ref_runs = {key: [] for key in kinds}
     for _ in range(opts.repeats):  # the reference is timed inside each repeat too, so it sees the same load
-        for name, spec in SETTINGS.items():
-            per_step[name].append(run_setting(name, spec, opts, data))
-        for key, times in time_forward_and_hvp(opts, data, repeats=3).items():
+        for name in settings:
+            per_step[name].append({**run_setting(name, SETTINGS[name], opts, data), "window": opts.steps})
+        for key, times in time_forward_and_hvp(opts, data, repeats=3, kinds=kinds).items():
             ref_runs[key] += times
     ref = {key: statistics.median(times) for key, times in ref_runs.items()}
-    median = {name: statistics.median(v) for name, v in per_step.items()}
-    plain = median["plain Trainer, constant lr"]
-    rows = []
-    for name, spec in SETTINGS.items():
-        interval = spec.get("gen_interval", 4)
-        overhead = median[name] - plain
-        if spec.get("gen_mode") == "exact":
-            limit, limit_name = ref["hvp"] / interval, "forward + HVP"
-        elif name.startswith("plain"):
-            limit, limit_name = math.nan, ""
-        else:
-            limit, limit_name = ref["forward"] / interval, "1 forward"
-        rows.append({"setting": name, "step_s": median[name], "overhead": overhead / plain,
-                     "limit": limit / plain if limit == limit else None, "limit_is": limit_name,
-                     "ratio": overhead / limit if limit == limit else None, "runs_s": per_step[name]})  # fmt: skip
+    ref.setdefault("hvp", math.nan)
+    rows = summarise(per_step, ref, settings)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
-    print(f"\nmodel: GPT-2 config, {n_params / 1e6:.1f}M parameters, batch {opts.batch} x {opts.seq} tokens; {device}")
+    print(f"\nmodel: GPT-2 config, {n_params / 1e6:.1f}M parameters, batch {opts.batch} x {opts.seq} tokens "
+          f"({opts.data}); {device}")  # fmt: skip
     print(f"median over {opts.repeats} interleaved repeats of the mean step time over {opts.steps} steps")
-    print(f"no-grad forward {ref['forward'] * 1e3:.0f} ms, forward + HVP {ref['hvp'] * 1e3:.0f} ms\n")
-    print("| setting | s / step | overhead | limit (per step) | overhead / limit |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        limit = f"{r['limit']:+.1%} ({r['limit_is']})" if r["limit"] is not None else "-"
-        ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-"
-        print(f"| {r['setting']} | {r['step_s']:.3f} | {r['overhead']:+.1%} | {limit} | {ratio} |")
+    hvp = f", forward + HVP {ref['hvp'] * 1e3:.0f} ms" if "hvp" in kinds else ""
+    print(f"no-grad forward {ref['forward'] * 1e3:.0f} ms{hvp}\n")
+    print_table(rows)
     if opts.json:
         os.makedirs(os.path.dirname(opts.json) or ".", exist_ok=True)
         with open(opts.json, "w") as handle:

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from hf_gen.trace import read_trace
+
 ROOT = os.path.dirname(os.path.dirname(__file__))
 
 
@@ -20,7 +22,7 @@ def test_overhead_quick_runs_every_setting(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
     rows = {r["setting"]: r for r in result["rows"]}
-    assert len(rows) == 6 and rows["plain Trainer, constant lr"]["overhead"] == 0.0
+    assert len(rows) == 8 and rows["plain Trainer, constant lr"]["overhead"] == 0.0
     plain = rows["plain Trainer, constant lr"]["step_s"]
     for r in rows.values():
         assert r["step_s"] > 0 and len(r["runs_s"]) == 1
@@ -31,5 +33,16 @@ def test_overhead_quick_runs_every_setting(tmp_path):
         result["reference_s"]["forward"] / 4 / plain
     )
     assert "| GeN exact, interval 4 |" in done.stdout
-    # GeN wrote its trace in the runs it made
-    assert os.path.exists(tmp_path / "runs" / "GeN_approx__interval_1" / "gen_trace.jsonl")
+    # recomputes per step: counted in the timed window (steps 3..10 of --quick), at a fixed interval 1 / interval
+    window = range(3, 11)
+    for name, interval in (("interval 1", 1), ("interval 4 (default)", 4), ("interval 8", 8)):
+        row = rows[f"GeN approx, {name}"]
+        trace = read_trace(tmp_path / "runs" / ("GeN_approx__" + "".join(c if c.isalnum() else "_" for c in name)))
+        assert row["recompute_steps"] == [[r["step"] for r in trace if r["step"] in window]]
+        assert row["recomputes_per_step"] == pytest.approx(1 / interval)
+    adaptive = rows["GeN approx, adaptive 4..32"]
+    assert 0 < adaptive["recomputes_per_step"] <= 0.25
+    forward = result["reference_s"]["forward"]
+    assert adaptive["limit"] == pytest.approx(forward * adaptive["recomputes_per_step"] / plain)
+    assert rows["gen-optim (authors), interval 4"]["recompute_steps"] == [[4, 8]]
+    assert "| GeN approx, adaptive 4..16 |" in done.stdout and "recomputes per step" in done.stdout

@@ -24,7 +24,7 @@ def test_gpu_check_dry_run_runs_every_step_and_writes_one_folder(tmp_path):
     assert list(steps) == ["environment", "overhead", "memory", "bf16_finetune", "fsdp2_trainer"]
     assert all(" status 0 " in line for line in summary)
     overhead = json.loads((out / "overhead.json").read_text())
-    assert len(overhead["rows"]) == 6
+    assert len(overhead["rows"]) == 8
     assert "| GeN approx (default: next batch) |" in (out / "memory.txt").read_text()
     for run in ("bf16_finetune", "fsdp2_trainer"):
         result = json.loads((out / run / "run_summary.json").read_text())
