@@ -33,6 +33,13 @@ default ``max_grad_norm=1``) and no weight decay. What differs is only the lr me
   ``torch.optim.SGD(momentum=0.9)``.
 * ``gen-adamw-nodecay``: GeN-AdamW with the non-default ``gen_decay="none"`` (GeN alone, never annealed), for
   information only (it is not part of the targets, which are about the defaults).
+* ``gen-adamw-same``: GeN-AdamW with the non-default ``gen_probe_batch="same"`` (the previous probe scheme).
+* ``gen-adamw-adaptive16`` / ``gen-adamw-adaptive32``: GeN-AdamW with adaptive recompute, ``gen_interval=4`` and
+  ``gen_max_interval`` 16 / 32 (the gap doubles after each steady update up to the cap, and drops back to 4 on any
+  other outcome); run on request (``--families``), not part of the main comparison.
+
+Every GeN run's record holds its ``gen_trace.jsonl`` (``gen_trace``), the number of GeN updates (``gen_updates``)
+and the optimizer steps they set the lr of (``gen_update_steps``).
 
 The lr actually used at each optimizer step is recorded by ``LRRecorder``.
 """
@@ -53,7 +60,7 @@ from hf_gen.trace import read_trace
 
 __all__ = [
     "Contender", "LRRecorder", "run_contender", "TRAINER_DEFAULT_LR", "GEN_OPTIM_START_LR", "SCHEDULEFREE_LR",
-    "MECHANIC_BASE_LR",
+    "MECHANIC_BASE_LR", "GEN_VARIANTS", "ADAPTIVE_CAPS",
 ]  # fmt: skip
 
 TRAINER_DEFAULT_LR = TrainingArguments.__dataclass_fields__["learning_rate"].default  # 5e-5
@@ -63,6 +70,8 @@ SCHEDULEFREE_LR = 2.5e-3  # schedulefree.AdamWScheduleFree's default lr
 SGD_MOMENTUM = 0.9
 WARMUP_FRACTION = 0.05  # the warmup of the adamw-cosine-warmup grid: 5% of the steps, a common fine-tuning choice
 MECHANIC_BASE_LR = 1.0  # mechanic-pytorch README: mechanize(torch.optim.SGD)(model.parameters(), lr=1.0)
+GEN_INTERVAL = GeNTrainingArguments.__dataclass_fields__["gen_interval"].default  # 4: the fixed interval
+ADAPTIVE_CAPS = (16, 32)  # gen_max_interval of the gen-adamw-adaptive* families
 
 FAMILIES = {
     "adamw-linear": "AdamW + linear decay",
@@ -80,6 +89,19 @@ FAMILIES = {
     "gen-sgd": "hf-gen GeN-SGD (defaults, momentum 0.9)",
     "gen-adamw-same": "hf-gen GeN-AdamW with gen_probe_batch='same' (lines measured on their own batch)",
     "gen-adamw-nodecay": "hf-gen GeN-AdamW with gen_decay='none' (not a default; GeN alone, for information)",
+    **{
+        f"gen-adamw-adaptive{cap}": f"hf-gen GeN-AdamW with adaptive recompute (gen_interval={GEN_INTERVAL} doubling "
+        f"up to gen_max_interval={cap}; not a default)"
+        for cap in ADAPTIVE_CAPS
+    },
+}
+# The GeN families: the gen_* arguments each sets on top of hf-gen's defaults (gen-sgd differs in its optimizer only).
+GEN_VARIANTS = {
+    "gen-adamw": {},
+    "gen-sgd": {},
+    "gen-adamw-nodecay": {"gen_decay": "none"},
+    "gen-adamw-same": {"gen_probe_batch": "same"},
+    **{f"gen-adamw-adaptive{cap}": {"gen_interval": GEN_INTERVAL, "gen_max_interval": cap} for cap in ADAPTIVE_CAPS},
 }
 LR_FREE = ("prodigy", "dadapt-adam", "schedulefree-adamw", "mechanic", "dog", "gen-optim")
 
@@ -265,10 +287,9 @@ def _make_trainer(contender: Contender, task, seed: int, run_dir: str, model):
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
         optimizers = (optimizer, KeepLR(optimizer))
         callbacks.append(GenOptimCallback(task.probe_batches(seed), task.steps))
-    elif family in ("gen-adamw", "gen-sgd", "gen-adamw-nodecay", "gen-adamw-same"):
-        variant = {"gen-adamw-nodecay": {"gen_decay": "none"}, "gen-adamw-same": {"gen_probe_batch": "same"}}
-        decay = variant.get(family, {})
-        args = _args(GeNTrainingArguments, task, seed, run_dir, learning_rate=lr, lr_scheduler_type="gen", **decay)
+    elif family in GEN_VARIANTS:
+        variant = GEN_VARIANTS[family]
+        args = _args(GeNTrainingArguments, task, seed, run_dir, learning_rate=lr, lr_scheduler_type="gen", **variant)
         trainer_cls = BenchGeNTrainer
         if family == "gen-sgd":
             optimizers = (torch.optim.SGD(model.parameters(), lr=lr, momentum=SGD_MOMENTUM), None)
@@ -319,8 +340,10 @@ def run_contender(contender: Contender, task, seed: int, workdir: str, keep: boo
         "lr_trace": recorder.trace,
     }
     trace = read_trace(run_dir)
-    if trace:
+    if trace:  # GeN: every update's record, and where the recomputes fell (recomputes per step = updates / steps)
         record["gen_trace"] = trace
+        record["gen_updates"] = len(trace)
+        record["gen_update_steps"] = [r["step"] for r in trace]
     for callback in trainer.callback_handler.callbacks:
         if isinstance(callback, GenOptimCallback):
             record["gen_optim_calls"] = callback.calls

@@ -36,6 +36,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from _contenders import (  # noqa: E402
+    ADAPTIVE_CAPS,
+    GEN_VARIANTS,
     TRAINER_DEFAULT_LR,
     BenchGeNTrainer,
     Contender,
@@ -63,6 +65,8 @@ VARIANTS = {
     "gamma=0.5": {"gen_gamma": 0.5},
     "max_change=1.25": {"gen_max_change": 1.25},
     "fast_decrease": {"gen_fast_decrease": True},
+    # adaptive recompute (not a default): the gap doubles after each steady update up to the cap, as in quality.py
+    **{f"max_interval={cap}": GEN_VARIANTS[f"gen-adamw-adaptive{cap}"] for cap in ADAPTIVE_CAPS},
 }
 SWEEP = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
 DEFAULT_STEPS = {**{name: entry["steps"] for name, entry in FULL.items()}, "diabetes": 300}  # quality.py's profile
@@ -160,6 +164,8 @@ def run_gen(task: Task, seed: int, lr: float, variant: dict, workdir: str) -> di
         "lr_trace": recorder.trace,
         "gen_updates": len(trace),
         "gen_fallbacks": sum(r["fallback"] is not None for r in trace),
+        "gen_update_steps": [r["step"] for r in trace],
+        "gen_intervals": [r["interval"] for r in trace],  # the gap in force after each update
     }
 
 
@@ -186,6 +192,10 @@ def best_grid(quality: dict, task: str, ablation: dict) -> tuple[str, float] | N
     return name, statistics.mean(by[name])
 
 
+def _loss(value: float | None) -> str:
+    return "diverged" if value is None else f"{value:.4f}"
+
+
 def markdown(data: dict, quality: dict) -> str:
     lines = ["# GeN defaults: ablation", "", f"Commands: `{'`; `'.join(data['meta']['commands'])}`", "",
              "GeN-AdamW from the Trainer's default starting lr (5e-5); final eval loss, mean over seeds (std); in "
@@ -197,8 +207,8 @@ def markdown(data: dict, quality: dict) -> str:
         lines += [
             head,
             "",
-            "| variant | eval loss | vs best grid | metric | GeN updates / fallbacks |",
-            "|---|---|---|---|---|",
+            "| variant | eval loss | per seed | vs best grid | metric | GeN updates / fallbacks | recomputes / step |",
+            "|---|---|---|---|---|---|---|",
         ]
         for variant, runs in block.get("variants", {}).items():
             losses = [r["eval_loss"] if r["eval_loss"] is not None else math.inf for r in runs]
@@ -209,7 +219,12 @@ def markdown(data: dict, quality: dict) -> str:
             metric = f"{statistics.mean(metrics):.4g}" if metrics else "-"
             updates = f"{statistics.mean(r['gen_updates'] for r in runs):.0f} / " \
                       f"{statistics.mean(r['gen_fallbacks'] for r in runs):.0f}"  # fmt: skip
-            lines.append(f"| {variant} | {mean:.4f} ({std:.4f}), n={len(runs)} | {vs} | {metric} | {updates} |")
+            per_seed = " / ".join(_loss(r["eval_loss"]) for r in sorted(runs, key=lambda r: r["seed"]))
+            rate = f"{statistics.mean(r['gen_updates'] / len(r['lr_trace']) for r in runs):.3f}"
+            lines.append(
+                f"| {variant} | {mean:.4f} ({std:.4f}), n={len(runs)} | {per_seed} | {vs} | {metric} | {updates} "
+                f"| {rate} |"
+            )
         for variant, runs in block.get("sweeps", {}).items():
             seeds = sorted({r["seed"] for r in runs})
             lines += ["", f"Starting-lr sweep, {variant} (seeds {', '.join(map(str, seeds))}; mean eval loss):", "",

@@ -88,6 +88,8 @@ def test_gen_lr_trace_matches_gen_trace_jsonl(quick):
                 path = out / "runs" / task / f"{run['contender']}-s{run['seed']}" / "gen_trace.jsonl"
                 records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
                 assert records == run["gen_trace"]
+                assert run["gen_updates"] == len(records)
+                assert run["gen_update_steps"] == [r["step"] for r in records]
                 # Out of sample: the first line is measured on the second batch, unless the first step's own batch
                 # found that the starting lr overshot (then step 1 restarts the lr).
                 first = records[0]
@@ -169,3 +171,23 @@ def test_versions_of_a_resumed_run_name_their_commands():
     }
     assert _versions(meta) == "torch 2, hf-gen 0.1 (git a) (command 1) / 0.1 (git b) (command 3), dog-optimizer 1.0.3"
     assert _versions({"command": "x", "versions": {"torch": "2"}}) == "torch 2"
+
+
+def test_gen_families_set_their_arguments(tmp_path):
+    """Each GeN family trains through GeNTrainer with hf-gen's defaults plus exactly its own gen_* arguments."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _contenders import ADAPTIVE_CAPS, FAMILIES, GEN_VARIANTS, Contender, _make_trainer
+    from _tasks import build_task
+
+    from hf_gen import GeNTrainingArguments
+
+    task = build_task("digits", 4)
+    defaults = GeNTrainingArguments(output_dir=str(tmp_path))
+    assert set(GEN_VARIANTS) <= set(FAMILIES)
+    assert {f"gen-adamw-adaptive{cap}" for cap in ADAPTIVE_CAPS} <= set(GEN_VARIANTS)
+    for family, variant in GEN_VARIANTS.items():
+        trainer, _ = _make_trainer(Contender(family, 5e-5), task, 0, str(tmp_path / family), task.model(0))
+        assert isinstance(trainer.args, GeNTrainingArguments) and trainer.args.lr_scheduler_type == "gen"
+        for name in ("gen_interval", "gen_max_interval", "gen_decay", "gen_probe_batch"):
+            assert getattr(trainer.args, name) == variant.get(name, getattr(defaults, name)), (family, name)
+    assert GEN_VARIANTS["gen-adamw-adaptive16"] == {"gen_interval": 4, "gen_max_interval": 16}
