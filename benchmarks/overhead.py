@@ -70,8 +70,13 @@ class Rows(torch.utils.data.Dataset):
 
 
 class StepClock(TrainerCallback):
+    """perf_counter at the start (``begins``) and end (``stamps``) of every optimizer step."""
+
     def __init__(self):
-        self.stamps = []
+        self.begins, self.stamps = [], []
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.begins.append(time.perf_counter())
 
     def on_step_end(self, args, state, control, **kwargs):
         self.stamps.append(time.perf_counter())
