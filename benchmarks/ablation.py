@@ -37,6 +37,7 @@ sys.path.insert(0, str(HERE))
 
 from _contenders import (  # noqa: E402
     ADAPTIVE_CAPS,
+    GEN_INTERVAL,
     GEN_VARIANTS,
     TRAINER_DEFAULT_LR,
     BenchGeNTrainer,
@@ -166,6 +167,7 @@ def run_gen(task: Task, seed: int, lr: float, variant: dict, workdir: str) -> di
         "gen_fallbacks": sum(r["fallback"] is not None for r in trace),
         "gen_update_steps": [r["step"] for r in trace],
         "gen_intervals": [r["interval"] for r in trace],  # the gap in force after each update
+        "gen_trace": trace,
     }
 
 
@@ -194,6 +196,44 @@ def best_grid(quality: dict, task: str, ablation: dict) -> tuple[str, float] | N
 
 def _loss(value: float | None) -> str:
     return "diverged" if value is None else f"{value:.4f}"
+
+
+def gap_stats(run: dict, base: int, cap: int) -> dict:
+    """Where an adaptive run's gap went: the longest gap, the updates that left it at the cap, and each drop back to
+    ``base`` from a longer gap, by cause (a fallback, or an estimate outside the steady band; ``None`` when the run
+    kept no trace)."""
+    intervals, steps, trace = run["gen_intervals"], run["gen_update_steps"], run.get("gen_trace")
+    drops = [i for i in range(1, len(intervals)) if intervals[i - 1] > base and intervals[i] == base]
+    return {
+        "longest": max(intervals),
+        "at_cap": sum(i == cap for i in intervals),
+        "drops": len(drops),
+        "drops_fallback": None if trace is None else sum(trace[i]["fallback"] is not None for i in drops),
+        "cap_drop_steps": [steps[i] for i in drops if intervals[i - 1] == cap],
+    }
+
+
+def gap_table(variants: dict) -> list[str]:
+    """Per seed of each adaptive variant: how far the gap grew and where it dropped back (markdown lines)."""
+    lines = ["", "Adaptive gap: the longest gap; updates that left it at the cap; drops back to gen_interval from a "
+             "longer gap (of which a fallback caused / an estimate outside the steady band); the steps of the drops "
+             "from the cap.", "", "| variant | seed | longest gap | updates at cap | drops (fallback / outside band) "
+             "| drops from the cap at steps |", "|---|---|---|---|---|---|"]  # fmt: skip
+    rows = 0
+    for variant, runs in variants.items():
+        cap = VARIANTS.get(variant, {}).get("gen_max_interval")
+        if cap is None:
+            continue
+        base = VARIANTS[variant].get("gen_interval", GEN_INTERVAL)
+        for run in sorted(runs, key=lambda r: r["seed"]):
+            g = gap_stats(run, base, cap)
+            causes = (
+                "-" if g["drops_fallback"] is None else f"{g['drops_fallback']} / {g['drops'] - g['drops_fallback']}"
+            )
+            lines.append(f"| {variant} | {run['seed']} | {g['longest']} | {g['at_cap']} | {g['drops']} ({causes}) | "
+                         f"{', '.join(map(str, g['cap_drop_steps'])) or '-'} |")  # fmt: skip
+            rows += 1
+    return lines if rows else []
 
 
 def markdown(data: dict, quality: dict) -> str:
@@ -225,6 +265,7 @@ def markdown(data: dict, quality: dict) -> str:
                 f"| {variant} | {mean:.4f} ({std:.4f}), n={len(runs)} | {per_seed} | {vs} | {metric} | {updates} "
                 f"| {rate} |"
             )
+        lines += gap_table(block.get("variants", {}))
         for variant, runs in block.get("sweeps", {}).items():
             seeds = sorted({r["seed"] for r in runs})
             lines += ["", f"Starting-lr sweep, {variant} (seeds {', '.join(map(str, seeds))}; mean eval loss):", "",
