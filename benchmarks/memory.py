@@ -37,6 +37,24 @@ CONFIGS = {
 }
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far, in MB (``ru_maxrss`` is in kB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_child(script: str, spec: dict) -> dict:
+    """Run ``script --_child SPEC`` in a fresh interpreter (offline) and return the JSON object it prints last.
+
+    Each measurement in its own process, so that its peak resident set size is its own.
+    """
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, script, "--_child", json.dumps(spec)], env=env, capture_output=True,
+                          text=True)  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"{os.path.basename(script)} child {spec} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def child(spec: dict) -> None:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -63,7 +81,7 @@ def child(spec: dict) -> None:
                                 use_cpu=not cuda, **settings)  # fmt: skip
     GeNTrainer(model=model, args=args, train_dataset=Rows()).train()
     params = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-    result = {"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "param_mb": params / 2**20}
+    result = {"rss_mb": peak_rss_mb(), "param_mb": params / 2**20}
     if settings.get("lr_scheduler_type") == "gen":  # probe points per GeN update (approx: one forward each)
         result["probes"] = [len(r.get("probe_losses", [])) for r in read_trace(spec["out"])]
     if cuda:
@@ -89,10 +107,7 @@ def main() -> None:
         for name, extra in CONFIGS.items():
             spec = {"args": extra, "n_embd": opts.n_embd, "n_layer": opts.n_layer, "seq": opts.seq,
                     "steps": opts.steps, "out": os.path.join(opts.out, name.replace(" ", "_"))}  # fmt: skip
-            env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-            done = subprocess.run([sys.executable, __file__, "--_child", json.dumps(spec)], env=env,
-                                  capture_output=True, text=True, check=True)  # fmt: skip
-            results[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+            results[name].append(run_child(__file__, spec))
     base = statistics.median(r["rss_mb"] for r in results["plain Trainer (constant lr)"])
     param_mb = results["GeN approx (default: next batch)"][0]["param_mb"]
     print(f"model: GPT-2 config n_embd={opts.n_embd} n_layer={opts.n_layer}, one copy of the trainable "
