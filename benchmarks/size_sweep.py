@@ -14,7 +14,9 @@ window (from its trace), its peak resident set size right after training, and th
 one batch (the limit: one forward per recompute).
 
 Per size and GeN setting: plain and GeN s/step (medians over repeats), the overhead, recomputes per step, the limit
-(forward time x recomputes per step, over the plain step), overhead / limit, and the peak RSS over the plain run's in
+(forward time x recomputes per step, over the plain step), overhead / limit, the same overhead read from the step
+medians (overhead.py's ``step_medians_s``: bursts of load from other processes barely count) and over the limit, and
+the peak RSS over the plain run's in
 MB and in copies of the trainable parameters (GeN keeps one copy between the step it is taken and the next one).
 Writes the raw numbers to --json, a plot to --plot (overhead and memory copies against parameters, log x) and the
 table to stdout.
@@ -66,6 +68,7 @@ def summarise(runs: dict, opts) -> list[dict]:
     for index, by_setting in runs.items():
         plain_runs = by_setting[PLAIN]
         plain = statistics.median(r["step_s"] for r in plain_runs)
+        plain_medians = statistics.median(r["step_medians_s"] for r in plain_runs)
         plain_rss = statistics.median(r["rss_mb"] for r in plain_runs)
         forward = statistics.median(t for results in by_setting.values() for r in results for t in r["forward_s"])
         for name in SETTINGS[1:]:
@@ -73,6 +76,7 @@ def summarise(runs: dict, opts) -> list[dict]:
                 continue
             results = by_setting[name]
             step_s = statistics.median(r["step_s"] for r in results)
+            by_medians = statistics.median(r["step_medians_s"] for r in results) / plain_medians - 1
             rate = statistics.median(len(r["recompute_steps"]) / opts.steps for r in results)
             rss = statistics.median(r["rss_mb"] for r in results)
             overhead, limit = step_s / plain - 1, forward * rate / plain
@@ -80,6 +84,7 @@ def summarise(runs: dict, opts) -> list[dict]:
             rows.append({"size": index, "vocab": vocab, "n_embd": n_embd, "n_layer": n_layer,
                          "params": plain_runs[0]["params"], "param_mb": plain_runs[0]["param_mb"], "setting": name,
                          "plain_s": plain, "gen_s": step_s, "overhead": overhead, "recomputes_per_step": rate,
+                         "overhead_step_medians": by_medians, "ratio_step_medians": by_medians / limit,
                          "forward_s": forward, "limit": limit, "ratio": overhead / limit if limit > 0 else None,
                          "plain_rss_mb": plain_rss, "rss_over_plain_mb": rss - plain_rss,
                          "copies": (rss - plain_rss) / plain_runs[0]["param_mb"]})  # fmt: skip
@@ -151,14 +156,15 @@ def main() -> None:
           f"{opts.repeats} interleaved repeats of the mean step time over {opts.steps} steps after {opts.warmup} "
           "warm-up steps; fast start off\n")  # fmt: skip
     print("| params (vocab, n_embd, n_layer) | setting | plain s/step | GeN s/step | overhead | recomputes per step | "
-          "limit (1 forward per recompute) | overhead / limit | peak RSS over plain (MB) | in copies of the "
-          "parameters |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "limit (1 forward per recompute) | overhead / limit | overhead (step medians) | its / limit | "
+          "peak RSS over plain (MB) | in copies of the parameters |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-"
         print(f"| {r['params'] / 1e6:.2f}M ({r['vocab']}, {r['n_embd']}, {r['n_layer']}) | {r['setting']} | "
               f"{r['plain_s']:.3f} | {r['gen_s']:.3f} | {r['overhead']:+.1%} | {r['recomputes_per_step']:.3f} | "
-              f"{r['limit']:+.1%} | {ratio} | {r['rss_over_plain_mb']:+.0f} | {r['copies']:+.2f} |")  # fmt: skip
+              f"{r['limit']:+.1%} | {ratio} | {r['overhead_step_medians']:+.1%} | {r['ratio_step_medians']:.2f}x | "
+              f"{r['rss_over_plain_mb']:+.0f} | {r['copies']:+.2f} |")  # fmt: skip
     options = {key: value for key, value in vars(opts).items() if key != "_child"}
     if opts.json:
         os.makedirs(os.path.dirname(opts.json) or ".", exist_ok=True)

@@ -33,6 +33,7 @@ def test_overhead_quick_runs_every_setting(tmp_path):
         result["reference_s"]["forward"] / 4 / plain
     )
     assert "| GeN exact, interval 4 |" in done.stdout
+    assert rows["plain Trainer, constant lr"]["overhead_step_medians"] == 0.0
     # recomputes per step: counted in the timed window (steps 3..10 of --quick), at a fixed interval 1 / interval
     window = range(3, 11)
     for name, interval in (("interval 1", 1), ("interval 4 (default)", 4), ("interval 8", 8)):

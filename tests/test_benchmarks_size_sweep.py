@@ -2,6 +2,7 @@
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -37,6 +38,11 @@ def test_size_sweep_quick(tmp_path):
         assert r["recomputes_per_step"] == 0.25
         assert r["limit"] == pytest.approx(r["forward_s"] * 0.25 / r["plain_s"])
         assert r["ratio"] == pytest.approx(r["overhead"] / r["limit"])
+        by_medians = gen[0]["step_medians_s"] / plain[0]["step_medians_s"] - 1
+        assert r["overhead_step_medians"] == pytest.approx(by_medians)
+        assert r["ratio_step_medians"] == pytest.approx(by_medians / r["limit"])
+        assert len(gen[0]["durations_s"]) == 8
+        assert plain[0]["step_medians_s"] == pytest.approx(statistics.median(plain[0]["durations_s"]))
         assert r["rss_over_plain_mb"] == pytest.approx(gen[0]["rss_mb"] - plain[0]["rss_mb"])
         assert r["copies"] == pytest.approx(r["rss_over_plain_mb"] / r["param_mb"])
         assert f"| {r['params'] / 1e6:.2f}M ({r['vocab']}, {r['n_embd']}, {r['n_layer']}) |" in done.stdout
