@@ -284,7 +284,6 @@ def main():
         for key, times in time_forward_and_hvp(opts, data, repeats=3, kinds=kinds).items():
             ref_runs[key] += times
     ref = {key: statistics.median(times) for key, times in ref_runs.items()}
-    ref.setdefault("hvp", math.nan)
     rows = summarise(per_step, ref, settings)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
     print(f"\nmodel: GPT-2 config, {n_params / 1e6:.1f}M parameters, batch {opts.batch} x {opts.seq} tokens "

@@ -103,7 +103,10 @@ def plot(rows: list[dict], path: str, title: str) -> None:
         if not mine:
             continue
         params = [r["params"] for r in mine]
-        (line,) = left.plot(params, [100 * r["overhead"] for r in mine], marker=marker, label=name)
+        (line,) = left.plot(params, [100 * r["overhead_step_medians"] for r in mine], marker=marker,
+                            label=f"{name} (step medians)")  # fmt: skip
+        left.plot(params, [100 * r["overhead"] for r in mine], marker=marker, ls=":", mfc="none",
+                  color=line.get_color(), alpha=0.6, label=f"{name} (window means)")  # fmt: skip
         left.plot(params, [100 * r["limit"] for r in mine], ls="--", color=line.get_color(),
                   label=f"limit: 1 forward per recompute ({name.split(', ')[1]})")  # fmt: skip
         right.plot(params, [r["copies"] for r in mine], marker=marker, label=name)
