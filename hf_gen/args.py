@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 from transformers.trainer_utils import SchedulerType
 
-from .scheduler import DECAY_SHAPES, FALLBACK_POLICIES, validate_gen_settings
+from .scheduler import DECAY_SHAPES, FALLBACK_POLICIES, GEN_SETTINGS, validate_gen_settings
 
 __all__ = ["GEN_SCHEDULER_NAME", "GeNTrainingArguments"]
 
@@ -44,6 +44,12 @@ class _GeNSchedulerName(str):
             if isinstance(enum_class, type) and issubclass(enum_class, SchedulerType):
                 raise ValueError(STOCK_TRAINER_REFUSAL)
         return str.__hash__(self)
+
+
+def _option(default, help_text: str, choices: tuple[str, ...] | None = None):
+    """A ``gen_*`` dataclass field with its ``--help`` text (and its allowed values, listed by ``--help``)."""
+    metadata = {"help": help_text} if choices is None else {"help": help_text, "choices": list(choices)}
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -90,129 +96,86 @@ class GeNTrainingArguments(TrainingArguments):
             "line). 'gen' selects the generalized Newton's method; any stock name works too."
         },
     )
-    gen_mode: str = field(
-        default="approx",
-        metadata={
-            "help": "'approx': fit a parabola to the loss at points along the update (one extra no-grad forward "
-            "per recompute by default). 'exact': curvature from a Hessian-vector product (double backward; needs "
-            "an attention implementation with double-backward support, e.g. attn_implementation='eager').",
-            "choices": list(GEN_MODES),
-        },
+    gen_mode: str = _option(
+        "approx",
+        "'approx': fit a parabola to the loss at points along the update (one extra no-grad forward per recompute "
+        "by default). 'exact': curvature from a Hessian-vector product (double backward; needs an attention "
+        "implementation with double-backward support, e.g. attn_implementation='eager').",
+        GEN_MODES,
     )
-    gen_interval: int = field(
-        default=4,
-        metadata={"help": "Recompute the lr every N optimizer steps (the first step always recomputes)."},
+    gen_interval: int = _option(4, "Recompute the lr every N optimizer steps (the first step always recomputes).")
+    gen_max_interval: int | None = _option(
+        None,
+        "Adaptive recompute: after an update whose estimate lands within sqrt(gen_max_change) of the lr, the gap to "
+        "the next recompute doubles, up to this many optimizer steps; any other outcome sets it back to "
+        "gen_interval. Unset: recompute every gen_interval steps.",
     )
-    gen_max_interval: int | None = field(
-        default=None,
-        metadata={
-            "help": "Adaptive recompute: after an update whose estimate lands within sqrt(gen_max_change) of the lr, "
-            "the gap to the next recompute doubles, up to this many optimizer steps; a bound hit or a fallback sets "
-            "it back to gen_interval. Unset: recompute every gen_interval steps."
-        },
+    gen_gamma: float = _option(
+        0.9, "Smoothing of the lr in [0, 1): the level moves as level**gamma * estimate**(1 - gamma)."
     )
-    gen_gamma: float = field(
-        default=0.9,
-        metadata={"help": "Smoothing of the lr in [0, 1): new lr = gamma * lr + (1 - gamma) * clipped estimate."},
+    gen_max_change: float = _option(
+        2.0, "Bound on one update: each estimate is clipped to [lr / max_change, lr * max_change] (>= 1; inf = none)."
     )
-    gen_max_change: float = field(
-        default=2.0,
-        metadata={
-            "help": "Bound on one update: each estimate is clipped to [lr / max_change, lr * max_change] (>= 1; "
-            "inf = no bound)."
-        },
+    gen_lr_min: float = _option(0.0, "Absolute lower bound on the lr of param group 0.")
+    gen_lr_max: float = _option(
+        1.0,
+        "Absolute upper bound on the lr of param group 0. An estimate outside [gen_lr_min, gen_lr_max] is replaced "
+        "by the bound and recorded as a fallback.",
     )
-    gen_lr_min: float = field(default=0.0, metadata={"help": "Absolute lower bound on the lr of param group 0."})
-    gen_lr_max: float = field(
-        default=1.0,
-        metadata={
-            "help": "Absolute upper bound on the lr of param group 0. An estimate outside [gen_lr_min, gen_lr_max] "
-            "is replaced by the bound and recorded as a fallback."
-        },
+    gen_fallback: str = _option(
+        "keep",
+        "What an estimate with a non-finite slope or curvature (no direction) does: 'keep' the lr, or move it toward "
+        "lr / gen_max_change ('shrink'); 'error' raises on every unusable estimate. The other unusable estimates "
+        "move the lr toward a bound (no descent or a non-finite loss down, non-positive curvature up). Every "
+        "fallback is recorded in gen_trace.jsonl and counted in gen/fallbacks.",
+        FALLBACK_POLICIES,
     )
-    gen_fallback: str = field(
-        default="keep",
-        metadata={
-            "help": "What an estimate with a non-finite slope or curvature (numerical trouble, no direction) does: "
-            "'keep' the lr or move it toward lr / gen_max_change ('shrink'); 'error' raises on every unusable "
-            "estimate. The other unusable estimates move the lr toward a bound: no descent or a non-finite loss "
-            "down, non-positive curvature along a descent direction up. Every fallback is recorded in "
-            "gen_trace.jsonl and counted in gen/fallbacks.",
-            "choices": list(FALLBACK_POLICIES),
-        },
+    gen_fast_start: bool = _option(
+        True,
+        "Until an estimate lands inside the per-update bound, recompute every step without smoothing (same-batch "
+        "probes also search the step's line first), so a starting lr that is far off reaches the estimate at once.",
     )
-    gen_fast_start: bool = field(
-        default=True,
-        metadata={
-            "help": "Until an estimate lands inside the per-update bound, recompute every step without smoothing "
-            "(and, in approx mode with same-batch probes, search the step's line first: gen_search_probes), so a "
-            "starting lr that is far off reaches the estimate at once."
-        },
+    gen_search_probes: int = _option(
+        6,
+        "Extra no-grad forwards allowed on the first step(s). Next-batch probes: while the first step does not "
+        "lower its own batch's loss it is cut gen_max_change**3-fold along its line. Same-batch probes: during the "
+        "fast start the line is searched until an estimate lands within sqrt(gen_max_change) of its own probe. "
+        "0 = off.",
     )
-    gen_search_probes: int = field(
-        default=6,
-        metadata={
-            "help": "Extra no-grad forwards allowed on the first step(s). Next-batch probes (the default): the first "
-            "step is checked on its own batch, and while its loss does not fall the step is cut gen_max_change**3 "
-            "fold along its line (at most this many probes); the lr restarts at the radius kept. Same-batch probes "
-            "(with gen_probe_offsets [1.0] and the slope): during the fast start the step's line is re-probed until "
-            "the estimate lands within sqrt(gen_max_change) of its own probe, inside a bracket of the radii already "
-            "found too far or too near, and the final usable estimate is applied. 0 = off."
-        },
+    gen_fast_decrease: bool = _option(
+        False, "Clip only increases of the lr: an estimate below lr / gen_max_change is taken as it is."
     )
-    gen_fast_decrease: bool = field(
-        default=False,
-        metadata={
-            "help": "Clip only increases of the lr: an estimate below lr / gen_max_change is taken as it is, so a "
-            "starting lr that is far too large is corrected on the first step."
-        },
-    )
-    gen_decay: str = field(
-        default="cosine",
-        metadata={
-            "help": "Annealing composed with GeN: 'cosine' (default), 'linear' (1 - t/T) or 'none'. GeN moves the "
-            "level, the applied lr is level x shape(t). Greedy GeN estimates do not anneal by themselves; see "
-            "benchmarks/RESULTS.md for the measurements behind the default.",
-            "choices": list(DECAY_SHAPES),
-        },
+    gen_decay: str = _option(
+        "cosine",
+        "Annealing composed with GeN: the applied lr is level x shape(t), with shape 'cosine', 'linear' (1 - t/T) "
+        "or 'none'. Greedy estimates do not anneal by themselves (benchmarks/RESULTS.md).",
+        DECAY_SHAPES,
     )
     gen_probe_offsets: list[float] = field(
         default_factory=lambda: [1.0],
         metadata={
             "help": "approx mode: points on the update line where the loss is measured, in units of the current "
-            "lr (1.0 = where the optimizer's step lands). More points or points other than 1.0 cost one forward "
-            "each and a second copy of the trainable parameters."
+            "lr (1.0 = where the optimizer's step lands). Points other than 1.0 cost one forward each and a "
+            "second copy of the trainable parameters."
         },
     )
-    gen_use_slope: bool = field(
-        default=True,
-        metadata={
-            "help": "approx mode: use the slope <grad L, d> known from the backward pass and the loss at the "
-            "current point in the fit. False fits the slope from the losses too (needs two probe offsets, "
-            "e.g. '-1 1')."
-        },
+    gen_use_slope: bool = _option(
+        True,
+        "approx mode: use the slope <grad L, d> from the backward pass in the fit. False fits it from the losses "
+        "(needs two probe offsets, e.g. '-1 1').",
     )
-
-    gen_probe_batch: str | None = field(
-        default=None,
-        metadata={
-            "help": "approx mode: where the line is measured. 'next': out of sample, on the following step's "
-            "batch (its training forward and backward give the loss and slope at the new weights, one forward at "
-            "the previous weights the third number); the estimate sets the lr from that step on, and the copy of "
-            "the parameters is held for one step (and saved with a checkpoint). 'same': on the batch that produced "
-            "the update, applied to that step; its slope includes that batch's own gradient noise, so the estimate "
-            "is biased up where the noise is large (small batches, pretrained models). Default: 'next' with the "
-            "default probe in approx mode, 'same' otherwise (exact mode, other gen_probe_offsets, gen_use_slope "
-            "False), which measure the step's own line.",
-            "choices": list(PROBE_BATCHES),
-        },
+    gen_probe_batch: str | None = _option(
+        None,
+        "approx mode: where the line is measured. 'next': out of sample, on the following step's batch (one "
+        "forward at the previous weights; the copy of the parameters is held for one step). 'same': on the batch "
+        "that made the step, whose own gradient noise biases the estimate up. Default: 'next' for the default "
+        "approx probe, else 'same'.",
+        PROBE_BATCHES,
     )
-    gen_offload_snapshot: bool = field(
-        default=False,
-        metadata={
-            "help": "Keep GeN's copy of the trainable parameters (one copy, on recompute steps only) in CPU memory "
-            "instead of beside the parameters, for models that do not fit twice on the accelerator."
-        },
+    gen_offload_snapshot: bool = _option(
+        False,
+        "Keep GeN's copy of the trainable parameters (one copy, on recompute steps only) in CPU memory, for models "
+        "that do not fit twice on the accelerator.",
     )
 
     def __post_init__(self):
@@ -236,6 +199,10 @@ class GeNTrainingArguments(TrainingArguments):
             self.lr_scheduler = GEN_SCHEDULER_NAME
         self._validate_gen()
 
+    def gen_scheduler_settings(self) -> dict:
+        """The ``GeNScheduler`` keyword arguments these arguments set (``gen_<name>`` for each of ``GEN_SETTINGS``)."""
+        return {name: getattr(self, f"gen_{name}") for name in GEN_SETTINGS}
+
     @property
     def uses_gen(self) -> bool:
         """Whether the lr is chosen by GeN (``lr_scheduler_type == "gen"``)."""
@@ -244,16 +211,7 @@ class GeNTrainingArguments(TrainingArguments):
     def _validate_gen(self) -> None:
         if self.gen_mode not in GEN_MODES:
             raise ValueError(f"gen_mode must be one of {GEN_MODES}, got {self.gen_mode!r}")
-        validate_gen_settings(
-            interval=self.gen_interval,
-            max_interval=self.gen_max_interval,
-            gamma=self.gen_gamma,
-            max_change=self.gen_max_change,
-            lr_min=self.gen_lr_min,
-            lr_max=self.gen_lr_max,
-            fallback=self.gen_fallback,
-            decay=self.gen_decay,
-        )
+        validate_gen_settings(**self.gen_scheduler_settings())
         probes = self.gen_search_probes
         if isinstance(probes, bool) or not isinstance(probes, int) or probes < 0:
             raise ValueError(f"gen_search_probes must be an integer >= 0 (0 = no fast-start search), got {probes!r}")

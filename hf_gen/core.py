@@ -12,19 +12,42 @@ from a Hessian-vector product; approximate GeN fits the parabola to loss values 
 ``a_k`` on the line (the slope and ``g(0)`` are known from the training forward and backward, so one
 extra point determines the parabola).
 
-This module only turns numbers into a step size. It imports torch alone and keeps all arithmetic in
-float64 on the host.
+Every position on the line is a distance ``a`` in the units of the learning rate of param group 0: the optimizer's
+step at lr ``a0`` lands at ``a = a0``, and the lr GeN picks is a point ``a`` of the same line.
+
+This module only turns losses into a step size. The whole decision for one line is :func:`measure_line`: it takes
+``g`` as a callable (the Trainer glue moves the weights and runs the forward), the loss and slope known at one point
+from the training forward and backward, and returns a :class:`LineResult` with the estimate, every probe and where
+the estimate may be trusted. The fast start's search (:func:`search_line`) and the first step's cut-back
+(:func:`cut_back`) are probes of the same ``g``. It imports torch alone (for the least-squares fit) and keeps all
+arithmetic in float64 on the host.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 
-__all__ = ["LineEstimate", "estimate_from_curvature", "estimate_from_losses", "fit_parabola"]
+__all__ = [
+    "LineEstimate",
+    "LineResult",
+    "SearchRules",
+    "cut_back",
+    "estimate_from_curvature",
+    "estimate_from_losses",
+    "fit_line",
+    "fit_parabola",
+    "measure_line",
+    "next_probe",
+    "search_line",
+]
+
+#: ``g(a)``: the loss (reduced over processes, normalised like the training loss) at distance ``a`` along the line.
+LineOracle = Callable[[float], float]
 
 
 class LineEstimate(NamedTuple):
@@ -165,3 +188,225 @@ def estimate_from_losses(
         )
     fitted_loss0, fitted_slope, curvature = fit_parabola(offsets, losses, loss0=loss0, slope=slope)
     return estimate_from_curvature(fitted_slope, curvature, loss0=fitted_loss0)
+
+
+def fit_line(
+    points: Sequence[float],
+    losses: Sequence[float],
+    *,
+    known_at: float = 0.0,
+    loss: float | None = None,
+    slope: float | None = None,
+) -> LineEstimate:
+    """Approximate GeN from probes of ``g`` and what the training step knows about it at one point.
+
+    The training forward and backward give the loss and the slope at one point of the line: at ``a = 0`` when the
+    line is measured on the batch that made the step (the weights before the step), at ``a = a0`` when it is
+    measured on the next batch (the weights the step reached). The parabola through them and the probes is
+    minimised, and the estimate is returned as a distance from ``a = 0``.
+
+    Args:
+        points: Where ``g`` was probed.
+        losses: ``g`` at ``points``.
+        known_at: Where ``loss`` and ``slope`` were measured.
+        loss: ``g(known_at)``, if known.
+        slope: ``-g'(known_at)``, if known (required when ``known_at != 0``).
+
+    Returns:
+        A ``LineEstimate``: ``slope`` and ``loss0`` are those at ``a = 0`` (``loss0`` is ``None`` when ``g(0)`` was
+        neither known nor probed); ``reason="nonfinite_loss"`` if any loss is not finite.
+    """
+    if known_at == 0.0:
+        return estimate_from_losses(points, losses, loss0=loss, slope=slope)
+    if loss is None or slope is None:
+        raise ValueError(f"a line known at a = {known_at} needs both the loss and the slope there")
+    loss0 = next((float(v) for a, v in zip(points, losses, strict=True) if a == 0.0), None)
+    if not all(math.isfinite(float(v)) for v in (*losses, loss, slope)):
+        return LineEstimate(None, float(slope), math.nan, loss0, False, "nonfinite_loss")
+    _, _, curvature = fit_parabola([a - known_at for a in points], losses, loss0=loss, slope=slope)
+    return estimate_from_curvature(float(slope) + curvature * known_at, curvature, loss0=loss0)
+
+
+# ---- the fast start's search and the first step's cut-back -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SearchRules:
+    """How far the search along one line may go.
+
+    Attributes:
+        max_change: The scheduler's per-update bound. An estimate is trusted within ``sqrt(max_change)`` of the point
+            it was probed at, and one probe moves at most ``max_change**3``.
+        lr_min: The lowest distance probed (the scheduler's lower bound on the lr).
+        lr_max: The highest distance probed.
+        max_probes: Extra probes allowed on the line.
+    """
+
+    max_change: float
+    lr_min: float = 0.0
+    lr_max: float = math.inf
+    max_probes: int = 6
+
+    @property
+    def tolerance(self) -> float:
+        return math.sqrt(self.max_change)
+
+    @property
+    def jump(self) -> float:
+        return self.max_change**3
+
+
+class LineResult(NamedTuple):
+    """What :func:`measure_line` decided about one line.
+
+    Attributes:
+        estimate: The estimate to apply (for a search: the last usable one before any failed probe).
+        at: The distance the estimate was measured at when a search or a cut moved away from the step's own lr
+            (the change bound is then taken around it), else ``None``.
+        ceiling: A distance the lr must stay short of (a probe there did not lower the loss or gave a non-finite
+            one), or ``None``.
+        probes: Every ``(a, g(a))`` evaluated, in order.
+    """
+
+    estimate: LineEstimate
+    at: float | None
+    ceiling: float | None
+    probes: tuple[tuple[float, float], ...]
+
+
+def overshot(estimate: LineEstimate, at: float) -> bool:
+    """The probe at ``at`` overshot: its loss is not below the loss at 0 (an estimate at most half the distance)."""
+    return estimate.accepted and estimate.alpha_star <= at / 2.0
+
+
+def minimiser_beyond(estimate: LineEstimate) -> bool:
+    """Non-positive curvature along a descent direction: the loss falls at least linearly, look further."""
+    return estimate.reason == "nonpositive_curvature" and estimate.slope > 0.0
+
+
+def next_probe(estimate: LineEstimate, at: float, rules: SearchRules) -> float | None:
+    """Where to probe the line next after an estimate measured at ``at``; ``None`` to stop.
+
+    A parabola is trusted only near where it was measured, so until an estimate lands within ``sqrt(max_change)``
+    of its own probe the line is probed again nearer the minimiser:
+
+    * at the estimate, moving at most ``max_change**3`` per probe;
+    * ``max_change**3`` nearer when the probe overshot (its loss is not below the loss at 0: the estimate is at most
+      half the distance, and where the loss saturates, as it does far from the minimiser, the parabola through that
+      point puts the minimiser near half the distance whatever it really is);
+    * ``max_change**3`` further on non-positive curvature along a descent direction, nearer on a non-finite loss.
+    """
+    if estimate.accepted:
+        alpha = min(max(estimate.alpha_star, rules.lr_min), rules.lr_max)
+        if at / rules.tolerance <= alpha <= at * rules.tolerance:
+            return None
+        target = at / rules.jump if overshot(estimate, at) else min(max(alpha, at / rules.jump), at * rules.jump)
+    elif estimate.reason == "nonfinite_loss":
+        target = at / rules.jump
+    elif minimiser_beyond(estimate):
+        target = min(at * rules.jump, rules.lr_max)
+    else:
+        return None
+    target = max(target, rules.lr_min)
+    if not target > 0.0 or target == at:
+        return None
+    return target
+
+
+def search_line(
+    g: LineOracle, first: LineEstimate, a0: float, *, loss: float, slope: float, rules: SearchRules
+) -> LineResult:
+    """The fast start's search: probe ``g`` again until an estimate lands near its own probe.
+
+    Each probe refits the parabola from that point alone, with the loss and slope known at 0. A bracket
+    ``(low, high)`` keeps what the probes showed: a probe whose estimate lies nearer than itself bounds the minimiser
+    from above (and, if it overshot or gave a non-finite loss, is also the ceiling the lr must stay short of); one
+    whose estimate lies beyond it, or that found non-positive curvature along a descent direction, bounds it from
+    below. A proposal (:func:`next_probe`) outside the bracket is replaced by its geometric middle. Every probe
+    that does not stop the search narrows the bracket, so no distance is probed twice; the search stops once the
+    bracket is narrower than the trust tolerance or after ``rules.max_probes`` probes.
+
+    Returns:
+        The estimate to apply (the last one if usable, else the last usable one short of the ceiling, else the
+        last), where it was measured, the ceiling, and the probes made here.
+    """
+    low, high, ceiling = 0.0, math.inf, math.inf
+    best: tuple[LineEstimate, float] | None = None
+    estimate, at = first, a0
+    probes: list[tuple[float, float]] = []
+    while True:
+        if overshot(estimate, at) or estimate.reason == "nonfinite_loss":
+            ceiling = high = min(high, at)
+        elif estimate.accepted and estimate.alpha_star < at:
+            high = min(high, at)  # the loss fell, but its parabola puts the minimiser nearer
+        elif (estimate.accepted and estimate.alpha_star > at) or minimiser_beyond(estimate):
+            low = max(low, at)
+        if estimate.accepted and at < ceiling:
+            best = (estimate, at)
+        if len(probes) >= rules.max_probes:
+            break
+        target = next_probe(estimate, at, rules)
+        if target is not None and not low < target < high:
+            if low <= 0.0 or not math.isfinite(high) or high / low <= rules.tolerance:
+                target = None  # no bracket to bisect, or one already as narrow as the trust tolerance
+            else:
+                target = math.sqrt(low * high)
+        if target is None:
+            break
+        value = float(g(target))
+        probes.append((target, value))
+        estimate, at = estimate_from_losses([target], [value], loss0=loss, slope=slope), target
+    if not estimate.accepted and best is not None:
+        estimate, at = best
+    return LineResult(estimate, at, ceiling if math.isfinite(ceiling) else None, tuple(probes))
+
+
+def measure_line(
+    g: LineOracle,
+    points: Sequence[float],
+    *,
+    known_at: float = 0.0,
+    loss: float | None = None,
+    slope: float | None = None,
+    search: SearchRules | None = None,
+) -> LineResult:
+    """One GeN measurement of a line: probe ``g`` at ``points``, fit the parabola, and search on if asked.
+
+    Args:
+        g: The loss along the line.
+        points: Where to probe first (the step's own lr ``a0`` for the default one-probe fit on the same batch;
+            ``0`` on the next batch).
+        known_at, loss, slope: What the training forward and backward measured (see :func:`fit_line`).
+        search: The fast start's rules, or ``None`` for no search. A search needs one probe and a known slope at 0.
+
+    Returns:
+        A ``LineResult``; ``at`` is ``None`` unless the search probed further.
+    """
+    probes = tuple((float(a), float(g(a))) for a in points)
+    estimate = fit_line([a for a, _ in probes], [v for _, v in probes], known_at=known_at, loss=loss, slope=slope)
+    if search is None or search.max_probes == 0:
+        return LineResult(estimate, None, None, probes)
+    if len(points) != 1 or known_at != 0.0 or slope is None or loss is None:
+        raise ValueError("the fast start's search refits from one probe with the loss and slope known at 0")
+    found = search_line(g, estimate, probes[0][0], loss=loss, slope=slope, rules=search)
+    if not found.probes:
+        return LineResult(estimate, None, None, probes)
+    return found._replace(probes=probes + found.probes)
+
+
+def cut_back(g: LineOracle, loss: float, a0: float, *, factor: float, max_probes: int) -> LineResult:
+    """Cut a step that did not lower the loss even on its own batch: ``a0`` divided by ``factor`` until it does.
+
+    Probes ``g(a0)`` first, then ``a0 / factor``, ... while the loss is not finite or not below ``loss`` (the loss at
+    0), at most ``max_probes`` probes; the last cut is taken unprobed. Returns the distance kept as ``at`` (``a0`` when
+    the step passed) with the probes; the estimate says ``"overshot"`` when the step was cut.
+    """
+    at, probes = a0, []
+    for _ in range(max_probes):
+        value = float(g(at))
+        probes.append((at, value))
+        if math.isfinite(value) and value < loss:
+            break
+        at /= factor
+    estimate = LineEstimate(None, math.nan, math.nan, loss, False, "overshot")
+    return LineResult(estimate, at, None, tuple(probes))

@@ -3,8 +3,8 @@
 Imports torch only. The Trainer glue (``hf_gen.trainer``) uses these pieces on a recompute step:
 
 * :class:`LineSnapshot` keeps one copy of the trainable parameters taken just before the optimizer
-  step (``theta0``). After the step the live parameters are ``theta1 = theta0 - lr0 * d``, so any
-  point on the line is ``lerp(theta0, theta1, a / lr0)``, and the final weights are set from the
+  step (``theta0``). After the step the live parameters are ``theta1 = theta0 - a0 * d``, so any
+  point on the line is ``lerp(theta0, theta1, a / a0)``, and the final weights are set from the
   copy, never by adding and subtracting perturbations.
 * :class:`RngState` records the random state before a training forward and replays it for the
   probe forwards, so dropout masks are identical at every point of one fit.
@@ -56,22 +56,28 @@ _CHUNK = 1 << 20
 
 
 class LineSnapshot:
-    """One copy of the trainable parameters, taken before the optimizer step.
+    """One copy of the trainable parameters, taken before the optimizer step, and moves along the step's line.
+
+    Positions are distances ``a`` in lr units of group 0 (``hf_gen.core``): the copy is ``a = 0``, and the
+    optimizer's step at lr ``a0`` puts the live parameters at ``a = a0``, so ``theta(a) = lerp(theta0, theta1,
+    a / a0)``.
 
     Args:
         params: The parameters the optimizer updates.
+        a0: The lr of the step the live parameters will take (or have taken) from the copy.
         device: Where to keep the copy (``None``: beside the parameters; ``"cpu"`` for models that do not
             fit twice on the accelerator).
     """
 
-    def __init__(self, params: Sequence[torch.Tensor], device: torch.device | str | None = None) -> None:
+    def __init__(self, params: Sequence[torch.Tensor], a0: float, device: torch.device | str | None = None) -> None:
         self.params = list(params)
+        self.a0 = float(a0)
         self.device = device
         with torch.no_grad():
             self.theta0 = [p.detach().to(device=device or p.device, copy=True) for p in self.params]
         self.theta1: list[torch.Tensor] | None = None
         self.step: list[torch.Tensor] | None = None
-        self.fraction = 1.0  # where the live parameters are, as a fraction of the step (after the step: theta1)
+        self._fraction = 1.0  # where the live parameters are, as a / a0 (after the step: 1)
 
     def local_state(self) -> list[torch.Tensor]:
         """The copy as plain CPU tensors (each rank's own shards under FSDP2), for a checkpoint."""
@@ -79,12 +85,17 @@ class LineSnapshot:
 
     @classmethod
     def from_local_state(
-        cls, params: Sequence[torch.Tensor], saved: Sequence[torch.Tensor], device: torch.device | str | None = None
+        cls,
+        params: Sequence[torch.Tensor],
+        saved: Sequence[torch.Tensor],
+        a0: float,
+        device: torch.device | str | None = None,
     ) -> LineSnapshot:
-        """A snapshot whose copy is ``saved`` (from :meth:`local_state`), laid out like ``params`` again."""
+        """A snapshot whose copy is ``saved`` (from :meth:`local_state`), laid out like ``params`` again, with the live
+        parameters at ``a0``."""
         snapshot = cls.__new__(cls)
-        snapshot.params, snapshot.device = list(params), device
-        snapshot.theta1, snapshot.step, snapshot.fraction = None, None, 1.0
+        snapshot.params, snapshot.a0, snapshot.device = list(params), float(a0), device
+        snapshot.theta1, snapshot.step, snapshot._fraction = None, None, 1.0
         snapshot.theta0 = []
         for p, local in zip(snapshot.params, saved, strict=True):
             if hasattr(p, "device_mesh"):  # FSDP2 shard: put the rank's piece back into the parameter's layout
@@ -97,20 +108,29 @@ class LineSnapshot:
         return snapshot
 
     def slope_numerator(self, grads: Sequence[torch.Tensor | None]) -> torch.Tensor:
-        """``<grads, theta0 - theta1>`` with the live parameters as ``theta1``."""
+        """``<grads, theta0 - theta>`` with the live parameters as ``theta``."""
         live = [p.detach() for p in self.params]
         theta0 = [t.to(p.device, non_blocking=True) for t, p in zip(self.theta0, live, strict=True)]
         return directional_dot(grads, theta0, live)
 
     def keep_theta1(self) -> None:
-        """Copy the post-step parameters aside, so that points other than ``theta1`` can be visited."""
+        """Copy the post-step parameters aside, so that points other than ``theta1`` can be visited exactly."""
         if self.theta1 is None:
             with torch.no_grad():
                 self.theta1 = [p.detach().to(device=self.device or p.device, copy=True) for p in self.params]
 
+    @contextlib.contextmanager
+    def at_start(self) -> Iterator[None]:
+        """Run the body with the parameters at ``a = 0`` (the copy), then put the live ones back, bitwise: the two
+        are exchanged, one parameter-sized temporary at a time."""
+        self._swap()
+        try:
+            yield
+        finally:
+            self._swap()
+
     @torch.no_grad()
-    def swap(self) -> None:
-        """Exchange the live parameters and the copy, bitwise (one parameter-sized temporary at a time)."""
+    def _swap(self) -> None:
         for p, t0 in zip(self.params, self.theta0, strict=True):
             live = p.detach().clone()
             p.copy_(t0)
@@ -118,7 +138,7 @@ class LineSnapshot:
 
     @torch.no_grad()
     def return_to_start(self) -> list[torch.Tensor]:
-        """Put ``theta0`` back in the parameters and return the step ``theta0 - theta1`` (``lr0 * d``).
+        """Put ``theta0`` back in the parameters and return the step ``theta0 - theta1`` (``a0 * d``).
 
         Used by exact GeN, which differentiates at ``theta0``; the step is kept to set the final weights.
         """
@@ -128,38 +148,44 @@ class LineSnapshot:
         return self.step
 
     @torch.no_grad()
-    def move_to(self, fraction: float) -> None:
-        """Set the parameters to ``lerp(theta0, theta1, fraction)`` (``theta0 + fraction * (theta1 - theta0)``).
+    def move_to(self, a: float) -> None:
+        """Set the parameters to the point ``a`` of the line, ``lerp(theta0, theta1, a / a0)``.
 
         With ``theta1`` kept (:meth:`keep_theta1`) the point is computed from the two copies. Without it the live
-        parameters, at ``lerp(theta0, theta1, f)``, are rescaled about ``theta0`` by ``fraction / f``: no second
-        copy, at the price of one rounding per move. ``fraction == f`` leaves the parameters untouched.
+        parameters are rescaled about ``theta0``: no second copy, at the price of one rounding per move (so only
+        ``a > 0`` can be reached). Moving to where the parameters are leaves them untouched.
         """
+        fraction = a / self.a0
         if self.theta1 is not None:
             for p, t0, t1 in zip(self.params, self.theta0, self.theta1, strict=True):
                 p.copy_(t0).lerp_(t1.to(p.device), fraction)
-        elif fraction != self.fraction:
+        elif fraction != self._fraction:
             if not fraction > 0.0:
-                raise ValueError(f"without keep_theta1() only points with fraction > 0 can be visited, got {fraction}")
-            ratio = fraction / self.fraction
+                raise ValueError(f"without keep_theta1() only points with a > 0 can be visited, got {a}")
+            ratio = fraction / self._fraction
             for p, t0 in zip(self.params, self.theta0, strict=True):
                 t0 = t0.to(p.device, non_blocking=True)
                 p.sub_(t0).mul_(ratio).add_(t0)
-        self.fraction = fraction
+        self._fraction = fraction
 
     @torch.no_grad()
-    def finish(self, fraction: float) -> None:
-        """Set the final weights ``lerp(theta0, theta1, fraction)`` and release the copies."""
+    def finish(self, a: float) -> None:
+        """Set the final weights to the point ``a`` of the line and release the copies."""
+        fraction = a / self.a0
         if self.step is not None:
             for p, t0, step in zip(self.params, self.theta0, self.step, strict=True):
                 p.copy_(t0).sub_(step, alpha=fraction)
         elif self.theta1 is None:
-            if fraction != self.fraction:
-                ratio = fraction / self.fraction
+            if fraction != self._fraction:
+                ratio = fraction / self._fraction
                 for p, t0 in zip(self.params, self.theta0, strict=True):
                     p.copy_(t0.to(p.device).lerp_(p, ratio))  # in place on the copy, which is released next
         else:
-            self.move_to(fraction)
+            self.move_to(a)
+        self.theta0, self.theta1, self.step = [], None, None
+
+    def release(self) -> None:
+        """Drop the copies, leaving the live parameters where they are."""
         self.theta0, self.theta1, self.step = [], None, None
 
 

@@ -21,9 +21,8 @@ clamped to ``[lr_min, lr_max]`` (an unusable estimate has a bound as its target 
 tracks ``a* * shape(t)``, as in the authors' examples that scale each new estimate by 1 - t/T). Until the
 first estimate that falls inside the change bound ("fast start", on by default) the smoothing is skipped and
 the lr is recomputed every step, so a start that is orders of magnitude off reaches the estimate in a few
-steps instead of never. Within such a step the Trainer glue may also search the line
-(:meth:`GeNScheduler.next_search_radius`) and hand over the estimate with the radius it was measured at; the
-change bound is then taken around that radius.
+steps instead of never. Within such a step the line may also have been searched (``hf_gen.core.search_line``);
+the estimate then comes with the distance it was measured at, and the change bound is taken around it.
 """
 
 from __future__ import annotations
@@ -33,22 +32,25 @@ import math
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
-from .core import LineEstimate
+from .core import LineEstimate, SearchRules, minimiser_beyond
 
-__all__ = ["FALLBACK_POLICIES", "DECAY_SHAPES", "GeNEstimateError", "GeNScheduler", "LineSearch", "next_level"]
+__all__ = ["FALLBACK_POLICIES", "DECAY_SHAPES", "GEN_SETTINGS", "GeNEstimateError", "GeNScheduler", "next_level"]
 
 FALLBACK_POLICIES = ("keep", "shrink", "error")
 DECAY_SHAPES = ("none", "linear", "cosine")
-
-
-def _overshot(estimate: LineEstimate, radius: float) -> bool:
-    """The probe at ``radius`` overshot: its loss is not below the loss at 0 (an estimate at most half the radius)."""
-    return estimate.accepted and estimate.alpha_star <= radius / 2.0
-
-
-def _minimiser_beyond(estimate: LineEstimate) -> bool:
-    """Non-positive curvature along a descent direction: the loss falls at least linearly, look further."""
-    return estimate.reason == "nonpositive_curvature" and estimate.slope > 0.0
+#: The scheduler's settings; each is ``gen_<name>`` in ``GeNTrainingArguments``, with the same default.
+GEN_SETTINGS = (
+    "interval",
+    "max_interval",
+    "gamma",
+    "max_change",
+    "lr_min",
+    "lr_max",
+    "fallback",
+    "fast_start",
+    "fast_decrease",
+    "decay",
+)
 
 
 def next_level(
@@ -93,7 +95,7 @@ def next_level(
         inside = low <= estimate.alpha_star <= high
     elif reason == "nonfinite_loss":
         target, gamma = low, 0.0
-    elif _minimiser_beyond(estimate):
+    elif minimiser_beyond(estimate):
         target = high
     elif reason == "not_descent":
         target = low
@@ -114,7 +116,7 @@ class GeNScheduler(LRScheduler):
 
     Args:
         optimizer: The optimizer whose param groups are scheduled. Group 0's starting lr is the first
-            lr and the first probe radius; the other groups keep their ratio to it.
+            lr and the first probe distance; the other groups keep their ratio to it.
         interval: Recompute every ``interval`` optimizer steps (the first step always recomputes).
         max_interval: Adaptive recompute: the longest gap between recomputes. After an update whose estimate
             lands within ``sqrt(max_change)`` of the level (the lr is steady), the gap doubles, up to
@@ -154,16 +156,8 @@ class GeNScheduler(LRScheduler):
         num_training_steps: int | None = None,
         last_epoch: int = -1,
     ) -> None:
-        validate_gen_settings(
-            interval=interval,
-            max_interval=max_interval,
-            gamma=gamma,
-            max_change=max_change,
-            lr_min=lr_min,
-            lr_max=lr_max,
-            fallback=fallback,
-            decay=decay,
-        )
+        settings = locals()
+        validate_gen_settings(**{name: settings[name] for name in GEN_SETTINGS})
         if decay != "none" and (num_training_steps is None or num_training_steps < 1):
             raise ValueError(
                 f"decay={decay!r} needs num_training_steps >= 1 (the horizon it anneals over), got "
@@ -173,7 +167,7 @@ class GeNScheduler(LRScheduler):
         if not first_lr > 0.0 or not math.isfinite(first_lr):
             raise ValueError(
                 f"GeN needs a positive starting learning rate (param group 0 has lr={first_lr}); "
-                "pass learning_rate > 0: it is the first lr and the first probe radius"
+                "pass learning_rate > 0: it is the first lr and the first probe distance"
             )
         self.interval = int(interval)
         self.max_interval = int(max_interval) if max_interval is not None else self.interval
@@ -232,56 +226,24 @@ class GeNScheduler(LRScheduler):
 
     # ---- updates -----------------------------------------------------------------------------
 
-    def next_search_radius(self, estimate: LineEstimate, radius: float) -> float | None:
-        """Where to probe the same line next while the fast start has not settled; ``None`` to stop searching.
-
-        The estimate was measured with a probe at ``radius`` (applied-lr units of group 0). A parabola is trusted
-        only near where it was measured, so until an estimate lands within ``sqrt(max_change)`` of its own probe the
-        line is probed again nearer the minimiser:
-
-        * at the estimate, moving at most ``max_change**3`` per probe;
-        * ``max_change**3`` nearer when the probe overshot (its loss is not below the loss at 0: the estimate is at
-          most half the radius, and where the loss saturates, as it does far from the minimiser, the parabola
-          through that point puts the minimiser near half the radius whatever it really is);
-        * ``max_change**3`` further on non-positive curvature along a descent direction, nearer on a non-finite
-          loss.
-
-        Only the step's final estimate is applied, so a start that is orders of magnitude off costs a few extra
-        forwards on the first step instead of a few damaging updates.
-        """
-        if self.settled:
+    def search_rules(self, max_probes: int) -> SearchRules | None:
+        """The rules of the fast start's search along a line (``hf_gen.core.search_line``); ``None`` once settled."""
+        if self.settled or max_probes <= 0:
             return None
-        jump = self.max_change**3
-        tolerance = math.sqrt(self.max_change)
-        if estimate.accepted:
-            alpha = min(max(estimate.alpha_star, self.lr_min), self.lr_max)
-            if radius / tolerance <= alpha <= radius * tolerance:
-                return None
-            overshoot = _overshot(estimate, radius)
-            target = radius / jump if overshoot else min(max(alpha, radius / jump), radius * jump)
-        elif estimate.reason == "nonfinite_loss":
-            target = radius / jump
-        elif _minimiser_beyond(estimate):
-            target = min(radius * jump, self.lr_max)
-        else:
-            return None
-        target = max(target, self.lr_min)
-        if not target > 0.0 or target == radius:
-            return None
-        return target
+        return SearchRules(self.max_change, self.lr_min, self.lr_max, max_probes)
 
     def apply_estimate(
-        self, estimate: LineEstimate, step: int, radius: float | None = None, ceiling: float | None = None
+        self, estimate: LineEstimate, step: int, at: float | None = None, ceiling: float | None = None
     ) -> float:
         """Fold one estimate into the lr and apply it to the optimizer's param groups.
 
         Args:
             estimate: The estimate measured on the batch of step ``step``, in lr units of group 0.
             step: The 0-based optimizer step whose batch was probed.
-            radius: The distance along the line (applied-lr units, like ``a*``) at which the line was probed,
-                when a search moved the probe away from the step's own lr. The change bound is taken around it (an
-                estimate is trusted near where it was measured); by default it is the current level.
-            ceiling: An applied lr the step must stay below (a searched probe there did not lower the loss or
+            at: The distance along the line (lr units of group 0, like ``a*``) at which the line was probed, when
+                a search moved the probe away from the step's own lr (``LineResult.at``). The change bound is taken
+                around it (an estimate is trusted near where it was measured); by default it is the current level.
+            ceiling: A distance the step must stay short of (a searched probe there did not lower the loss or
                 gave a non-finite one); the new level is capped at ``ceiling / sqrt(max_change) / shape(step)``.
 
         Returns:
@@ -291,8 +253,8 @@ class GeNScheduler(LRScheduler):
             GeNEstimateError: On an unusable estimate with ``fallback="error"``.
         """
         lr = self.level  # GeN moves the level; the decay shape (if any) anneals what is applied
-        if radius is not None:
-            lr = min(max(radius, self.lr_min), self.lr_max)
+        if at is not None:
+            lr = min(max(at, self.lr_min), self.lr_max)
         if not estimate.accepted and self.fallback == "error":
             raise GeNEstimateError(
                 f"GeN estimate unusable at step {step + 1} ({estimate.reason}: slope={estimate.slope}, "
@@ -363,15 +325,20 @@ class GeNScheduler(LRScheduler):
 def validate_gen_settings(
     *,
     interval: int,
-    max_interval: int | None = None,
+    max_interval: int | None,
     gamma: float,
     max_change: float,
     lr_min: float,
     lr_max: float,
     fallback: str,
+    fast_start: bool,
+    fast_decrease: bool,
     decay: str,
 ) -> None:
-    """Check GeN settings; raise ``ValueError`` saying what to pass instead."""
+    """Check the scheduler's settings (``GEN_SETTINGS``); raise ``ValueError`` saying what to pass instead."""
+    for name, value in (("gen_fast_start", fast_start), ("gen_fast_decrease", fast_decrease)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be True or False, got {value!r}")
     if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
         raise ValueError(f"gen_interval must be an integer >= 1 (recompute every N optimizer steps), got {interval!r}")
     if max_interval is not None and (
@@ -404,58 +371,3 @@ def validate_gen_settings(
         raise ValueError(f"gen_fallback must be one of {FALLBACK_POLICIES}, got {fallback!r}")
     if decay not in DECAY_SHAPES:
         raise ValueError(f"gen_decay must be one of {DECAY_SHAPES}, got {decay!r}")
-
-
-class LineSearch:
-    """The fast start's search along one step's line: a bracket around the minimiser, and the best estimate seen.
-
-    Radii are distances along the line in applied-lr units of group 0. After each probe, :meth:`observe` narrows the
-    bracket: a probe that overshot (an accepted estimate at most half its radius, i.e. its loss is not below the loss
-    at 0) or gave a non-finite loss bounds the minimiser from above; one whose estimate lies beyond it, or that found
-    non-positive curvature along a descent direction, bounds it from below. :meth:`propose` takes the scheduler's
-    next radius and, when it falls outside the bracket, bisects the bracket geometrically instead, so the search
-    never returns to a radius already known to be too far or too near, and stops once the bracket is narrower than
-    the trust tolerance ``sqrt(max_change)``.
-    """
-
-    def __init__(self, scheduler: GeNScheduler, estimate: LineEstimate, radius: float) -> None:
-        self.scheduler = scheduler
-        self.low, self.high = 0.0, math.inf
-        self.best: tuple[LineEstimate, float] | None = None
-        self.estimate, self.radius = estimate, radius
-        self.observe(estimate, radius)
-
-    def observe(self, estimate: LineEstimate, radius: float) -> None:
-        self.estimate, self.radius = estimate, radius
-        too_far = _overshot(estimate, radius) or estimate.reason == "nonfinite_loss"
-        too_near = (estimate.accepted and estimate.alpha_star > radius) or _minimiser_beyond(estimate)
-        if too_far:
-            self.high = min(self.high, radius)
-        elif too_near:
-            self.low = max(self.low, radius)
-        if estimate.accepted and radius < self.high:
-            self.best = (estimate, radius)
-
-    def propose(self) -> float | None:
-        """The next radius to probe, or ``None`` to stop."""
-        target = self.scheduler.next_search_radius(self.estimate, self.radius)
-        if target is None:
-            return None
-        if not self.low < target < self.high:
-            if self.low <= 0.0 or not math.isfinite(self.high):
-                return None
-            if self.high / self.low <= math.sqrt(self.scheduler.max_change):
-                return None  # the bracket is already as narrow as the trust tolerance
-            target = math.sqrt(self.low * self.high)
-        return target
-
-    def result(self) -> tuple[LineEstimate, float, float | None]:
-        """The estimate to apply, the radius it was measured at, and the ceiling (``None`` if nothing failed).
-
-        The last estimate if usable, else the last usable one before it (a search that ends on a failed probe
-        falls back to the nearer point it trusted), else the last.
-        """
-        ceiling = self.high if math.isfinite(self.high) else None
-        if not self.estimate.accepted and self.best is not None and self.best[1] < self.high:
-            return self.best[0], self.best[1], ceiling
-        return self.estimate, self.radius, ceiling

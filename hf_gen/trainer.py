@@ -1,20 +1,25 @@
 """GeN inside the Hugging Face ``Trainer``: ``GeNMixin`` and ``GeNTrainer``.
 
-What the mixin changes, and nothing else:
+The glue's one job is to give ``hf_gen.core`` the loss along a line, ``g(a)``, and to apply what the core and the
+scheduler decide. What the mixin changes, and nothing else:
 
 * ``create_scheduler``: with ``lr_scheduler_type="gen"`` the scheduler is a ``GeNScheduler``, and two
   hooks are put on the optimizer's ``step``.
-* ``training_step``: on a recompute step, remembers each micro-batch of the optimizer step with the
-  random state of its forward, and sums the training losses (the loss at the current weights).
+* ``training_step``: keeps one :class:`StepRecord` per optimizer step: on a step whose batch measures a line, each
+  micro-batch with the random state of its forward, and the sum of the training losses.
 * ``_clip_grad_norm``: remembers the pre-clip gradient norm, so the slope uses the true gradient.
-* the optimizer step: the pre-hook copies the trainable parameters (``theta0``); the optimizer then
-  steps once, as always, with the current lr, which defines the update direction ``d`` (after
-  clipping, momentum, preconditioning and weight decay). Out of sample (``gen_probe_batch="next"``, the
-  default in approx mode) the line is measured in the next step's pre-hook, on that step's batch, and the
-  estimate sets that step's lr; the first step's post-hook only checks that the step lowers its own batch's
-  loss. On the same batch (``"same"``, and exact mode) the post-hook measures the line (loss at probe points
-  or a Hessian-vector product), asks the scheduler for the new lr and sets the weights to
-  ``theta0 - lr_new * d`` from the copy. A step the optimizer skips (fp16 overflow) makes no GeN update.
+* the optimizer step: the optimizer steps once, as always, with the current lr, which defines the update direction
+  ``d`` (after clipping, momentum, preconditioning and weight decay); the probe scheme decides around it where the
+  line is measured. Both schemes live below, one class each:
+
+  - :class:`NextBatch` (``gen_probe_batch="next"``, the default in approx mode): the pre-hook copies the weights
+    before a step; the next step's pre-hook measures that line on its own batch (out of sample) and the estimate
+    sets that step's lr. The first step's post-hook only checks that the step lowers its own batch's loss.
+  - :class:`SameBatch` (``"same"``, and exact mode): the pre-hook copies the weights, the post-hook measures the
+    step's line on its own batch (loss at probe points, with the fast start's search, or a Hessian-vector product),
+    and the weights are set to ``theta0 - lr_new * d`` from the copy.
+
+  A step the optimizer skips (fp16 overflow) makes no GeN update.
 * checkpoints: a line still to be measured on the next batch is saved with the checkpoint and restored on
   resume (``_save_optimizer_and_scheduler`` / ``_load_optimizer_and_scheduler``).
 * ``log``: adds ``gen/lr``, ``gen/alpha_star``, ``gen/curvature`` and ``gen/fallbacks`` to training logs.
@@ -28,20 +33,167 @@ import contextlib
 import copy
 import math
 import os
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
 from transformers import Trainer
 
-from .core import LineEstimate, estimate_from_curvature, estimate_from_losses, fit_parabola
+from .core import LineEstimate, LineResult, cut_back, estimate_from_curvature, measure_line
 from .line import BufferGuard, LineSnapshot, RngState, reshard
-from .scheduler import GeNEstimateError, GeNScheduler, LineSearch
+from .scheduler import GeNEstimateError, GeNScheduler
 from .support import DEEPSPEED_REFUSAL, check_engine, check_linear_optimizer, overflowed
 from .trace import TRACE_FILE, append_record, make_record, restart_trace
 
 __all__ = ["GeNMixin", "GeNTrainer", "TRACE_FILE"]
 
 PENDING_LINE_FILE = "gen_pending_line"
+
+
+@dataclass
+class StepRecord:
+    """What GeN keeps of one optimizer step: from its first micro-batch to the optimizer's post-step hook.
+
+    A step the optimizer skips leaves its record behind complete, and the next step starts a new one.
+    """
+
+    measures: bool  # whether this step's batch measures a line (its own, or the previous step's)
+    batch: list[tuple[dict, RngState]] = field(default_factory=list)
+    num_items: object = None
+    loss: torch.Tensor | None = None  # the summed training losses: g at the live weights, on this batch
+    grad_norm: object = None  # before clipping
+    complete: bool = False  # its last micro-batch has run
+    snapshot: LineSnapshot | None = None  # same batch: the copy the pre-hook took
+
+
+class SameBatch:
+    """The step's line measured on its own batch, after the step: probes (approx) or a Hessian-vector product."""
+
+    name = "same"
+
+    def measures(self, trainer: GeNMixin) -> bool:
+        return trainer.lr_scheduler.is_due(trainer.lr_scheduler.last_epoch)
+
+    def before_step(self, trainer: GeNMixin, record: StepRecord, optimizer) -> None:
+        if record.measures and record.batch:
+            record.snapshot = trainer._gen_snapshot(optimizer)
+
+    def after_step(self, trainer: GeNMixin, record: StepRecord) -> None:
+        snapshot = record.snapshot
+        if snapshot is None:
+            return
+        scheduler, args, a0 = trainer.lr_scheduler, trainer.args, snapshot.a0
+        slope, loss = trainer._gen_known(record, snapshot, a0)
+        extra: dict = {}
+        if args.gen_mode == "exact":
+            step_vector = snapshot.return_to_start()
+            curvature = float(
+                trainer._gen_reduce(trainer._gen_curvature(record, snapshot.params, step_vector)) / a0**2
+            )
+            result = LineResult(estimate_from_curvature(slope, curvature, loss0=loss), None, None, ())
+        else:
+            offsets = list(args.gen_probe_offsets)
+            if offsets != [1.0]:
+                snapshot.keep_theta1()
+            one_probe = offsets == [1.0] and args.gen_use_slope
+            result = measure_line(
+                trainer._gen_line(record, snapshot),
+                [offset * a0 for offset in offsets],
+                loss=loss,
+                slope=slope if args.gen_use_slope else None,
+                search=scheduler.search_rules(args.gen_search_probes) if one_probe else None,
+            )
+            extra = {"probe_batch": self.name, "probe_losses": [list(p) for p in result.probes]}
+        try:
+            new_lr = scheduler.apply_estimate(
+                result.estimate, scheduler.last_epoch, at=result.at, ceiling=result.ceiling
+            )
+        except GeNEstimateError:
+            snapshot.finish(a0)  # gen_fallback="error": leave the weights where the optimizer's step put them
+            raise
+        snapshot.finish(new_lr)
+        trainer._gen_write_trace(result.estimate, new_lr, a0, args.gen_mode, extra)
+
+
+class NextBatch:
+    """The step's line measured on the next step's batch, before that step: out of sample.
+
+    The line of step ``t`` (``pending``: the copy of the weights before it, and where the live weights are on it) is
+    measured in step ``t + 1``'s pre-hook. There the loss of the new batch and its slope at the live weights come
+    from that step's training forward and backward, and one forward at the copy gives ``g(0)``; the estimate sets
+    the lr of step ``t + 1``.
+    """
+
+    name = "next"
+
+    def __init__(self) -> None:
+        self.pending: tuple[LineSnapshot, float] | None = None
+
+    def measures(self, trainer: GeNMixin) -> bool:
+        # The first step is also recorded: its own batch can veto a starting lr that overshoots.
+        first = trainer.lr_scheduler.last_epoch == 0 and trainer.args.gen_search_probes > 0
+        return self.pending is not None or first
+
+    def before_step(self, trainer: GeNMixin, record: StepRecord, optimizer) -> None:
+        scheduler = trainer.lr_scheduler
+        if self.pending is not None and record.measures and record.batch:
+            self.measure(trainer, record)  # sets this step's lr
+        if scheduler.is_due(scheduler.last_epoch + 1):
+            snapshot = trainer._gen_snapshot(optimizer)
+            self.pending = (snapshot, snapshot.a0)
+
+    def wants_hook(self, trainer: GeNMixin) -> bool:
+        return self.pending is not None or trainer.lr_scheduler.is_due(trainer.lr_scheduler.last_epoch + 1)
+
+    def measure(self, trainer: GeNMixin, record: StepRecord) -> None:
+        (snapshot, at), self.pending = self.pending, None
+        slope, loss = trainer._gen_known(record, snapshot, at)
+
+        def at_start(a: float) -> float:  # the line is probed at its start only, which the copy holds exactly
+            with snapshot.at_start():
+                return trainer._gen_loss_here(record)
+
+        result = measure_line(at_start, [0.0], known_at=at, loss=loss, slope=slope)
+        snapshot.release()
+        record.batch = []
+        new_lr = trainer.lr_scheduler.apply_estimate(result.estimate, trainer.lr_scheduler.last_epoch)
+        probes = [[0.0, result.probes[0][1]], [at, loss]]
+        trainer._gen_write_trace(
+            result.estimate, new_lr, at, "approx", {"probe_batch": self.name, "probe_losses": probes}
+        )
+
+    def after_step(self, trainer: GeNMixin, record: StepRecord) -> None:
+        """On the first step only: a step that does not lower the loss even on the batch that produced it (in sample,
+        where a step looks better than it is) overshot; it is cut back ``gen_max_change**3``-fold along its line
+        (``hf_gen.core.cut_back``) and the lr restarted at the distance kept, which the next batch measures from."""
+        scheduler = trainer.lr_scheduler
+        if self.pending is None or scheduler.last_epoch != 0 or not record.batch:
+            return
+        snapshot, a0 = self.pending
+        loss = float(trainer._gen_reduce(record.loss))
+        factor = scheduler.max_change**3
+        result = cut_back(trainer._gen_line(record, snapshot), loss, a0, factor=factor,
+                          max_probes=trainer.args.gen_search_probes)  # fmt: skip
+        if result.at == a0:
+            return
+        snapshot.move_to(result.at)
+        self.pending = (snapshot, result.at)
+        new_lr = scheduler.restart(result.at, scheduler.last_epoch, reason="overshot")
+        probes = [list(p) for p in result.probes]
+        trainer._gen_write_trace(
+            result.estimate, new_lr, a0, "approx", {"probe_batch": "same", "probe_losses": probes}
+        )
+
+    def state(self) -> dict | None:
+        if self.pending is None:
+            return None
+        snapshot, at = self.pending
+        return {"a0": at, "theta0": snapshot.local_state()}
+
+    def load_state(self, trainer: GeNMixin, saved: dict) -> None:
+        device = "cpu" if trainer.args.gen_offload_snapshot else None
+        params = trainer._gen_params(check_linear_optimizer(trainer.optimizer))
+        self.pending = (LineSnapshot.from_local_state(params, saved["theta0"], saved["a0"], device), saved["a0"])
 
 
 class GeNMixin:
@@ -60,14 +212,8 @@ class GeNMixin:
             check_engine(training_args)
         super().__init__(*args, **kwargs)
         self._gen_hooks: list = []
-        self._gen_batch: list[tuple[dict, RngState]] = []
-        self._gen_num_items = None
-        self._gen_loss0: torch.Tensor | None = None
-        self._gen_recording = False
-        self._gen_step_open = False
-        self._gen_grad_norm = None
-        self._gen_snapshot: LineSnapshot | None = None
-        self._gen_pending: tuple[LineSnapshot, float] | None = None
+        self._gen_step: StepRecord | None = None
+        self._gen_scheme = self._gen_new_scheme()
         self._gen_trace_checked = False
         if self.gen_enabled:
             self._gen_check_launch()
@@ -78,6 +224,9 @@ class GeNMixin:
     def gen_enabled(self) -> bool:
         """Whether GeN chooses the lr (``args.lr_scheduler_type == "gen"``)."""
         return bool(getattr(self.args, "uses_gen", False))
+
+    def _gen_new_scheme(self) -> SameBatch | NextBatch:
+        return NextBatch() if getattr(self.args, "gen_probe_batch", None) == "next" else SameBatch()
 
     def _gen_check_launch(self) -> None:
         check_engine(self.args)
@@ -103,20 +252,8 @@ class GeNMixin:
         if self.lr_scheduler is None:
             optimizer = self.optimizer if optimizer is None else optimizer
             inner = check_linear_optimizer(optimizer)
-            args = self.args
             self.lr_scheduler = GeNScheduler(
-                optimizer,
-                interval=args.gen_interval,
-                max_interval=args.gen_max_interval,
-                gamma=args.gen_gamma,
-                max_change=args.gen_max_change,
-                lr_min=args.gen_lr_min,
-                lr_max=args.gen_lr_max,
-                fallback=args.gen_fallback,
-                fast_start=args.gen_fast_start,
-                fast_decrease=args.gen_fast_decrease,
-                decay=args.gen_decay,
-                num_training_steps=num_training_steps,
+                optimizer, **self.args.gen_scheduler_settings(), num_training_steps=num_training_steps
             )
             self._created_lr_scheduler = True
             for handle in self._gen_hooks:
@@ -129,7 +266,8 @@ class GeNMixin:
 
     def train(self, *args, **kwargs):
         self._gen_trace_checked = False
-        self._gen_pending = None
+        self._gen_step = None
+        self._gen_scheme = self._gen_new_scheme()
         return super().train(*args, **kwargs)
 
     # ---- the next-batch line across a checkpoint -------------------------------------------------
@@ -139,21 +277,18 @@ class GeNMixin:
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
         super()._save_optimizer_and_scheduler(output_dir)
-        if self.gen_enabled and self._gen_pending is not None:
+        state = self._gen_scheme.state() if self.gen_enabled and isinstance(self._gen_scheme, NextBatch) else None
+        if state is not None:
             # With gen_probe_batch="next" the line of the step just taken is measured on the next batch: each rank
             # keeps its copy of the weights before that step (its own shards under FSDP2) with the checkpoint.
-            snapshot, lr0 = self._gen_pending
             os.makedirs(output_dir, exist_ok=True)
-            torch.save({"lr0": lr0, "theta0": snapshot.local_state()}, self._gen_pending_file(output_dir))
+            torch.save(state, self._gen_pending_file(output_dir))
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         super()._load_optimizer_and_scheduler(checkpoint)
-        self._gen_pending = None
+        self._gen_scheme = self._gen_new_scheme()
         if self.gen_enabled and checkpoint is not None and os.path.isfile(self._gen_pending_file(checkpoint)):
-            saved = torch.load(self._gen_pending_file(checkpoint), weights_only=True)
-            device = "cpu" if self.args.gen_offload_snapshot else None
-            params = self._gen_params(check_linear_optimizer(self.optimizer))
-            self._gen_pending = (LineSnapshot.from_local_state(params, saved["theta0"], device), saved["lr0"])
+            self._gen_scheme.load_state(self, torch.load(self._gen_pending_file(checkpoint), weights_only=True))
 
     # ---- recording the step's batch -----------------------------------------------------------
 
@@ -172,39 +307,31 @@ class GeNMixin:
             return super().training_step(model, inputs, num_items_in_batch)
         if not self._gen_trace_checked:
             self._gen_start_trace()
-        if not self._gen_step_open:
-            self._gen_step_open = True
-            self._gen_batch = []
-            self._gen_loss0 = None
-            self._gen_grad_norm = None
-            if self.args.gen_probe_batch == "next":
-                # The first step is also recorded: its own batch can veto a starting lr that overshoots.
-                first = self.lr_scheduler.last_epoch == 0 and self.args.gen_search_probes > 0
-                self._gen_recording = self._gen_pending is not None or first
-            else:
-                self._gen_recording = self.lr_scheduler.is_due(self.lr_scheduler.last_epoch)
-        if self._gen_recording:
-            self._gen_batch.append((inputs, RngState(self.args.device)))
-            self._gen_num_items = num_items_in_batch
+        record = self._gen_step
+        if record is None or record.complete:
+            record = self._gen_step = StepRecord(measures=self._gen_scheme.measures(self))
+        if record.measures:
+            record.batch.append((inputs, RngState(self.args.device)))
+            record.num_items = num_items_in_batch
         loss = super().training_step(model, inputs, num_items_in_batch)
-        if self._gen_recording:
+        if record.measures:
             loss0 = loss.detach().to(torch.float64)
-            self._gen_loss0 = loss0 if self._gen_loss0 is None else self._gen_loss0 + loss0
+            record.loss = loss0 if record.loss is None else record.loss + loss0
         if self.accelerator.sync_gradients:
-            self._gen_step_open = False
+            record.complete = True
         return loss
 
     def _clip_grad_norm(self, model):
         grad_norm = super()._clip_grad_norm(model)
-        if self._gen_recording:
-            self._gen_grad_norm = grad_norm
+        if self._gen_step is not None and self._gen_step.measures:
+            self._gen_step.grad_norm = grad_norm
         return grad_norm
 
-    def _gen_clip_factor(self) -> torch.Tensor | float:
+    def _gen_clip_factor(self, record: StepRecord) -> torch.Tensor | float:
         """The factor ``torch.nn.utils.clip_grad_norm_`` multiplied the gradients by (1 without clipping)."""
-        if self._gen_grad_norm is None or not self.args.max_grad_norm or self.args.max_grad_norm <= 0:
+        if record.grad_norm is None or not self.args.max_grad_norm or self.args.max_grad_norm <= 0:
             return 1.0
-        norm = self._gen_grad_norm
+        norm = record.grad_norm
         if hasattr(norm, "full_tensor"):
             norm = norm.full_tensor()
         norm = torch.as_tensor(norm, dtype=torch.float64)
@@ -215,160 +342,56 @@ class GeNMixin:
     def _gen_params(self, optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
         return [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
 
+    def _gen_snapshot(self, optimizer: torch.optim.Optimizer) -> LineSnapshot:
+        """A copy of the trainable parameters before the optimizer's step, at the lr of group 0 it is about to take."""
+        device = "cpu" if self.args.gen_offload_snapshot else None
+        a0 = float(optimizer.param_groups[0]["lr"])
+        return LineSnapshot(self._gen_params(optimizer), a0, device=device)
+
     def _gen_before_optimizer_step(self, optimizer, args, kwargs) -> None:
-        next_batch = self.args.gen_probe_batch == "next"
-        wanted = (self._gen_recording and self._gen_batch) or (
-            next_batch
-            and (self._gen_pending is not None or self.lr_scheduler.is_due(self.lr_scheduler.last_epoch + 1))
-        )
+        record = self._gen_step
+        measured = record is not None and record.measures and bool(record.batch)
+        scheme = self._gen_scheme
+        wanted = measured or (isinstance(scheme, NextBatch) and scheme.wants_hook(self))
         if not wanted or overflowed(optimizer):  # the overflow check syncs with the device: only when needed
             return
-        device = "cpu" if self.args.gen_offload_snapshot else None
-        if next_batch:
-            if self._gen_pending is not None and self._gen_recording and self._gen_batch:
-                self._gen_fit_on_next_batch(optimizer)
-            if self.lr_scheduler.is_due(self.lr_scheduler.last_epoch + 1):
-                lr0 = float(optimizer.param_groups[0]["lr"])
-                self._gen_pending = (LineSnapshot(self._gen_params(optimizer), device=device), lr0)
-        elif self._gen_recording and self._gen_batch:
-            self._gen_snapshot = LineSnapshot(self._gen_params(optimizer), device=device)
-
-    def _gen_fit_on_next_batch(self, optimizer) -> None:
-        """Out-of-sample fit of the previous step's line on this step's batch, before this step's update.
-
-        The live weights are ``theta1`` (the previous step landed there, at ``lr0``). Along ``d`` the loss of this
-        batch is known at ``theta1`` (the training forward) with its slope (the backward), and one forward at
-        ``theta0`` gives the third number; the estimate is measured from ``theta0`` and sets this step's lr.
-        """
-        (snapshot, lr0), self._gen_pending = self._gen_pending, None
-        scheduler: GeNScheduler = self.lr_scheduler
-        slope = snapshot.slope_numerator([p.grad for p in snapshot.params])
-        if slope is None:
-            slope = torch.zeros((), dtype=torch.float64, device=self.args.device)
-        slope = self._gen_reduce(slope) / (lr0 * self._gen_clip_factor())
-        loss1 = self._gen_reduce(self._gen_loss0)
-        snapshot.swap()
-        loss0 = self._gen_reduce(self._gen_batch_loss())
-        snapshot.swap()
-        snapshot.theta0 = []
-        slope1, loss1, loss0 = torch.stack([slope, loss1, loss0]).tolist()
-        if all(math.isfinite(v) for v in (slope1, loss1, loss0)):
-            _, _, curvature = fit_parabola([-lr0], [loss0], loss0=loss1, slope=slope1)
-            estimate = estimate_from_curvature(slope1 + curvature * lr0, curvature, loss0=loss0)
-        else:
-            estimate = LineEstimate(None, slope1, math.nan, loss0, False, "nonfinite_loss")
-        new_lr = scheduler.apply_estimate(estimate, scheduler.last_epoch)
-        record = {
-            "probe_batch": "next",
-            "probe_losses": [[0.0, loss0], [lr0, loss1]],
-        }
-        self._gen_batch = []
-        self._gen_write_trace(estimate, new_lr, lr0, "approx", record)
+        scheme.before_step(self, record, optimizer)
 
     def _gen_after_optimizer_step(self, optimizer, args, kwargs) -> None:
-        snapshot, self._gen_snapshot = self._gen_snapshot, None
-        recorded, self._gen_recording = self._gen_recording and bool(self._gen_batch), False
-        if snapshot is None:
-            if recorded and self._gen_pending is not None and self.lr_scheduler.last_epoch == 0:
-                self._gen_check_first_step()
-            return
-        scheduler: GeNScheduler = self.lr_scheduler
-        step = scheduler.last_epoch
-        lr0 = float(optimizer.param_groups[0]["lr"])
-        mode = self.args.gen_mode
-        slope = snapshot.slope_numerator([p.grad for p in snapshot.params])
-        if slope is None:
-            slope = torch.zeros((), dtype=torch.float64, device=self.args.device)
-        slope = self._gen_reduce(slope) / (lr0 * self._gen_clip_factor())
-        loss0 = self._gen_reduce(self._gen_loss0)
-        record: dict = {}
-        radius = ceiling = None
-        if mode == "exact":
-            step_vector = snapshot.return_to_start()
-            curvature = self._gen_reduce(self._gen_curvature(snapshot.params, step_vector)) / lr0**2
-            slope, curvature, loss0 = torch.stack([slope, curvature, loss0]).tolist()
-            estimate = estimate_from_curvature(slope, curvature, loss0=loss0)
-        else:
-            offsets = list(self.args.gen_probe_offsets)
-            if offsets != [1.0]:
-                snapshot.keep_theta1()
-            losses = []
-            for offset in offsets:
-                snapshot.move_to(offset)
-                losses.append(self._gen_reduce(self._gen_batch_loss()))
-            slope, loss0, *losses = torch.stack([slope, loss0, *losses]).tolist()
-            points = [offset * lr0 for offset in offsets]
-            use_slope = slope if self.args.gen_use_slope else None
-            estimate = estimate_from_losses(points, losses, loss0=loss0, slope=use_slope)
-            record["probe_batch"] = "same"
-            record["probe_losses"] = [[a, v] for a, v in zip(points, losses, strict=True)]
-            if offsets == [1.0] and use_slope is not None:
-                estimate, radius, ceiling = self._gen_search(snapshot, scheduler, estimate, lr0, loss0, slope, record)
-        try:
-            new_lr = scheduler.apply_estimate(estimate, step, radius=radius, ceiling=ceiling)
-        except GeNEstimateError:
-            snapshot.finish(1.0)  # gen_fallback="error": leave the weights where the optimizer's step put them
-            raise
-        snapshot.finish(new_lr / lr0)
-        self._gen_batch = []
-        self._gen_write_trace(estimate, new_lr, lr0, mode, record)
-
-    def _gen_check_first_step(self) -> None:
-        """Out-of-sample probing leaves the first step to the starting lr: its own batch may still veto it.
-
-        A step that does not lower the loss even on the batch that produced it (in sample, where a step looks
-        better than it is) overshot. Until it does, the step is cut ``gen_max_change**3``-fold along its line (one
-        no-grad forward each, at most ``gen_search_probes``); the lr is then restarted at the radius kept, which
-        the next batch measures from there on. A step that passes costs one forward, once.
-        """
-        snapshot, lr0 = self._gen_pending
-        scheduler: GeNScheduler = self.lr_scheduler
-        loss0 = float(self._gen_reduce(self._gen_loss0))
-        radius, probes = lr0, []
-        for _ in range(self.args.gen_search_probes):
-            loss = float(self._gen_reduce(self._gen_batch_loss()))
-            probes.append([radius, loss])
-            if math.isfinite(loss) and loss < loss0:
-                break
-            radius /= scheduler.max_change**3
-            snapshot.move_to(radius / lr0)
-        self._gen_batch = []
-        if radius == lr0:
-            return
-        self._gen_pending = (snapshot, radius)
-        new_lr = scheduler.restart(radius, scheduler.last_epoch, reason="overshot")
-        estimate = LineEstimate(None, math.nan, math.nan, loss0, False, "overshot")
-        self._gen_write_trace(estimate, new_lr, lr0, "approx", {"probe_batch": "same", "probe_losses": probes})
-
-    def _gen_search(self, snapshot, scheduler, estimate, lr0: float, loss0: float, slope: float, record: dict):
-        """Fast-start line search: re-probe the same line until the estimate lands near its own probe.
-
-        Runs only while the scheduler's fast start has not settled and at most ``gen_search_probes`` times; each
-        probe is one no-grad forward on the step's batch at the radius :class:`LineSearch` picks, and the parabola
-        is refitted from that point alone (with the known ``loss0`` and slope). Returns the estimate to apply, the
-        radius it was measured at and the ceiling from failed probes (``None, None`` when no extra probe ran).
-        """
-        search = LineSearch(scheduler, estimate, lr0)
-        probes = 0
-        while probes < self.args.gen_search_probes:
-            target = search.propose()
-            if target is None:
-                break
-            snapshot.move_to(target / lr0)
-            loss = float(self._gen_reduce(self._gen_batch_loss()))
-            search.observe(estimate_from_losses([target], [loss], loss0=loss0, slope=slope), target)
-            record["probe_losses"].append([target, loss])
-            probes += 1
-        if probes == 0:
-            return estimate, None, None
-        return search.result()
+        record, self._gen_step = self._gen_step, None
+        if record is not None and record.measures:
+            self._gen_scheme.after_step(self, record)
 
     # ---- measuring the line ------------------------------------------------------------------------
 
-    def _gen_scaled_loss(self, model, inputs) -> torch.Tensor:
+    def _gen_known(self, record: StepRecord, snapshot: LineSnapshot, at: float) -> tuple[float, float]:
+        """What the training step measured on the record's batch at the live weights (the point ``at`` of the
+        snapshot's line): the slope ``<grad, d>`` (with the gradient before clipping) and the loss; reduced over
+        processes, in one host synchronisation."""
+        slope = snapshot.slope_numerator([p.grad for p in snapshot.params])
+        if slope is None:
+            slope = torch.zeros((), dtype=torch.float64, device=self.args.device)
+        slope = self._gen_reduce(slope) / (at * self._gen_clip_factor(record))
+        slope, loss = torch.stack([slope, self._gen_reduce(record.loss)]).tolist()
+        return slope, loss
+
+    def _gen_line(self, record: StepRecord, snapshot: LineSnapshot):
+        """``g(a)`` for ``hf_gen.core``: the weights moved to the point ``a`` of the snapshot's line, and the loss of
+        the record's batch there."""
+
+        def g(a: float) -> float:
+            snapshot.move_to(a)
+            return self._gen_loss_here(record)
+
+        return g
+
+    def _gen_loss_here(self, record: StepRecord) -> float:
+        """The loss of the record's whole batch at the current weights, reduced over processes."""
+        return float(self._gen_reduce(self._gen_batch_loss(record)))
+
+    def _gen_scaled_loss(self, model, inputs, num_items) -> torch.Tensor:
         """The loss of one micro-batch, normalised exactly as ``Trainer.training_step`` normalises it."""
         inputs = self._prepare_inputs(inputs)
-        num_items = self._gen_num_items
         with self.compute_loss_context_manager():
             loss = self.compute_loss(model, inputs, num_items_in_batch=num_items)
         if self.args.n_gpu > 1:
@@ -395,39 +418,39 @@ class GeNMixin:
             for name, value in saved.items():
                 setattr(self, name, value)
 
-    def _gen_batch_loss(self) -> torch.Tensor:
-        """Loss on the whole effective batch at the current weights: no grad, same dropout masks, buffers kept."""
+    def _gen_replayed_losses(self, record: StepRecord, grad: bool):
+        """Each micro-batch's loss at the current weights, normalised like the training loss, with its forward's
+        random state (same dropout masks); module buffers are put back after each, and trainer metrics after all."""
         model = self.model
         guard = BufferGuard(model)
-        total = torch.zeros((), dtype=torch.float64, device=self.args.device)
         model.train()
-        for inputs, rng in self._gen_batch:
-            with rng.replay(), torch.no_grad(), self._gen_side_effects_undone():
-                total = total + self._gen_scaled_loss(model, inputs).detach().to(torch.float64)
+        for inputs, rng in record.batch:
+            with rng.replay(), torch.set_grad_enabled(grad), self._gen_side_effects_undone():
+                yield self._gen_scaled_loss(model, inputs, record.num_items)
             guard.restore()
-        reshard(model)
+
+    def _gen_batch_loss(self, record: StepRecord) -> torch.Tensor:
+        """Loss on the whole effective batch at the current weights, without gradients."""
+        total = torch.zeros((), dtype=torch.float64, device=self.args.device)
+        for loss in self._gen_replayed_losses(record, grad=False):
+            total = total + loss.detach().to(torch.float64)
+        reshard(self.model)
         return total
 
-    def _gen_curvature(self, params: list[torch.Tensor], step_vector: list[torch.Tensor]) -> torch.Tensor:
+    def _gen_curvature(self, record: StepRecord, params: list, step_vector: list[torch.Tensor]) -> torch.Tensor:
         """``s^T H s`` for the step ``s`` on the whole effective batch, by double backward."""
-        model = self.model
-        guard = BufferGuard(model)
         total = torch.zeros((), dtype=torch.float64, device=self.args.device)
-        model.train()
-        for inputs, rng in self._gen_batch:
-            with rng.replay(), torch.enable_grad(), self._gen_side_effects_undone():
-                loss = self._gen_scaled_loss(model, inputs)
-                grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
-                pairs = [(g, s) for g, s in zip(grads, step_vector, strict=True) if g is not None]
-                directional = sum((g * s).sum() for g, s in pairs)
-                if torch.is_tensor(directional) and directional.requires_grad:
-                    hvp = torch.autograd.grad(
-                        directional, [params[i] for i, g in enumerate(grads) if g is not None], allow_unused=True
-                    )
-                    for h, (_, s) in zip(hvp, pairs, strict=True):
-                        if h is not None:
-                            total = total + (h.detach().to(torch.float64) * s.to(torch.float64)).sum()
-            guard.restore()
+        for loss in self._gen_replayed_losses(record, grad=True):
+            grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+            pairs = [(g, s) for g, s in zip(grads, step_vector, strict=True) if g is not None]
+            directional = sum((g * s).sum() for g, s in pairs)
+            if torch.is_tensor(directional) and directional.requires_grad:
+                hvp = torch.autograd.grad(
+                    directional, [params[i] for i, g in enumerate(grads) if g is not None], allow_unused=True
+                )
+                for h, (_, s) in zip(hvp, pairs, strict=True):
+                    if h is not None:
+                        total = total + (h.detach().to(torch.float64) * s.to(torch.float64)).sum()
         return total
 
     def _gen_reduce(self, value: torch.Tensor | None) -> torch.Tensor:

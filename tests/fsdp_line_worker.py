@@ -34,7 +34,7 @@ def main(out):
         opt = torch.optim.AdamW(net.parameters(), lr=lr0, weight_decay=0.1)
         net(data.x, data.y)["loss"].backward()  # same full batch on every rank: FSDP's averaged grad equals it
         params = list(net.parameters())
-        snapshot = LineSnapshot(params)
+        snapshot = LineSnapshot(params, 1.0)
         grads = [p.grad for p in params]
         opt.step()
         slope = snapshot.slope_numerator(grads) / lr0

@@ -27,7 +27,8 @@ def test_lora_snapshots_only_the_adapters_and_leaves_the_base_bitwise_untouched(
     class Recording(GeNTrainer):
         def _gen_before_optimizer_step(self, optimizer, args, kwargs):
             super()._gen_before_optimizer_step(optimizer, args, kwargs)
-            snapshot = self._gen_snapshot or (self._gen_pending[0] if self._gen_pending else None)
+            pending = getattr(self._gen_scheme, "pending", None)  # next batch: the copy held for the next step
+            snapshot = (self._gen_step.snapshot if self._gen_step else None) or (pending[0] if pending else None)
             if isinstance(snapshot, LineSnapshot) and not any(snapshot is s for s in seen):
                 seen.append(snapshot)  # held, so that a new snapshot is never mistaken for a freed one
                 snapshot_sizes.append(sum(t.numel() for t in snapshot.theta0))

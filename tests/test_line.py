@@ -19,7 +19,7 @@ def test_directional_dot_in_chunks_equals_float64_reference():
 
 def test_snapshot_moves_along_the_line_and_finishes_at_the_chosen_point():
     p = torch.nn.Parameter(torch.tensor([1.0, 2.0, -3.0]))
-    snapshot = LineSnapshot([p])
+    snapshot = LineSnapshot([p], 1.0)
     theta0 = p.detach().clone()
     with torch.no_grad():
         p.sub_(torch.tensor([0.5, -1.0, 0.25]))  # the optimizer's step: theta1
@@ -49,7 +49,7 @@ def test_moves_without_a_second_copy_land_on_the_line_and_finish_at_the_chosen_p
     # The fast start's search visits several points from the live weights alone, rescaling about theta0.
     g = torch.Generator().manual_seed(3)
     p = torch.nn.Parameter(torch.randn(50, generator=g, dtype=torch.float64))
-    snapshot = LineSnapshot([p])
+    snapshot = LineSnapshot([p], 1.0)
     theta0 = p.detach().clone()
     step = torch.randn(50, generator=g, dtype=torch.float64)
     with torch.no_grad():
@@ -60,5 +60,5 @@ def test_moves_without_a_second_copy_land_on_the_line_and_finish_at_the_chosen_p
         assert snapshot.theta1 is None  # no second copy was taken
     snapshot.finish(0.6)
     torch.testing.assert_close(p.detach(), theta0 - 0.6 * step, rtol=1e-12, atol=1e-12)
-    with pytest.raises(ValueError, match="fraction > 0"):
-        LineSnapshot([p]).move_to(0.0)  # theta0 is not reachable by rescaling without a copy of theta1
+    with pytest.raises(ValueError, match="a > 0"):
+        LineSnapshot([p], 1.0).move_to(0.0)  # theta0 is not reachable by rescaling without a copy of theta1

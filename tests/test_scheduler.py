@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hf_gen.core import LineEstimate, estimate_from_curvature
-from hf_gen.scheduler import GeNEstimateError, GeNScheduler
+from hf_gen.scheduler import GEN_SETTINGS, GeNEstimateError, GeNScheduler
 
 
 def make(lr=0.1, ratio=0.25, **kwargs):
@@ -26,8 +26,8 @@ def test_defaults_used_alone_are_the_arguments_defaults():
 
     fields = {f.name: f.default for f in dataclasses.fields(GeNTrainingArguments) if f.name.startswith("gen_")}
     params = inspect.signature(GeNScheduler.__init__).parameters
-    for name in ("interval", "max_interval", "gamma", "max_change", "lr_min", "lr_max", "fallback", "fast_start",
-                 "fast_decrease", "decay"):  # fmt: skip
+    assert set(params) - {"self", "optimizer", "num_training_steps", "last_epoch"} == set(GEN_SETTINGS)
+    for name in GEN_SETTINGS:
         assert params[name].default == fields[f"gen_{name}"], name
     with pytest.raises(ValueError, match="pass num_training_steps, or decay='none'"):
         GeNScheduler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1))
@@ -229,95 +229,39 @@ def test_fast_decrease_clips_only_increases():
     assert s.apply_estimate(est(0.001), step=0) == pytest.approx(0.05)
 
 
-def test_fast_start_search_moves_the_probe_toward_the_estimate_until_it_lands_near_it():
-    _, sched = make(lr=0.1, max_change=2.0)
-    # Within sqrt(2) of the probe: trusted, no further probe.
-    assert sched.next_search_radius(est(0.1 * 1.4), 0.1) is None
-    assert sched.next_search_radius(est(0.1 / 1.4), 0.1) is None
-    # Further out: probe at the estimate, but at most 2**3 = 8x away per probe.
-    assert sched.next_search_radius(est(0.5), 0.1) == pytest.approx(0.5)
-    assert sched.next_search_radius(est(5.0), 0.1) == pytest.approx(0.8)
-    # An estimate above half the radius but outside the tolerance is probed at.
-    assert sched.next_search_radius(est(0.06), 0.1) == pytest.approx(0.06)
-    # At or below half the radius the probe overshot (its loss >= the loss at 0): 8x nearer.
-    assert sched.next_search_radius(est(0.05), 0.1) == pytest.approx(0.1 / 8)
-    assert sched.next_search_radius(est(1e-6), 0.1) == pytest.approx(0.1 / 8)
-    # Unusable estimates with a direction: further on concave descent, nearer on a non-finite loss; else stop.
-    assert sched.next_search_radius(estimate_from_curvature(1.0, -1.0), 0.1) == pytest.approx(0.8)
-    assert sched.next_search_radius(LineEstimate(None, 1.0, math.nan, 0.0, False, "nonfinite_loss"), 0.1) == (
-        pytest.approx(0.1 / 8)
-    )
-    assert sched.next_search_radius(estimate_from_curvature(-1.0, 1.0), 0.1) is None  # not a descent direction
-    # The absolute bounds hold for probes too.
-    _, capped = make(lr=0.1, lr_max=0.3, lr_min=0.02)
-    assert capped.next_search_radius(estimate_from_curvature(1.0, -1.0), 0.1) == pytest.approx(0.3)
-    assert capped.next_search_radius(est(1e-6), 0.1) == pytest.approx(0.02)
-    # Settled: no search.
-    sched.apply_estimate(est(0.12), 0)
-    assert sched.settled and sched.next_search_radius(est(5.0), 0.1) is None
+def test_the_search_rules_follow_the_fast_start():
+    _, sched = make(lr=0.1, max_change=2.0, lr_max=0.3, lr_min=0.02)
+    rules = sched.search_rules(5)
+    assert (rules.max_change, rules.lr_min, rules.lr_max, rules.max_probes) == (2.0, 0.02, 0.3, 5)
+    assert sched.search_rules(0) is None  # no probes allowed: no search
+    sched.apply_estimate(est(0.12), 0)  # lands inside the bound: settled, no search from here on
+    assert sched.settled and sched.search_rules(5) is None
     _, off = make(lr=0.1, fast_start=False)
-    assert off.next_search_radius(est(5.0), 0.1) is None
+    assert off.search_rules(5) is None
 
 
 def test_an_estimate_from_a_searched_probe_is_bounded_around_that_probe():
     opt, sched = make(lr=0.1, ratio=0.25, max_change=2.0)
-    # Measured at radius 1e-3 (the search moved the probe): a* = 1.2e-3 lies inside [5e-4, 2e-3] and is taken whole.
-    assert sched.apply_estimate(est(1.2e-3), 0, radius=1e-3) == pytest.approx(1.2e-3)
+    # Measured at a = 1e-3 (the search moved the probe): a* = 1.2e-3 lies inside [5e-4, 2e-3] and is taken whole.
+    assert sched.apply_estimate(est(1.2e-3), 0, at=1e-3) == pytest.approx(1.2e-3)
     assert sched.settled and sched.level == pytest.approx(1.2e-3)
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([1.2e-3, 0.3e-3])
-    # Without the radius the same estimate would have been clipped to level / 2 = 0.05.
+    # Without the distance the same estimate would have been clipped to level / 2 = 0.05.
     _, plain = make(lr=0.1)
     assert plain.apply_estimate(est(1.2e-3), 0) == pytest.approx(0.05)
 
 
-def _search(sched, line, lr0, probes=6):
-    """Drive a LineSearch on a closed-form line g(a) (slope 1 at 0, g(0) = 0) as the Trainer does."""
-    from hf_gen.core import estimate_from_losses
-    from hf_gen.scheduler import LineSearch
-
-    def measure(a):
-        return estimate_from_losses([a], [line(a)], loss0=0.0, slope=1.0)
-
-    search = LineSearch(sched, measure(lr0), lr0)
-    visited = [lr0]
-    for _ in range(probes):
-        target = search.propose()
-        if target is None:
-            break
-        search.observe(measure(target), target)
-        visited.append(target)
-    return search, visited
+def test_a_search_that_ended_short_of_a_cliff_caps_the_level_below_it():
+    # The cliff case of the search (tests/test_line_search.py) hands over a ceiling: the level stays below it, by the
+    # trust tolerance, whatever the estimate says.
+    _, sched = make(lr=0.5, max_change=2.0)
+    applied = sched.apply_estimate(est(4.0), 0, at=1.0, ceiling=1.5)
+    assert applied == pytest.approx(1.5 / math.sqrt(2.0))
 
 
-def test_search_brackets_a_cliff_and_never_applies_a_point_past_it():
-    # g(a) = -a + a^2/20 (minimiser 10) up to a cliff at 1.5 where the loss is non-finite. The search must not
-    # bounce between a radius that points further and one past the cliff, and the step must land before the cliff.
-    def line(a):
-        return -a + a * a / 20.0 if a < 1.5 else math.inf
-
-    for probes in range(1, 8):
-        _, sched = make(lr=0.5, max_change=2.0, lr_max=math.inf)
-        search, visited = _search(sched, line, 0.5, probes)
-        assert len(set(visited)) == len(visited)  # no radius probed twice
-        estimate, radius, ceiling = search.result()
-        applied = sched.apply_estimate(estimate, 0, radius=radius, ceiling=ceiling)
-        finite = [a for a in visited if math.isfinite(line(a))]
-        # Never at or past a probe that failed, never more than max_change past the farthest good one ...
-        assert ceiling is None or applied <= ceiling / math.sqrt(2.0) * (1 + 1e-12)
-        assert 0.5 <= applied <= 2.0 * max(finite) * (1 + 1e-12), (probes, visited, applied)
-        # ... and with the default budget the bracket closes before the cliff.
-        if probes >= 5:
-            assert applied < 1.5 and math.isfinite(line(applied)), (probes, visited, applied)
-
-
-def test_search_converges_on_a_quadratic_and_the_bound_is_taken_in_line_units_under_decay():
-    # A converged search at a decaying step applies a* x shape: the bound is around the radius in the units of a*.
+def test_a_converged_search_under_decay_is_bounded_in_line_units():
+    # A converged search at a decaying step applies a* x shape: the bound is around the distance in the units of a*.
     opt, sched = make(lr=1.0, ratio=1.0, decay="linear", num_training_steps=10)
-    estimate = estimate_from_curvature(1.0, 1.0)  # a* = 1, measured at radius 1
-    applied = sched.apply_estimate(estimate, 7, radius=1.0)
+    estimate = estimate_from_curvature(1.0, 1.0)  # a* = 1, measured at a = 1
+    applied = sched.apply_estimate(estimate, 7, at=1.0)
     assert applied == pytest.approx(1.0 * 0.3) and sched.settled and sched.level == pytest.approx(1.0)
-    # and the search from far off on g(a) = -a + a^2/2 (a* = 1) ends within sqrt(2) of a* with a* itself
-    _, sched = make(lr=1e-3, max_change=2.0)
-    search, visited = _search(sched, lambda a: -a + a * a / 2.0, 1e-3)
-    estimate, radius, ceiling = search.result()
-    assert estimate.alpha_star == pytest.approx(1.0) and ceiling is None and 1 / 1.5 < radius < 1.5

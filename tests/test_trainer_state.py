@@ -96,7 +96,7 @@ def test_offloaded_snapshot_gives_the_same_run(tmp_path, offsets):
         original = trainer._gen_after_optimizer_step
 
         def spy(optimizer, a, k, original=original, trainer=trainer, devices=devices):
-            devices.append({t.device.type for t in trainer._gen_snapshot.theta0})
+            devices.append({t.device.type for t in trainer._gen_step.snapshot.theta0})
             original(optimizer, a, k)
 
         trainer._gen_after_optimizer_step = spy  # the optimizer hooks are bound when train() creates the scheduler
