@@ -46,10 +46,11 @@ from overhead import Rows, StepClock, make_model  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 from hf_gen import GeNTrainer, GeNTrainingArguments  # noqa: E402
-from hf_gen.core import estimate_from_curvature, fit_parabola  # noqa: E402
+from hf_gen.core import fit_line  # noqa: E402
 from hf_gen.line import LineSnapshot, RngState  # noqa: E402
 from hf_gen.support import check_linear_optimizer, overflowed  # noqa: E402
 from hf_gen.trace import append_record, make_record, read_trace  # noqa: E402
+from hf_gen.trainer import StepRecord  # noqa: E402
 
 FACTORS = (10, 100, 1000, 10_000)
 PROBES = ("next", "same")
@@ -86,11 +87,11 @@ def time_pieces(opts, data, out):
     loss.backward()
     grads = [p.grad for p in params]
     device = trainer.args.device
-    trainer._gen_batch, trainer._gen_num_items = [(inputs, RngState(device))], None
-    trainer._gen_grad_norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
+    record = StepRecord(measures=True, batch=[(inputs, RngState(device))])
+    record.grad_norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
     loss1 = loss.detach().to(torch.float64)
     lr0 = float(optimizer.param_groups[0]["lr"])
-    snapshot = LineSnapshot(params)
+    snapshot = LineSnapshot(params, lr0)
     trace_dir = tempfile.mkdtemp(dir=out)
 
     def bare_forward():
@@ -99,16 +100,19 @@ def time_pieces(opts, data, out):
 
     def bookkeeping():
         overflowed(optimizer)
-        slope = trainer._gen_reduce(torch.zeros((), dtype=torch.float64)) / (lr0 * trainer._gen_clip_factor())
+        slope = trainer._gen_reduce(torch.zeros((), dtype=torch.float64)) / (lr0 * trainer._gen_clip_factor(record))
         torch.stack([slope, trainer._gen_reduce(loss1), trainer._gen_reduce(loss1)]).tolist()
 
     def fit_and_update():
-        _, _, curvature = fit_parabola([-lr0], [9.70], loss0=9.69, slope=50.0)
-        estimate = estimate_from_curvature(50.0 + curvature * lr0, curvature, loss0=9.70)
+        estimate = fit_line([0.0], [9.70], known_at=lr0, loss=9.69, slope=50.0)
         scheduler.apply_estimate(estimate, scheduler.last_epoch)
         return estimate
 
     estimate = fit_and_update()
+
+    def swap_there_and_back():
+        with snapshot.at_start():
+            pass
 
     def trace_write():
         record = make_record(step=1, lr=lr0, estimate=estimate, probe_lr=lr0, mode="approx", fallback=None,
@@ -116,11 +120,11 @@ def time_pieces(opts, data, out):
         append_record(trace_dir, record)
 
     pieces = {
-        "copy of the parameters (LineSnapshot)": ("before", lambda: LineSnapshot(params)),
+        "copy of the parameters (LineSnapshot)": ("before", lambda: LineSnapshot(params, lr0)),
         "random-state capture (RngState)": ("recompute", lambda: RngState(device)),
         "slope dot product (slope_numerator)": ("recompute", lambda: snapshot.slope_numerator(grads).item()),
-        "swap to the old weights and back (2 x swap)": ("recompute", lambda: (snapshot.swap(), snapshot.swap())),
-        "probe forward (_gen_batch_loss)": ("recompute", lambda: trainer._gen_batch_loss().item()),
+        "swap to the old weights and back (2 x swap)": ("recompute", swap_there_and_back),
+        "probe forward (_gen_batch_loss)": ("recompute", lambda: trainer._gen_batch_loss(record).item()),
         "scalar bookkeeping and .tolist() (host syncs)": ("recompute", bookkeeping),
         "fit and scheduler update": ("recompute", fit_and_update),
         "trace write (make_record + append_record)": ("recompute", trace_write),
