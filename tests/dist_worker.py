@@ -13,11 +13,10 @@ import sys
 import torch
 from transformers import TrainerCallback
 
-sys.path.insert(0, os.path.dirname(__file__))
-from hf_gen import GeNTrainer, GeNTrainingArguments  # noqa: E402
-from hf_gen.trace import read_trace  # noqa: E402
+from hf_gen import GeNTrainer, GeNTrainingArguments
+from hf_gen.trace import read_trace
 
-from tiny import MLP, Regression  # noqa: E402
+from tiny import MLP, Regression
 
 
 class AppliedLr(TrainerCallback):

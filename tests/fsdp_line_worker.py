@@ -15,10 +15,9 @@ import torch
 import torch.distributed as dist
 from torch.distributed.fsdp import fully_shard
 
-sys.path.insert(0, os.path.dirname(__file__))
-from hf_gen.line import LineSnapshot, directional_dot, reshard  # noqa: E402
+from hf_gen.line import LineSnapshot, directional_dot, reshard
 
-from tiny import MLP, Regression  # noqa: E402
+from tiny import MLP, Regression
 
 
 def main(out):

@@ -20,14 +20,12 @@ import numpy as np
 import pytest
 import torch
 
+import plot_lr_trace
+import run_classification
+import run_clm
 from tiny import read_trace
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-
-import plot_lr_trace  # noqa: E402
-import run_classification  # noqa: E402
-import run_clm  # noqa: E402
 
 WORDS = {"pos": "good great fine nice".split(), "neg": "bad awful poor sad".split(), "neu": "table door".split()}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
+import wandb_report
 
-import wandb_report  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 PROJECT = "hfgen-report-test"
 STEPS = 6
