@@ -64,8 +64,8 @@ class GeNTrainingArguments(TrainingArguments):
         gen_mode: ``"approx"`` (parabola from losses on the line) or ``"exact"`` (Hessian-vector product).
         gen_probe_batch: ``"next"`` (out of sample, the default in approx mode) or ``"same"`` (the step's own batch).
         gen_interval: Recompute every N optimizer steps.
-        gen_max_interval: Adaptive recompute: the gap doubles after each steady update, up to this many steps, and
-            drops back to ``gen_interval`` on any other outcome. ``None``: a fixed interval.
+        gen_max_interval: Adaptive recompute: the gap doubles after each update whose estimate lands inside the
+            bound, up to this many steps, and drops back to ``gen_interval`` on any other outcome. ``None``: fixed.
         gen_gamma: Smoothing in ``[0, 1)``: the level moves as ``level**gamma * target**(1 - gamma)``.
         gen_max_change: Per-update bound: each target lies in ``[lr / c, lr * c]``.
         gen_lr_min: Absolute lower bound on group 0's lr.
@@ -106,9 +106,9 @@ class GeNTrainingArguments(TrainingArguments):
     gen_interval: int = _option(4, "Recompute the lr every N optimizer steps (the first step always recomputes).")
     gen_max_interval: int | None = _option(
         None,
-        "Adaptive recompute: after an update whose estimate lands within sqrt(gen_max_change) of the lr, the gap to "
-        "the next recompute doubles, up to this many optimizer steps; any other outcome sets it back to "
-        "gen_interval. Unset: recompute every gen_interval steps.",
+        "Adaptive recompute: after an update whose estimate lands inside the per-update bound (no clip, no "
+        "fallback), the gap to the next recompute doubles, up to this many optimizer steps; any other outcome sets "
+        "it back to gen_interval. Unset: recompute every gen_interval steps.",
     )
     gen_gamma: float = _option(
         0.9, "Smoothing of the lr in [0, 1): the level moves as level**gamma * estimate**(1 - gamma)."

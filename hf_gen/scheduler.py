@@ -118,10 +118,10 @@ class GeNScheduler(LRScheduler):
         optimizer: The optimizer whose param groups are scheduled. Group 0's starting lr is the first
             lr and the first probe distance; the other groups keep their ratio to it.
         interval: Recompute every ``interval`` optimizer steps (the first step always recomputes).
-        max_interval: Adaptive recompute: the longest gap between recomputes. After an update whose estimate
-            lands within ``sqrt(max_change)`` of the level (the lr is steady), the gap doubles, up to
-            ``max_interval``; any other outcome (an estimate at or beyond that band, a fallback) sets it back to
-            ``interval``. ``None`` (or equal to ``interval``): a fixed interval.
+        max_interval: Adaptive recompute: the longest gap between recomputes. After a settled update whose estimate
+            lands inside the change bound (the lr is steady), the gap doubles, up to ``max_interval``; any other
+            outcome (a clipped estimate, a fallback) sets it back to ``interval``. ``None`` (or equal to
+            ``interval``): a fixed interval.
         gamma: Smoothing of the lr, in ``[0, 1)``: the weight of the old lr in each (geometric) update.
         max_change: Each new estimate is clipped to ``[lr / max_change, lr * max_change]`` (>= 1).
         lr_min: Absolute lower bound on group 0's lr.
@@ -270,10 +270,9 @@ class GeNScheduler(LRScheduler):
             fallback=self.fallback,
             fast_decrease=self.fast_decrease,
         )
-        was_settled = self.settled
+        self.gap = self._next_gap(self.settled and inside and reason is None)
         if inside:
             self.settled = True
-        self.gap = self._next_gap(lr, estimate, reason, was_settled)
         if ceiling is not None and self.shape(step) > 0.0:
             new_lr = min(new_lr, ceiling / math.sqrt(self.max_change) / self.shape(step))
         self.level = min(max(new_lr, self.lr_min), self.lr_max)
@@ -285,20 +284,13 @@ class GeNScheduler(LRScheduler):
         self.last_fallback = reason
         return self._apply(step)
 
-    def _next_gap(self, level: float, estimate: LineEstimate, reason: str | None, was_settled: bool) -> int:
-        """The adaptive gap after an update at ``level``: doubled while the lr is steady, else back to ``interval``.
+    def _next_gap(self, steady: bool) -> int:
+        """The adaptive gap after an update: doubled (up to ``max_interval``) after a steady one, else ``interval``.
 
-        Steady: a settled update (not the fast start's) with a usable estimate that needed no bound and landed within
-        the trust tolerance ``sqrt(max_change)`` of the level, so the level moved by at most a ``(1 - gamma)``
-        fraction of that tolerance on a log scale.
+        Steady: a settled update (not the fast start's) whose estimate was usable, needed no bound and landed inside
+        the per-update change bound, so it moved the level by at most ``(1 - gamma) * log(max_change)`` on a log
+        scale: the same test that ends the fast start.
         """
-        tolerance = math.sqrt(self.max_change)
-        steady = (
-            was_settled
-            and estimate.accepted
-            and reason is None
-            and level / tolerance <= estimate.alpha_star <= level * tolerance
-        )
         return min(2 * self.gap, self.max_interval) if steady else self.interval
 
     def restart(self, lr: float, step: int, reason: str) -> float:

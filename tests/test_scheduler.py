@@ -68,11 +68,11 @@ def test_interval_counts_optimizer_steps():
 
 
 def test_adaptive_interval_doubles_while_steady_and_drops_back_on_anything_else():
-    """The gap after each update: doubled when the estimate lands within sqrt(max_change) of the level, capped at
-    max_interval; a far estimate (still inside the clip), a bound or a fallback resets it to interval."""
+    """The gap after each update: doubled when the estimate lands inside the change bound [level / 4, 4 level],
+    capped at max_interval; a clipped estimate, a fallback or a restart resets it to interval."""
     opt, s = make(lr=0.1, gamma=0.5, max_change=4.0, interval=2, max_interval=16, fast_start=False)
     step, gaps = 0, []
-    for factor in (1.9, 1.0, 0.6, 1.0, 1.0, 2.1, 1.0):  # sqrt(4) = 2: 2.1 is outside the steady band
+    for factor in (3.9, 1.0, 0.3, 1.0, 1.0, 4.5, 1.0):  # 4.5 lies beyond the bound: clipped
         s.apply_estimate(est(s.level * factor), step=step)
         gaps.append(s.interval_in_force)
         assert not s.is_due(step + s.interval_in_force - 1) and s.is_due(step + s.interval_in_force)
@@ -95,7 +95,7 @@ def test_adaptive_interval_waits_for_the_fast_start_and_survives_a_checkpoint():
     opt, s = make(lr=1e-6, gamma=0.9, max_change=2.0, interval=4, max_interval=32)
     s.apply_estimate(est(1e-3), step=0)  # far: fast start goes on, every step
     assert s.interval_in_force == 1
-    s.apply_estimate(est(3e-6), step=1)  # lands inside [1e-6, 4e-6]: settles; its own update does not lengthen
+    s.apply_estimate(est(3e-6), step=1)  # lands inside [1e-6, 4e-6]: settles; the fast start's update does not lengthen
     assert s.settled and s.interval_in_force == 4
     s.apply_estimate(est(s.level), step=5)
     assert s.interval_in_force == 8
