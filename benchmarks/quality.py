@@ -70,11 +70,13 @@ QUICK = {
 }
 
 
-def contenders(grid: list[float], quick: bool) -> list[Contender]:
-    """The main comparison: every family; the AdamW schedules over the whole grid (quick: its middle only)."""
+def contenders(grid: list[float], quick: bool, extra: list[str] | None = None) -> list[Contender]:
+    """The main comparison: every family; the AdamW schedules over the whole grid (quick: its middle only). Families
+    in ``extra`` that the comparison does not list (GeN variants such as ``gen-adamw-adaptive16``) join it from the
+    Trainer's default lr."""
     middle = grid[len(grid) // 2]
     grid = [middle] if quick else grid
-    return [
+    listed = [
         *(Contender("adamw-linear", lr) for lr in grid),
         *(Contender("adamw-cosine", lr) for lr in grid),
         *(Contender("adamw-cosine-warmup", lr) for lr in grid),
@@ -91,6 +93,8 @@ def contenders(grid: list[float], quick: bool) -> list[Contender]:
         Contender("gen-adamw-nodecay", TRAINER_DEFAULT_LR),
         *([] if quick else [Contender("gen-adamw-same", TRAINER_DEFAULT_LR)]),
     ]
+    known = {c.family for c in listed}
+    return listed + [Contender(family, TRAINER_DEFAULT_LR) for family in extra or [] if family not in known]
 
 
 def robustness(sweep: list[float]) -> list[Contender]:
@@ -227,7 +231,11 @@ def main(argv: list[str] | None = None) -> int:
             **task.info,
         }
         done = {(r["contender"], r["seed"], r["role"]) for r in block["runs"]}
-        jobs = [(c, seed, "main") for seed in range(entry["seeds"]) for c in contenders(task.grid, args.quick)]
+        jobs = [
+            (c, seed, "main")
+            for seed in range(entry["seeds"])
+            for c in contenders(task.grid, args.quick, args.families)
+        ]
         if not args.no_robustness:
             jobs += [(c, 0, "robustness") for c in robustness(QUICK_SWEEP if args.quick else SWEEP)]
         if args.families:

@@ -191,3 +191,16 @@ def test_gen_families_set_their_arguments(tmp_path):
         for name in ("gen_interval", "gen_max_interval", "gen_decay", "gen_probe_batch"):
             assert getattr(trainer.args, name) == variant.get(name, getattr(defaults, name)), (family, name)
     assert GEN_VARIANTS["gen-adamw-adaptive16"] == {"gen_interval": 4, "gen_max_interval": 16}
+
+
+def test_a_gen_variant_asked_for_by_name_joins_the_comparison():
+    """`--families gen-adamw-adaptive16` runs that variant from the Trainer's default lr (it is not in the fixed
+    list of the main comparison); a listed family is not added twice."""
+    from quality import contenders
+
+    from hf_gen.args import GeNTrainingArguments
+
+    default_lr = GeNTrainingArguments(output_dir="unused").learning_rate
+    names = [c.name for c in contenders([1e-4, 3e-4, 1e-3], False, ["gen-adamw-adaptive16", "adamw-linear"])]
+    assert names.count(f"gen-adamw-adaptive16@{default_lr:g}") == 1
+    assert sum(name.startswith("adamw-linear@") for name in names) == 3
