@@ -95,7 +95,7 @@ def test_adaptive_interval_waits_for_the_fast_start_and_survives_a_checkpoint():
     opt, s = make(lr=1e-6, gamma=0.9, max_change=2.0, interval=4, max_interval=32)
     s.apply_estimate(est(1e-3), step=0)  # far: fast start goes on, every step
     assert s.interval_in_force == 1
-    s.apply_estimate(est(3e-6), step=1)  # lands inside [1e-6, 4e-6]: settles; the fast start's update does not lengthen
+    s.apply_estimate(est(3e-6), step=1)  # inside [1e-6, 4e-6]: settles; a fast-start update does not lengthen
     assert s.settled and s.interval_in_force == 4
     s.apply_estimate(est(s.level), step=5)
     assert s.interval_in_force == 8
