@@ -109,10 +109,12 @@ LR_FREE = ("prodigy", "dadapt-adam", "schedulefree-adamw", "mechanic", "dog", "g
 @dataclass(frozen=True)
 class Contender:
     """One lr method. ``lr`` is the (starting) lr where the method takes one; ``None`` for the lr-free optimizers
-    run at their own lr (Prodigy, D-Adaptation, Mechanic, DoG)."""
+    run at their own lr (Prodigy, D-Adaptation, Mechanic, DoG). ``options``: further ``gen_*`` arguments of a GeN
+    family, as ``(name, value)`` pairs (the ablation's levers)."""
 
     family: str
     lr: float | None = None
+    options: tuple = ()
 
     @property
     def name(self) -> str:
@@ -248,6 +250,8 @@ def _make_trainer(contender: Contender, task, seed: int, run_dir: str, model):
     callbacks: list = []
     optimizers = (None, None)
     trainer_cls = BenchTrainer
+    if contender.options and family not in GEN_VARIANTS:
+        raise ValueError(f"options {contender.options} are gen_* arguments: only GeN families take them, not {family}")
     if family == "trainer-default":
         args = _args(TrainingArguments, task, seed, run_dir, learning_rate=TRAINER_DEFAULT_LR)
     elif family in ("adamw-linear", "adamw-cosine", "adamw-constant"):
@@ -288,7 +292,7 @@ def _make_trainer(contender: Contender, task, seed: int, run_dir: str, model):
         optimizers = (optimizer, KeepLR(optimizer))
         callbacks.append(GenOptimCallback(task.probe_batches(seed), task.steps))
     elif family in GEN_VARIANTS:
-        variant = GEN_VARIANTS[family]
+        variant = {**GEN_VARIANTS[family], **dict(contender.options)}
         args = _args(GeNTrainingArguments, task, seed, run_dir, learning_rate=lr, lr_scheduler_type="gen", **variant)
         trainer_cls = BenchGeNTrainer
         if family == "gen-sgd":
@@ -315,7 +319,8 @@ def _finite(value: float) -> float | None:
 
 def run_contender(contender: Contender, task, seed: int, workdir: str, keep: bool = False) -> dict:
     """Train and evaluate one contender once; return its record (metrics, wall time, lr trace)."""
-    run_dir = os.path.join(workdir, task.name, f"{contender.name}-s{seed}")
+    tag = "".join(f"-{k}={v}" for k, v in contender.options)
+    run_dir = os.path.join(workdir, task.name, f"{contender.name}{tag}-s{seed}")
     shutil.rmtree(run_dir, ignore_errors=True)
     model = task.model(seed)
     started = time.perf_counter()
@@ -343,7 +348,9 @@ def run_contender(contender: Contender, task, seed: int, workdir: str, keep: boo
     if trace:  # GeN: every update's record, and where the recomputes fell (recomputes per step = updates / steps)
         record["gen_trace"] = trace
         record["gen_updates"] = len(trace)
+        record["gen_fallbacks"] = sum(r["fallback"] is not None for r in trace)
         record["gen_update_steps"] = [r["step"] for r in trace]
+        record["gen_intervals"] = [r["interval"] for r in trace]  # the gap in force after each update
     for callback in trainer.callback_handler.callbacks:
         if isinstance(callback, GenOptimCallback):
             record["gen_optim_calls"] = callback.calls

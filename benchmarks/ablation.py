@@ -20,17 +20,13 @@ import json
 import math
 import os
 import shlex
-import shutil
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
-from transformers.modeling_outputs import SequenceClassifierOutput
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -40,17 +36,11 @@ from _contenders import (  # noqa: E402
     GEN_INTERVAL,
     GEN_VARIANTS,
     TRAINER_DEFAULT_LR,
-    BenchGeNTrainer,
     Contender,
-    LRRecorder,
-    _args,
     run_contender,
 )
 from _tasks import Task, build_task  # noqa: E402
 from quality import FULL  # noqa: E402
-
-from hf_gen import GeNTrainingArguments  # noqa: E402
-from hf_gen.trace import read_trace  # noqa: E402
 
 # Each lever changed from the defaults (cosine decay, fast start with its line search, same-batch probes, interval 4,
 # gamma 0.9, max change 2), one at a time.
@@ -63,6 +53,7 @@ VARIANTS = {
     "probe=next": {"gen_probe_batch": "next"},
     "interval=1": {"gen_interval": 1},
     "interval=8": {"gen_interval": 8},
+    "interval=16": {"gen_interval": 16},
     "gamma=0.5": {"gen_gamma": 0.5},
     "max_change=1.25": {"gen_max_change": 1.25},
     "fast_decrease": {"gen_fast_decrease": True},
@@ -74,65 +65,7 @@ DEFAULT_STEPS = {**{name: entry["steps"] for name, entry in FULL.items()}, "diab
 DEFAULT_OPTIONS = {name: entry["options"] for name, entry in FULL.items()}
 
 
-# ---- the held-out fourth task ------------------------------------------------------------------------------------
-
-
-class DiabetesMLP(nn.Module):
-    def __init__(self, hidden: int = 64) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(10, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
-                                 nn.Linear(hidden, 1))  # fmt: skip
-
-    def forward(self, features, labels=None):
-        prediction = self.net(features).squeeze(-1)
-        loss = nn.functional.mse_loss(prediction, labels) if labels is not None else None
-        return SequenceClassifierOutput(loss=loss, logits=prediction)
-
-
-class _Table(torch.utils.data.Dataset):
-    def __init__(self, x, y) -> None:
-        self.x, self.y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def __getitem__(self, i: int) -> dict:
-        return {"features": self.x[i], "labels": self.y[i]}
-
-
-def diabetes_task(steps: int, batch_size: int = 32) -> Task:
-    from sklearn.datasets import load_diabetes
-    from sklearn.model_selection import train_test_split
-    from transformers import default_data_collator
-
-    x, y = load_diabetes(return_X_y=True)
-    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.3, random_state=0)
-    mean, std = x_train.mean(0), x_train.std(0)
-    y_mean, y_std = y_train.mean(), y_train.std()
-    return Task(
-        name="diabetes",
-        description=(
-            f"10-64-64-1 tanh MLP regressing scikit-learn's diabetes progression ({len(y_train)} training rows, "
-            f"standardised), batch {batch_size}, {steps} steps; MSE on a fixed 30% held-out split ({len(y_test)} rows)"
-        ),
-        steps=steps,
-        batch_size=batch_size,
-        grid=[3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
-        metric="mse",
-        higher_is_better=False,
-        train_base=_Table((x_train - mean) / std, (y_train - y_mean) / y_std),
-        eval_dataset=_Table((x_test - mean) / std, (y_test - y_mean) / y_std),
-        collator=default_data_collator,
-        make_model=lambda seed: DiabetesMLP(),
-        metric_from=lambda m: m["eval_loss"],
-        eval_batch_size=1024,
-        info={"train_rows": len(y_train), "eval_rows": len(y_test)},
-    )
-
-
 def make_task(name: str, steps: int) -> Task:
-    if name == "diabetes":
-        return diabetes_task(steps)
     return build_task(name, steps, **DEFAULT_OPTIONS.get(name, {}))
 
 
@@ -140,35 +73,8 @@ def make_task(name: str, steps: int) -> Task:
 
 
 def run_gen(task: Task, seed: int, lr: float, variant: dict, workdir: str) -> dict:
-    run_dir = os.path.join(workdir, task.name, f"gen-{abs(hash((seed, lr, tuple(sorted(variant.items())))))}")
-    shutil.rmtree(run_dir, ignore_errors=True)
-    model = task.model(seed)
-    started = time.perf_counter()
-    args = _args(GeNTrainingArguments, task, seed, run_dir, learning_rate=lr, lr_scheduler_type="gen", **variant)
-    recorder = LRRecorder()
-    trainer = BenchGeNTrainer(model=model, args=args, train_dataset=task.train_rows(seed),
-                              eval_dataset=task.eval_dataset, data_collator=task.collator,
-                              compute_metrics=task.compute_metrics, callbacks=[recorder])  # fmt: skip
-    result = trainer.train()
-    metrics = trainer.evaluate()
-    trace = read_trace(run_dir)
-    shutil.rmtree(run_dir, ignore_errors=True)
-    eval_loss = float(metrics["eval_loss"])
-    finite = math.isfinite(eval_loss)
-    return {
-        "seed": seed,
-        "lr": lr,
-        "eval_loss": eval_loss if finite else None,
-        "metric": float(task.metric_from(metrics)) if finite else None,
-        "train_loss": float(result.training_loss),
-        "wall_s": round(time.perf_counter() - started, 2),
-        "lr_trace": recorder.trace,
-        "gen_updates": len(trace),
-        "gen_fallbacks": sum(r["fallback"] is not None for r in trace),
-        "gen_update_steps": [r["step"] for r in trace],
-        "gen_intervals": [r["interval"] for r in trace],  # the gap in force after each update
-        "gen_trace": trace,
-    }
+    """One GeN-AdamW run with the ``gen_*`` arguments of ``variant``, through the benchmark's one runner."""
+    return run_contender(Contender("gen-adamw", lr, tuple(sorted(variant.items()))), task, seed, workdir)
 
 
 # ---- driver ------------------------------------------------------------------------------------------------------
@@ -200,7 +106,7 @@ def _loss(value: float | None) -> str:
 
 def gap_stats(run: dict, base: int, cap: int) -> dict:
     """Where an adaptive run's gap went: the longest gap, the updates that left it at the cap, and each drop back to
-    ``base`` from a longer gap, by cause (a fallback, or an estimate outside the steady band; ``None`` when the run
+    ``base`` from a longer gap, by cause (a fallback, or an estimate outside the change bound; ``None`` when the run
     kept no trace)."""
     intervals, steps, trace = run["gen_intervals"], run["gen_update_steps"], run.get("gen_trace")
     drops = [i for i in range(1, len(intervals)) if intervals[i - 1] > base and intervals[i] == base]
@@ -216,8 +122,8 @@ def gap_stats(run: dict, base: int, cap: int) -> dict:
 def gap_table(variants: dict) -> list[str]:
     """Per seed of each adaptive variant: how far the gap grew and where it dropped back (markdown lines)."""
     lines = ["", "Adaptive gap: the longest gap; updates that left it at the cap; drops back to gen_interval from a "
-             "longer gap (of which a fallback caused / an estimate outside the steady band); the steps of the drops "
-             "from the cap.", "", "| variant | seed | longest gap | updates at cap | drops (fallback / outside band) "
+             "longer gap (of which a fallback caused / an estimate outside the change bound); the steps of the drops "
+             "from the cap.", "", "| variant | seed | longest gap | updates at cap | drops (fallback / outside bound) "
              "| drops from the cap at steps |", "|---|---|---|---|---|---|"]  # fmt: skip
     rows = 0
     for variant, runs in variants.items():
