@@ -74,6 +74,17 @@ class SameBatch:
     def measures(self, trainer: GeNMixin) -> bool:
         return trainer.lr_scheduler.is_due(trainer.lr_scheduler.last_epoch)
 
+    def wants_hook(self, trainer: GeNMixin) -> bool:
+        """Whether the pre-step hook has work on a step whose batch measures nothing: never, here."""
+        return False
+
+    def state(self) -> None:
+        """Nothing outlives an optimizer step here: a checkpoint carries no line."""
+        return None
+
+    def load_state(self, trainer: GeNMixin, saved: dict) -> None:
+        """A line saved by a next-batch run is of no use to same-batch probes: the resumed run measures its own."""
+
     def before_step(self, trainer: GeNMixin, record: StepRecord, optimizer) -> None:
         if record.measures and record.batch:
             record.snapshot = trainer._gen_snapshot(optimizer)
@@ -143,6 +154,7 @@ class NextBatch:
             self.pending = (snapshot, snapshot.a0)
 
     def wants_hook(self, trainer: GeNMixin) -> bool:
+        """Whether the pre-step hook has work on a step whose batch measures nothing: a copy for the next batch."""
         return self.pending is not None or trainer.lr_scheduler.is_due(trainer.lr_scheduler.last_epoch + 1)
 
     def measure(self, trainer: GeNMixin, record: StepRecord) -> None:
@@ -277,7 +289,7 @@ class GeNMixin:
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
         super()._save_optimizer_and_scheduler(output_dir)
-        state = self._gen_scheme.state() if self.gen_enabled and isinstance(self._gen_scheme, NextBatch) else None
+        state = self._gen_scheme.state() if self.gen_enabled else None
         if state is not None:
             # With gen_probe_batch="next" the line of the step just taken is measured on the next batch: each rank
             # keeps its copy of the weights before that step (its own shards under FSDP2) with the checkpoint.
@@ -351,11 +363,9 @@ class GeNMixin:
     def _gen_before_optimizer_step(self, optimizer, args, kwargs) -> None:
         record = self._gen_step
         measured = record is not None and record.measures and bool(record.batch)
-        scheme = self._gen_scheme
-        wanted = measured or (isinstance(scheme, NextBatch) and scheme.wants_hook(self))
-        if not wanted or overflowed(optimizer):  # the overflow check syncs with the device: only when needed
-            return
-        scheme.before_step(self, record, optimizer)
+        if not (measured or self._gen_scheme.wants_hook(self)) or overflowed(optimizer):
+            return  # the overflow check syncs with the device: only when there is work
+        self._gen_scheme.before_step(self, record, optimizer)
 
     def _gen_after_optimizer_step(self, optimizer, args, kwargs) -> None:
         record, self._gen_step = self._gen_step, None
