@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# One script for a CUDA machine with one GPU (under 10 minutes there): the overhead and memory benchmarks, a short
-# bf16 fine-tune through the classification script, and FSDP2 end to end through the Trainer (world size 1, through
-# the causal-LM script); every figure and log goes to one folder.
+# One script for a CUDA machine with one GPU (meant to take under 10 minutes there; not yet run on one): the overhead
+# and memory benchmarks, the profile of one recompute, the cost against model size, a short bf16 fine-tune through the
+# classification script, and FSDP2 end to end through the Trainer (world size 1, through the causal-LM script); every
+# figure and log goes to one folder.
 #
 #   bash benchmarks/gpu_check.sh [--out DIR]          # on the GPU machine (default DIR: out/gpu_check)
 #   bash benchmarks/gpu_check.sh --dry_run [--out DIR] # the same steps at toy sizes on CPU (checked in CI)
@@ -28,6 +29,8 @@ python=${PYTHON:-python}
 if [ "$dry" = 1 ]; then
   overhead=(--quick)
   memory=(--repeats 1 --n_embd 64 --n_layer 2 --seq 32 --steps 2)
+  profile=(--quick)
+  sizes=(--quick)
   # On CPU: bf16 through CPU autocast, and the FSDP command over two gloo processes, where accelerate (which turns
   # its FSDP plugin on only for accelerators) trains with DDP instead: the dry run checks the commands, not FSDP.
   finetune=(--use_cpu --max_steps 4 --max_train_samples 64 --max_eval_samples 32 --max_seq_length 32
@@ -36,8 +39,10 @@ if [ "$dry" = 1 ]; then
         --max_eval_samples 16 --per_device_train_batch_size 4 --block_size 64 --eval_strategy no)
   nproc=2
 else
-  overhead=(--repeats 5)
+  overhead=(--repeats 3)
   memory=(--repeats 2)
+  profile=(--step_repeats 2)
+  sizes=(--repeats 2 --batch 8 --seq 256)
   finetune=(--max_steps 300)
   fsdp=(--max_steps 200)
   nproc=1
@@ -57,6 +62,10 @@ step() {  # step NAME COMMAND...: run it, log its output, record status and wall
 step environment bash -c "git rev-parse HEAD; $python -c 'import torch, transformers, accelerate; print(\"torch\", torch.__version__, \"cuda\", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else \"-\"); print(\"transformers\", transformers.__version__, \"accelerate\", accelerate.__version__)'; nvidia-smi || true"
 step overhead "$python" benchmarks/overhead.py "${overhead[@]}" --out "$out/overhead_runs" --json "$out/overhead.json"
 step memory "$python" benchmarks/memory.py "${memory[@]}" --out "$out/memory_runs"
+step recompute_profile "$python" benchmarks/recompute_profile.py "${profile[@]}" --out "$out/recompute_runs" \
+  --json "$out/recompute_profile.json"
+step size_sweep "$python" benchmarks/size_sweep.py "${sizes[@]}" --out "$out/size_sweep_runs" \
+  --json "$out/size_sweep.json" --plot "$out/size_sweep.png"
 step bf16_finetune "$python" scripts/run_classification.py --bf16 --output_dir "$out/bf16_finetune" "${finetune[@]}"
 step fsdp2_trainer "$python" -m torch.distributed.run --standalone --nproc_per_node="$nproc" scripts/run_clm.py \
   --fsdp full_shard --fsdp_config '{"fsdp_version": 2}' --output_dir "$out/fsdp2_trainer" "${fsdp[@]}"

@@ -21,11 +21,15 @@ def test_gpu_check_dry_run_runs_every_step_and_writes_one_folder(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = (out / "summary.txt").read_text().splitlines()
     steps = {line.split()[0]: line for line in summary}
-    assert list(steps) == ["environment", "overhead", "memory", "bf16_finetune", "fsdp2_trainer"]
+    assert list(steps) == ["environment", "overhead", "memory", "recompute_profile", "size_sweep", "bf16_finetune",
+                           "fsdp2_trainer"]  # fmt: skip
     assert all(" status 0 " in line for line in summary)
     overhead = json.loads((out / "overhead.json").read_text())
     assert len(overhead["rows"]) == 8
     assert "| GeN approx (default: next batch) |" in (out / "memory.txt").read_text()
+    sweep = json.loads((out / "size_sweep.json").read_text())
+    assert (out / "size_sweep.png").stat().st_size > 0 and sweep
+    assert json.loads((out / "recompute_profile.json").read_text())
     for run in ("bf16_finetune", "fsdp2_trainer"):
         result = json.loads((out / run / "run_summary.json").read_text())
         assert result["gen_updates"] > 0, run
