@@ -46,7 +46,8 @@ __all__ = [
     "search_line",
 ]
 
-#: ``g(a)``: the loss (reduced over processes, normalised like the training loss) at distance ``a`` along the line.
+#: ``g(a)``: the loss (reduced over processes, normalised like the training loss) at distance ``a`` along the line, as
+#: a float or a 0-d tensor.
 LineOracle = Callable[[float], float]
 
 
@@ -382,7 +383,11 @@ def measure_line(
     Returns:
         A ``LineResult``; ``at`` is ``None`` unless the search probed further.
     """
-    probes = tuple((float(a), float(g(a))) for a in points)
+    measured = [(float(a), g(a)) for a in points]
+    # g (and the known loss and slope) may hand back 0-d tensors still being computed on an accelerator: they are read
+    # once all the first probes are queued, so the host waits for the device once.
+    probes = tuple((a, float(value)) for a, value in measured)
+    loss, slope = (None if x is None else float(x) for x in (loss, slope))
     estimate = fit_line([a for a, _ in probes], [v for _, v in probes], known_at=known_at, loss=loss, slope=slope)
     if search is None or search.max_probes == 0:
         return LineResult(estimate, None, None, probes)

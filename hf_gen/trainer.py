@@ -98,9 +98,8 @@ class SameBatch:
         extra: dict = {}
         if args.gen_mode == "exact":
             step_vector = snapshot.return_to_start()
-            curvature = float(
-                trainer._gen_reduce(trainer._gen_curvature(record, snapshot.params, step_vector)) / a0**2
-            )
+            curvature = trainer._gen_reduce(trainer._gen_curvature(record, snapshot.params, step_vector)) / a0**2
+            slope, curvature, loss = torch.stack([slope, curvature, loss]).tolist()
             result = LineResult(estimate_from_curvature(slope, curvature, loss0=loss), None, None, ())
         else:
             offsets = list(args.gen_probe_offsets)
@@ -161,7 +160,7 @@ class NextBatch:
         (snapshot, at), self.pending = self.pending, None
         slope, loss = trainer._gen_known(record, snapshot, at)
 
-        def at_start(a: float) -> float:  # the line is probed at its start only, which the copy holds exactly
+        def at_start(a: float) -> torch.Tensor:  # the line is probed at its start only, which the copy holds exactly
             with snapshot.at_start():
                 return trainer._gen_loss_here(record)
 
@@ -169,7 +168,7 @@ class NextBatch:
         snapshot.release()
         record.batch = []
         new_lr = trainer.lr_scheduler.apply_estimate(result.estimate, trainer.lr_scheduler.last_epoch)
-        probes = [[0.0, result.probes[0][1]], [at, loss]]
+        probes = [[0.0, result.probes[0][1]], [at, float(loss)]]
         trainer._gen_write_trace(
             result.estimate, new_lr, at, "approx", {"probe_batch": self.name, "probe_losses": probes}
         )
@@ -374,30 +373,29 @@ class GeNMixin:
 
     # ---- measuring the line ------------------------------------------------------------------------
 
-    def _gen_known(self, record: StepRecord, snapshot: LineSnapshot, at: float) -> tuple[float, float]:
+    def _gen_known(self, record: StepRecord, snapshot: LineSnapshot, at: float) -> tuple[torch.Tensor, torch.Tensor]:
         """What the training step measured on the record's batch at the live weights (the point ``at`` of the
-        snapshot's line): the slope ``<grad, d>`` (with the gradient before clipping) and the loss; reduced over
-        processes, in one host synchronisation."""
+        snapshot's line): the slope ``<grad, d>`` (with the gradient before clipping) and the loss, reduced over
+        processes, as 0-d float64 tensors (not read yet: the host waits once, after the probes are queued)."""
         slope = snapshot.slope_numerator([p.grad for p in snapshot.params])
         if slope is None:
             slope = torch.zeros((), dtype=torch.float64, device=self.args.device)
         slope = self._gen_reduce(slope) / (at * self._gen_clip_factor(record))
-        slope, loss = torch.stack([slope, self._gen_reduce(record.loss)]).tolist()
-        return slope, loss
+        return slope, self._gen_reduce(record.loss)
 
     def _gen_line(self, record: StepRecord, snapshot: LineSnapshot):
         """``g(a)`` for ``hf_gen.core``: the weights moved to the point ``a`` of the snapshot's line, and the loss of
         the record's batch there."""
 
-        def g(a: float) -> float:
+        def g(a: float) -> torch.Tensor:
             snapshot.move_to(a)
             return self._gen_loss_here(record)
 
         return g
 
-    def _gen_loss_here(self, record: StepRecord) -> float:
-        """The loss of the record's whole batch at the current weights, reduced over processes."""
-        return float(self._gen_reduce(self._gen_batch_loss(record)))
+    def _gen_loss_here(self, record: StepRecord) -> torch.Tensor:
+        """The loss of the record's whole batch at the current weights, reduced over processes (a 0-d tensor)."""
+        return self._gen_reduce(self._gen_batch_loss(record))
 
     def _gen_scaled_loss(self, model, inputs, num_items) -> torch.Tensor:
         """The loss of one micro-batch, normalised exactly as ``Trainer.training_step`` normalises it."""
