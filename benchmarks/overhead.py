@@ -73,17 +73,24 @@ class Rows(torch.utils.data.Dataset):
         return {"input_ids": self.ids[i], "labels": self.ids[i]}
 
 
+def clock() -> float:
+    """``time.perf_counter()`` once the GPU's queued work is done (CUDA runs asynchronously; on CPU a plain read)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
 class StepClock(TrainerCallback):
-    """perf_counter at the start (``begins``) and end (``stamps``) of every optimizer step."""
+    """``clock()`` at the start (``begins``) and end (``stamps``) of every optimizer step."""
 
     def __init__(self):
         self.begins, self.stamps = [], []
 
     def on_step_begin(self, args, state, control, **kwargs):
-        self.begins.append(time.perf_counter())
+        self.begins.append(clock())
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.stamps.append(time.perf_counter())
+        self.stamps.append(clock())
 
 
 class AuthorsGeNTrainer(Trainer):
@@ -203,9 +210,9 @@ def time_forward_and_hvp(opts, data, repeats, kinds=("forward", "hvp")):
         fn()
         out[name] = []
         for _ in range(repeats):
-            start = time.perf_counter()
+            start = clock()
             fn()
-            out[name].append(time.perf_counter() - start)
+            out[name].append(clock() - start)
     return out
 
 

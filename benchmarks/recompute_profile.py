@@ -36,13 +36,12 @@ import json
 import os
 import statistics
 import tempfile
-import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import torch  # noqa: E402
-from overhead import Rows, StepClock, make_model  # noqa: E402
+from overhead import Rows, StepClock, clock, make_model  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 from hf_gen import GeNTrainer, GeNTrainingArguments  # noqa: E402
@@ -135,9 +134,9 @@ def time_pieces(opts, data, out):
         fn()
     for _ in range(opts.repeats):
         for name, (_, fn) in pieces.items():
-            start = time.perf_counter()
+            start = clock()
             fn()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     n_params = sum(p.numel() for p in params)
     return {name: {"step": pieces[name][0], "runs_s": runs} for name, runs in times.items()}, n_params
 

@@ -48,6 +48,7 @@ def child(spec: dict) -> None:
     """One training run of one setting at one size; prints its numbers as JSON."""
     import argparse as _argparse
 
+    import torch
     from overhead import SETTINGS as SPECS
     from overhead import Rows, make_model, run_setting, time_forward_and_hvp
 
@@ -55,11 +56,21 @@ def child(spec: dict) -> None:
     data = Rows(n=opts.batch * (opts.warmup + opts.steps + 2) * 2, seq=opts.seq, vocab=opts.vocab, kind="chain")
     result = run_setting(spec["setting"], SPECS[spec["setting"]], opts, data)
     result["rss_mb"] = peak_rss_mb()  # before anything else is allocated
+    if torch.cuda.is_available():
+        result["cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
     result["forward_s"] = time_forward_and_hvp(opts, data, repeats=3, kinds=("forward",))["forward"]
     params = [p for p in make_model(opts).parameters() if p.requires_grad]
     result["params"] = sum(p.numel() for p in params)
     result["param_mb"] = sum(p.numel() * p.element_size() for p in params) / 2**20
     print(json.dumps(result))
+
+
+def parse_size(text: str) -> tuple[int, int, int]:
+    """``"50257x768x12"`` -> (vocab, n_embd, n_layer)."""
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise SystemExit(f"error: --sizes takes VOCABxN_EMBDxN_LAYER, e.g. 50257x768x12; got {text!r}")
+    return int(parts[0]), int(parts[1]), int(parts[2])
 
 
 def summarise(runs: dict, opts) -> list[dict]:
@@ -69,7 +80,8 @@ def summarise(runs: dict, opts) -> list[dict]:
         plain_runs = by_setting[PLAIN]
         plain = statistics.median(r["step_s"] for r in plain_runs)
         plain_medians = statistics.median(r["step_medians_s"] for r in plain_runs)
-        plain_rss = statistics.median(r["rss_mb"] for r in plain_runs)
+        memory = "cuda_mb" if "cuda_mb" in plain_runs[0] else "rss_mb"  # on a GPU its peak allocation, else RSS
+        plain_rss = statistics.median(r[memory] for r in plain_runs)
         forward = statistics.median(t for results in by_setting.values() for r in results for t in r["forward_s"])
         for name in SETTINGS[1:]:
             if name not in by_setting:
@@ -78,7 +90,7 @@ def summarise(runs: dict, opts) -> list[dict]:
             step_s = statistics.median(r["step_s"] for r in results)
             by_medians = statistics.median(r["step_medians_s"] for r in results) / plain_medians - 1
             rate = statistics.median(len(r["recompute_steps"]) / opts.steps for r in results)
-            rss = statistics.median(r["rss_mb"] for r in results)
+            rss = statistics.median(r[memory] for r in results)
             overhead, limit = step_s / plain - 1, forward * rate / plain
             vocab, n_embd, n_layer = opts.sizes[index]
             rows.append({"size": index, "vocab": vocab, "n_embd": n_embd, "n_layer": n_layer,
@@ -86,7 +98,7 @@ def summarise(runs: dict, opts) -> list[dict]:
                          "plain_s": plain, "gen_s": step_s, "overhead": overhead, "recomputes_per_step": rate,
                          "overhead_step_medians": by_medians, "ratio_step_medians": by_medians / limit,
                          "forward_s": forward, "limit": limit, "ratio": overhead / limit if limit > 0 else None,
-                         "plain_rss_mb": plain_rss, "rss_over_plain_mb": rss - plain_rss,
+                         "memory": memory, "plain_rss_mb": plain_rss, "rss_over_plain_mb": rss - plain_rss,
                          "copies": (rss - plain_rss) / plain_runs[0]["param_mb"]})  # fmt: skip
     return rows
 
@@ -111,7 +123,8 @@ def plot(rows: list[dict], path: str, title: str) -> None:
                   label=f"limit: 1 forward per recompute ({name.split(', ')[1]})")  # fmt: skip
         right.plot(params, [r["copies"] for r in mine], marker=marker, label=name)
     right.axhline(1.0, color="grey", ls=":", label="one copy of the trainable parameters")
-    labels = ("overhead per step over the plain Trainer (%)", "peak RSS over plain (copies)")
+    memory = "peak GPU allocation" if rows and rows[0]["memory"] == "cuda_mb" else "peak RSS"
+    labels = ("overhead per step over the plain Trainer (%)", f"{memory} over plain (copies)")
     for axis, ylabel in zip((left, right), labels, strict=True):
         axis.set_xscale("log")
         axis.set_xlabel("parameters")
@@ -124,6 +137,14 @@ def plot(rows: list[dict], path: str, title: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+def device_name() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"CPU, {os.environ.get('OMP_NUM_THREADS', 'all')} thread(s) per run"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -131,6 +152,20 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=4)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq", type=int, default=64)
+    parser.add_argument(
+        "--sizes",
+        nargs="+",
+        default=None,
+        metavar="VOCABxN_EMBDxN_LAYER",
+        help="model sizes, e.g. 50257x768x12 (default: the four of SIZES)",
+    )
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        choices=SETTINGS[1:],
+        default=list(SETTINGS[1:]),
+        help="GeN settings to time against the plain Trainer",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 toy sizes, plain and default GeN")
     parser.add_argument("--out", default="out/bench-size-sweep")
     parser.add_argument("--json", default="benchmarks/results/size_sweep_cpu.json")
@@ -140,8 +175,8 @@ def main() -> None:
     if opts._child:
         child(json.loads(opts._child))
         return
-    settings = list(SETTINGS)
-    opts.sizes = SIZES
+    settings = [PLAIN, *opts.settings]
+    opts.sizes = [parse_size(text) for text in opts.sizes] if opts.sizes else SIZES
     if opts.quick:
         opts.repeats, opts.steps, opts.warmup, opts.batch, opts.seq, opts.sizes = 1, 8, 2, 2, 32, QUICK_SIZES
         settings = [PLAIN, DEFAULT]
@@ -155,12 +190,13 @@ def main() -> None:
                               "out": os.path.join(opts.out, f"size{index}")}  # fmt: skip
                 runs[index][name].append(run_child(os.path.abspath(__file__), {"setting": name, "opts": child_opts}))
     rows = summarise(runs, opts)
-    print(f"\nGPT-2 config sizes, batch {opts.batch} x {opts.seq} tokens (chain), CPU, 1 thread per run; median over "
+    print(f"\nGPT-2 config sizes, batch {opts.batch} x {opts.seq} tokens (chain), {device_name()}; median over "
           f"{opts.repeats} interleaved repeats of the mean step time over {opts.steps} steps after {opts.warmup} "
           "warm-up steps; fast start off\n")  # fmt: skip
     print("| params (vocab, n_embd, n_layer) | setting | plain s/step | GeN s/step | overhead | recomputes per step | "
           "limit (1 forward per recompute) | overhead / limit | overhead (step medians) | its / limit | "
-          "peak RSS over plain (MB) | in copies of the parameters |")  # fmt: skip
+          f"{'peak GPU allocation' if rows and rows[0]['memory'] == 'cuda_mb' else 'peak RSS'} over plain (MB) | "
+          "in copies of the parameters |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-"
@@ -174,7 +210,7 @@ def main() -> None:
         with open(opts.json, "w") as handle:
             json.dump({"rows": rows, "runs": runs, "options": options}, handle, indent=2)
     if opts.plot:
-        plot(rows, opts.plot, f"GeN against the plain Trainer, batch {opts.batch} x {opts.seq}, CPU 1 thread, "
+        plot(rows, opts.plot, f"GeN against the plain Trainer, batch {opts.batch} x {opts.seq}, {device_name()}, "
              f"median of {opts.repeats}")  # fmt: skip
 
 

@@ -404,7 +404,7 @@ class GeNMixin:
             loss = self.compute_loss(model, inputs, num_items_in_batch=num_items)
         if self.args.n_gpu > 1:
             loss = loss.mean()
-        scaled = self.loss_is_scaled_for_ga
+        scaled = getattr(self, "loss_is_scaled_for_ga", None)  # absent from older Trainers, which use the rule below
         if scaled is None:
             scaled = (self.model_accepts_loss_kwargs and num_items is not None) or self.compute_loss_func is not None
         if not scaled:
