@@ -71,6 +71,10 @@ step bf16_finetune "$python" scripts/run_classification.py --bf16 --output_dir "
   "${finetune[@]}"
 step fsdp2_trainer "$python" -m torch.distributed.run --standalone --nproc_per_node="$nproc" scripts/run_clm.py \
   --fsdp full_shard --fsdp_config '{"fsdp_version": 2}' --output_dir "$out/fsdp2_trainer" "${fsdp[@]}"
+if [ "$dry" = 0 ]; then  # the run above must really have been sharded by FSDP2 (the dry run trains with DDP)
+  step fsdp2_was_used "$python" -c "import json, sys; s = json.load(open('$out/fsdp2_trainer/run_summary.json')); \
+print(s['distributed_type'], s['world_size']); sys.exit(s['distributed_type'] != 'FSDP')"
+fi
 step overhead "$python" benchmarks/overhead.py "${overhead[@]}" --out "$out/overhead_runs" --json "$out/overhead.json"
 step recompute_profile "$python" benchmarks/recompute_profile.py "${profile[@]}" --out "$out/recompute_runs" \
   --json "$out/recompute_profile.json"

@@ -186,9 +186,10 @@ def step_medians_s(durations, fits, first):
 
 def time_forward_and_hvp(opts, data, repeats, kinds=("forward", "hvp")):
     """Times of a no-grad forward, and of forward + Hessian-vector product, on one training batch (``kinds``)."""
-    model = make_model(opts)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # where the Trainer trains
+    model = make_model(opts).to(device)
     model.train()
-    batch = {key: torch.stack([data[i][key] for i in range(opts.batch)]) for key in ("input_ids", "labels")}
+    batch = {key: torch.stack([data[i][key] for i in range(opts.batch)]).to(device) for key in ("input_ids", "labels")}
     params = [p for p in model.parameters() if p.requires_grad]
     direction = [torch.randn_like(p) for p in params]
 

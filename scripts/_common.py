@@ -528,6 +528,9 @@ def finish_run(
         "metrics": metrics,
         **lr,
         **(extra or {}),
+        # how accelerate ran it ("NO", "MULTI_CPU", "MULTI_GPU", "FSDP", ...) and over how many processes
+        "distributed_type": trainer.accelerator.distributed_type.value,
+        "world_size": args.world_size,
         "output_dir": args.output_dir,
     }
     card_kwargs = card.trainer_kwargs(GEN_TAGS if args.uses_gen else [])

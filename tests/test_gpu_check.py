@@ -21,8 +21,8 @@ def test_gpu_check_dry_run_runs_every_step_and_writes_one_folder(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = (out / "summary.txt").read_text().splitlines()
     steps = {line.split()[0]: line for line in summary}
-    assert list(steps) == ["environment", "overhead", "memory", "recompute_profile", "size_sweep", "bf16_finetune",
-                           "fsdp2_trainer"]  # fmt: skip
+    assert list(steps) == ["environment", "bf16_finetune", "fsdp2_trainer", "overhead", "recompute_profile",
+                           "size_sweep", "memory"]  # fmt: skip
     assert all(" status 0 " in line for line in summary)
     overhead = json.loads((out / "overhead.json").read_text())
     assert len(overhead["rows"]) == 8
@@ -33,4 +33,8 @@ def test_gpu_check_dry_run_runs_every_step_and_writes_one_folder(tmp_path):
     for run in ("bf16_finetune", "fsdp2_trainer"):
         result = json.loads((out / run / "run_summary.json").read_text())
         assert result["gen_updates"] > 0, run
-    assert "--bf16" in json.loads((out / "bf16_finetune" / "run_summary.json").read_text())["command"]
+    finetune = json.loads((out / "bf16_finetune" / "run_summary.json").read_text())
+    assert "--bf16" in finetune["command"] and (finetune["distributed_type"], finetune["world_size"]) == ("NO", 1)
+    # on CPU accelerate trains the FSDP command with DDP over the two processes (on a GPU the check requires FSDP)
+    fsdp = json.loads((out / "fsdp2_trainer" / "run_summary.json").read_text())
+    assert (fsdp["distributed_type"], fsdp["world_size"]) == ("MULTI_CPU", 2)
