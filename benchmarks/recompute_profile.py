@@ -138,7 +138,39 @@ def time_pieces(opts, data, out):
             fn()
             times[name].append(clock() - start)
     n_params = sum(p.numel() for p in params)
-    return {name: {"step": pieces[name][0], "runs_s": runs} for name, runs in times.items()}, n_params
+    return {name: {"step": pieces[name][0], "runs_s": runs, "ops": count_ops(pieces[name][1])}
+            for name, runs in times.items()}, n_params  # fmt: skip
+
+
+def count_ops(fn) -> int:
+    """How many torch operators that touch data one call of ``fn`` dispatches at the top level: calls nested inside an
+    operator, the operators in ``NO_DATA`` (views, allocations, ``detach``) and a ``.to`` that changes nothing are
+    not counted. On a GPU each counted operator launches at least one kernel: the fixed cost that
+    dominates for small models there (a fused ``_foreach`` operator covers many tensors in one or a few launches)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+
+    def nested(event):
+        parent = event.cpu_parent
+        while parent is not None:
+            if parent.name.startswith("aten::"):
+                return True
+            parent = parent.cpu_parent
+        return False
+
+    def touches_data(event):
+        if event.name == "aten::to":  # a copy when it converts or moves (it then calls _to_copy), else a no-op
+            return any(child.name == "aten::_to_copy" for child in event.cpu_children)
+        return event.name not in NO_DATA
+
+    return sum(1 for event in prof.events()
+               if event.name.startswith("aten::") and touches_data(event) and not nested(event))  # fmt: skip
+
+
+NO_DATA = {f"aten::{name}" for name in ("detach", "empty", "empty_like", "reshape", "view", "split", "alias",
+                                        "slice", "select", "t", "unsqueeze", "lift_fresh")}  # fmt: skip
 
 
 # ---- 2. whole steps ------------------------------------------------------------------------------------------------
@@ -268,15 +300,15 @@ def main():
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
     print(f"\nmodel: GPT-2 config, {n_params / 1e6:.1f}M parameters, batch {opts.batch} x {opts.seq} tokens; {device}")
     print(f"\n## The pieces of one recompute (median of {opts.repeats} interleaved rounds)\n")
-    print("| piece | on step | ms | % of a plain step |")
-    print("|---|---|---|---|")
+    print("| piece | on step | ms | % of a plain step | torch operators touching data |")
+    print("|---|---|---|---|---|")
     sums = {"before": 0.0, "recompute": 0.0}
     for name, piece in pieces.items():
         ms = median_ms(piece["runs_s"])
         sums[piece["step"]] = sums.get(piece["step"], 0.0) + ms
-        print(f"| {name} | {piece['step']} | {ms:.2f} | {ms / (plain * 1e3):.2%} |")
+        print(f"| {name} | {piece['step']} | {ms:.2f} | {ms / (plain * 1e3):.2%} | {piece['ops']} |")
     for step, label in (("before", "the step before a recompute"), ("recompute", "the recompute step")):
-        print(f"| sum on {label} | {step} | {sums[step]:.1f} | {sums[step] / plain / 1e3:.1%} |")
+        print(f"| sum on {label} | {step} | {sums[step]:.1f} | {sums[step] / plain / 1e3:.1%} | |")
 
     print(f"\n## Whole steps (GeN approx, interval 4, fast start off; {opts.step_repeats} interleaved repeats of "
           f"{opts.steps} steps after {opts.warmup} warm-up steps)\n")  # fmt: skip

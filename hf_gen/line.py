@@ -34,13 +34,21 @@ def directional_dot(
     """``sum_i <vectors_i, first_i - second_i>``, accumulated in float64; ``None`` when every vector is ``None``.
 
     Works on local shards: for FSDP2's DTensor parameters the per-tensor sums are partial and are completed over the
-    device mesh, so every rank gets the whole dot product. Large tensors are taken in chunks, so the temporary stays
-    small (an embedding matrix is often the largest parameter); no host synchronisation.
+    device mesh, so every rank gets the whole dot product. Plain tensors on one device are taken together in groups
+    of at most ``_CHUNK`` elements (a few kernel launches per group instead of a few per tensor, which is what a
+    small model on a GPU pays for); a larger tensor is taken alone, in chunks, so the temporaries stay small (an
+    embedding matrix is often the largest parameter). No host synchronisation.
     """
+    triples = [(v, a, b) for v, a, b in zip(vectors, first, second, strict=True) if v is not None]
+    fused = [t for t in triples if _plain(*t) and _fuse_on(t[1].device) and t[1].numel() <= _CHUNK]
     total = None
-    for vector, a, b in zip(vectors, first, second, strict=True):
-        if vector is None:
-            continue
+    for group in _groups(fused, lambda t: t[1], _CHUNK):
+        vs, firsts, seconds = (list(column) for column in zip(*group, strict=True))
+        products = torch._foreach_sub(firsts, seconds)
+        torch._foreach_mul_(products, vs)
+        term = torch.cat([x.reshape(-1) for x in products]).sum(dtype=torch.float64)
+        total = term if total is None else total + term
+    for vector, a, b in (t for t in triples if not any(t is f for f in fused)):
         if _CHUNK < a.numel() and all(
             type(t) is torch.Tensor or isinstance(t, torch.nn.Parameter) for t in (vector, a, b)
         ):
@@ -52,7 +60,48 @@ def directional_dot(
     return total
 
 
+def _fuse_on(device: torch.device) -> bool:
+    """Whether to use torch's fused ``_foreach`` kernels on ``device``. Not on the CPU: there they loop over the
+    tensors one by one anyway, and the fused swap's and dot product's larger temporaries cost page faults."""
+    return device.type != "cpu" or _FUSE_ON_CPU
+
+
+_FUSE_ON_CPU = False  # the tests turn it on to check the fused path against the one-tensor path
+
+
+def _plain(*tensors: torch.Tensor) -> bool:
+    """Plain tensors (or parameters) on one device and of one dtype, which torch's fused ``_foreach`` kernels take."""
+    first = tensors[0]
+    return all(
+        type(t) in (torch.Tensor, torch.nn.Parameter)  # not a DTensor, nor a parameter wrapping one
+        and t.device == first.device
+        and t.dtype == first.dtype
+        for t in tensors
+    )
+
+
+def _groups(items: Sequence, tensor_of, limit: int) -> Iterator[list]:
+    """``items`` in runs that share the device and dtype of ``tensor_of(item)`` and hold at most ``limit`` elements
+    together (an item larger than ``limit`` is a run of its own); order is kept within each device and dtype."""
+    by_kind: dict[tuple, list] = {}
+    for item in items:
+        tensor = tensor_of(item)
+        by_kind.setdefault((tensor.device, tensor.dtype), []).append(item)
+    for kind_items in by_kind.values():
+        run, size = [], 0
+        for item in kind_items:
+            n = tensor_of(item).numel()
+            if run and size + n > limit:
+                yield run
+                run, size = [], 0
+            run.append(item)
+            size += n
+        if run:
+            yield run
+
+
 _CHUNK = 1 << 20
+_SWAP_LIMIT = 1 << 24  # elements of the temporary a fused swap holds at once (64 MB in float32)
 
 
 class LineSnapshot:
@@ -73,11 +122,35 @@ class LineSnapshot:
         self.params = list(params)
         self.a0 = float(a0)
         self.device = device
+        self._run_cache = {}
         with torch.no_grad():
-            self.theta0 = [p.detach().to(device=device or p.device, copy=True) for p in self.params]
+            if all(_plain(p) and _fuse_on(p.device) and torch.device(device or p.device) == p.device
+                   for p in self.params):  # fmt: skip
+                self.theta0 = [torch.empty_like(p.detach()) for p in self.params]
+                for live, copies in self._runs(self.theta0):
+                    torch._foreach_copy_(copies, live)
+            else:  # an offloaded copy, or sharded parameters: one tensor at a time
+                self.theta0 = [p.detach().to(device=device or p.device, copy=True) for p in self.params]
+        self._settle()
+
+    def _settle(self) -> None:
+        """State every constructor sets once the copy exists."""
         self.theta1: list[torch.Tensor] | None = None
         self.step: list[torch.Tensor] | None = None
         self._fraction = 1.0  # where the live parameters are, as a / a0 (after the step: 1)
+        # Plain tensors on an accelerator, each copy beside its parameter: torch's fused ``_foreach`` kernels take
+        # them, a few kernel launches per run of one device and dtype instead of one or more per tensor (what a small
+        # model on a GPU pays for). On the CPU, and for sharded (DTensor) or offloaded copies, one tensor at a time.
+        self._fused = all(_plain(p, t0) and _fuse_on(p.device) for p, t0 in zip(self.params, self.theta0, strict=True))
+        self._run_cache: dict[int, list[list[int]]] = {}
+
+    def _runs(self, *others: Sequence[torch.Tensor], limit: int = 1 << 62):
+        """The detached parameters and ``others`` (lists beside them), in runs of one device and dtype holding at
+        most ``limit`` elements: ``(params, *others)`` lists per run."""
+        if limit not in self._run_cache:
+            self._run_cache[limit] = list(_groups(range(len(self.params)), lambda i: self.params[i], limit))
+        for run in self._run_cache[limit]:
+            yield ([self.params[i].detach() for i in run], *([other[i] for i in run] for other in others))
 
     def local_state(self) -> list[torch.Tensor]:
         """The copy as plain CPU tensors (each rank's own shards under FSDP2), for a checkpoint."""
@@ -95,7 +168,6 @@ class LineSnapshot:
         parameters at ``a0``."""
         snapshot = cls.__new__(cls)
         snapshot.params, snapshot.a0, snapshot.device = list(params), float(a0), device
-        snapshot.theta1, snapshot.step, snapshot._fraction = None, None, 1.0
         snapshot.theta0 = []
         for p, local in zip(snapshot.params, saved, strict=True):
             if hasattr(p, "device_mesh"):  # FSDP2 shard: put the rank's piece back into the parameter's layout
@@ -105,6 +177,7 @@ class LineSnapshot:
                 snapshot.theta0.append(DTensor.from_local(piece, p.device_mesh, p.placements, run_check=False))
             else:
                 snapshot.theta0.append(local.to(device=device or p.device, dtype=p.dtype))
+        snapshot._settle()
         return snapshot
 
     def slope_numerator(self, grads: Sequence[torch.Tensor | None]) -> torch.Tensor:
@@ -117,7 +190,12 @@ class LineSnapshot:
         """Copy the post-step parameters aside, so that points other than ``theta1`` can be visited exactly."""
         if self.theta1 is None:
             with torch.no_grad():
-                self.theta1 = [p.detach().to(device=self.device or p.device, copy=True) for p in self.params]
+                if self._fused:
+                    self.theta1 = [torch.empty_like(t0) for t0 in self.theta0]
+                    for live, copies in self._runs(self.theta1):
+                        torch._foreach_copy_(copies, live)
+                else:
+                    self.theta1 = [p.detach().to(device=self.device or p.device, copy=True) for p in self.params]
 
     @contextlib.contextmanager
     def at_start(self) -> Iterator[None]:
@@ -131,6 +209,13 @@ class LineSnapshot:
 
     @torch.no_grad()
     def _swap(self) -> None:
+        if self._fused:  # the temporary is at most _SWAP_LIMIT elements, or the largest parameter
+            for live, copies in self._runs(self.theta0, limit=_SWAP_LIMIT):
+                kept = [torch.empty_like(x) for x in live]
+                torch._foreach_copy_(kept, live)
+                torch._foreach_copy_(live, copies)
+                torch._foreach_copy_(copies, kept)
+            return
         for p, t0 in zip(self.params, self.theta0, strict=True):
             live = p.detach().clone()
             p.copy_(t0)
@@ -142,6 +227,11 @@ class LineSnapshot:
 
         Used by exact GeN, which differentiates at ``theta0``; the step is kept to set the final weights.
         """
+        if self._fused:  # exact mode only: one fused call over all the tensors
+            live = [p.detach() for p in self.params]
+            self.step = torch._foreach_sub(self.theta0, live)
+            torch._foreach_copy_(live, self.theta0)
+            return self.step
         self.step = [t0.to(p.device) - p.detach() for p, t0 in zip(self.params, self.theta0, strict=True)]
         for p, t0 in zip(self.params, self.theta0, strict=True):
             p.copy_(t0)
@@ -156,27 +246,47 @@ class LineSnapshot:
         ``a > 0`` can be reached). Moving to where the parameters are leaves them untouched.
         """
         fraction = a / self.a0
-        if self.theta1 is not None:
+        fused = self._fused  # then theta1 is beside the parameters too
+        if self.theta1 is not None and fused:
+            for live, copies, ends in self._runs(self.theta0, self.theta1):
+                torch._foreach_copy_(live, copies)
+                torch._foreach_lerp_(live, ends, fraction)
+        elif self.theta1 is not None:
             for p, t0, t1 in zip(self.params, self.theta0, self.theta1, strict=True):
                 p.copy_(t0).lerp_(t1.to(p.device), fraction)
         elif fraction != self._fraction:
             if not fraction > 0.0:
                 raise ValueError(f"without keep_theta1() only points with a > 0 can be visited, got {a}")
             ratio = fraction / self._fraction
-            for p, t0 in zip(self.params, self.theta0, strict=True):
-                t0 = t0.to(p.device, non_blocking=True)
-                p.sub_(t0).mul_(ratio).add_(t0)
+            if fused:
+                for live, copies in self._runs(self.theta0):
+                    torch._foreach_sub_(live, copies)
+                    torch._foreach_mul_(live, ratio)
+                    torch._foreach_add_(live, copies)
+            else:
+                for p, t0 in zip(self.params, self.theta0, strict=True):
+                    t0 = t0.to(p.device, non_blocking=True)
+                    p.sub_(t0).mul_(ratio).add_(t0)
         self._fraction = fraction
 
     @torch.no_grad()
     def finish(self, a: float) -> None:
         """Set the final weights to the point ``a`` of the line and release the copies."""
         fraction = a / self.a0
-        if self.step is not None:
+        if self.step is not None and self._fused:
+            for live, copies, steps in self._runs(self.theta0, self.step):
+                torch._foreach_copy_(live, copies)
+                torch._foreach_sub_(live, steps, alpha=fraction)
+        elif self.step is not None:
             for p, t0, step in zip(self.params, self.theta0, self.step, strict=True):
                 p.copy_(t0).sub_(step, alpha=fraction)
         elif self.theta1 is None:
-            if fraction != self._fraction:
+            if fraction != self._fraction and self._fused:
+                ratio = fraction / self._fraction
+                for live, copies in self._runs(self.theta0):
+                    torch._foreach_lerp_(copies, live, ratio)  # in place on the copy, which is released next
+                    torch._foreach_copy_(live, copies)
+            elif fraction != self._fraction:
                 ratio = fraction / self._fraction
                 for p, t0 in zip(self.params, self.theta0, strict=True):
                     p.copy_(t0.to(p.device).lerp_(p, ratio))  # in place on the copy, which is released next

@@ -62,3 +62,61 @@ def test_moves_without_a_second_copy_land_on_the_line_and_finish_at_the_chosen_p
     torch.testing.assert_close(p.detach(), theta0 - 0.6 * step, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="a > 0"):
         LineSnapshot([p], 1.0).move_to(0.0)  # theta0 is not reachable by rescaling without a copy of theta1
+
+
+def _line_walk(fused: bool) -> list[torch.Tensor]:
+    """Every parameter value along three walks on the line (rescaling, two copies, exact mode's return to the start),
+    with the fused ``_foreach`` path on or off."""
+    seen = []
+    for walk in ("rescale", "two copies", "exact"):
+        g = torch.Generator().manual_seed(5)
+        dtypes = (torch.float32, torch.bfloat16, torch.float64, torch.float32, torch.float32)
+        shapes = ((30, 7), (7,), (1,), (5, 3, 2), (40,))
+        params = [torch.nn.Parameter(torch.randn(s, generator=g).to(d)) for s, d in zip(shapes, dtypes, strict=True)]
+        steps = [torch.randn(s, generator=g).to(d) for s, d in zip(shapes, dtypes, strict=True)]
+        snapshot = LineSnapshot(params, 0.5)
+        assert snapshot._fused  # on with _FUSE_ON_CPU
+        snapshot._fused = fused
+        with torch.no_grad():
+            for p, step in zip(params, steps, strict=True):
+                p.sub_(step)  # the optimizer's step
+        if walk == "rescale":
+            snapshot.move_to(2.0)
+            seen += [p.detach().clone() for p in params]
+            with snapshot.at_start():
+                seen += [p.detach().clone() for p in params]
+            seen += [p.detach().clone() for p in params]
+            snapshot.move_to(0.125)
+        elif walk == "two copies":
+            snapshot.keep_theta1()
+            snapshot.move_to(-0.5)
+        else:
+            seen += [s.clone() for s in snapshot.return_to_start()]
+        seen += [p.detach().clone() for p in params]
+        snapshot.finish(0.3)
+        seen += [p.detach().clone() for p in params]
+    return seen
+
+
+def test_fused_and_one_tensor_at_a_time_moves_give_the_same_bits(monkeypatch):
+    # Plain tensors go through torch's fused _foreach kernels in runs of one dtype (the swap's runs capped in size);
+    # sharded or offloaded copies go one tensor at a time. Both must do the same arithmetic element by element.
+    monkeypatch.setattr("hf_gen.line._SWAP_LIMIT", 64)  # several swap runs, one larger than the limit
+    monkeypatch.setattr("hf_gen.line._FUSE_ON_CPU", True)  # the fused path runs on accelerators only
+    fused, single = _line_walk(True), _line_walk(False)
+    assert len(fused) == len(single) == 5 * 10  # 10 snapshots of 5 tensors
+    assert all(torch.equal(a, b) and a.dtype == b.dtype for a, b in zip(fused, single, strict=True))
+
+
+def test_directional_dot_over_many_small_tensors_of_mixed_dtypes(monkeypatch):
+    monkeypatch.setattr("hf_gen.line._CHUNK", 100)  # small tensors in several fused runs, a larger one in chunks
+    monkeypatch.setattr("hf_gen.line._FUSE_ON_CPU", True)
+    g = torch.Generator().manual_seed(2)
+    shapes = [(7, 3), (40,), (5, 5), (300,), (2,), (60,), (9, 9)]
+    dtypes = [torch.float32, torch.float64, torch.float32, torch.float32, torch.float64, torch.float32, torch.float32]
+    v, a, b = ([torch.randn(s, generator=g, dtype=d) for s, d in zip(shapes, dtypes, strict=True)] for _ in range(3))
+    v[4] = None  # a parameter without a gradient takes no part
+    expected = sum(float((x.double() - y.double()).mul(w.double()).sum())
+                   for w, x, y in zip(v, a, b, strict=True) if w is not None)  # fmt: skip
+    got = directional_dot(v, a, b)
+    assert got.dtype == torch.float64 and abs(float(got) - expected) <= 1e-6 * abs(expected)
