@@ -15,6 +15,7 @@ Imports torch only. The Trainer glue (``hf_gen.trainer``) uses these pieces on a
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -40,7 +41,9 @@ def directional_dot(
     embedding matrix is often the largest parameter). No host synchronisation.
     """
     triples = [(v, a, b) for v, a, b in zip(vectors, first, second, strict=True) if v is not None]
-    fused = [t for t in triples if _plain(*t) and _fuse_on(t[1].device) and t[1].numel() <= _CHUNK]
+    fused, single = [], []
+    for t in triples:
+        (fused if _fuse_on(t[1].device) and t[1].numel() <= _CHUNK and _plain(*t) else single).append(t)
     total = None
     for group in _groups(fused, lambda t: t[1], _CHUNK):
         vs, firsts, seconds = (list(column) for column in zip(*group, strict=True))
@@ -48,7 +51,7 @@ def directional_dot(
         torch._foreach_mul_(products, vs)
         term = torch.cat([x.reshape(-1) for x in products]).sum(dtype=torch.float64)
         total = term if total is None else total + term
-    for vector, a, b in (t for t in triples if not any(t is f for f in fused)):
+    for vector, a, b in single:
         if _CHUNK < a.numel() and all(
             type(t) is torch.Tensor or isinstance(t, torch.nn.Parameter) for t in (vector, a, b)
         ):
@@ -124,7 +127,7 @@ class LineSnapshot:
         self.device = device
         self._run_cache = {}
         with torch.no_grad():
-            if all(_plain(p) and _fuse_on(p.device) and torch.device(device or p.device) == p.device
+            if all(_fuse_on(p.device) and _plain(p) and torch.device(device or p.device) == p.device
                    for p in self.params):  # fmt: skip
                 self.theta0 = [torch.empty_like(p.detach()) for p in self.params]
                 for live, copies in self._runs(self.theta0):
@@ -141,7 +144,7 @@ class LineSnapshot:
         # Plain tensors on an accelerator, each copy beside its parameter: torch's fused ``_foreach`` kernels take
         # them, a few kernel launches per run of one device and dtype instead of one or more per tensor (what a small
         # model on a GPU pays for). On the CPU, and for sharded (DTensor) or offloaded copies, one tensor at a time.
-        self._fused = all(_plain(p, t0) and _fuse_on(p.device) for p, t0 in zip(self.params, self.theta0, strict=True))
+        self._fused = all(_fuse_on(p.device) and _plain(p, t0) for p, t0 in zip(self.params, self.theta0, strict=True))
         self._run_cache: dict[int, list[list[int]]] = {}
 
     def _runs(self, *others: Sequence[torch.Tensor], limit: int = 1 << 62):
@@ -325,15 +328,20 @@ def reshard(module: torch.nn.Module) -> None:
     """Return FSDP2-sharded modules to their sharded state after no-grad forwards.
 
     FSDP2 keeps a root module's parameters gathered after a forward (a backward usually follows); after probe
-    forwards nothing follows, and the next forward must gather the weights as they are then.
+    forwards nothing follows, and the next forward must gather the weights as they are then. The sharded modules
+    are looked up once per model (``fully_shard`` changes modules in place, before training starts).
     """
-    try:
-        from torch.distributed.fsdp import FSDPModule
-    except ImportError:  # torch < 2.6 keeps it in the composable namespace
-        from torch.distributed._composable.fsdp import FSDPModule
-    for sub in module.modules():
-        if isinstance(sub, FSDPModule):
-            sub.reshard()
+    if module not in _SHARDED:
+        try:
+            from torch.distributed.fsdp import FSDPModule
+        except ImportError:  # torch < 2.6 keeps it in the composable namespace
+            from torch.distributed._composable.fsdp import FSDPModule
+        _SHARDED[module] = [sub for sub in module.modules() if isinstance(sub, FSDPModule)]
+    for sub in _SHARDED[module]:
+        sub.reshard()
+
+
+_SHARDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its FSDP2-sharded modules
 
 
 class BufferGuard:
