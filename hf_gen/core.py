@@ -63,7 +63,8 @@ class LineEstimate(NamedTuple):
         accepted: Whether ``alpha_star`` is usable.
         reason: ``None`` when accepted, otherwise a short tag: ``"nonfinite_loss"``,
             ``"nonfinite_slope"``, ``"nonfinite_curvature"``, ``"not_descent"``,
-            ``"nonpositive_curvature"`` or ``"nonfinite_estimate"``.
+            ``"nonpositive_curvature"``, ``"nonfinite_estimate"`` or ``"below_precision"`` (the step moved the loss
+            by less than the precision it is computed in can resolve: see :func:`fit_line`).
     """
 
     alpha_star: float | None
@@ -198,6 +199,7 @@ def fit_line(
     known_at: float = 0.0,
     loss: float | None = None,
     slope: float | None = None,
+    precision: float = 0.0,
 ) -> LineEstimate:
     """Approximate GeN from probes of ``g`` and what the training step knows about it at one point.
 
@@ -212,11 +214,22 @@ def fit_line(
         known_at: Where ``loss`` and ``slope`` were measured.
         loss: ``g(known_at)``, if known.
         slope: ``-g'(known_at)``, if known (required when ``known_at != 0``).
+        precision: The unit roundoff of the precision the loss is computed in (``torch.finfo(dtype).eps / 2``);
+            ``precision * |loss|`` is the smallest change of the loss it resolves. When both the change the slope
+            predicts over the probed span and every measured change are within that, the probes hold rounding, not
+            curvature: the estimate is refused as ``"below_precision"``. ``0`` turns the check off.
 
     Returns:
         A ``LineEstimate``: ``slope`` and ``loss0`` are those at ``a = 0`` (``loss0`` is ``None`` when ``g(0)`` was
         neither known nor probed); ``reason="nonfinite_loss"`` if any loss is not finite.
     """
+    if precision > 0.0 and loss is not None and slope is not None and points:
+        resolution = precision * abs(float(loss))
+        span = max(abs(a - known_at) for a in points)
+        change = max(abs(float(v) - float(loss)) for v in losses)
+        if abs(float(slope)) * span <= resolution and change <= resolution:
+            loss0 = float(loss) if known_at == 0.0 else None
+            return LineEstimate(None, float(slope), math.nan, loss0, False, "below_precision")
     if known_at == 0.0:
         return estimate_from_losses(points, losses, loss0=loss, slope=slope)
     if loss is None or slope is None:
@@ -285,6 +298,11 @@ def minimiser_beyond(estimate: LineEstimate) -> bool:
     return estimate.reason == "nonpositive_curvature" and estimate.slope > 0.0
 
 
+def too_short(estimate: LineEstimate) -> bool:
+    """The probe moved the loss by less than its precision resolves: the line can only be measured further out."""
+    return estimate.reason == "below_precision"
+
+
 def next_probe(estimate: LineEstimate, at: float, rules: SearchRules) -> float | None:
     """Where to probe the line next after an estimate measured at ``at``; ``None`` to stop.
 
@@ -295,7 +313,8 @@ def next_probe(estimate: LineEstimate, at: float, rules: SearchRules) -> float |
     * ``max_change**3`` nearer when the probe overshot (its loss is not below the loss at 0: the estimate is at most
       half the distance, and where the loss saturates, as it does far from the minimiser, the parabola through that
       point puts the minimiser near half the distance whatever it really is);
-    * ``max_change**3`` further on non-positive curvature along a descent direction, nearer on a non-finite loss.
+    * ``max_change**3`` further on non-positive curvature along a descent direction, or a probe too short for the
+      loss's precision; nearer on a non-finite loss.
     """
     if estimate.accepted:
         alpha = min(max(estimate.alpha_star, rules.lr_min), rules.lr_max)
@@ -304,7 +323,7 @@ def next_probe(estimate: LineEstimate, at: float, rules: SearchRules) -> float |
         target = at / rules.jump if overshot(estimate, at) else min(max(alpha, at / rules.jump), at * rules.jump)
     elif estimate.reason == "nonfinite_loss":
         target = at / rules.jump
-    elif minimiser_beyond(estimate):
+    elif minimiser_beyond(estimate) or too_short(estimate):
         target = min(at * rules.jump, rules.lr_max)
     else:
         return None
@@ -315,7 +334,14 @@ def next_probe(estimate: LineEstimate, at: float, rules: SearchRules) -> float |
 
 
 def search_line(
-    g: LineOracle, first: LineEstimate, a0: float, *, loss: float, slope: float, rules: SearchRules
+    g: LineOracle,
+    first: LineEstimate,
+    a0: float,
+    *,
+    loss: float,
+    slope: float,
+    rules: SearchRules,
+    precision: float = 0.0,
 ) -> LineResult:
     """The fast start's search: probe ``g`` again until an estimate lands near its own probe.
 
@@ -340,7 +366,7 @@ def search_line(
             ceiling = high = min(high, at)
         elif estimate.accepted and estimate.alpha_star < at:
             high = min(high, at)  # the loss fell, but its parabola puts the minimiser nearer
-        elif (estimate.accepted and estimate.alpha_star > at) or minimiser_beyond(estimate):
+        elif (estimate.accepted and estimate.alpha_star > at) or minimiser_beyond(estimate) or too_short(estimate):
             low = max(low, at)
         if estimate.accepted and at < ceiling:
             best = (estimate, at)
@@ -356,7 +382,7 @@ def search_line(
             break
         value = float(g(target))
         probes.append((target, value))
-        estimate, at = estimate_from_losses([target], [value], loss0=loss, slope=slope), target
+        estimate, at = fit_line([target], [value], loss=loss, slope=slope, precision=precision), target
     if not estimate.accepted and best is not None:
         estimate, at = best
     return LineResult(estimate, at, ceiling if math.isfinite(ceiling) else None, tuple(probes))
@@ -370,6 +396,7 @@ def measure_line(
     loss: float | None = None,
     slope: float | None = None,
     search: SearchRules | None = None,
+    precision: float = 0.0,
 ) -> LineResult:
     """One GeN measurement of a line: probe ``g`` at ``points``, fit the parabola, and search on if asked.
 
@@ -379,6 +406,8 @@ def measure_line(
             ``0`` on the next batch).
         known_at, loss, slope: What the training forward and backward measured (see :func:`fit_line`).
         search: The fast start's rules, or ``None`` for no search. A search needs one probe and a known slope at 0.
+        precision: The unit roundoff of the loss's precision (see :func:`fit_line`); a search goes further out from
+            a probe too short for it.
 
     Returns:
         A ``LineResult``; ``at`` is ``None`` unless the search probed further.
@@ -388,29 +417,34 @@ def measure_line(
     # once all the first probes are queued, so the host waits for the device once.
     probes = tuple((a, float(value)) for a, value in measured)
     loss, slope = (None if x is None else float(x) for x in (loss, slope))
-    estimate = fit_line([a for a, _ in probes], [v for _, v in probes], known_at=known_at, loss=loss, slope=slope)
+    estimate = fit_line([a for a, _ in probes], [v for _, v in probes], known_at=known_at, loss=loss, slope=slope,
+                        precision=precision)  # fmt: skip
     if search is None or search.max_probes == 0:
         return LineResult(estimate, None, None, probes)
     if len(points) != 1 or known_at != 0.0 or slope is None or loss is None:
         raise ValueError("the fast start's search refits from one probe with the loss and slope known at 0")
-    found = search_line(g, estimate, probes[0][0], loss=loss, slope=slope, rules=search)
+    found = search_line(g, estimate, probes[0][0], loss=loss, slope=slope, rules=search, precision=precision)
     if not found.probes:
         return LineResult(estimate, None, None, probes)
     return found._replace(probes=probes + found.probes)
 
 
-def cut_back(g: LineOracle, loss: float, a0: float, *, factor: float, max_probes: int) -> LineResult:
+def cut_back(
+    g: LineOracle, loss: float, a0: float, *, factor: float, max_probes: int, precision: float = 0.0
+) -> LineResult:
     """Cut a step that did not lower the loss even on its own batch: ``a0`` divided by ``factor`` until it does.
 
     Probes ``g(a0)`` first, then ``a0 / factor``, ... while the loss is not finite or not below ``loss`` (the loss at
-    0), at most ``max_probes`` probes; the last cut is taken unprobed. Returns the distance kept as ``at`` (``a0`` when
-    the step passed) with the probes; the estimate says ``"overshot"`` when the step was cut.
+    0), at most ``max_probes`` probes; the last cut is taken unprobed. A rise within the loss's precision
+    (``precision * |loss|``, see :func:`fit_line`) is rounding, not an overshoot, and passes. Returns the distance
+    kept as ``at`` (``a0`` when the step passed) with the probes; the estimate says ``"overshot"`` when the step was
+    cut.
     """
     at, probes = a0, []
     for _ in range(max_probes):
         value = float(g(at))
         probes.append((at, value))
-        if math.isfinite(value) and value < loss:
+        if math.isfinite(value) and (value < loss or (precision > 0.0 and value - loss <= precision * abs(loss))):
             break
         at /= factor
     estimate = LineEstimate(None, math.nan, math.nan, loss, False, "overshot")

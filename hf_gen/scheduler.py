@@ -63,6 +63,7 @@ def next_level(
     lr_max: float = math.inf,
     fallback: str = "keep",
     fast_decrease: bool = False,
+    settled: bool = True,
 ) -> tuple[float, str | None, bool]:
     """The GeN update of the lr level: every outcome of a measurement becomes a target, and the level moves toward it.
 
@@ -71,8 +72,11 @@ def next_level(
     target is then a bound: a slope that is not positive (the step did not lower the loss; a quadratic with no
     descent along ``d`` is minimised at 0) or a non-finite loss (the probe overshot) point down, to
     ``level / max_change``; non-positive curvature along a descent direction (the loss falls at least linearly:
-    the minimiser lies further out) points up, to ``level * max_change``. Only numerical trouble (a non-finite
-    slope or curvature) is left to ``fallback``: ``"keep"`` the level or ``"shrink"`` toward the lower bound.
+    the minimiser lies further out) points up, to ``level * max_change``. A step that moved the loss by less than
+    its precision resolves (``"below_precision"``) says nothing about a settled level, which it keeps (late in a
+    decayed run the applied lr is small by design); before the level has settled (``settled=False``, the fast start)
+    it says the lr is too small to measure, and points up. Only numerical trouble (a non-finite slope or curvature)
+    is left to ``fallback``: ``"keep"`` the level or ``"shrink"`` toward the lower bound.
 
     The level moves geometrically, ``level_new = level**gamma * target**(1 - gamma)``: a learning rate is a scale,
     so a halving and a doubling cancel, and noise that lands as often above the level as below it does not move it.
@@ -97,13 +101,15 @@ def next_level(
         target, gamma = low, 0.0
     elif minimiser_beyond(estimate):
         target = high
+    elif reason == "below_precision":
+        target = level if settled else high
     elif reason == "not_descent":
         target = low
     else:
         target = low if fallback == "shrink" else level
     if not target > 0.0:  # an unbounded change (max_change=inf) has no lower bound to move toward: keep the level
         target = level
-    new = math.exp(gamma * math.log(level) + (1.0 - gamma) * math.log(target))
+    new = level if target == level else math.exp(gamma * math.log(level) + (1.0 - gamma) * math.log(target))
     return min(max(new, lr_min), lr_max), reason, inside
 
 
@@ -269,6 +275,7 @@ class GeNScheduler(LRScheduler):
             lr_max=self.lr_max,
             fallback=self.fallback,
             fast_decrease=self.fast_decrease,
+            settled=self.settled,
         )
         self.gap = self._next_gap(self.settled and inside and reason is None)
         if inside:

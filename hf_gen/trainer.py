@@ -112,6 +112,7 @@ class SameBatch:
                 loss=loss,
                 slope=slope if args.gen_use_slope else None,
                 search=scheduler.search_rules(args.gen_search_probes) if one_probe else None,
+                precision=trainer._gen_precision(),
             )
             extra = {"probe_batch": self.name, "probe_losses": [list(p) for p in result.probes]}
         try:
@@ -164,7 +165,7 @@ class NextBatch:
             with snapshot.at_start():
                 return trainer._gen_loss_here(record)
 
-        result = measure_line(at_start, [0.0], known_at=at, loss=loss, slope=slope)
+        result = measure_line(at_start, [0.0], known_at=at, loss=loss, slope=slope, precision=trainer._gen_precision())
         snapshot.release()
         record.batch = []
         new_lr = trainer.lr_scheduler.apply_estimate(result.estimate, trainer.lr_scheduler.last_epoch)
@@ -184,7 +185,7 @@ class NextBatch:
         loss = float(trainer._gen_reduce(record.loss))
         factor = scheduler.max_change**3
         result = cut_back(trainer._gen_line(record, snapshot), loss, a0, factor=factor,
-                          max_probes=trainer.args.gen_search_probes)  # fmt: skip
+                          max_probes=trainer.args.gen_search_probes, precision=trainer._gen_precision())  # fmt: skip
         if result.at == a0:
             return
         snapshot.move_to(result.at)
@@ -226,6 +227,7 @@ class GeNMixin:
         self._gen_step: StepRecord | None = None
         self._gen_scheme = self._gen_new_scheme()
         self._gen_trace_checked = False
+        self._gen_unit: float | None = None
         if self.gen_enabled:
             self._gen_check_launch()
 
@@ -347,6 +349,21 @@ class GeNMixin:
             norm = norm.full_tensor()
         norm = torch.as_tensor(norm, dtype=torch.float64)
         return torch.clamp(self.args.max_grad_norm / (norm + 1e-6), max=1.0)
+
+    def _gen_precision(self) -> float:
+        """The unit roundoff of the precision the training loss is computed in: the autocast dtype under bf16 or fp16
+        mixed precision, else the least precise floating dtype among the trainable parameters. A step that moves the
+        loss by less than this, at the loss's scale, cannot be measured (``hf_gen.core.fit_line``)."""
+        if self._gen_unit is None:
+            if self.args.bf16:
+                dtype = torch.bfloat16
+            elif self.args.fp16:
+                dtype = torch.float16
+            else:
+                dtypes = {p.dtype for p in self.model.parameters() if p.requires_grad and p.is_floating_point()}
+                dtype = max(dtypes, key=lambda d: torch.finfo(d).eps, default=torch.float32)
+            self._gen_unit = torch.finfo(dtype).eps / 2
+        return self._gen_unit
 
     # ---- the optimizer-step hooks ----------------------------------------------------------------
 

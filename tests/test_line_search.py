@@ -211,3 +211,49 @@ def test_cut_back_divides_the_step_until_the_loss_falls():
     # With the budget spent the last cut is taken without a probe.
     short = cut_back(Recorded(g), 0.0, 1.0, factor=8.0, max_probes=2)
     assert short.at == 1 / 64 and [a for a, _ in short.probes] == [1.0, 1 / 8]
+
+
+# ---- the loss's precision ------------------------------------------------------------------------------------------
+
+
+def test_a_probe_whose_change_is_within_the_loss_precision_is_refused_and_a_longer_one_is_not():
+    # g(a) = L - s a + c a^2 / 2 with L = 2: at unit roundoff u = 2**-8 (bfloat16) changes below u * L = 2**-7 are
+    # rounding. A step of 1e-4 moves it by about 1e-4 (linear) and the probe adds rounding-sized noise to it.
+    u, loss, s, c = 2.0**-8, 2.0, 1.0, 4.0
+    a0 = 1e-4
+    noisy = loss - s * a0 + 0.5 * c * a0 * a0 + 0.6 * u * loss  # the rounding pushed the probe up
+    refused = fit_line([a0], [noisy], loss=loss, slope=s, precision=u)
+    assert not refused.accepted and refused.reason == "below_precision" and refused.loss0 == loss
+    # Without the check the same numbers read as a huge curvature and a minimiser 5000 times too close.
+    blind = fit_line([a0], [noisy], loss=loss, slope=s)
+    assert blind.accepted and blind.alpha_star < (s / c) / 1000
+    # Out of sample the known point is the step's end: the same rule holds from there.
+    nxt = fit_line([0.0], [loss + 0.3 * u * loss], known_at=a0, loss=loss, slope=s, precision=u)
+    assert nxt.reason == "below_precision"
+    # A step long enough to move the loss well past its precision is fitted as before (here exactly).
+    a1 = 0.1
+    exact = fit_line([a1], [loss - s * a1 + 0.5 * c * a1 * a1], loss=loss, slope=s, precision=u)
+    assert exact.accepted and exact.alpha_star == pytest.approx(s / c, rel=1e-9)
+    # An overshoot moves the loss by far more than its precision even where the slope predicts little: kept.
+    far = fit_line([a0], [loss + 10 * u * loss], loss=loss, slope=s, precision=u)
+    assert far.accepted and far.alpha_star < a0
+
+
+def test_the_fast_start_search_goes_further_out_from_a_probe_too_short_to_measure():
+    u, c = 2.0**-8, 1.0
+    minimiser = 1.0
+    line = Recorded(lambda a: 2.0 - minimiser * c * a + 0.5 * c * a * a)
+    result = measure_line(line, [1e-5], loss=2.0, slope=minimiser * c, search=RULES, precision=u)
+    # 1e-5 moves the loss by 1e-5 < u * 2: too short; the search jumps max_change**3 = 8x per probe until the loss
+    # moves, then converges on the minimiser.
+    assert line.points[:3] == [1e-5, 8e-5, 6.4e-4] and result.estimate.accepted
+    assert result.estimate.alpha_star == pytest.approx(minimiser, rel=1e-9)
+
+
+def test_the_first_step_cut_takes_a_rise_within_the_loss_precision_for_rounding():
+    u, loss = 2.0**-8, 2.0
+    within = Recorded(lambda a: loss + 0.5 * u * loss)  # the step "rose" by half a rounding unit
+    assert cut_back(within, loss, 1e-4, factor=8.0, max_probes=3, precision=u).at == 1e-4
+    assert cut_back(within, loss, 1e-4, factor=8.0, max_probes=3).at < 1e-4  # without the precision: cut
+    beyond = Recorded(lambda a: loss + 4 * u * loss if a > 2e-5 else loss - a)  # a real overshoot is still cut
+    assert cut_back(beyond, loss, 1e-4, factor=8.0, max_probes=3, precision=u).at == 1e-4 / 8

@@ -36,6 +36,29 @@ def test_bf16_probes_run_under_autocast_and_estimate_stays_within_one_percent_of
     assert bf16["curvature"] == pytest.approx(fp32["curvature"], rel=1e-2)
 
 
+def test_a_step_too_short_for_bf16_is_not_fitted_and_the_fast_start_climbs_out_of_it(tmp_path):
+    # In bfloat16 the loss is resolved to about 2**-8 of itself: a first step at lr 1e-7 moves it by far less, so the
+    # probe holds rounding. Out of sample (the default), each such line is refused and the fast start doubles the lr;
+    # in float32 (unit roundoff 2**-24) the same start is fitted from the first line.
+    runs = {}
+    for bf16 in (False, True):
+        args = gen_args(tmp_path / str(bf16), bf16=bf16, learning_rate=1e-7, max_steps=6, gen_probe_batch="next",
+                        gen_search_probes=0)  # fmt: skip
+        trainer = GeNTrainer(model=tiny_gpt2(seed=0), args=args, train_dataset=Tokens(seed=0))
+        trainer.train()
+        runs[bf16] = (trainer._gen_precision(), read_trace(tmp_path / str(bf16)))
+    (fp32_unit, fp32), (bf16_unit, bf16) = runs[False], runs[True]
+    assert (fp32_unit, bf16_unit) == (2.0**-24, 2.0**-8)
+    assert [r["fallback"] for r in bf16] == ["below_precision"] * 5
+    assert [r["lr"] for r in bf16] == pytest.approx([1e-7 * 2**k for k in range(1, 6)])  # up by max_change each
+    for record in bf16:  # the rule's premise, read off the trace: the step moved the loss by less than u * |loss|
+        (_, at_start), (a0, at_end) = record["probe_losses"]
+        assert abs(at_end - at_start) <= bf16_unit * abs(at_end) and abs(record["slope"]) * a0 <= bf16_unit * abs(
+            at_end
+        )
+    assert fp32[0]["fallback"] is None and len(fp32) < len(bf16)  # fitted on the first line, and settled
+
+
 class Recorder(TrainerCallback):
     """Per step: the loss scale after the step, the lr in effect, the weights."""
 

@@ -265,3 +265,13 @@ def test_a_converged_search_under_decay_is_bounded_in_line_units():
     estimate = estimate_from_curvature(1.0, 1.0)  # a* = 1, measured at a = 1
     applied = sched.apply_estimate(estimate, 7, at=1.0)
     assert applied == pytest.approx(1.0 * 0.3) and sched.settled and sched.level == pytest.approx(1.0)
+
+
+def test_a_step_too_short_for_the_loss_precision_keeps_a_settled_level_and_raises_an_unsettled_one():
+    short = LineEstimate(None, 1.0, float("nan"), 1.0, False, "below_precision")
+    opt, s = make(lr=0.1, gamma=0.9, max_change=2.0, fast_start=False)  # settled from the start
+    for t in range(3):
+        assert s.apply_estimate(short, step=t) == 0.1  # no information: the level stays, whatever the shape does
+    assert s.last_fallback == "below_precision" and s.num_fallbacks == 3
+    opt, s = make(lr=1e-8, gamma=0.9, max_change=2.0, fast_start=True)  # the fast start: too small to measure
+    assert s.apply_estimate(short, step=0) == pytest.approx(2e-8) and not s.settled
