@@ -42,8 +42,8 @@ from _contenders import (  # noqa: E402
 from _tasks import Task, build_task  # noqa: E402
 from quality import FULL  # noqa: E402
 
-# Each lever changed from the defaults (cosine decay, fast start with its line search, same-batch probes, interval 4,
-# gamma 0.9, max change 2), one at a time.
+# Each lever changed from the defaults (cosine decay, fast start, next-batch probes, interval 4, gamma 0.9, max change
+# 2), one at a time; "bf16" runs the defaults under bf16 autocast (where the loss's precision matters).
 VARIANTS = {
     "defaults": {},
     "search=off": {"gen_search_probes": 0},
@@ -57,6 +57,7 @@ VARIANTS = {
     "gamma=0.5": {"gen_gamma": 0.5},
     "max_change=1.25": {"gen_max_change": 1.25},
     "fast_decrease": {"gen_fast_decrease": True},
+    "bf16": {"bf16": True},
     # adaptive recompute (not a default): the gap doubles after each steady update up to the cap, as in quality.py
     **{f"max_interval={cap}": GEN_VARIANTS[f"gen-adamw-adaptive{cap}"] for cap in ADAPTIVE_CAPS},
 }

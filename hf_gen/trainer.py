@@ -112,7 +112,7 @@ class SameBatch:
                 loss=loss,
                 slope=slope if args.gen_use_slope else None,
                 search=scheduler.search_rules(args.gen_search_probes) if one_probe else None,
-                precision=trainer._gen_precision(),
+                precision=trainer._gen_precision(record),
             )
             extra = {"probe_batch": self.name, "probe_losses": [list(p) for p in result.probes]}
         try:
@@ -165,7 +165,9 @@ class NextBatch:
             with snapshot.at_start():
                 return trainer._gen_loss_here(record)
 
-        result = measure_line(at_start, [0.0], known_at=at, loss=loss, slope=slope, precision=trainer._gen_precision())
+        result = measure_line(
+            at_start, [0.0], known_at=at, loss=loss, slope=slope, precision=trainer._gen_precision(record)
+        )
         snapshot.release()
         record.batch = []
         new_lr = trainer.lr_scheduler.apply_estimate(result.estimate, trainer.lr_scheduler.last_epoch)
@@ -185,7 +187,8 @@ class NextBatch:
         loss = float(trainer._gen_reduce(record.loss))
         factor = scheduler.max_change**3
         result = cut_back(trainer._gen_line(record, snapshot), loss, a0, factor=factor,
-                          max_probes=trainer.args.gen_search_probes, precision=trainer._gen_precision())  # fmt: skip
+                          max_probes=trainer.args.gen_search_probes,
+                          precision=trainer._gen_precision(record))  # fmt: skip
         if result.at == a0:
             return
         snapshot.move_to(result.at)
@@ -227,7 +230,7 @@ class GeNMixin:
         self._gen_step: StepRecord | None = None
         self._gen_scheme = self._gen_new_scheme()
         self._gen_trace_checked = False
-        self._gen_unit: float | None = None
+        self._gen_unit: tuple[float, float] | None = None  # the loss's precision: (computed in, stored in)
         if self.gen_enabled:
             self._gen_check_launch()
 
@@ -350,20 +353,28 @@ class GeNMixin:
         norm = torch.as_tensor(norm, dtype=torch.float64)
         return torch.clamp(self.args.max_grad_norm / (norm + 1e-6), max=1.0)
 
-    def _gen_precision(self) -> float:
-        """The unit roundoff of the precision the training loss is computed in: the autocast dtype under bf16 or fp16
-        mixed precision, else the least precise floating dtype among the trainable parameters. A step that moves the
-        loss by less than this, at the loss's scale, cannot be measured (``hf_gen.core.fit_line``)."""
+    def _gen_precision(self, record: StepRecord) -> float:
+        """The smallest change of the record's loss a line resolves, relative to the loss (``hf_gen.core.fit_line``).
+
+        The loss is a number in the trainable parameters' precision (float32 under bf16/fp16 autocast), resolved to its
+        unit roundoff ``u_out``, and is computed in the autocast dtype's precision ``u`` (else the parameters'): a loss
+        that averages ``N`` terms (``num_items_in_batch``, the tokens or examples the Trainer counts; else the batch's
+        examples) averages their rounding errors down by ``sqrt(N)``. So ``max(u_out, u / sqrt(N))``; measured against
+        float32 in docs/internals.md.
+        """
         if self._gen_unit is None:
-            if self.args.bf16:
-                dtype = torch.bfloat16
-            elif self.args.fp16:
-                dtype = torch.float16
-            else:
-                dtypes = {p.dtype for p in self.model.parameters() if p.requires_grad and p.is_floating_point()}
-                dtype = max(dtypes, key=lambda d: torch.finfo(d).eps, default=torch.float32)
-            self._gen_unit = torch.finfo(dtype).eps / 2
-        return self._gen_unit
+            dtypes = {p.dtype for p in self.model.parameters() if p.requires_grad and p.is_floating_point()}
+            out = torch.finfo(max(dtypes, key=lambda d: torch.finfo(d).eps, default=torch.float32)).eps / 2
+            compute = torch.finfo(torch.bfloat16).eps / 2 if self.args.bf16 else out
+            compute = torch.finfo(torch.float16).eps / 2 if self.args.fp16 else compute
+            self._gen_unit = (max(out, compute), out)
+        compute, out = self._gen_unit
+        if record.num_items is not None:
+            terms = float(record.num_items)
+        else:  # the examples of the effective batch (on this process)
+            terms = sum(next((len(v) for v in inputs.values() if torch.is_tensor(v) and v.dim() > 0), 1)
+                        for inputs, _ in record.batch)  # fmt: skip
+        return max(out, compute / math.sqrt(max(1.0, terms)))
 
     # ---- the optimizer-step hooks ----------------------------------------------------------------
 

@@ -5,6 +5,7 @@ import torch
 from transformers import TrainerCallback
 
 from hf_gen import GeNTrainer, GeNTrainingArguments
+from hf_gen.trainer import StepRecord
 
 from tiny import MLP, Regression, Tokens, read_trace, tiny_gpt2
 
@@ -37,21 +38,25 @@ def test_bf16_probes_run_under_autocast_and_estimate_stays_within_one_percent_of
 
 
 def test_a_step_too_short_for_bf16_is_not_fitted_and_the_fast_start_climbs_out_of_it(tmp_path):
-    # In bfloat16 the loss is resolved to about 2**-8 of itself: a first step at lr 1e-7 moves it by far less, so the
-    # probe holds rounding. Out of sample (the default), each such line is refused and the fast start doubles the lr;
-    # in float32 (unit roundoff 2**-24) the same start is fitted from the first line.
+    # In bfloat16 a loss of N terms is resolved to about 2**-8 / sqrt(N) of itself: a first step at lr 1e-7 moves it by
+    # far less, so the probe holds rounding. Out of sample (the default), each such line is refused and the fast start
+    # doubles the lr; in float32 (unit roundoff 2**-24) the same start is fitted from the first line.
     runs = {}
     for bf16 in (False, True):
         args = gen_args(tmp_path / str(bf16), bf16=bf16, learning_rate=1e-7, max_steps=6, gen_probe_batch="next",
                         gen_search_probes=0)  # fmt: skip
         trainer = GeNTrainer(model=tiny_gpt2(seed=0), args=args, train_dataset=Tokens(seed=0))
         trainer.train()
-        runs[bf16] = (trainer._gen_precision(), read_trace(tmp_path / str(bf16)))
-    (fp32_unit, fp32), (bf16_unit, bf16) = runs[False], runs[True]
-    assert (fp32_unit, bf16_unit) == (2.0**-24, 2.0**-8)
+        one, hundred = (StepRecord(measures=True, num_items=torch.tensor(n)) for n in (1, 100))
+        runs[bf16] = (trainer._gen_precision(one), trainer._gen_precision(hundred), read_trace(tmp_path / str(bf16)))
+    (fp32_unit, fp32_100, fp32), (bf16_unit, bf16_100, bf16) = runs[False], runs[True]
+    # u of the precision the loss is computed in, over sqrt(N) for a loss that averages N terms, but no finer than the
+    # float32 number the loss is
+    assert (fp32_unit, bf16_unit, fp32_100, bf16_100) == (2.0**-24, 2.0**-8, 2.0**-24, 2.0**-8 / 10)
     assert [r["fallback"] for r in bf16] == ["below_precision"] * 5
     assert [r["lr"] for r in bf16] == pytest.approx([1e-7 * 2**k for k in range(1, 6)])  # up by max_change each
-    for record in bf16:  # the rule's premise, read off the trace: the step moved the loss by less than u * |loss|
+    for record in bf16:  # the rule's premise, read off the trace: the step moved the loss by less than u * |loss| (at
+        # least; the rule divides by sqrt(N) too)
         (_, at_start), (a0, at_end) = record["probe_losses"]
         assert abs(at_end - at_start) <= bf16_unit * abs(at_end) and abs(record["slope"]) * a0 <= bf16_unit * abs(
             at_end
