@@ -474,6 +474,49 @@ TASKS = {
 }
 
 
+@dataclass
+class AdamLine:
+    """A model after ``warm`` AdamW steps, the next step's direction ``d`` (Adam's update per unit lr, not taken), and
+    the batches: ``batches[warm]`` made the direction, ``batches[warm + 1]`` is the next one. Dropout off."""
+
+    model: nn.Module
+    params: dict  # name -> trainable parameter, at the weights before the direction's step
+    before: dict  # name -> a copy of those weights
+    direction: dict  # name -> d
+    batches: list
+
+    def move_to(self, a: float, names=None) -> None:
+        """Set the weights to ``before - a d``, moving only the parameters in ``names`` (default: all)."""
+        with torch.no_grad():
+            for name, p in self.params.items():
+                moved = names is None or name in names
+                p.copy_(self.before[name] - a * self.direction[name] if moved else self.before[name])
+
+
+def adam_line(task: Task, seed: int, warm: int, warm_lr: float) -> AdamLine:
+    """The line along Adam's next update after ``warm`` AdamW steps at ``warm_lr`` on the task's seed-ordered batches
+    (for the diagnostics ``precision_noise.py`` and ``line_by_group.py``)."""
+    model = task.model(seed)
+    model.eval()
+    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    rows, size = task.train_rows(seed), task.batch_size
+    batches = [task.collator([rows[i] for i in range(b * size, (b + 1) * size)]) for b in range(warm + 2)]
+    optimizer = torch.optim.AdamW(params.values(), lr=warm_lr, weight_decay=0.0)
+    for batch in batches[: warm + 1]:
+        optimizer.zero_grad()
+        model(**batch).loss.backward()
+        if batch is not batches[warm]:
+            optimizer.step()
+    before = {name: p.detach().clone() for name, p in params.items()}
+    for group in optimizer.param_groups:
+        group["lr"] = 1.0
+    optimizer.step()
+    direction = {name: before[name] - p.detach() for name, p in params.items()}
+    line = AdamLine(model, params, before, direction, batches)
+    line.move_to(0.0)
+    return line
+
+
 def build_task(name: str, steps: int, **kwargs) -> Task:
     """Task ``name`` with ``steps`` optimizer steps; ``kwargs`` go to its builder (e.g. ``eval_rows`` for minilm)."""
     return TASKS[name](steps, **kwargs)

@@ -21,7 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import torch  # noqa: E402
-from _tasks import build_task  # noqa: E402
+from _tasks import adam_line, build_task  # noqa: E402
 
 STEPS = {"digits": 300, "diabetes": 300, "gpt2": 200, "minilm": 40}
 U = 2.0**-8
@@ -36,31 +36,13 @@ def terms(batch) -> int:
 
 
 def measure(task, seed: int, warm: int, warm_lr: float) -> dict:
-    model = task.model(seed)
-    model.eval()
-    params = [p for p in model.parameters() if p.requires_grad]
-    rows, size = task.train_rows(seed), task.batch_size
-    batches = [task.collator([rows[i] for i in range(b * size, (b + 1) * size)]) for b in range(warm + 2)]
-    optimizer = torch.optim.AdamW(params, lr=warm_lr, weight_decay=0.0)
-    for batch in batches[:warm]:
-        optimizer.zero_grad()
-        model(**batch).loss.backward()
-        optimizer.step()
-    optimizer.zero_grad()
-    model(**batches[warm]).loss.backward()
-    before = [p.detach().clone() for p in params]
-    for group in optimizer.param_groups:
-        group["lr"] = 1.0
-    optimizer.step()
-    direction = [b - p.detach() for b, p in zip(before, params, strict=True)]
-    held = batches[warm + 1]
+    line = adam_line(task, seed, warm, warm_lr)
+    held = line.batches[warm + 1]
 
     def loss(a: float, bf16: bool) -> float:
-        with torch.no_grad():
-            for p, b, d in zip(params, before, direction, strict=True):
-                p.copy_(b - a * d)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                return float(model(**held).loss)
+        line.move_to(a)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return float(line.model(**held).loss)
 
     base32, base16 = loss(0.0, False), loss(0.0, True)
     points = []
