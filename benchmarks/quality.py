@@ -113,6 +113,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--steps", nargs="+", default=[], metavar="TASK=N", help="override a task's step count")
     parser.add_argument(
+        "--grid",
+        nargs="+",
+        default=[],
+        metavar="TASK=LR,LR,...",
+        help="override a task's AdamW lr grid (e.g. for a longer horizon)",
+    )
+    parser.add_argument(
         "--eval-rows", type=int, default=None, help="minilm: held-out tweets to evaluate on (default 1000)"
     )
     parser.add_argument(
@@ -138,6 +145,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
             name, _, value = item.partition("=") if "=" in item or option == "--steps" else ("*", "", item)
             if (name not in {**FULL, **SUITE} and name != "*") or not value.isdigit() or int(value) < 1:
                 parser.error(f"{option} {item}: pass TASK=N with TASK in {', '.join([*FULL, *SUITE])} and N >= 1")
+    args.grids = {}
+    for item in args.grid:
+        name, _, values = item.partition("=")
+        try:
+            lrs = [float(v) for v in values.split(",")]
+        except ValueError:
+            lrs = []
+        if name not in {**FULL, **SUITE} or not lrs or not all(lr > 0 for lr in lrs):
+            parser.error(f"--grid {item}: pass TASK=LR,LR,... with TASK in {', '.join([*FULL, *SUITE])}, lrs > 0")
+        args.grids[name] = lrs
     return args
 
 
@@ -225,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             "steps": task.steps,
             "batch_size": task.batch_size,
             "seeds": entry["seeds"],
-            "grid": task.grid,
+            "grid": args.grids.get(name, task.grid),
             "metric": task.metric,
             "higher_is_better": task.higher_is_better,
             **task.info,
@@ -234,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         jobs = [
             (c, seed, "main")
             for seed in range(entry["seeds"])
-            for c in contenders(task.grid, args.quick, args.families)
+            for c in contenders(args.grids.get(name, task.grid), args.quick, args.families)
         ]
         if not args.no_robustness:
             jobs += [(c, 0, "robustness") for c in robustness(QUICK_SWEEP if args.quick else SWEEP)]
