@@ -396,7 +396,7 @@ def measure_line(
     loss: float | None = None,
     slope: float | None = None,
     search: SearchRules | None = None,
-    precision: float = 0.0,
+    precision: float | torch.Tensor = 0.0,
 ) -> LineResult:
     """One GeN measurement of a line: probe ``g`` at ``points``, fit the parabola, and search on if asked.
 
@@ -406,8 +406,8 @@ def measure_line(
             ``0`` on the next batch).
         known_at, loss, slope: What the training forward and backward measured (see :func:`fit_line`).
         search: The fast start's rules, or ``None`` for no search. A search needs one probe and a known slope at 0.
-        precision: The unit roundoff of the loss's precision (see :func:`fit_line`); a search goes further out from
-            a probe too short for it.
+        precision: The loss change its precision resolves, relative to the loss (see :func:`fit_line`; it may be a
+            0-d tensor, read with the probes); a search goes further out from a probe too short for it.
 
     Returns:
         A ``LineResult``; ``at`` is ``None`` unless the search probed further.
@@ -416,7 +416,7 @@ def measure_line(
     # g (and the known loss and slope) may hand back 0-d tensors still being computed on an accelerator: they are read
     # once all the first probes are queued, so the host waits for the device once.
     probes = tuple((a, float(value)) for a, value in measured)
-    loss, slope = (None if x is None else float(x) for x in (loss, slope))
+    loss, slope, precision = (None if x is None else float(x) for x in (loss, slope, precision))
     estimate = fit_line([a for a, _ in probes], [v for _, v in probes], known_at=known_at, loss=loss, slope=slope,
                         precision=precision)  # fmt: skip
     if search is None or search.max_probes == 0:
@@ -430,7 +430,7 @@ def measure_line(
 
 
 def cut_back(
-    g: LineOracle, loss: float, a0: float, *, factor: float, max_probes: int, precision: float = 0.0
+    g: LineOracle, loss: float, a0: float, *, factor: float, max_probes: int, precision: float | torch.Tensor = 0.0
 ) -> LineResult:
     """Cut a step that did not lower the loss even on its own batch: ``a0`` divided by ``factor`` until it does.
 
@@ -443,6 +443,7 @@ def cut_back(
     at, probes = a0, []
     for _ in range(max_probes):
         value = float(g(at))
+        precision = float(precision)  # read after the probe, which waited for the device anyway
         probes.append((at, value))
         if math.isfinite(value) and (value < loss or (precision > 0.0 and value - loss <= precision * abs(loss))):
             break

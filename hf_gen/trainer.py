@@ -353,7 +353,7 @@ class GeNMixin:
         norm = torch.as_tensor(norm, dtype=torch.float64)
         return torch.clamp(self.args.max_grad_norm / (norm + 1e-6), max=1.0)
 
-    def _gen_precision(self, record: StepRecord) -> float:
+    def _gen_precision(self, record: StepRecord) -> float | torch.Tensor:
         """The smallest change of the record's loss a line resolves, relative to the loss (``hf_gen.core.fit_line``).
 
         The loss is a number in the trainable parameters' precision (float32 under bf16/fp16 autocast), resolved to its
@@ -369,6 +369,9 @@ class GeNMixin:
             compute = torch.finfo(torch.float16).eps / 2 if self.args.fp16 else compute
             self._gen_unit = (max(out, compute), out)
         compute, out = self._gen_unit
+        if torch.is_tensor(record.num_items):  # on the device: kept there, the core reads it with the probes
+            terms = record.num_items.detach().to(torch.float64).clamp(min=1.0)
+            return torch.clamp(compute * terms.rsqrt(), min=out)
         if record.num_items is not None:
             terms = float(record.num_items)
         else:  # the examples of the effective batch (on this process)
