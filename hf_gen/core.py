@@ -214,10 +214,11 @@ def fit_line(
         known_at: Where ``loss`` and ``slope`` were measured.
         loss: ``g(known_at)``, if known.
         slope: ``-g'(known_at)``, if known (required when ``known_at != 0``).
-        precision: The unit roundoff of the precision the loss is computed in (``torch.finfo(dtype).eps / 2``);
-            ``precision * |loss|`` is the smallest change of the loss it resolves. When both the change the slope
-            predicts over the probed span and every measured change are within that, the probes hold rounding, not
-            curvature: the estimate is refused as ``"below_precision"``. ``0`` turns the check off.
+        precision: The smallest change of the loss its precision resolves, relative to the loss: at most the unit
+            roundoff of the dtype it is computed in (``torch.finfo(dtype).eps / 2``), less for a loss averaged over
+            many terms (the Trainer glue: ``GeNMixin._gen_precision``). When both the change the slope predicts over
+            the probed span and every measured change are within ``precision * |loss|``, the probes hold rounding,
+            not curvature: the estimate is refused as ``"below_precision"``. ``0`` turns the check off.
 
     Returns:
         A ``LineEstimate``: ``slope`` and ``loss0`` are those at ``a = 0`` (``loss0`` is ``None`` when ``g(0)`` was
