@@ -358,9 +358,9 @@ class GeNMixin:
 
         The loss is a number in the trainable parameters' precision (float32 under bf16/fp16 autocast), resolved to its
         unit roundoff ``u_out``, and is computed in the autocast dtype's precision ``u`` (else the parameters'): a loss
-        that averages ``N`` terms (``num_items_in_batch``, the tokens or examples the Trainer counts; else the batch's
-        examples) averages their rounding errors down by ``sqrt(N)``. So ``max(u_out, u / sqrt(N))``; measured against
-        float32 in docs/internals.md.
+        that averages ``N`` terms (``num_items_in_batch``, the tokens or examples the Trainer counts, the same on every
+        rank; else a full batch's examples per process) averages their rounding errors down by ``sqrt(N)``. So
+        ``max(u_out, u / sqrt(N))``; measured against float32 in docs/internals.md.
         """
         if self._gen_unit is None:
             dtypes = {p.dtype for p in self.model.parameters() if p.requires_grad and p.is_floating_point()}
@@ -374,9 +374,8 @@ class GeNMixin:
             return torch.clamp(compute * terms.rsqrt(), min=out)
         if record.num_items is not None:
             terms = float(record.num_items)
-        else:  # the examples of the effective batch (on this process)
-            terms = sum(next((len(v) for v in inputs.values() if torch.is_tensor(v) and v.dim() > 0), 1)
-                        for inputs, _ in record.batch)  # fmt: skip
+        else:  # the examples of a full effective batch per process: the same number on every rank
+            terms = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps
         return max(out, compute / math.sqrt(max(1.0, terms)))
 
     # ---- the optimizer-step hooks ----------------------------------------------------------------
