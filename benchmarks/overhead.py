@@ -80,6 +80,13 @@ def clock() -> float:
     return time.perf_counter()
 
 
+def device_name(threads: str | int | None = None) -> str:
+    """The GPU's name, or the CPU with its torch threads (``threads``: as the runs are told, if not this process's)."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"CPU, {threads if threads is not None else torch.get_num_threads()} threads"
+
+
 class StepClock(TrainerCallback):
     """``clock()`` at the start (``begins``) and end (``stamps``) of every optimizer step."""
 
@@ -293,7 +300,7 @@ def main():
             ref_runs[key] += times
     ref = {key: statistics.median(times) for key, times in ref_runs.items()}
     rows = summarise(per_step, ref, settings)
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
+    device = device_name()
     print(f"\nmodel: GPT-2 config, {n_params / 1e6:.1f}M parameters, batch {opts.batch} x {opts.seq} tokens "
           f"({opts.data}); {device}")  # fmt: skip
     print(f"median over {opts.repeats} interleaved repeats of the mean step time over {opts.steps} steps")

@@ -41,7 +41,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import torch  # noqa: E402
-from overhead import Rows, StepClock, clock, make_model  # noqa: E402
+from overhead import Rows, StepClock, clock, device_name, make_model  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 from hf_gen import GeNTrainer, GeNTrainingArguments  # noqa: E402
@@ -297,7 +297,7 @@ def main():
     pieces, n_params = time_pieces(opts, data, opts.out)
     steps = time_steps(opts, data, opts.out)
     plain = statistics.median(steps["plain"])
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
+    device = device_name()
     print(f"\nmodel: GPT-2 config, {n_params / 1e6:.1f}M parameters, batch {opts.batch} x {opts.seq} tokens; {device}")
     print(f"\n## The pieces of one recompute (median of {opts.repeats} interleaved rounds)\n")
     print("| piece | on step | ms | % of a plain step | torch operators touching data |")

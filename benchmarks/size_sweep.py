@@ -138,11 +138,10 @@ def plot(rows: list[dict], path: str, title: str) -> None:
 
 
 def device_name() -> str:
-    import torch
+    """overhead.device_name with the threads each run is given (imports torch: only once the runs are done)."""
+    from overhead import device_name as name
 
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    return f"CPU, {os.environ.get('OMP_NUM_THREADS', 'all')} thread(s) per run"
+    return name(os.environ.get("OMP_NUM_THREADS", "all"))
 
 
 def main() -> None:
