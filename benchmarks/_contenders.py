@@ -88,6 +88,7 @@ FAMILIES = {
     "gen-adamw": "hf-gen GeN-AdamW (defaults)",
     "gen-sgd": "hf-gen GeN-SGD (defaults, momentum 0.9)",
     "gen-adamw-same": "hf-gen GeN-AdamW with gen_probe_batch='same' (lines measured on their own batch)",
+    "gen-adamw-averages": "hf-gen GeN-AdamW with gen_probe_batch='averages' (the line through two windows' means)",
     "gen-adamw-nodecay": "hf-gen GeN-AdamW with gen_decay='none' (not a default; GeN alone, for information)",
     **{
         f"gen-adamw-adaptive{cap}": f"hf-gen GeN-AdamW with adaptive recompute (gen_interval={GEN_INTERVAL} doubling "
@@ -101,6 +102,7 @@ GEN_VARIANTS = {
     "gen-sgd": {},
     "gen-adamw-nodecay": {"gen_decay": "none"},
     "gen-adamw-same": {"gen_probe_batch": "same"},
+    "gen-adamw-averages": {"gen_probe_batch": "averages"},
     **{f"gen-adamw-adaptive{cap}": {"gen_interval": GEN_INTERVAL, "gen_max_interval": cap} for cap in ADAPTIVE_CAPS},
 }
 LR_FREE = ("prodigy", "dadapt-adam", "schedulefree-adamw", "mechanic", "dog", "gen-optim")

@@ -15,7 +15,7 @@ __all__ = ["GEN_SCHEDULER_NAME", "GeNTrainingArguments"]
 
 GEN_SCHEDULER_NAME = "gen"
 GEN_MODES = ("approx", "exact")
-PROBE_BATCHES = ("next", "same")
+PROBE_BATCHES = ("next", "same", "averages")
 
 
 STOCK_TRAINER_REFUSAL = (
@@ -62,7 +62,9 @@ class GeNTrainingArguments(TrainingArguments):
 
     Attributes:
         gen_mode: ``"approx"`` (parabola from losses on the line) or ``"exact"`` (Hessian-vector product).
-        gen_probe_batch: ``"next"`` (out of sample, the default in approx mode) or ``"same"`` (the step's own batch).
+        gen_probe_batch: ``"next"`` (out of sample, the default in approx mode), ``"same"`` (the step's own batch)
+            or ``"averages"`` (once settled, the line through two windows' mean weights, out of sample).
+        gen_window: ``"averages"``: steps per window (default: a twentieth of the run, at least ``gen_interval``).
         gen_interval: Recompute every N optimizer steps.
         gen_max_interval: Adaptive recompute: the gap doubles after each update whose estimate lands inside the
             bound, up to this many steps, and drops back to ``gen_interval`` on any other outcome. ``None``: fixed.
@@ -168,9 +170,16 @@ class GeNTrainingArguments(TrainingArguments):
         None,
         "approx mode: where the line is measured. 'next': out of sample, on the following step's batch (one "
         "forward at the previous weights; the copy of the parameters is held for one step). 'same': on the batch "
-        "that made the step, whose own gradient noise biases the estimate up. Default: 'next' for the default "
-        "approx probe, else 'same'.",
+        "that made the step, whose own gradient noise biases the estimate up. 'averages': 'next' until the fast "
+        "start settles, then the line through the mean weights of the last two windows (gen_window steps each), on "
+        "the batch after them: an estimate over many steps, not the greedy one-step lr (three forwards per window, "
+        "two copies of the parameters held). Default: 'next' for the default approx probe, else 'same'.",
         PROBE_BATCHES,
+    )
+    gen_window: int | None = _option(
+        None,
+        "gen_probe_batch='averages': optimizer steps per window whose mean weights the line runs through. Default: "
+        "a twentieth of the run, at least gen_interval.",
     )
     gen_offload_snapshot: bool = _option(
         False,
@@ -233,14 +242,18 @@ class GeNTrainingArguments(TrainingArguments):
             fits_next = self.gen_mode == "approx" and offsets == [1.0] and self.gen_use_slope
             self.gen_probe_batch = "next" if fits_next else "same"
         if self.gen_probe_batch not in PROBE_BATCHES:
-            raise ValueError(f"gen_probe_batch must be 'same' or 'next', got {self.gen_probe_batch!r}")
-        if self.gen_probe_batch == "next" and (
+            raise ValueError(
+                f"gen_probe_batch must be one of {', '.join(map(repr, PROBE_BATCHES))}, got {self.gen_probe_batch!r}"
+            )
+        if self.gen_window is not None and (not isinstance(self.gen_window, int) or self.gen_window < 1):
+            raise ValueError(f"gen_window must be a whole number of steps >= 1 (or None), got {self.gen_window!r}")
+        if self.gen_probe_batch in ("next", "averages") and (
             self.gen_mode != "approx" or offsets != [1.0] or not self.gen_use_slope
         ):
             raise ValueError(
-                "gen_probe_batch='next' is an approx-mode scheme with its own probe (the previous weights) and the "
-                "slope from the next backward: use it with gen_mode='approx' and the default gen_probe_offsets and "
-                "gen_use_slope"
+                f"gen_probe_batch={self.gen_probe_batch!r} is an approx-mode scheme with its own probes (the previous "
+                "weights) and the slope from the next backward: use it with gen_mode='approx' and the default "
+                "gen_probe_offsets and gen_use_slope"
             )
         if self.uses_gen:
             if self.learning_rate <= 0 or not math.isfinite(self.learning_rate):

@@ -62,8 +62,10 @@ def test_unknown_scheduler_name_lists_gen_among_the_choices(tmp_path):
         ({"gen_probe_offsets": [1.0], "gen_use_slope": False}, "at least two probe offsets"),
         ({"learning_rate": 0.0}, "learning_rate > 0"),
         ({"warmup_steps": 10}, "warmup_steps=0"),
-        ({"gen_probe_batch": "fresh"}, "gen_probe_batch must be 'same' or 'next'"),
+        ({"gen_probe_batch": "fresh"}, "gen_probe_batch must be one of 'next', 'same', 'averages'"),
         ({"gen_probe_batch": "next", "gen_mode": "exact"}, "approx-mode scheme"),
+        ({"gen_probe_batch": "averages", "gen_mode": "exact"}, "approx-mode scheme"),
+        ({"gen_window": 0}, "gen_window must be a whole number of steps >= 1"),
     ],
 )
 def test_invalid_gen_values_raise_at_construction(tmp_path, kwargs, match):
@@ -155,6 +157,10 @@ def test_every_gen_field_is_documented_and_enumerated_ones_list_their_choices():
         assert f"{f.name}:" in doc, f.name
         assert f.metadata.get("help"), f.name
     choices = {f.name: f.metadata.get("choices") for f in gen_fields}
-    assert set(choices["gen_mode"]) == {"approx", "exact"} and set(choices["gen_probe_batch"]) == {"next", "same"}
+    assert set(choices["gen_mode"]) == {"approx", "exact"} and set(choices["gen_probe_batch"]) == {
+        "next",
+        "same",
+        "averages",
+    }
     assert set(choices["gen_fallback"]) == {"keep", "shrink", "error"}
     assert set(choices["gen_decay"]) == {"cosine", "linear", "none"}

@@ -283,3 +283,56 @@ def test_default_cosine_shape_anneals_the_gen_level(tmp_path):
             level = trace[k]["lr"] / shape(k - 1)
         assert lr == pytest.approx(level * shape(k - 1), rel=1e-9)
     assert lrs[-1] < 0.05 * max(lrs)
+
+
+# ---- the line through two windows' mean weights ------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["sgd_nesterov_wd", "adamw"])
+def test_averages_line_minimiser_matches_the_quadratic_closed_form(tmp_path, name):
+    # Settled from the start (no fast start), windows of 3 steps, no smoothing: every measurement sets the level to
+    # its estimate. On the exact quadratic the parabola through the line's three probes is the loss itself, so the
+    # estimate is c* times the level, with c* the exact minimiser of L(m0 + c (m1 - m0)) for the two windows' means.
+    lr0, steps, window = 0.05, 16, 3
+    model = Quadratic(seed=5)
+    start = copy.deepcopy(model)
+    optimizer = OPTIMIZERS[name](grouped(model, lr0))
+    args = gen_args(tmp_path, learning_rate=lr0, max_grad_norm=0.0, max_steps=steps, gen_probe_batch="averages",
+                    gen_window=window, gen_fast_start=False, gen_gamma=0.0, gen_max_change=1e6,
+                    gen_lr_max=math.inf, gen_search_probes=0)  # fmt: skip
+    trainer = GeNTrainer(model=model, args=args, train_dataset=Dummy(), optimizers=(optimizer, None))
+    trainer.train()
+    trace = {r["step"]: r for r in read_trace(tmp_path)}
+    lrs = logged_lrs(trainer)
+    # Steps 1-3 make the reference window, 4-6 the first measured one: its line is measured on step 7's batch.
+    assert sorted(trace) == [7, 10, 13, 16] and len(lrs) == steps
+    assert [r["fallback"] for r in trace.values()].count(None) >= 2
+
+    oracle, oracle_opt = start, OPTIMIZERS[name](grouped(start, lr0))
+    means, window_sum, level = [], torch.zeros(5, dtype=torch.float64), lr0
+    for k, lr in enumerate(lrs, start=1):
+        if k in trace:
+            m0, m1 = means[-2], means[-1]
+            delta = m1 - m0
+            c_star = float(-(oracle.A @ m0 - oracle.b) @ delta / (delta @ oracle.A @ delta))
+            assert trace[k]["probe_lr"] == pytest.approx(level, rel=1e-12)
+            if c_star > 0:
+                assert trace[k]["alpha_star"] == pytest.approx(c_star * level, rel=1e-9)
+                level = c_star * level
+            else:  # the later mean is past the minimum: no descent along the line, the level goes down the bound
+                assert trace[k]["alpha_star"] is None and trace[k]["fallback"] == "not_descent"
+                level = level / 1e6
+            assert lr == pytest.approx(level, rel=1e-9)  # the estimate sets this step's lr
+        else:
+            assert lr == pytest.approx(level, rel=1e-12)
+        oracle_opt.zero_grad()
+        with torch.no_grad():
+            grad = oracle.A @ oracle.theta() - oracle.b
+        oracle.first.grad, oracle.second.grad = grad[:3].clone(), grad[3:].clone()
+        for group, ratio in zip(oracle_opt.param_groups, (1.0, RATIO), strict=True):
+            group["lr"] = lr * ratio
+        oracle_opt.step()
+        window_sum += oracle.theta().detach()
+        if k % window == 0:
+            means.append(window_sum / window)
+            window_sum = torch.zeros(5, dtype=torch.float64)
+    # The probes put the live weights back exactly: the run ends where the replay does.
+    torch.testing.assert_close(model.theta().detach(), oracle.theta().detach(), rtol=1e-10, atol=1e-12)

@@ -65,6 +65,30 @@ def test_resume_from_checkpoint_gives_the_same_lr_trace_and_weights(tmp_path, pr
         assert 7 not in {r["step"] for r in lost_trace}
 
 
+def test_resume_of_the_averages_scheme_keeps_its_windows(tmp_path):
+    """gen_probe_batch="averages" carries the running sum of the open window and the previous window's mean across a
+    checkpoint: the resumed run's trace and weights are the uninterrupted run's, bit for bit."""
+
+    def run(resume=None):
+        args = gen_args(tmp_path, learning_rate=1e-2, max_steps=30, save_strategy="steps", save_steps=14,
+                        per_device_train_batch_size=4, gen_probe_batch="averages", gen_window=4)  # fmt: skip
+        model = MLP(dropout=0.2, seed=0)
+        trainer = GeNTrainer(model=model, args=args, train_dataset=Regression(n=160))
+        trainer.train(resume_from_checkpoint=resume)
+        return read_trace(tmp_path), {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    full_trace, full_weights = run()
+    saved = torch.load(tmp_path / "checkpoint-14" / "gen_pending_line-rank0.pt", weights_only=True)
+    assert "previous" in saved and 0 < saved["count"] < 4  # mid-window, with a reference window behind it
+    assert sum(r["probe_batch"] == "averages" and len(r["probe_losses"]) == 3 for r in full_trace) >= 3
+    resumed_trace, resumed_weights = run(resume=str(tmp_path / "checkpoint-14"))
+    assert resumed_trace == full_trace
+    for n in full_weights:
+        torch.testing.assert_close(resumed_weights[n], full_weights[n], rtol=0, atol=0)
+    (tmp_path / "checkpoint-14" / "gen_pending_line-rank0.pt").unlink()  # without it the windows start over
+    assert run(resume=str(tmp_path / "checkpoint-14"))[0] != full_trace
+
+
 # ---- reporting: gen/* in the Trainer's logs ----------------------------------------------------------------------
 
 
