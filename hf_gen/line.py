@@ -302,6 +302,81 @@ class LineSnapshot:
         self.theta0, self.theta1, self.step = [], None, None
 
 
+class WindowMeans:
+    """The mean of the trainable parameters over a window of optimizer steps, and the previous window's mean
+    (``gen_probe_batch="averages"``).
+
+    The sum is kept in at least float32 (a bfloat16 sum of a hundred steps would round away the steps themselves),
+    beside the parameters or on the CPU (``device="cpu"``). Sharded (DTensor) parameters keep sharded sums.
+    """
+
+    def __init__(self, device: torch.device | str | None = None) -> None:
+        self.device = device
+        self.total: list[torch.Tensor] | None = None
+        self.count = 0
+        self.previous: list[torch.Tensor] | None = None
+
+    @staticmethod
+    def _wide(t: torch.Tensor) -> torch.dtype:
+        return torch.promote_types(t.dtype, torch.float32)
+
+    @torch.no_grad()
+    def add(self, params: Sequence[torch.Tensor]) -> None:
+        """Add the parameters as they are after an optimizer step to the open window."""
+        live = [p.detach() for p in params]
+        if self.total is None:
+            self.total = [t.to(device=self.device or t.device, dtype=self._wide(t), copy=True) for t in live]
+        elif _plain(*live, *self.total) and self.total[0].device == live[0].device:
+            torch._foreach_add_(self.total, live)
+        else:
+            for t, p in zip(self.total, live, strict=True):
+                t.add_(p.to(device=t.device, dtype=t.dtype))
+        self.count += 1
+
+    @torch.no_grad()
+    def close(self) -> list[torch.Tensor]:
+        """End the open window: its mean (the sum's memory, divided in place); the next window starts empty."""
+        mean = [t.div_(self.count) for t in self.total]
+        self.total, self.count = None, 0
+        return mean
+
+    @staticmethod
+    @torch.no_grad()
+    def move(params: Sequence[torch.Tensor], start: Sequence[torch.Tensor], end: Sequence[torch.Tensor], c: float):
+        """Set the parameters to ``start + c (end - start)`` (computed in the means' precision, then stored)."""
+        for p, m0, m1 in zip(params, start, end, strict=True):
+            p.copy_(torch.lerp(m0, m1, c).to(device=p.device, dtype=p.dtype))
+
+    def local_state(self) -> dict:
+        """The means and the open sum as plain CPU tensors (each rank's own shards under FSDP2), for a checkpoint."""
+        local = lambda ts: [getattr(t, "to_local", lambda t=t: t)().detach().cpu() for t in ts]  # noqa: E731
+        state = {"count": self.count}
+        if self.previous is not None:
+            state["previous"] = local(self.previous)
+        if self.total is not None:
+            state["total"] = local(self.total)
+        return state
+
+    def load_local_state(self, params: Sequence[torch.Tensor], state: dict) -> None:
+        """Restore what :meth:`local_state` saved, laid out like ``params`` (sharded again under FSDP2)."""
+
+        def rebuilt(saved: list[torch.Tensor]) -> list[torch.Tensor]:
+            out = []
+            for p, local in zip(params, saved, strict=True):
+                if hasattr(p, "device_mesh"):
+                    from torch.distributed.tensor import DTensor
+
+                    piece = local.to(device=p.to_local().device)
+                    out.append(DTensor.from_local(piece, p.device_mesh, p.placements, run_check=False))
+                else:
+                    out.append(local.to(device=self.device or p.device))
+            return out
+
+        self.previous = rebuilt(state["previous"]) if "previous" in state else None
+        self.total = rebuilt(state["total"]) if "total" in state else None
+        self.count = int(state.get("count", 0))
+
+
 class RngState:
     """The CPU and accelerator random state at one moment, to replay later without disturbing the streams."""
 

@@ -239,7 +239,12 @@ class GeNScheduler(LRScheduler):
         return SearchRules(self.max_change, self.lr_min, self.lr_max, max_probes)
 
     def apply_estimate(
-        self, estimate: LineEstimate, step: int, at: float | None = None, ceiling: float | None = None
+        self,
+        estimate: LineEstimate,
+        step: int,
+        at: float | None = None,
+        ceiling: float | None = None,
+        gamma: float | None = None,
     ) -> float:
         """Fold one estimate into the lr and apply it to the optimizer's param groups.
 
@@ -251,6 +256,8 @@ class GeNScheduler(LRScheduler):
                 around it (an estimate is trusted near where it was measured); by default it is the current level.
             ceiling: A distance the step must stay short of (a searched probe there did not lower the loss or
                 gave a non-finite one); the new level is capped at ``ceiling / sqrt(max_change) / shape(step)``.
+            gamma: The smoothing of this update, when not the scheduler's own (an estimate that spans several
+                intervals, ``gen_probe_batch="averages"``, is smoothed per interval like the one-step estimates).
 
         Returns:
             Group 0's new lr, which the caller uses for the step being taken.
@@ -269,7 +276,7 @@ class GeNScheduler(LRScheduler):
         new_lr, reason, inside = next_level(
             lr,
             estimate,
-            gamma=self.gamma if self.settled else 0.0,
+            gamma=(self.gamma if gamma is None else gamma) if self.settled else 0.0,
             max_change=self.max_change,
             lr_min=self.lr_min,
             lr_max=self.lr_max,

@@ -40,7 +40,7 @@ import torch.distributed as dist
 from transformers import Trainer
 
 from .core import LineEstimate, LineResult, cut_back, estimate_from_curvature, measure_line
-from .line import BufferGuard, LineSnapshot, RngState, reshard
+from .line import BufferGuard, LineSnapshot, RngState, WindowMeans, reshard
 from .scheduler import GeNEstimateError, GeNScheduler
 from .support import DEEPSPEED_REFUSAL, check_engine, check_linear_optimizer, overflowed
 from .trace import TRACE_FILE, append_record, make_record, restart_trace
@@ -234,25 +234,23 @@ class Averages(NextBatch):
 
     name = "averages"
 
-    def __init__(self, window: int | None) -> None:
+    def __init__(self, window: int | None, device: str | None = None) -> None:
         super().__init__()
         self.window = window
-        self.total: list[torch.Tensor] | None = None  # sum of the weights after each step of the current window
-        self.count = 0
-        self.previous: list[torch.Tensor] | None = None  # the mean over the last complete window
+        self.means = WindowMeans(device)
 
     def _ready(self) -> bool:
-        return self.previous is not None and self.count >= self.window
+        return self.means.previous is not None and self.means.count >= self.window
+
+    def _one_step(self, trainer: GeNMixin) -> bool:
+        """Whether the fast start's one-step lines are still in charge."""
+        return not trainer.lr_scheduler.settled or self.pending is not None
 
     def measures(self, trainer: GeNMixin) -> bool:
-        if not trainer.lr_scheduler.settled or self.pending is not None:
-            return super().measures(trainer)
-        return self._ready()
+        return super().measures(trainer) if self._one_step(trainer) else self._ready()
 
     def wants_hook(self, trainer: GeNMixin) -> bool:
-        if not trainer.lr_scheduler.settled or self.pending is not None:
-            return super().wants_hook(trainer)
-        return self._ready()
+        return super().wants_hook(trainer) if self._one_step(trainer) else self._ready()
 
     def before_step(self, trainer: GeNMixin, record: StepRecord, optimizer) -> None:
         scheduler = trainer.lr_scheduler
@@ -265,37 +263,27 @@ class Averages(NextBatch):
             self.pending = (snapshot, snapshot.a0)
 
     def after_any_step(self, trainer: GeNMixin, optimizer) -> None:
-        """Every optimizer step once settled: add the new weights to the window's sum; a first complete window
+        """After every optimizer step once settled: the new weights join the open window; the first complete window
         becomes the reference the next one is measured from."""
-        scheduler = trainer.lr_scheduler
-        if not scheduler.settled or self.pending is not None:
+        if self._one_step(trainer):
             return
+        scheduler = trainer.lr_scheduler
         if self.window is None:  # a twentieth of the run: about twenty measurements, at least one per interval
             self.window = max(scheduler.interval, math.ceil((scheduler.num_training_steps or 0) / 20))
-        params = trainer._gen_params(optimizer)
-        with torch.no_grad():
-            if self.total is None or self.count == 0:
-                self.total = [p.detach().clone() for p in params]
-            else:
-                for t, p in zip(self.total, params, strict=True):
-                    t.add_(p.detach())
-        self.count += 1
-        if self.previous is None and self.count == self.window:
-            self.previous = [t.div_(self.count) for t in self.total]
-            self.total, self.count = None, 0
+        self.means.add(trainer._gen_params(optimizer))
+        if self.means.previous is None and self.means.count == self.window:
+            self.means.previous = self.means.close()
 
     def measure_means(self, trainer: GeNMixin, record: StepRecord, optimizer) -> None:
         scheduler = trainer.lr_scheduler
         params = trainer._gen_params(optimizer)
         at = scheduler.level  # where the later mean sits on the line: the estimate is c* times the level
+        previous, mean = self.means.previous, self.means.close()
         with torch.no_grad():
-            mean = [t.div_(self.count) for t in self.total]
             live = [p.detach().clone() for p in params]
 
         def g(a: float) -> torch.Tensor:
-            with torch.no_grad():
-                for p, m0, m1 in zip(params, self.previous, mean, strict=True):
-                    p.copy_(m0).lerp_(m1, a / at)
+            WindowMeans.move(params, previous, mean, a / at)
             return trainer._gen_loss_here(record)
 
         try:
@@ -304,35 +292,23 @@ class Averages(NextBatch):
             with torch.no_grad():
                 for p, x in zip(params, live, strict=True):
                     p.copy_(x)
-        self.previous, self.total, self.count = mean, None, 0
+        self.means.previous = mean
         record.batch = []
-        new_lr = scheduler.apply_estimate(result.estimate, scheduler.last_epoch)
+        # The level keeps the same memory in steps as with a one-step line every interval: gamma per interval.
+        gamma = scheduler.gamma ** (self.window / scheduler.interval)
+        new_lr = scheduler.apply_estimate(result.estimate, scheduler.last_epoch, gamma=gamma)
         trainer._gen_write_trace(
             result.estimate, new_lr, at, "approx",
             {"probe_batch": self.name, "probe_losses": [list(p) for p in result.probes]},
         )  # fmt: skip
 
     def state(self) -> dict | None:
-        saved = super().state() or {}
-        local = lambda ts: [getattr(t, "to_local", lambda t=t: t)().detach().cpu() for t in ts]  # noqa: E731
-        if self.previous is not None:
-            saved["previous"] = local(self.previous)
-        if self.total is not None:
-            saved["total"] = local(self.total)
-        saved["count"] = self.count
-        return saved
+        return {**(super().state() or {}), **self.means.local_state()}
 
     def load_state(self, trainer: GeNMixin, saved: dict) -> None:
         if "theta0" in saved:
             super().load_state(trainer, saved)
-        params = trainer._gen_params(check_linear_optimizer(trainer.optimizer))
-
-        def rebuilt(local: list[torch.Tensor]) -> list[torch.Tensor]:
-            return LineSnapshot.from_local_state(params, local, 1.0).theta0
-
-        self.previous = rebuilt(saved["previous"]) if "previous" in saved else None
-        self.total = rebuilt(saved["total"]) if "total" in saved else None
-        self.count = int(saved.get("count", 0))
+        self.means.load_local_state(trainer._gen_params(check_linear_optimizer(trainer.optimizer)), saved)
 
 
 class GeNMixin:
@@ -368,7 +344,7 @@ class GeNMixin:
     def _gen_new_scheme(self) -> SameBatch | NextBatch:
         probe_batch = getattr(self.args, "gen_probe_batch", None)
         if probe_batch == "averages":
-            return Averages(self.args.gen_window)
+            return Averages(self.args.gen_window, "cpu" if self.args.gen_offload_snapshot else None)
         return NextBatch() if probe_batch == "next" else SameBatch()
 
     def _gen_check_launch(self) -> None:

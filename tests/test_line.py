@@ -120,3 +120,24 @@ def test_directional_dot_over_many_small_tensors_of_mixed_dtypes(monkeypatch):
                    for w, x, y in zip(v, a, b, strict=True) if w is not None)  # fmt: skip
     got = directional_dot(v, a, b)
     assert got.dtype == torch.float64 and abs(float(got) - expected) <= 1e-6 * abs(expected)
+
+
+def test_window_means_of_bfloat16_parameters_are_kept_in_float32():
+    # A hundred bfloat16 steps of 1e-3 on weights near 1: a bfloat16 sum (8 bits of mantissa) would round each step
+    # away; the float32 sum gives the mean of the values the parameter took.
+    from hf_gen.line import WindowMeans
+
+    p = torch.nn.Parameter(torch.ones(5, dtype=torch.bfloat16))
+    means, values = WindowMeans(), []
+    for k in range(100):
+        with torch.no_grad():
+            p.copy_(torch.full((5,), 1.0 + 1e-3 * k, dtype=torch.float32))
+        values.append(p.detach().float().clone())
+        means.add([p])
+    assert means.total[0].dtype == torch.float32 and means.count == 100
+    mean = means.close()[0]
+    torch.testing.assert_close(mean, torch.stack(values).mean(0), rtol=1e-6, atol=0)
+    assert means.total is None and means.count == 0
+    # Moving along the line between two means: start + c (end - start), stored in the parameter's dtype.
+    WindowMeans.move([p], [torch.zeros(5)], [mean], 2.0)
+    torch.testing.assert_close(p.detach(), (2.0 * mean).to(torch.bfloat16), rtol=0, atol=0)

@@ -53,6 +53,13 @@ def test_smoothed_clipped_update_and_group_ratios():
     assert s.last_fallback is None and s.num_fallbacks == 0
 
 
+def test_an_update_may_carry_its_own_smoothing():
+    opt, s = make(lr=0.1, gamma=0.9, max_change=2.0, fast_start=False)
+    new = s.apply_estimate(est(0.15), step=0, gamma=0.9**4)  # an estimate spanning 4 intervals: gamma per interval
+    assert new == pytest.approx(0.1 ** (0.9**4) * 0.15 ** (1 - 0.9**4))
+    assert s.gamma == 0.9 and s.apply_estimate(est(0.15), step=4) == pytest.approx(new**0.9 * 0.15**0.1)
+
+
 def test_a_halving_and_a_doubling_cancel():
     """The level moves on a log scale: estimates as often at lr / 2 as at 2 lr leave it where it was."""
     opt, s = make(lr=0.1, gamma=0.9, max_change=2.0, fast_start=False)
