@@ -50,7 +50,7 @@ else
   memory=(--repeats 1)  # six fresh processes
   profile=(--step_repeats 2)
   # Four sizes over 139x (2.6M to 355M parameters: GPT-2 small and medium at the top), default GeN against plain.
-  sizes=(--repeats 2 --batch 8 --seq 256 --steps 24 --settings "GeN approx, interval 4 (default)"
+  sizes=(--repeats 2 --batch 8 --seq 256 --steps 24 --settings "GeN approx, interval 4"
          --sizes 8192x160x4 16384x256x6 50257x768x12 50257x1024x24)
   finetune=(--max_steps 300)
   fsdp=(--max_steps 200)

@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/overhead.py [--repeats 5] [--steps 16] [--n_embd 256] [--n_layer 6] [--seq 128] [--batch 8]
-    python benchmarks/overhead.py --steps 64 --settings "GeN approx, interval 4 (default)" "GeN approx, adaptive 4..16"
+    python benchmarks/overhead.py --steps 64 --settings "GeN approx, averages (default)" "GeN approx, adaptive 4..16"
     python benchmarks/overhead.py --quick      # a smoke run (tiny model, 1 repeat)
 
 A GPT-2-style model (about 10M parameters at the defaults) is trained by the real Trainer under each setting, in one
@@ -25,7 +25,9 @@ its `lr_parabola` calls), over the window's steps; the median over repeats is sh
 The limit: approximate GeN needs at least one extra no-grad forward per recompute (the slope comes from the backward
 pass, the loss at the current point from the training forward). A no-grad forward on the same batch is timed, and
 each setting's overhead is printed next to that limit times the recomputes per step it made (overhead / limit; at a
-fixed interval that is the forward / interval). Exact GeN is compared with one forward plus one Hessian-vector
+fixed interval that is the forward / interval). The averages scheme (the default) has no point of its line at the
+live weights: three forwards per recompute are its limit (its per-step addition of the weights is overhead above
+it). Exact GeN is compared with one forward plus one Hessian-vector
 product (forward, backward with graph, second backward) timed on its own.
 Writes the table to stdout and the raw numbers to --json.
 """
@@ -139,14 +141,17 @@ def make_model(opts):
 
 SETTINGS = {
     "plain Trainer, constant lr": {"lr_scheduler_type": "constant"},
-    "GeN approx, interval 1": {"lr_scheduler_type": "gen", "gen_interval": 1},
-    "GeN approx, interval 4 (default)": {"lr_scheduler_type": "gen", "gen_interval": 4},
-    "GeN approx, interval 8": {"lr_scheduler_type": "gen", "gen_interval": 8},
-    "GeN approx, adaptive 4..16": {"lr_scheduler_type": "gen", "gen_interval": 4, "gen_max_interval": 16},
-    "GeN approx, adaptive 4..32": {"lr_scheduler_type": "gen", "gen_interval": 4, "gen_max_interval": 32},
+    "GeN approx, averages (default)": {"lr_scheduler_type": "gen"},
+    "GeN approx, interval 1": {"lr_scheduler_type": "gen", "gen_interval": 1, "gen_probe_batch": "next"},
+    "GeN approx, interval 4": {"lr_scheduler_type": "gen", "gen_interval": 4, "gen_probe_batch": "next"},
+    "GeN approx, interval 8": {"lr_scheduler_type": "gen", "gen_interval": 8, "gen_probe_batch": "next"},
+    "GeN approx, adaptive 4..16": {"lr_scheduler_type": "gen", "gen_interval": 4, "gen_max_interval": 16,
+                                   "gen_probe_batch": "next"},
+    "GeN approx, adaptive 4..32": {"lr_scheduler_type": "gen", "gen_interval": 4, "gen_max_interval": 32,
+                                   "gen_probe_batch": "next"},
     "GeN exact, interval 4": {"lr_scheduler_type": "gen", "gen_interval": 4, "gen_mode": "exact"},
     "gen-optim (authors), interval 4": {"lr_scheduler_type": "constant", "authors": True},
-}
+}  # fmt: skip
 
 
 def run_setting(name, spec, opts, data):
@@ -169,15 +174,22 @@ def run_setting(name, spec, opts, data):
         trainer = GeNTrainer(model=model, args=args, train_dataset=data, callbacks=[clock])
     trainer.train()
     stamps = clock.stamps[opts.warmup - 1 :]  # the ends of steps warmup .. warmup + steps (1-based)
+    window = range(opts.warmup + 1, opts.warmup + opts.steps + 1)
     if authors:
         updates = trainer.recompute_steps
+        forwards = sum(step in window for step in updates)
     else:
-        updates = [record["step"] for record in read_trace(args.output_dir)]
-    in_window = [step for step in updates if opts.warmup < step <= opts.warmup + opts.steps]
+        trace = read_trace(args.output_dir)
+        updates = [record["step"] for record in trace]
+        # probe forwards: one per next-batch line (its other point is the training forward), three per averages line
+        forwards = sum(len(r.get("probe_losses", [])) - (r.get("probe_batch") == "next")
+                       for r in trace if r["step"] in window)  # fmt: skip
+    in_window = [step for step in updates if step in window]
     timed = zip(clock.begins[opts.warmup :], clock.stamps[opts.warmup :], strict=True)
     durations = [end - begin for begin, end in timed]
     by_medians = step_medians_s(durations, in_window, opts.warmup + 1)
     return {"step_s": (stamps[-1] - stamps[0]) / (len(stamps) - 1), "recompute_steps": in_window,
+            "probe_forwards": forwards,
             "durations_s": durations, "step_medians_s": by_medians}  # fmt: skip
 
 
@@ -243,7 +255,8 @@ def summarise(per_step, ref, settings):
         elif spec.get("gen_mode") == "exact":
             limit, limit_name = ref["hvp"] * rate, "forward + HVP"
         else:
-            limit, limit_name = ref["forward"] * rate, "1 forward"
+            forwards = statistics.median(run["probe_forwards"] / run["window"] for run in runs)
+            limit, limit_name = ref["forward"] * forwards, "1 forward" if forwards == rate else "3 forwards"
         known = limit == limit and limit > 0
         rows.append({"setting": name, "step_s": step_s, "overhead": overhead / plain, "recomputes_per_step": rate,
                      "overhead_step_medians": by_medians,

@@ -7,14 +7,14 @@ Usage:
 The model is overhead.py's (GPT-2 config, about 10M parameters at the defaults, batch 8 x 128 tokens of its learnable
 "chain" stream), trained by the real Trainer on CPU.
 
-1. The pieces of one recompute of GeN approx with next-batch probes (the default), each timed on its own through the
-   library's own calls, interleaved over ``--repeats`` rounds (median): the copy of the trainable parameters
-   (``LineSnapshot``, on the step before a recompute), and on the recompute step the random-state capture
+1. The pieces of one recompute of GeN approx with next-batch probes (the default until "averages"), each timed on its
+   own through the library's own calls, interleaved over ``--repeats`` rounds (median): the copy of the trainable
+   parameters (``LineSnapshot``, on the step before a recompute), and on the recompute step the random-state capture
    (``RngState``), the slope dot product (``LineSnapshot.slope_numerator``, i.e. ``directional_dot``), the two swaps to
-   the old weights and back, the probe forward (``GeNMixin._gen_batch_loss``: no-grad forward with the buffer guard
-   and the replayed random state) next to a bare no-grad forward, the scalar bookkeeping that syncs with the device
-   on an accelerator (overflow check, clip factor, ``.tolist()``), the fit and the scheduler update, and the trace
-   write (``make_record`` + ``append_record``).
+   the old weights and back, the probe forward (``GeNMixin._gen_batch_loss``: no-grad forward with the buffer guard and
+   the replayed random state) next to a bare no-grad forward, the scalar bookkeeping that syncs with the device on an
+   accelerator (overflow check, clip factor, ``.tolist()``), the fit and the scheduler update, and the trace write
+   (``make_record`` + ``append_record``).
 2. Whole steps: a GeN run (gen_interval 4, fast start off) and a plain Trainer run, interleaved over
    ``--step_repeats``; each GeN step after the warm-up is classed by the trace as the recompute step, the step
    before it (which takes the copy) or a step with no GeN work, and its median time is set against the plain step.
@@ -56,7 +56,9 @@ PROBES = ("next", "same")
 
 
 def make_trainer(opts, data, out, steps, callbacks=(), **settings):
-    settings = {"lr_scheduler_type": "gen", "gen_interval": 4, "learning_rate": opts.lr_ref, **settings}
+    # the one-step next-batch scheme (the default before "averages") unless a setting says otherwise
+    settings = {"lr_scheduler_type": "gen", "gen_interval": 4, "learning_rate": opts.lr_ref, "gen_probe_batch": "next",
+                **settings}  # fmt: skip
     args = GeNTrainingArguments(output_dir=out, max_steps=steps, per_device_train_batch_size=opts.batch,
                                 report_to="none", save_strategy="no", disable_tqdm=True, logging_steps=10_000,
                                 use_cpu=not torch.cuda.is_available(), max_grad_norm=1.0, dataloader_drop_last=True,

@@ -2,16 +2,16 @@
 
 Usage:
     python benchmarks/size_sweep.py [--repeats 3] [--steps 48] [--batch 4] [--seq 64]
-    python benchmarks/size_sweep.py --quick      # a smoke run (two toy sizes, plain and default GeN only)
+    python benchmarks/size_sweep.py --quick      # a smoke run (two toy sizes, plain and GeN at interval 4 only)
 
 GPT-2-config models of four sizes (about 0.6M to 27M parameters: vocab, n_embd and n_layer grow together, see SIZES)
 are trained by the real Trainer on overhead.py's learnable "chain" tokens, batch 4 x 64, under the plain Trainer at a
-constant lr, GeN approx at its defaults (interval 4, next-batch probes) and GeN with adaptive recompute (interval 4,
-gen_max_interval 32); the fast start is off, as in overhead.py. Each (size, setting) runs in its own process
-(memory.py's child), interleaved over sizes, settings and repeats (the order of the settings rotates each repeat).
-A child reports the mean step time over ``--steps`` steps after ``--warmup`` warm-up steps, the GeN updates in that
-window (from its trace), its peak resident set size right after training, and the time of three no-grad forwards on
-one batch (the limit: one forward per recompute).
+constant lr, GeN approx with one-step next-batch lines every 4 steps (the default before "averages") and GeN with
+adaptive recompute (interval 4, gen_max_interval 32); the fast start is off, as in overhead.py. Each (size, setting)
+runs in its own process (memory.py's child), interleaved over sizes, settings and repeats (the order of the settings
+rotates each repeat). A child reports the mean step time over ``--steps`` steps after ``--warmup`` warm-up steps, the
+GeN updates in that window (from its trace), its peak resident set size right after training, and the time of three no-
+grad forwards on one batch (the limit: one forward per recompute).
 
 Per size and GeN setting: plain and GeN s/step (medians over repeats), the overhead, recomputes per step, the limit
 (forward time x recomputes per step, over the plain step), overhead / limit, the same overhead read from the step
@@ -37,7 +37,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 from memory import peak_rss_mb, run_child  # noqa: E402
 
 PLAIN = "plain Trainer, constant lr"
-DEFAULT = "GeN approx, interval 4 (default)"
+DEFAULT = "GeN approx, interval 4"
 ADAPTIVE = "GeN approx, adaptive 4..32"
 SETTINGS = (PLAIN, DEFAULT, ADAPTIVE)  # names of overhead.SETTINGS
 SIZES = ((4096, 96, 2), (8192, 160, 4), (16384, 256, 6), (32768, 384, 8))  # (vocab, n_embd, n_layer)

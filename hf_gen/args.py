@@ -62,8 +62,9 @@ class GeNTrainingArguments(TrainingArguments):
 
     Attributes:
         gen_mode: ``"approx"`` (parabola from losses on the line) or ``"exact"`` (Hessian-vector product).
-        gen_probe_batch: ``"next"`` (out of sample, the default in approx mode), ``"same"`` (the step's own batch)
-            or ``"averages"`` (once settled, the line through two windows' mean weights, out of sample).
+        gen_probe_batch: ``"averages"`` (the default in approx mode: ``"next"`` during the fast start, then the line
+            through two windows' mean weights, out of sample), ``"next"`` (the line of one step, on the next batch)
+            or ``"same"`` (the step's own line on its own batch).
         gen_window: ``"averages"``: steps per window (default: a twentieth of the run, at least ``gen_interval``).
         gen_interval: Recompute every N optimizer steps.
         gen_max_interval: Adaptive recompute: the gap doubles after each update whose estimate lands inside the
@@ -173,7 +174,7 @@ class GeNTrainingArguments(TrainingArguments):
         "that made the step, whose own gradient noise biases the estimate up. 'averages': 'next' until the fast "
         "start settles, then the line through the mean weights of the last two windows (gen_window steps each), on "
         "the batch after them: an estimate over many steps, not the greedy one-step lr (three forwards per window, "
-        "two copies of the parameters held). Default: 'next' for the default approx probe, else 'same'.",
+        "two copies of the parameters held). Default: 'averages' for the default approx probe, else 'same'.",
         PROBE_BATCHES,
     )
     gen_window: int | None = _option(
@@ -239,8 +240,8 @@ class GeNTrainingArguments(TrainingArguments):
             )
         self.gen_probe_offsets = offsets
         if self.gen_probe_batch is None:
-            fits_next = self.gen_mode == "approx" and offsets == [1.0] and self.gen_use_slope
-            self.gen_probe_batch = "next" if fits_next else "same"
+            out_of_sample = self.gen_mode == "approx" and offsets == [1.0] and self.gen_use_slope
+            self.gen_probe_batch = "averages" if out_of_sample else "same"
         if self.gen_probe_batch not in PROBE_BATCHES:
             raise ValueError(
                 f"gen_probe_batch must be one of {', '.join(map(repr, PROBE_BATCHES))}, got {self.gen_probe_batch!r}"

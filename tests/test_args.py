@@ -36,7 +36,7 @@ def test_command_line_lr_scheduler_gen_and_gen_flags(tmp_path):
     assert parsed.gen_probe_offsets == [-1.0, 1.0] and parsed.gen_use_slope is False
     assert parsed.gen_probe_batch == "same"  # exact mode and other probes measure the step's own line
     (parsed,) = parser.parse_args_into_dataclasses(["--output_dir", str(tmp_path), "--lr_scheduler_type", "gen"])
-    assert parsed.uses_gen and parsed.gen_probe_batch == "next"  # the default probe: out of sample
+    assert parsed.uses_gen and parsed.gen_probe_batch == "averages"  # the default probe: out of sample
     (parsed,) = parser.parse_args_into_dataclasses(["--output_dir", str(tmp_path), "--lr_scheduler", "cosine"])
     assert not parsed.uses_gen and parsed.lr_scheduler_type.value == "cosine"
 

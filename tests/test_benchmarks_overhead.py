@@ -22,21 +22,23 @@ def test_overhead_quick_runs_every_setting(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
     rows = {r["setting"]: r for r in result["rows"]}
-    assert len(rows) == 8 and rows["plain Trainer, constant lr"]["overhead"] == 0.0
+    assert len(rows) == 9 and rows["plain Trainer, constant lr"]["overhead"] == 0.0
     plain = rows["plain Trainer, constant lr"]["step_s"]
     for r in rows.values():
         assert r["step_s"] > 0 and len(r["runs_s"]) == 1
         assert r["overhead"] == pytest.approx(r["step_s"] / plain - 1)
         if r["limit"] is not None:
             assert r["ratio"] == pytest.approx(r["overhead"] / r["limit"])
-    assert rows["GeN approx, interval 4 (default)"]["limit"] == pytest.approx(
-        result["reference_s"]["forward"] / 4 / plain
-    )
+    assert rows["GeN approx, interval 4"]["limit"] == pytest.approx(result["reference_s"]["forward"] / 4 / plain)
+    averages = rows["GeN approx, averages (default)"]  # three forwards per line through two windows' means
+    assert averages["limit_is"] == "3 forwards" and averages["recomputes_per_step"] > 0
+    assert averages["limit"] == pytest.approx(result["reference_s"]["forward"] * 3 * averages["recomputes_per_step"]
+                                              / plain)  # fmt: skip
     assert "| GeN exact, interval 4 |" in done.stdout
     assert rows["plain Trainer, constant lr"]["overhead_step_medians"] == 0.0
     # recomputes per step: counted in the timed window (steps 3..10 of --quick), at a fixed interval 1 / interval
     window = range(3, 11)
-    for name, interval in (("interval 1", 1), ("interval 4 (default)", 4), ("interval 8", 8)):
+    for name, interval in (("interval 1", 1), ("interval 4", 4), ("interval 8", 8)):
         row = rows[f"GeN approx, {name}"]
         trace = read_trace(tmp_path / "runs" / ("GeN_approx__" + "".join(c if c.isalnum() else "_" for c in name)))
         assert row["recompute_steps"] == [[r["step"] for r in trace if r["step"] in window]]

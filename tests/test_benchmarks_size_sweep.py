@@ -33,7 +33,7 @@ def test_size_sweep_quick(tmp_path):
         # the limit: the median no-grad forward at this size, once per counted recompute, over the plain step
         forwards = sorted(t for results in runs.values() for run in results for t in run["forward_s"])
         assert len(forwards) == 6 and r["forward_s"] == pytest.approx((forwards[2] + forwards[3]) / 2)
-        trace = read_trace(tmp_path / "runs" / f"size{r['size']}" / "GeN_approx__interval_4__default_")
+        trace = read_trace(tmp_path / "runs" / f"size{r['size']}" / "GeN_approx__interval_4")
         assert gen[0]["recompute_steps"] == [t["step"] for t in trace if 3 <= t["step"] <= 10] == [6, 10]
         assert r["recomputes_per_step"] == 0.25
         assert r["limit"] == pytest.approx(r["forward_s"] * 0.25 / r["plain_s"])

@@ -78,7 +78,9 @@ def test_sft_trainer_takes_gen_and_its_token_metrics_count_training_forwards_onl
     data = datasets.Dataset.from_dict({"text": texts})
     common = dict(learning_rate=1e-3, max_steps=4, per_device_train_batch_size=4, report_to="none", use_cpu=True,
                   save_strategy="no", max_length=16, logging_steps=1, seed=0)  # fmt: skip
-    gen_cfg = GeNSFTConfig(output_dir=str(tmp_path / "gen"), lr_scheduler_type="gen", gen_interval=1, **common)
+    gen_cfg = GeNSFTConfig(
+        output_dir=str(tmp_path / "gen"), lr_scheduler_type="gen", gen_interval=1, gen_probe_batch="next", **common
+    )
     gen = GeNSFTTrainer(model=tiny_gpt2(vocab=len(tokenizer)), args=gen_cfg, train_dataset=data,
                         processing_class=tokenizer)  # fmt: skip
     gen.train()
