@@ -91,7 +91,7 @@ FAMILIES = {
     "gen-sgd": "hf-gen GeN-SGD (defaults, momentum 0.9)",
     "gen-adamw-same": "hf-gen GeN-AdamW with gen_probe_batch='same' (lines measured on their own batch)",
     "gen-adamw-averages": "hf-gen GeN-AdamW with gen_probe_batch='averages' (the line through two windows' means)",
-    "gen-adamw-next": "hf-gen GeN-AdamW with gen_probe_batch='next' (one-step lines, next batch; the previous default)",
+    "gen-adamw-next": "hf-gen GeN-AdamW with gen_probe_batch='next' (one-step lines, next batch: the old default)",
     "gen-adamw-nodecay": "hf-gen GeN-AdamW with gen_decay='none' (not a default; GeN alone, for information)",
     **{
         f"gen-adamw-adaptive{cap}": f"hf-gen GeN-AdamW with adaptive recompute (gen_interval={GEN_INTERVAL} doubling "
