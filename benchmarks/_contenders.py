@@ -284,8 +284,9 @@ def _make_trainer(contender: Contender, task, seed: int, run_dir: str, model):
     elif family == "dog":
         from dog import DoG
 
+        trainable = [p for p in model.parameters() if p.requires_grad]
         args = _args(TrainingArguments, task, seed, run_dir, lr_scheduler_type="constant")
-        optimizers = (DoG(model.parameters()), None)
+        optimizers = (DoG(trainable), None)  # DoG reads every parameter's grad: frozen ones (LoRA) have none
         callbacks.append(AveragingCallback(model))
     elif family == "schedulefree-adamw":
         args = _args(
