@@ -204,3 +204,34 @@ def test_a_gen_variant_asked_for_by_name_joins_the_comparison():
     names = [c.name for c in contenders([1e-4, 3e-4, 1e-3], False, ["gen-adamw-adaptive16", "adamw-linear"])]
     assert names.count(f"gen-adamw-adaptive16@{default_lr:g}") == 1
     assert sum(name.startswith("adamw-linear@") for name in names) == 3
+
+
+@pytest.mark.slow
+def test_suite_table_reads_the_quick_run(quick):
+    # One row per --source: the numbers recomputed here from the raw runs, independently of the table's code.
+    out, data = quick
+    sources = [f"{task}={out / 'quality.json'}:{task}" for task in TASKS]
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "suite_table.py"), "--source", *sources,
+                           "--markdown", str(out / "suite.md")], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT / "benchmarks")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = (out / "suite.md").read_text()
+    for task in TASKS:
+        loss = {r["contender"]: r["eval_loss"] for r in data["tasks"][task]["runs"] if r["role"] == "main"}
+        grid = {n: v for n, v in loss.items() if n.split("@")[0] in ("adamw-linear", "adamw-cosine", "adamw-constant")}
+        best = min(grid, key=grid.get)
+        gen = loss["gen-adamw@5e-05"]
+        peers = [n for n in loss if n.split("@")[0] in ("prodigy", "dadapt-adam", "schedulefree-adamw", "mechanic",
+                                                          "dog", "gen-optim")]  # fmt: skip
+        ahead = sum(gen < loss[n] for n in peers)
+        (row,) = [line for line in table.splitlines() if line.startswith(f"| {task} |")]
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[4].startswith(f"{best} (1): {grid[best]:.4f}")
+        assert cells[7].startswith(f"{100 * (gen - grid[best]) / grid[best]:+.1f}%")
+        assert cells[11] == f"{ahead} of {len(peers)}"
+        metric = {r["contender"]: r["metric"] for r in data["tasks"][task]["runs"] if r["role"] == "main"}
+        kept = (
+            data["tasks"][task]["config"]["metric"] != "accuracy" or metric["gen-adamw@5e-05"] >= metric[best] - 0.01
+        )
+        verdict = "**ahead**" if gen < grid[best] else "within" if gen <= 1.01 * grid[best] else "loses"
+        assert cells[12] == (verdict if kept else "loses")

@@ -1,0 +1,222 @@
+"""One table for every task of the benchmark suite: GeN at its defaults against the best point of the tuned AdamW
+grid, the Trainer's default schedule and the lr-free peers.
+
+    python benchmarks/suite_table.py --markdown benchmarks/RESULTS_suite.md
+
+Reads the raw JSON that ``quality.py`` wrote (nothing here trains). Each row is one task at one horizon; a
+``--source LABEL=FILE[,FILE...]:TASK`` adds or replaces one (several files of the same task are merged, as when a
+second seed was run into another file). The defaults are the committed results. To rerun the whole suite, see
+``run_suite.sh``.
+
+Per row: the best grid point (lowest mean eval loss over the AdamW linear, cosine and cosine-with-warmup grids) and
+its seeds; GeN's default (``gen-adamw`` from the Trainer's default lr 5e-5) as the mean of its seeds, each seed, and
+the difference in eval loss and in accuracy points; the Trainer's defaults; the lr-free peers at their defaults, and
+how many of them GeN is ahead of. "Within" means at most 1% over the best point's eval loss and at most 1 accuracy
+point under it (the project's goal); "ahead" means a lower eval loss than the best point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from pathlib import Path
+
+from _contenders import LR_FREE
+from _report import GEN_DEFAULT, GRID_FAMILIES, summarize
+
+PREVIOUS_DEFAULT = "gen-adamw-next@5e-05"  # the default before gen_probe_batch="averages"
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+# (label, files, task in those files, what the task was used for)
+SOURCES = [
+    ("digits", ["quality.json"], "digits", "chose the defaults"),
+    ("gpt2", ["quality.json"], "gpt2", "chose the defaults"),
+    ("minilm", ["quality.json"], "minilm", "chose the defaults"),
+    ("diabetes", ["suite_diabetes.json"], "diabetes", "held out; checked later changes"),
+    ("plays", ["suite_plays.json"], "plays", "report only"),
+    ("genres", ["suite_genres.json"], "genres", "report only"),
+    ("plays-lora", ["suite_plays_lora.json"], "plays-lora", "report only"),
+    ("code", ["suite_code.json"], "code", "report only"),
+    ("gpt2, 3,000 steps", ["horizon_gpt2_a.json", "horizon_gpt2_b.json"], "gpt2", "report only"),
+]
+KIND = {
+    "digits": "MLP from scratch, 10 classes",
+    "gpt2": "byte LM from a config",
+    "minilm": "pretrained fine-tune, 3 classes",
+    "diabetes": "MLP regression from scratch",
+    "plays": "pretrained fine-tune, 10 classes",
+    "genres": "pretrained fine-tune, 6 classes",
+    "plays-lora": "pretrained LoRA fine-tune, 10 classes",
+    "code": "byte LM from a config",
+}
+
+
+def load(files: list[Path], task: str) -> dict | None:
+    """The task's block from ``files`` (runs concatenated), or None when no file has it."""
+    block = None
+    for path in files:
+        if not path.exists():
+            continue
+        with open(path) as handle:
+            data = json.load(handle)
+        if task not in data.get("tasks", {}):
+            continue
+        found = data["tasks"][task]
+        if block is None:
+            block = {"config": found["config"], "runs": list(found["runs"])}
+        else:
+            block["runs"] += found["runs"]
+    return block
+
+
+def _seeds(runs: list[dict], contender: str) -> list[dict]:
+    return sorted((r for r in runs if r["contender"] == contender and r["role"] == "main"), key=lambda r: r["seed"])
+
+
+def _pct(value: float, reference: float) -> float:
+    return 100.0 * (value - reference) / reference
+
+
+def row(label: str, block: dict, use: str) -> dict:
+    """The numbers of one table row."""
+    cfg = block["config"]
+    summary = summarize(block["runs"])
+    grid = {n: s for n, s in summary.items() if s["family"] in GRID_FAMILIES and math.isfinite(s["eval_loss"])}
+    best = min(grid, key=lambda n: grid[n]["eval_loss"]) if grid else None
+    accuracy = cfg["metric"] == "accuracy"
+    out = {
+        "label": label,
+        "task": cfg,
+        "use": use,
+        "best": best,
+        "best_summary": grid.get(best),
+        "accuracy": accuracy,
+    }
+    gen_runs = _seeds(block["runs"], GEN_DEFAULT)
+    out["gen_seeds"] = [(r["seed"], r["eval_loss"], r["metric"]) for r in gen_runs]
+    gen = summary.get(GEN_DEFAULT)
+    out["gen"] = gen
+    if gen and best:
+        out["gen_pct"] = _pct(gen["eval_loss"], grid[best]["eval_loss"])
+        out["gen_points"] = 100.0 * (gen["metric"] - grid[best]["metric"]) if accuracy else None
+        worst = max((r["eval_loss"] if r["eval_loss"] is not None else math.inf) for r in gen_runs)
+        out["worst_seed_pct"] = _pct(worst, grid[best]["eval_loss"])
+    out["trainer"] = summary.get("trainer-default")
+    previous = summary.get(PREVIOUS_DEFAULT)
+    out["previous_pct"] = _pct(previous["eval_loss"], grid[best]["eval_loss"]) if previous and best else None
+    peers = {n: s for n, s in summary.items() if s["family"] in LR_FREE}
+    out["peers"] = peers
+    if gen:
+        out["ahead_of"] = [
+            n for n, s in peers.items() if not math.isfinite(s["eval_loss"]) or gen["eval_loss"] < s["eval_loss"]
+        ]
+    best_seeds = _seeds(block["runs"], best) if best else []
+    if accuracy and len(gen_runs) > 1 and len(best_seeds) > 1:
+        spread = lambda runs: 100.0 * (max(r["metric"] for r in runs) - min(r["metric"] for r in runs))  # noqa: E731
+        out["spread_points"] = (spread(gen_runs), spread(best_seeds))
+    return out
+
+
+def verdict(r: dict) -> str:
+    if "gen_pct" not in r:
+        return "not run"
+    if r["gen_pct"] < 0 and (r["gen_points"] is None or r["gen_points"] >= -1.0):
+        return "**ahead**"
+    if r["gen_pct"] <= 1.0 and (r["gen_points"] is None or r["gen_points"] >= -1.0):
+        return "within"
+    return "loses"
+
+
+def _loss_metric(s: dict | None, accuracy: bool) -> str:
+    if not s:
+        return "-"
+    if not math.isfinite(s["eval_loss"]):
+        return "diverged"
+    return f"{s['eval_loss']:.4f}" + (f" ({s['metric']:.3f})" if accuracy else "")
+
+
+def render(rows: list[dict]) -> list[str]:
+    lines = [
+        "| task | kind | used to | steps x batch | best grid point (seeds): eval loss (accuracy) "
+        "| the Trainer's defaults | GeN default: mean eval loss (accuracy) | GeN vs best | GeN by seed "
+        "| previous default (next) vs best | best lr-free peer | GeN ahead of peers | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        cfg, best, gen = r["task"], r["best"], r["gen"]
+        base = r["label"].split(",")[0]
+        best_text = f"{best} ({r['best_summary']['seeds']}): {_loss_metric(r['best_summary'], r['accuracy'])}"
+        if gen:
+            points = f", {r['gen_points']:+.1f} pt" if r.get("gen_points") is not None else ""
+            vs = f"{r['gen_pct']:+.1f}%{points}"
+            seeds = " / ".join("diverged" if loss is None else f"{loss:.3f}" for _, loss, _ in r["gen_seeds"])
+            ahead = f"{len(r['ahead_of'])} of {len(r['peers'])}" if r["peers"] else "not run"
+        else:
+            vs, seeds, ahead = "-", "-", "-"
+        previous = f"{r['previous_pct']:+.1f}%" if r.get("previous_pct") is not None else "-"
+        peers = {n: s for n, s in r["peers"].items() if math.isfinite(s["eval_loss"])}
+        top = min(peers, key=lambda n: peers[n]["eval_loss"]) if peers else None
+        top_text = f"{top.split('@')[0]}: {_loss_metric(peers[top], r['accuracy'])}" if top else "not run"
+        lines.append(
+            f"| {r['label']} | {KIND.get(base, '')} | {r['use']} | {cfg['steps']} x {cfg['batch_size']} "
+            f"| {best_text} | "
+            f"{_loss_metric(r['trainer'], r['accuracy'])} | {_loss_metric(gen, r['accuracy'])} | {vs} | {seeds} | "
+            f"{previous} | {top_text} | {ahead} | {verdict(r)} |"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--source", nargs="+", default=[], metavar="LABEL=FILE[,FILE]:TASK",
+        help="add or replace a row (files relative to benchmarks/results unless absolute)",
+    )  # fmt: skip
+    parser.add_argument("--markdown", default=None, help="also write the table there")
+    opts = parser.parse_args()
+    sources = {label: (files, task, use) for label, files, task, use in SOURCES}
+    for item in opts.source:
+        label, _, rest = item.partition("=")
+        files, _, task = rest.rpartition(":")
+        if not label or not files or not task:
+            parser.error(f"--source {item}: pass LABEL=FILE[,FILE...]:TASK")
+        use = sources.get(label, (None, None, "report only"))[2]
+        sources[label] = (files.split(","), task, use)
+    rows = []
+    for label, (files, task, use) in sources.items():
+        block = load([Path(f) if os.path.isabs(f) else RESULTS / f for f in files], task)
+        if block is None:
+            print(f"{label}: no results in {', '.join(files)}; skipped")
+            continue
+        rows.append(row(label, block, use))
+    lines = render(rows)
+    scored = [r for r in rows if "gen_pct" in r]
+    good = [r for r in scored if verdict(r) != "loses"]
+    ahead = [r for r in scored if verdict(r) == "**ahead**"]
+    majority = [r for r in scored if r["peers"] and 2 * len(r["ahead_of"]) > len(r["peers"])]
+    with_peers = [r for r in scored if r["peers"]]
+    summary = [
+        "",
+        f"GeN's default is within 1% (and 1 accuracy point) of the best grid point or ahead of it on {len(good)} of "
+        f"{len(scored)} rows, ahead on {len(ahead)}; it is ahead of a majority of the lr-free peers on "
+        f"{len(majority)} of the {len(with_peers)} rows where they ran.",
+    ]
+    spreads = [r for r in scored if "spread_points" in r]
+    for r in spreads:
+        g, b = r["spread_points"]
+        summary.append(
+            f"- {r['label']}: spread of accuracy over seeds, GeN {g:.1f} points against the best grid point's {b:.1f}."
+        )
+    text = "\n".join(lines + summary) + "\n"
+    print(text)
+    if opts.markdown:
+        with open(opts.markdown, "w") as handle:
+            handle.write(text)
+
+
+if __name__ == "__main__":
+    main()
