@@ -184,7 +184,8 @@ class GeNTrainingArguments(TrainingArguments):
     )
     gen_offload_snapshot: bool = _option(
         False,
-        "Keep GeN's copy of the trainable parameters (one copy, on recompute steps only) in CPU memory, for models "
+        "Keep GeN's copies of the trainable parameters (one, on recompute steps, for 'next'; the window sum and "
+        "previous mean of 'averages') in CPU memory, for models "
         "that do not fit twice on the accelerator.",
     )
 

@@ -107,6 +107,17 @@ _CHUNK = 1 << 20
 _SWAP_LIMIT = 1 << 24  # elements of the temporary a fused swap holds at once (64 MB in float32)
 
 
+def laid_out_like(p: torch.Tensor, local: torch.Tensor, device, dtype: torch.dtype) -> torch.Tensor:
+    """A saved local tensor (a rank's own shard under FSDP2) put back beside parameter ``p``: as a DTensor in ``p``'s
+    layout when ``p`` is sharded, else on ``device`` (default: ``p``'s), in ``dtype``."""
+    if hasattr(p, "device_mesh"):
+        from torch.distributed.tensor import DTensor
+
+        piece = local.to(device=p.to_local().device, dtype=dtype)
+        return DTensor.from_local(piece, p.device_mesh, p.placements, run_check=False)
+    return local.to(device=device or p.device, dtype=dtype)
+
+
 class LineSnapshot:
     """One copy of the trainable parameters, taken before the optimizer step, and moves along the step's line.
 
@@ -171,15 +182,7 @@ class LineSnapshot:
         parameters at ``a0``."""
         snapshot = cls.__new__(cls)
         snapshot.params, snapshot.a0, snapshot.device = list(params), float(a0), device
-        snapshot.theta0 = []
-        for p, local in zip(snapshot.params, saved, strict=True):
-            if hasattr(p, "device_mesh"):  # FSDP2 shard: put the rank's piece back into the parameter's layout
-                from torch.distributed.tensor import DTensor
-
-                piece = local.to(device=p.to_local().device, dtype=p.dtype)
-                snapshot.theta0.append(DTensor.from_local(piece, p.device_mesh, p.placements, run_check=False))
-            else:
-                snapshot.theta0.append(local.to(device=device or p.device, dtype=p.dtype))
+        snapshot.theta0 = [laid_out_like(p, local, device, p.dtype) for p, local in zip(params, saved, strict=True)]
         snapshot._settle()
         return snapshot
 
@@ -360,17 +363,8 @@ class WindowMeans:
     def load_local_state(self, params: Sequence[torch.Tensor], state: dict) -> None:
         """Restore what :meth:`local_state` saved, laid out like ``params`` (sharded again under FSDP2)."""
 
-        def rebuilt(saved: list[torch.Tensor]) -> list[torch.Tensor]:
-            out = []
-            for p, local in zip(params, saved, strict=True):
-                if hasattr(p, "device_mesh"):
-                    from torch.distributed.tensor import DTensor
-
-                    piece = local.to(device=p.to_local().device)
-                    out.append(DTensor.from_local(piece, p.device_mesh, p.placements, run_check=False))
-                else:
-                    out.append(local.to(device=self.device or p.device))
-            return out
+        def rebuilt(saved: list[torch.Tensor]) -> list[torch.Tensor]:  # the sums keep their own (wide) dtype
+            return [laid_out_like(p, t, self.device, t.dtype) for p, t in zip(params, saved, strict=True)]
 
         self.previous = rebuilt(state["previous"]) if "previous" in state else None
         self.total = rebuilt(state["total"]) if "total" in state else None

@@ -85,6 +85,9 @@ class SameBatch:
     def load_state(self, trainer: GeNMixin, saved: dict) -> None:
         """A line saved by a next-batch run is of no use to same-batch probes: the resumed run measures its own."""
 
+    def after_any_step(self, trainer: GeNMixin, optimizer) -> None:
+        """After every optimizer step (measuring or not): nothing to do here."""
+
     def before_step(self, trainer: GeNMixin, record: StepRecord, optimizer) -> None:
         if record.measures and record.batch:
             record.snapshot = trainer._gen_snapshot(optimizer)
@@ -156,6 +159,9 @@ class NextBatch:
     def wants_hook(self, trainer: GeNMixin) -> bool:
         """Whether the pre-step hook has work on a step whose batch measures nothing: a copy for the next batch."""
         return self.pending is not None or trainer.lr_scheduler.is_due(trainer.lr_scheduler.last_epoch + 1)
+
+    def after_any_step(self, trainer: GeNMixin, optimizer) -> None:
+        """After every optimizer step (measuring or not): nothing to do here."""
 
     def measure(self, trainer: GeNMixin, record: StepRecord) -> None:
         (snapshot, at), self.pending = self.pending, None
@@ -501,8 +507,7 @@ class GeNMixin:
 
     def _gen_after_optimizer_step(self, optimizer, args, kwargs) -> None:
         record, self._gen_step = self._gen_step, None
-        if hasattr(self._gen_scheme, "after_any_step"):
-            self._gen_scheme.after_any_step(self, optimizer)
+        self._gen_scheme.after_any_step(self, optimizer)
         if record is not None and record.measures:
             self._gen_scheme.after_step(self, record)
 
