@@ -164,6 +164,7 @@ class NextBatch:
         """After every optimizer step (measuring or not): nothing to do here."""
 
     def measure(self, trainer: GeNMixin, record: StepRecord) -> None:
+        """The pending one-step line on this step's batch (recorded as "next", also in ``Averages``' fast start)."""
         (snapshot, at), self.pending = self.pending, None
         slope, loss = trainer._gen_known(record, snapshot, at)
 
@@ -179,7 +180,7 @@ class NextBatch:
         new_lr = trainer.lr_scheduler.apply_estimate(result.estimate, trainer.lr_scheduler.last_epoch)
         probes = [[0.0, result.probes[0][1]], [at, float(loss)]]
         trainer._gen_write_trace(
-            result.estimate, new_lr, at, "approx", {"probe_batch": "next", "probe_losses": probes}
+            result.estimate, new_lr, at, "approx", {"probe_batch": NextBatch.name, "probe_losses": probes}
         )
 
     def after_step(self, trainer: GeNMixin, record: StepRecord) -> None:
@@ -234,7 +235,8 @@ class Averages(NextBatch):
     (the decay shape keeps annealing what is applied).
 
     Costs: three forwards per window (the line at ``c = 0, 1, 2``; no slope is known there), one addition of the
-    weights per step, and two copies of the weights held (the open window's sum and the previous window's mean).
+    weights per step, two copies of the weights held (the open window's sum and the previous window's mean), and a
+    third while a line is measured (the live weights, put back after the probes).
     The windows' state is saved with a checkpoint and restored on resume.
     """
 
