@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 
 from _contenders import LR_FREE
-from _report import GEN_DEFAULT, GRID_FAMILIES, summarize
+from _report import GEN_DEFAULT, GRID_FAMILIES, _pct, summarize
 
 PREVIOUS_DEFAULT = "gen-adamw-next@5e-05"  # the default before gen_probe_batch="averages"
 
@@ -77,8 +77,9 @@ def _seeds(runs: list[dict], contender: str) -> list[dict]:
     return sorted((r for r in runs if r["contender"] == contender and r["role"] == "main"), key=lambda r: r["seed"])
 
 
-def _pct(value: float, reference: float) -> float:
-    return 100.0 * (value - reference) / reference
+def _spread_points(runs: list[dict]) -> float:
+    """Max minus min of the runs' metric, in points (accuracy x 100)."""
+    return 100.0 * (max(r["metric"] for r in runs) - min(r["metric"] for r in runs))
 
 
 def row(label: str, block: dict, use: str) -> dict:
@@ -116,8 +117,7 @@ def row(label: str, block: dict, use: str) -> dict:
         ]
     best_seeds = _seeds(block["runs"], best) if best else []
     if accuracy and len(gen_runs) > 1 and len(best_seeds) > 1:
-        spread = lambda runs: 100.0 * (max(r["metric"] for r in runs) - min(r["metric"] for r in runs))  # noqa: E731
-        out["spread_points"] = (spread(gen_runs), spread(best_seeds))
+        out["spread_points"] = (_spread_points(gen_runs), _spread_points(best_seeds))
     return out
 
 

@@ -107,6 +107,11 @@ _CHUNK = 1 << 20
 _SWAP_LIMIT = 1 << 24  # elements of the temporary a fused swap holds at once (64 MB in float32)
 
 
+def local_copies(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Plain CPU copies of ``tensors`` (each rank's own shards of DTensors), for a checkpoint."""
+    return [getattr(t, "to_local", lambda t=t: t)().detach().cpu() for t in tensors]
+
+
 def laid_out_like(p: torch.Tensor, local: torch.Tensor, device, dtype: torch.dtype) -> torch.Tensor:
     """A saved local tensor (a rank's own shard under FSDP2) put back beside parameter ``p``: as a DTensor in ``p``'s
     layout when ``p`` is sharded, else on ``device`` (default: ``p``'s), in ``dtype``."""
@@ -168,7 +173,7 @@ class LineSnapshot:
 
     def local_state(self) -> list[torch.Tensor]:
         """The copy as plain CPU tensors (each rank's own shards under FSDP2), for a checkpoint."""
-        return [getattr(t, "to_local", lambda t=t: t)().detach().cpu() for t in self.theta0]
+        return local_copies(self.theta0)
 
     @classmethod
     def from_local_state(
@@ -352,12 +357,11 @@ class WindowMeans:
 
     def local_state(self) -> dict:
         """The means and the open sum as plain CPU tensors (each rank's own shards under FSDP2), for a checkpoint."""
-        local = lambda ts: [getattr(t, "to_local", lambda t=t: t)().detach().cpu() for t in ts]  # noqa: E731
         state = {"count": self.count}
         if self.previous is not None:
-            state["previous"] = local(self.previous)
+            state["previous"] = local_copies(self.previous)
         if self.total is not None:
-            state["total"] = local(self.total)
+            state["total"] = local_copies(self.total)
         return state
 
     def load_local_state(self, params: Sequence[torch.Tensor], state: dict) -> None:
