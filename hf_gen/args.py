@@ -16,6 +16,7 @@ __all__ = ["GEN_SCHEDULER_NAME", "GeNTrainingArguments"]
 GEN_SCHEDULER_NAME = "gen"
 GEN_MODES = ("approx", "exact")
 PROBE_BATCHES = ("next", "same", "averages")
+FAST_START_LINES = ("windows", "next")
 
 
 STOCK_TRAINER_REFUSAL = (
@@ -62,10 +63,12 @@ class GeNTrainingArguments(TrainingArguments):
 
     Attributes:
         gen_mode: ``"approx"`` (parabola from losses on the line) or ``"exact"`` (Hessian-vector product).
-        gen_probe_batch: ``"averages"`` (the default in approx mode: ``"next"`` during the fast start, then the line
-            through two windows' mean weights, out of sample), ``"next"`` (the line of one step, on the next batch)
+        gen_probe_batch: ``"averages"`` (the default in approx mode: the line through two windows' mean weights, out
+            of sample), ``"next"`` (the line of one step, on the next batch)
             or ``"same"`` (the step's own line on its own batch).
         gen_window: ``"averages"``: steps per window (default: a twentieth of the run, at least ``gen_interval``).
+        gen_fast_start_lines: ``"averages"``: the fast start's lines, through windows of ``gen_interval`` steps
+            (``"windows"``, the default) or one step long on the next batch (``"next"``).
         gen_interval: Recompute every N optimizer steps.
         gen_max_interval: Adaptive recompute: the gap doubles after each update whose estimate lands inside the
             bound, up to this many steps, and drops back to ``gen_interval`` on any other outcome. ``None``: fixed.
@@ -171,8 +174,8 @@ class GeNTrainingArguments(TrainingArguments):
         None,
         "approx mode: where the line is measured. 'next': out of sample, on the following step's batch (one "
         "forward at the previous weights; the copy of the parameters is held for one step). 'same': on the batch "
-        "that made the step, whose own gradient noise biases the estimate up. 'averages': 'next' until the fast "
-        "start settles, then the line through the mean weights of the last two windows (gen_window steps each), on "
+        "that made the step, whose own gradient noise biases the estimate up. 'averages': the line through the "
+        "mean weights of the last two windows (gen_interval steps each during the fast start, then gen_window), on "
         "the batch after them: an estimate over many steps, not the greedy one-step lr (three forwards per window, "
         "two copies of the parameters held). Default: 'averages' for the default approx probe, else 'same'.",
         PROBE_BATCHES,
@@ -181,6 +184,14 @@ class GeNTrainingArguments(TrainingArguments):
         None,
         "gen_probe_batch='averages': optimizer steps per window whose mean weights the line runs through. Default: "
         "a twentieth of the run, at least gen_interval.",
+    )
+    gen_fast_start_lines: str = _option(
+        "windows",
+        "gen_probe_batch='averages': the lines the fast start measures. 'windows': lines through the means of "
+        "windows of gen_interval steps, like the settled scheme's (a step that is best for one batch can be several "
+        "times the lr that works over a fine-tune). 'next': one-step lines on the next batch (the averages "
+        "scheme's fast start before windows).",
+        FAST_START_LINES,
     )
     gen_offload_snapshot: bool = _option(
         False,
@@ -249,6 +260,11 @@ class GeNTrainingArguments(TrainingArguments):
             )
         if self.gen_window is not None and (not isinstance(self.gen_window, int) or self.gen_window < 1):
             raise ValueError(f"gen_window must be a whole number of steps >= 1 (or None), got {self.gen_window!r}")
+        if self.gen_fast_start_lines not in FAST_START_LINES:
+            raise ValueError(
+                "gen_fast_start_lines must be one of "
+                f"{', '.join(map(repr, FAST_START_LINES))}, got {self.gen_fast_start_lines!r}"
+            )
         if self.gen_probe_batch in ("next", "averages") and (
             self.gen_mode != "approx" or offsets != [1.0] or not self.gen_use_slope
         ):

@@ -43,6 +43,7 @@ __all__ = [
     "fit_parabola",
     "measure_line",
     "next_probe",
+    "no_descent_seen",
     "search_line",
 ]
 
@@ -297,6 +298,23 @@ def overshot(estimate: LineEstimate, at: float) -> bool:
 def minimiser_beyond(estimate: LineEstimate) -> bool:
     """Non-positive curvature along a descent direction: the loss falls at least linearly, look further."""
     return estimate.reason == "nonpositive_curvature" and estimate.slope > 0.0
+
+
+def no_descent_seen(estimate: LineEstimate, probes: Sequence[tuple[float, float]]) -> LineEstimate:
+    """A line probed at several points, with no slope known, whose fit is not convex and whose probes nowhere fall
+    below its start, did not descend: the estimate is tagged ``"not_descent"`` (the lr goes down) instead of
+    ``"nonpositive_curvature"`` (which leaves the lr to the fallback policy).
+
+    A concave parabola has its lowest point on any span at an end, so when no probe lies below ``g(0)``, nothing on
+    the probed span does, by the fit: the line does not descend there. ``probes`` are ``(a, g(a))`` with ``a = 0``
+    among them. Any other estimate is returned as it is.
+    """
+    if estimate.reason != "nonpositive_curvature":
+        return estimate
+    start = next((loss for a, loss in probes if a == 0.0), None)
+    if start is None or any(not loss >= start for a, loss in probes if a != 0.0):
+        return estimate
+    return estimate._replace(reason="not_descent")
 
 
 def too_short(estimate: LineEstimate) -> bool:

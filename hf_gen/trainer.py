@@ -39,7 +39,7 @@ import torch
 import torch.distributed as dist
 from transformers import Trainer
 
-from .core import LineEstimate, LineResult, cut_back, estimate_from_curvature, measure_line
+from .core import LineEstimate, LineResult, cut_back, estimate_from_curvature, measure_line, no_descent_seen
 from .line import BufferGuard, LineSnapshot, RngState, WindowMeans, reshard
 from .scheduler import GeNEstimateError, GeNScheduler
 from .support import DEEPSPEED_REFUSAL, check_engine, check_linear_optimizer, overflowed
@@ -219,20 +219,30 @@ class NextBatch:
 
 
 class Averages(NextBatch):
-    """Once the fast start has settled: the line through the mean weights of the last two windows of ``window``
-    steps, measured on the batch after them (out of sample). Until then, exactly ``NextBatch``.
+    """The line through the mean weights of the last two windows of steps, measured on the batch after them (out of
+    sample).
 
     Why: the one-step line of ``NextBatch`` makes the estimate the greedy lr for the next step, and a greedy lr is
-    short-horizon biased. Over one step a smaller lr lowers the loss that the noise holds up along sharp directions;
-    the progress a larger lr makes along flat ones only shows over many steps (Wu, Ren, Liao and Grosse,
-    "Understanding Short-Horizon Bias in Stochastic Meta-Optimization", ICLR 2018). A line through two end points of
-    a longer window has the same bias: at a constant lr the weights jitter about a mean along the sharp directions,
-    and on a line through two jittered points the loss is lowest near halfway, whatever the lr. The mean of the
-    weights over a window averages the jitter out (as annealing at the end of a run does), so the line between two
-    windows' means measures the progress the steps made, not their noise. Its minimiser ``c*``, in units of the
-    distance between the means, says by what factor the same steps should have been longer: the line is scaled so
-    that the later mean sits at the level, and the estimate ``c* * level`` is folded into the level like any other
-    (the decay shape keeps annealing what is applied).
+    biased by its short horizon. Over one step a smaller lr lowers the loss that the noise holds up along sharp
+    directions; the progress a larger lr makes along flat ones only shows over many steps (Wu, Ren, Liao and Grosse,
+    "Understanding Short-Horizon Bias in Stochastic Meta-Optimization", ICLR 2018). The bias also runs the other way:
+    on a pretrained model fine-tuned with Adam, the step that is best for one batch is several times the lr that
+    works over the run, and a run that follows it stops learning. A line through two end points of a longer window
+    has its own bias: at a constant lr the weights jitter about a mean along the sharp directions, and on a line
+    through two jittered points the loss is lowest near halfway, whatever the lr. The mean of the weights over a
+    window averages the jitter out (as annealing at the end of a run does), so the line between two windows' means
+    measures the progress the steps made, not their noise. Its minimiser ``c*``, in units of the distance between
+    the means, says by what factor the same steps should have been longer: the line is scaled so that the later
+    mean sits at the level, and the estimate ``c* * level`` is folded into the level like any other (the decay shape
+    keeps annealing what is applied).
+
+    The fast start measures the same lines, through windows of ``gen_interval`` steps (the level is set to the
+    estimate, clipped to the probed span, until one lands inside it); once settled the windows are ``gen_window``
+    steps long and the level is smoothed. With ``fast_start_lines="next"`` the fast start measures one-step lines on
+    the next batch instead (``NextBatch``; the scheme's behaviour before windows ran the fast start too).
+
+    A line whose fit is concave and whose later probes all lie at or above its start did not descend over the
+    windows: the level goes down (:func:`hf_gen.core.no_descent_seen`).
 
     Costs: three forwards per window (the line at ``c = 0, 1, 2``; no slope is known there), one addition of the
     weights per step, two copies of the weights held (the open window's sum and the previous window's mean), and a
@@ -242,50 +252,78 @@ class Averages(NextBatch):
 
     name = "averages"
 
-    def __init__(self, window: int | None, device: str | None = None) -> None:
+    def __init__(self, window: int | None, device: str | None = None, fast_start_lines: str = "windows") -> None:
         super().__init__()
         self.window = window
         self.means = WindowMeans(device)
-
-    def _ready(self) -> bool:
-        return self.means.previous is not None and self.means.count >= self.window
+        self.one_step_start = fast_start_lines == "next"
 
     def _one_step(self, trainer: GeNMixin) -> bool:
-        """Whether the fast start's one-step lines are still in charge."""
-        return not trainer.lr_scheduler.settled or self.pending is not None
+        """Whether one-step lines are in charge (``fast_start_lines="next"``, until the fast start has settled and
+        its last line is measured)."""
+        return self.one_step_start and (not trainer.lr_scheduler.settled or self.pending is not None)
+
+    def _span(self, trainer: GeNMixin) -> int:
+        """Steps per window now: ``gen_interval`` during the fast start, then ``gen_window``."""
+        scheduler = trainer.lr_scheduler
+        if not scheduler.settled:
+            return scheduler.interval
+        if self.window is None:  # a twentieth of the run: about twenty measurements, at least one per interval
+            self.window = max(scheduler.interval, math.ceil((scheduler.num_training_steps or 0) / 20))
+        return self.window
+
+    def _ready(self, trainer: GeNMixin) -> bool:
+        return self.means.previous is not None and self.means.count >= self._span(trainer)
+
+    def _first(self, trainer: GeNMixin) -> bool:
+        """The first step, whose own batch can veto a starting lr that overshoots (``NextBatch.after_step``)."""
+        return trainer.lr_scheduler.last_epoch == 0 and trainer.args.gen_search_probes > 0
 
     def measures(self, trainer: GeNMixin) -> bool:
-        return super().measures(trainer) if self._one_step(trainer) else self._ready()
+        if self._one_step(trainer):
+            return super().measures(trainer)
+        return self._first(trainer) or self._ready(trainer)
 
     def wants_hook(self, trainer: GeNMixin) -> bool:
-        return super().wants_hook(trainer) if self._one_step(trainer) else self._ready()
+        if self._one_step(trainer):
+            return super().wants_hook(trainer)
+        return self._first(trainer) or self._ready(trainer)
 
     def before_step(self, trainer: GeNMixin, record: StepRecord, optimizer) -> None:
-        scheduler = trainer.lr_scheduler
-        if self.pending is not None and record.measures and record.batch:
-            self.measure(trainer, record)  # the fast start's one-step line
-        elif scheduler.settled and record.measures and record.batch and self._ready():
+        if self._one_step(trainer):
+            super().before_step(trainer, record, optimizer)
+            return
+        if record.measures and record.batch and self._ready(trainer):
             self.measure_means(trainer, record, optimizer)
-        if not scheduler.settled and scheduler.is_due(scheduler.last_epoch + 1):
+        if self._first(trainer):  # a copy for the first step's check, released after it
             snapshot = trainer._gen_snapshot(optimizer)
             self.pending = (snapshot, snapshot.a0)
 
-    def after_any_step(self, trainer: GeNMixin, optimizer) -> None:
-        """After every optimizer step once settled: the new weights join the open window; the first complete window
-        becomes the reference the next one is measured from."""
-        if self._one_step(trainer):
+    def after_step(self, trainer: GeNMixin, record: StepRecord) -> None:
+        super().after_step(trainer, record)
+        if self.one_step_start or self.pending is None:
             return
-        scheduler = trainer.lr_scheduler
-        if self.window is None:  # a twentieth of the run: about twenty measurements, at least one per interval
-            self.window = max(scheduler.interval, math.ceil((scheduler.num_training_steps or 0) / 20))
+        self.pending[0].release()  # the first step's check is done: its weights (cut back or not) open the window
+        self.pending = None
+        self._add(trainer, trainer.optimizer)
+
+    def after_any_step(self, trainer: GeNMixin, optimizer) -> None:
+        """After every optimizer step outside the one-step lines: the new weights join the open window; the first
+        complete window becomes the reference the next one is measured from."""
+        if self._one_step(trainer) or self.pending is not None:
+            return
+        self._add(trainer, optimizer)
+
+    def _add(self, trainer: GeNMixin, optimizer) -> None:
         self.means.add(trainer._gen_params(optimizer))
-        if self.means.previous is None and self.means.count == self.window:
+        if self.means.previous is None and self.means.count == self._span(trainer):
             self.means.previous = self.means.close()
 
     def measure_means(self, trainer: GeNMixin, record: StepRecord, optimizer) -> None:
         scheduler = trainer.lr_scheduler
         params = trainer._gen_params(optimizer)
         at = scheduler.level  # where the later mean sits on the line: the estimate is c* times the level
+        span = self._span(trainer)
         previous, mean = self.means.previous, self.means.close()
         with torch.no_grad():
             live = [p.detach().clone() for p in params]
@@ -302,11 +340,12 @@ class Averages(NextBatch):
                     p.copy_(x)
         self.means.previous = mean
         record.batch = []
+        estimate = no_descent_seen(result.estimate, result.probes)
         # The level keeps the same memory in steps as with a one-step line every interval: gamma per interval.
-        gamma = scheduler.gamma ** (self.window / scheduler.interval)
-        new_lr = scheduler.apply_estimate(result.estimate, scheduler.last_epoch, gamma=gamma)
+        gamma = scheduler.gamma ** (span / scheduler.interval)
+        new_lr = scheduler.apply_estimate(estimate, scheduler.last_epoch, gamma=gamma)
         trainer._gen_write_trace(
-            result.estimate, new_lr, at, "approx",
+            estimate, new_lr, at, "approx",
             {"probe_batch": self.name, "probe_losses": [list(p) for p in result.probes]},
         )  # fmt: skip
 
@@ -352,7 +391,8 @@ class GeNMixin:
     def _gen_new_scheme(self) -> SameBatch | NextBatch:
         probe_batch = getattr(self.args, "gen_probe_batch", None)
         if probe_batch == "averages":
-            return Averages(self.args.gen_window, "cpu" if self.args.gen_offload_snapshot else None)
+            device = "cpu" if self.args.gen_offload_snapshot else None
+            return Averages(self.args.gen_window, device, self.args.gen_fast_start_lines)
         return NextBatch() if probe_batch == "next" else SameBatch()
 
     def _gen_check_launch(self) -> None:

@@ -34,8 +34,7 @@ def main(out, engine, gen_mode, global_batch):
         lr_scheduler_type="gen",
         gen_mode=gen_mode.split("-")[0],
         gen_probe_batch=gen_mode.split("-")[1] if "-" in gen_mode else None,
-        gen_window=1 if gen_mode.endswith("averages") else None,
-        gen_fast_start=not gen_mode.endswith("averages"),  # settled from the start: the windows begin at once
+        gen_window=1 if gen_mode.endswith("averages") else None,  # with gen_interval=1: every window one step
         gen_interval=1,
         learning_rate=1e-2,
         max_steps=6,

@@ -66,6 +66,7 @@ def test_unknown_scheduler_name_lists_gen_among_the_choices(tmp_path):
         ({"gen_probe_batch": "next", "gen_mode": "exact"}, "approx-mode scheme"),
         ({"gen_probe_batch": "averages", "gen_mode": "exact"}, "approx-mode scheme"),
         ({"gen_window": 0}, "gen_window must be a whole number of steps >= 1"),
+        ({"gen_fast_start_lines": "one-step"}, "gen_fast_start_lines must be one of 'windows', 'next'"),
     ],
 )
 def test_invalid_gen_values_raise_at_construction(tmp_path, kwargs, match):
@@ -135,7 +136,9 @@ def test_a_user_scheduler_with_gen_is_refused(tmp_path):
 
 def test_supported_optim_names_train(tmp_path):
     for optim in ("adamw_torch", "sgd", "adafactor", "rmsprop", "adagrad"):
-        trainer = GeNTrainer(model=MLP(), args=args(tmp_path / optim, optim=optim), train_dataset=Regression())
+        # 10 steps: the default's first line runs through the means of steps 1-4 and 5-8, on step 9's batch
+        run = args(tmp_path / optim, optim=optim, max_steps=10)
+        trainer = GeNTrainer(model=MLP(), args=run, train_dataset=Regression())
         trainer.train()
         assert trainer.lr_scheduler.num_updates >= 1
 
@@ -164,3 +167,4 @@ def test_every_gen_field_is_documented_and_enumerated_ones_list_their_choices():
     }
     assert set(choices["gen_fallback"]) == {"keep", "shrink", "error"}
     assert set(choices["gen_decay"]) == {"cosine", "linear", "none"}
+    assert set(choices["gen_fast_start_lines"]) == {"windows", "next"}

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from hf_gen.core import estimate_from_curvature, estimate_from_losses, fit_parabola
+from hf_gen.core import estimate_from_curvature, estimate_from_losses, fit_line, fit_parabola, no_descent_seen
 
 
 def parabola(loss0, slope, curvature):
@@ -80,6 +80,36 @@ def test_concave_line_is_flagged():
     g = parabola(1.0, 1.0, -4.0)
     est = estimate_from_losses([0.2], [g(0.2)], loss0=1.0, slope=1.0)
     assert est.curvature == pytest.approx(-4.0) and est.reason == "nonpositive_curvature"
+
+
+@pytest.mark.parametrize(
+    "slope, curvature, reason",
+    [
+        (-1.0, -0.5, "not_descent"),  # rising over the span: g(1) = 1.75, g(2) = 2, both above g(0) = 1
+        (-2.0, -1.0, "not_descent"),  # g(1) = 2.5, g(2) = 3
+        (-1.0, -2.0, "nonpositive_curvature"),  # g(1) = 1, but g(2) = -1 lies below g(0): the far end is lowest
+        (1.0, -1.0, "nonpositive_curvature"),  # descending: the minimiser lies beyond
+    ],
+)
+def test_a_concave_line_with_no_probe_below_its_start_did_not_descend(slope, curvature, reason):
+    # g(a) = 1 - slope a + curvature a^2 / 2 probed at 0, 1 and 2 with nothing known: the fit is exact, and a concave
+    # fit is re-tagged "not_descent" exactly when g(1) and g(2) are both at least g(0).
+    g = parabola(1.0, slope, curvature)
+    probes = [(a, g(a)) for a in (0.0, 1.0, 2.0)]
+    est = no_descent_seen(fit_line([a for a, _ in probes], [v for _, v in probes]), probes)
+    assert est.reason == reason
+    assert est.curvature == pytest.approx(curvature) and not est.accepted
+
+
+def test_no_descent_seen_leaves_other_estimates_alone():
+    g = parabola(1.0, -1.0, 2.0)  # convex and rising at 0: already "not_descent" by the slope
+    probes = [(a, g(a)) for a in (0.0, 1.0, 2.0)]
+    est = fit_line([a for a, _ in probes], [v for _, v in probes])
+    assert no_descent_seen(est, probes) == est
+    g = parabola(1.0, 1.0, 1.0)  # convex and descending: accepted
+    probes = [(a, g(a)) for a in (0.0, 1.0, 2.0)]
+    est = fit_line([a for a, _ in probes], [v for _, v in probes])
+    assert est.accepted and no_descent_seen(est, probes) == est
 
 
 def test_underdetermined_fits_say_what_is_missing():

@@ -286,43 +286,48 @@ def test_default_cosine_shape_anneals_the_gen_level(tmp_path):
 
 
 # ---- the line through two windows' mean weights ------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["sgd_nesterov_wd", "adamw"])
-def test_averages_line_minimiser_matches_the_quadratic_closed_form(tmp_path, name):
-    # Settled from the start (no fast start), windows of 3 steps, no smoothing: every measurement sets the level to
-    # its estimate. On the exact quadratic the parabola through the line's three probes is the loss itself, so the
-    # estimate is c* times the level, with c* the exact minimiser of L(m0 + c (m1 - m0)) for the two windows' means.
-    lr0, steps, window = 0.05, 16, 3
+def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change, fast_start):
+    """Train the exact quadratic with gen_probe_batch="averages" and no smoothing, and replay it with a plain
+    optimizer: at each measured step the oracle computes ``c*``, the exact minimiser of ``L(m0 + c (m1 - m0))`` for
+    the two windows' means, and moves the level as the scheduler must (to ``c*`` times it, clipped to the change
+    bound; down the bound where the line does not descend). Windows are ``interval`` steps until an estimate lands
+    inside the bound (the fast start), then ``window``. Returns the trace by step and the levels the oracle set."""
     model = Quadratic(seed=5)
     start = copy.deepcopy(model)
     optimizer = OPTIMIZERS[name](grouped(model, lr0))
     args = gen_args(tmp_path, learning_rate=lr0, max_grad_norm=0.0, max_steps=steps, gen_probe_batch="averages",
-                    gen_window=window, gen_fast_start=False, gen_gamma=0.0, gen_max_change=1e6,
-                    gen_lr_max=math.inf, gen_search_probes=0)  # fmt: skip
+                    gen_window=window, gen_interval=interval, gen_fast_start=fast_start, gen_gamma=0.0,
+                    gen_max_change=max_change, gen_lr_max=math.inf, gen_search_probes=0)  # fmt: skip
     trainer = GeNTrainer(model=model, args=args, train_dataset=Dummy(), optimizers=(optimizer, None))
     trainer.train()
     trace = {r["step"]: r for r in read_trace(tmp_path)}
     lrs = logged_lrs(trainer)
-    # Steps 1-3 make the reference window, 4-6 the first measured one: its line is measured on step 7's batch.
-    assert sorted(trace) == [7, 10, 13, 16] and len(lrs) == steps
-    assert [r["fallback"] for r in trace.values()].count(None) >= 2
+    assert len(lrs) == steps
 
     oracle, oracle_opt = start, OPTIMIZERS[name](grouped(start, lr0))
-    means, window_sum, level = [], torch.zeros(5, dtype=torch.float64), lr0
+    previous, window_sum, count, level, settled, levels = None, torch.zeros(5, dtype=torch.float64), 0, lr0, True, {}
+    settled = not fast_start
     for k, lr in enumerate(lrs, start=1):
-        if k in trace:
-            m0, m1 = means[-2], means[-1]
-            delta = m1 - m0
-            c_star = float(-(oracle.A @ m0 - oracle.b) @ delta / (delta @ oracle.A @ delta))
-            assert trace[k]["probe_lr"] == pytest.approx(level, rel=1e-12)
+        span = window if settled else interval
+        if previous is not None and count >= span:  # this step's batch measures the line through the two means
+            mean = window_sum / count
+            delta = mean - previous
+            c_star = float(-(oracle.A @ previous - oracle.b) @ delta / (delta @ oracle.A @ delta))
+            assert trace[k]["probe_lr"] == pytest.approx(level, rel=1e-7)
             if c_star > 0:
-                assert trace[k]["alpha_star"] == pytest.approx(c_star * level, rel=1e-9)
-                level = c_star * level
+                # The parabola through three float64 losses: exact up to their rounding, relative to the losses'
+                # differences (about 1e-4 of the loss as the windows near the minimum).
+                assert trace[k]["alpha_star"] == pytest.approx(c_star * level, rel=1e-7)
+                settled = settled or 1.0 / max_change <= c_star <= max_change
+                level = min(max(c_star, 1.0 / max_change), max_change) * level
             else:  # the later mean is past the minimum: no descent along the line, the level goes down the bound
                 assert trace[k]["alpha_star"] is None and trace[k]["fallback"] == "not_descent"
-                level = level / 1e6
-            assert lr == pytest.approx(level, rel=1e-9)  # the estimate sets this step's lr
+                level = level / max_change
+            levels[k] = level
+            previous, window_sum, count = mean, torch.zeros(5, dtype=torch.float64), 0
         else:
-            assert lr == pytest.approx(level, rel=1e-12)
+            assert k not in trace
+        assert lr == pytest.approx(level, rel=1e-7)  # a measurement sets the lr of the step whose batch it used
         oracle_opt.zero_grad()
         with torch.no_grad():
             grad = oracle.A @ oracle.theta() - oracle.b
@@ -331,8 +336,35 @@ def test_averages_line_minimiser_matches_the_quadratic_closed_form(tmp_path, nam
             group["lr"] = lr * ratio
         oracle_opt.step()
         window_sum += oracle.theta().detach()
-        if k % window == 0:
-            means.append(window_sum / window)
-            window_sum = torch.zeros(5, dtype=torch.float64)
+        count += 1
+        if previous is None and count == (window if settled else interval):  # the first window: the reference
+            previous, window_sum, count = window_sum / count, torch.zeros(5, dtype=torch.float64), 0
+    assert sorted(trace) == sorted(levels)
     # The probes put the live weights back exactly: the run ends where the replay does.
     torch.testing.assert_close(model.theta().detach(), oracle.theta().detach(), rtol=1e-10, atol=1e-12)
+    return trace, levels
+
+
+@pytest.mark.parametrize("name", ["sgd_nesterov_wd", "adamw"])
+def test_averages_line_minimiser_matches_the_quadratic_closed_form(tmp_path, name):
+    # Settled from the start (no fast start), windows of 3 steps: every measurement sets the level to its estimate.
+    # On the exact quadratic the parabola through the line's three probes is the loss itself.
+    trace, _ = replay_averages(tmp_path, name, lr0=0.05, steps=16, window=3, interval=4, max_change=1e6,
+                               fast_start=False)  # fmt: skip
+    # Steps 1-3 make the reference window, 4-6 the first measured one: its line is measured on step 7's batch.
+    assert sorted(trace) == [7, 10, 13, 16]
+    assert [r["fallback"] for r in trace.values()].count(None) >= 2
+
+
+@pytest.mark.parametrize("name", ["sgd_nesterov_wd", "adamw"])
+def test_averages_fast_start_measures_short_windows_until_an_estimate_lands_inside(tmp_path, name):
+    # A start far too small: windows of gen_interval (2) steps, the level doubling at each (the estimate is clipped
+    # to the bound, unsmoothed) until one lands inside it; then windows of gen_window (5) steps.
+    trace, levels = replay_averages(tmp_path, name, lr0=1e-4, steps=60, window=5, interval=2, max_change=2.0,
+                                    fast_start=True)  # fmt: skip
+    steps = sorted(trace)
+    assert steps[:3] == [5, 7, 9]  # steps 1-2 the reference, 3-4 the first window, measured on step 5's batch
+    climb = [levels[k] / levels[j] for j, k in zip(steps, steps[1:], strict=False) if k - j == 2]
+    assert climb[:3] == pytest.approx([2.0, 2.0, 2.0], rel=1e-12) and len(climb) >= 4  # the fast start doubled
+    settled_gaps = [k - j for j, k in zip(steps, steps[1:], strict=False) if k - j != 2]
+    assert settled_gaps and set(settled_gaps) == {5}  # then the long windows
