@@ -38,6 +38,8 @@ default ``max_grad_norm=1``) and no weight decay. What differs is only the lr me
   ``"averages"``. ``gen-adamw-averages`` sets the current default explicitly (runs made before it became the default).
 * ``gen-adamw-averages-next``: the window lines once settled, but the fast start on one-step lines on the next batch
   (``gen_fast_start_lines="next"``): the default before the fast start measured window lines too.
+  ``gen-adamw-windows``: the fast start on window lines alone (``gen_fast_start_lines="windows"``, no cap from the
+  last step's line).
 * ``gen-adamw-adaptive16`` / ``gen-adamw-adaptive32``: GeN-AdamW with adaptive recompute, ``gen_interval=4`` and
   ``gen_max_interval`` 16 / 32 (the gap doubles after each steady update up to the cap, and drops back to 4 on any
   other outcome); run on request (``--families``), not part of the main comparison.
@@ -96,6 +98,8 @@ FAMILIES = {
     "gen-adamw-next": "hf-gen GeN-AdamW with gen_probe_batch='next' (one-step lines, next batch: the old default)",
     "gen-adamw-averages-next": "hf-gen GeN-AdamW with gen_fast_start_lines='next' (window lines once settled, a "
     "one-step fast start: the previous default)",
+    "gen-adamw-windows": "hf-gen GeN-AdamW with gen_fast_start_lines='windows' (the fast start on window lines "
+    "alone, no cap from the last step's line)",
     "gen-adamw-nodecay": "hf-gen GeN-AdamW with gen_decay='none' (not a default; GeN alone, for information)",
     **{
         f"gen-adamw-adaptive{cap}": f"hf-gen GeN-AdamW with adaptive recompute (gen_interval={GEN_INTERVAL} doubling "
@@ -112,6 +116,7 @@ GEN_VARIANTS = {
     "gen-adamw-averages": {"gen_probe_batch": "averages"},
     "gen-adamw-next": {"gen_probe_batch": "next"},
     "gen-adamw-averages-next": {"gen_probe_batch": "averages", "gen_fast_start_lines": "next"},
+    "gen-adamw-windows": {"gen_fast_start_lines": "windows"},
     **{f"gen-adamw-adaptive{cap}": {"gen_interval": GEN_INTERVAL, "gen_max_interval": cap} for cap in ADAPTIVE_CAPS},
 }
 LR_FREE = ("prodigy", "dadapt-adam", "schedulefree-adamw", "mechanic", "dog", "gen-optim")

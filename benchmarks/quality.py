@@ -63,6 +63,7 @@ SUITE = {
     "plays-lora": {"steps": 150, "seeds": 3, "options": {}},
     "code": {"steps": 300, "seeds": 3, "options": {}},
     "diabetes": {"steps": 300, "seeds": 3, "options": {}},
+    "cancer": {"steps": 300, "seeds": 3, "options": {}},
 }
 QUICK = {
     "minilm": {"steps": 4, "seeds": 1, "options": {"eval_rows": 64, "train_rows": 256, "batch_size": 8}},

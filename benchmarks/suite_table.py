@@ -26,7 +26,7 @@ from pathlib import Path
 from _contenders import LR_FREE
 from _report import GEN_DEFAULT, GRID_FAMILIES, _pct, summarize
 
-PREVIOUS_DEFAULT = "gen-adamw-next@5e-05"  # the default before gen_probe_batch="averages"
+PREVIOUS_DEFAULT = "gen-adamw-averages-next@5e-05"  # the default before the fast start measured window lines
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -143,7 +143,7 @@ def render(rows: list[dict]) -> list[str]:
     lines = [
         "| task | kind | used to | steps x batch | best grid point (seeds): eval loss (accuracy) "
         "| the Trainer's defaults | GeN default: mean eval loss (accuracy) | GeN vs best | GeN by seed "
-        "| previous default (next) vs best | best lr-free peer | GeN ahead of peers | verdict |",
+        "| previous default (one-step fast start) vs best | best lr-free peer | GeN ahead of peers | verdict |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:

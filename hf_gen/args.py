@@ -16,7 +16,7 @@ __all__ = ["GEN_SCHEDULER_NAME", "GeNTrainingArguments"]
 GEN_SCHEDULER_NAME = "gen"
 GEN_MODES = ("approx", "exact")
 PROBE_BATCHES = ("next", "same", "averages")
-FAST_START_LINES = ("windows", "next")
+FAST_START_LINES = ("both", "windows", "next")
 
 
 STOCK_TRAINER_REFUSAL = (
@@ -67,8 +67,9 @@ class GeNTrainingArguments(TrainingArguments):
             of sample), ``"next"`` (the line of one step, on the next batch)
             or ``"same"`` (the step's own line on its own batch).
         gen_window: ``"averages"``: steps per window (default: a twentieth of the run, at least ``gen_interval``).
-        gen_fast_start_lines: ``"averages"``: the fast start's lines, through windows of ``gen_interval`` steps
-            (``"windows"``, the default) or one step long on the next batch (``"next"``).
+        gen_fast_start_lines: ``"averages"``: the fast start's lines: through windows of ``gen_interval`` steps,
+            with each climb capped by the last step's line (``"both"``, the default), the window lines alone
+            (``"windows"``), or one-step lines on the next batch (``"next"``).
         gen_interval: Recompute every N optimizer steps.
         gen_max_interval: Adaptive recompute: the gap doubles after each update whose estimate lands inside the
             bound, up to this many steps, and drops back to ``gen_interval`` on any other outcome. ``None``: fixed.
@@ -186,11 +187,12 @@ class GeNTrainingArguments(TrainingArguments):
         "a twentieth of the run, at least gen_interval.",
     )
     gen_fast_start_lines: str = _option(
-        "windows",
-        "gen_probe_batch='averages': the lines the fast start measures. 'windows': lines through the means of "
-        "windows of gen_interval steps, like the settled scheme's (a step that is best for one batch can be several "
-        "times the lr that works over a fine-tune). 'next': one-step lines on the next batch (the averages "
-        "scheme's fast start before windows).",
+        "both",
+        "gen_probe_batch='averages': the lines the fast start measures. 'both': lines through the means of windows "
+        "of gen_interval steps, and the last step's line on the same batch, which caps how far a window's line may "
+        "raise the lr (a step that is best for one batch can be several times the lr that works over a "
+        "fine-tune; a short window early in a run from scratch still sees its steep start). 'windows': the window "
+        "lines alone. 'next': one-step lines on the next batch (the averages scheme's fast start before windows).",
         FAST_START_LINES,
     )
     gen_offload_snapshot: bool = _option(

@@ -245,6 +245,7 @@ class GeNScheduler(LRScheduler):
         at: float | None = None,
         ceiling: float | None = None,
         gamma: float | None = None,
+        cap: float | None = None,
     ) -> float:
         """Fold one estimate into the lr and apply it to the optimizer's param groups.
 
@@ -258,6 +259,8 @@ class GeNScheduler(LRScheduler):
                 gave a non-finite one); the new level is capped at ``ceiling / sqrt(max_change) / shape(step)``.
             gamma: The smoothing of this update, when not the scheduler's own (an estimate that spans several
                 intervals, ``gen_probe_batch="averages"``, is smoothed per interval like the one-step estimates).
+            cap: An upper bound on the new level from a second line (the averages scheme's fast start: the last step's
+                line caps how far the window's line may raise the level). A level held at it has settled.
 
         Returns:
             Group 0's new lr, which the caller uses for the step being taken.
@@ -265,25 +268,14 @@ class GeNScheduler(LRScheduler):
         Raises:
             GeNEstimateError: On an unusable estimate with ``fallback="error"``.
         """
-        lr = self.level  # GeN moves the level; the decay shape (if any) anneals what is applied
-        if at is not None:
-            lr = min(max(at, self.lr_min), self.lr_max)
         if not estimate.accepted and self.fallback == "error":
             raise GeNEstimateError(
                 f"GeN estimate unusable at step {step + 1} ({estimate.reason}: slope={estimate.slope}, "
                 f"curvature={estimate.curvature}); set gen_fallback='keep' or 'shrink' to train on"
             )
-        new_lr, reason, inside = next_level(
-            lr,
-            estimate,
-            gamma=(self.gamma if gamma is None else gamma) if self.settled else 0.0,
-            max_change=self.max_change,
-            lr_min=self.lr_min,
-            lr_max=self.lr_max,
-            fallback=self.fallback,
-            fast_decrease=self.fast_decrease,
-            settled=self.settled,
-        )
+        new_lr, reason, inside = self._fold(estimate, at, gamma)
+        if cap is not None and new_lr > cap:
+            new_lr, inside = cap, True
         self.gap = self._next_gap(self.settled and inside and reason is None)
         if inside:
             self.settled = True
@@ -297,6 +289,27 @@ class GeNScheduler(LRScheduler):
         self.last_curvature = float(estimate.curvature)
         self.last_fallback = reason
         return self._apply(step)
+
+    def _fold(self, estimate: LineEstimate, at: float | None, gamma: float | None) -> tuple[float, str | None, bool]:
+        """:func:`next_level` with this scheduler's settings, around ``at`` (by default the level)."""
+        lr = self.level  # GeN moves the level; the decay shape (if any) anneals what is applied
+        if at is not None:
+            lr = min(max(at, self.lr_min), self.lr_max)
+        return next_level(
+            lr,
+            estimate,
+            gamma=(self.gamma if gamma is None else gamma) if self.settled else 0.0,
+            max_change=self.max_change,
+            lr_min=self.lr_min,
+            lr_max=self.lr_max,
+            fallback=self.fallback,
+            fast_decrease=self.fast_decrease,
+            settled=self.settled,
+        )
+
+    def preview(self, estimate: LineEstimate, at: float | None = None, gamma: float | None = None) -> float:
+        """The level :meth:`apply_estimate` would set from ``estimate`` (without a ceiling); nothing changes."""
+        return self._fold(estimate, at, gamma)[0]
 
     def _next_gap(self, steady: bool) -> int:
         """The adaptive gap after an update: doubled (up to ``max_interval``) after a steady one, else ``interval``.

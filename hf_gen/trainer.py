@@ -163,8 +163,9 @@ class NextBatch:
     def after_any_step(self, trainer: GeNMixin, optimizer) -> None:
         """After every optimizer step (measuring or not): nothing to do here."""
 
-    def measure(self, trainer: GeNMixin, record: StepRecord) -> None:
-        """The pending one-step line on this step's batch (recorded as "next", also in ``Averages``' fast start)."""
+    def one_step_line(self, trainer: GeNMixin, record: StepRecord) -> tuple[LineEstimate, float, list]:
+        """The pending one-step line on this step's batch, not applied: its estimate, the distance the live weights
+        sit at on it, and its two points as ``[a, loss]``; the copy is released."""
         (snapshot, at), self.pending = self.pending, None
         slope, loss = trainer._gen_known(record, snapshot, at)
 
@@ -176,11 +177,15 @@ class NextBatch:
             at_start, [0.0], known_at=at, loss=loss, slope=slope, precision=trainer._gen_precision(record)
         )
         snapshot.release()
+        return result.estimate, at, [[0.0, result.probes[0][1]], [at, float(loss)]]
+
+    def measure(self, trainer: GeNMixin, record: StepRecord) -> None:
+        """The pending one-step line on this step's batch sets this step's lr (recorded as "next")."""
+        estimate, at, probes = self.one_step_line(trainer, record)
         record.batch = []
-        new_lr = trainer.lr_scheduler.apply_estimate(result.estimate, trainer.lr_scheduler.last_epoch)
-        probes = [[0.0, result.probes[0][1]], [at, float(loss)]]
+        new_lr = trainer.lr_scheduler.apply_estimate(estimate, trainer.lr_scheduler.last_epoch)
         trainer._gen_write_trace(
-            result.estimate, new_lr, at, "approx", {"probe_batch": NextBatch.name, "probe_losses": probes}
+            estimate, new_lr, at, "approx", {"probe_batch": NextBatch.name, "probe_losses": probes}
         )
 
     def after_step(self, trainer: GeNMixin, record: StepRecord) -> None:
@@ -252,11 +257,12 @@ class Averages(NextBatch):
 
     name = "averages"
 
-    def __init__(self, window: int | None, device: str | None = None, fast_start_lines: str = "windows") -> None:
+    def __init__(self, window: int | None, device: str | None = None, fast_start_lines: str = "both") -> None:
         super().__init__()
         self.window = window
         self.means = WindowMeans(device)
         self.one_step_start = fast_start_lines == "next"
+        self.confirm = fast_start_lines == "both"
 
     def _one_step(self, trainer: GeNMixin) -> bool:
         """Whether one-step lines are in charge (``fast_start_lines="next"``, until the fast start has settled and
@@ -284,10 +290,17 @@ class Averages(NextBatch):
             return super().measures(trainer)
         return self._first(trainer) or self._ready(trainer)
 
+    def _confirm_next(self, trainer: GeNMixin) -> bool:
+        """Whether the step about to be taken closes a window the fast start measures on the next batch: its line is
+        then measured there too (the copy of the weights before it is kept)."""
+        if not self.confirm or trainer.lr_scheduler.settled:
+            return False
+        return self.means.previous is not None and self.means.count + 1 >= self._span(trainer)
+
     def wants_hook(self, trainer: GeNMixin) -> bool:
         if self._one_step(trainer):
             return super().wants_hook(trainer)
-        return self._first(trainer) or self._ready(trainer)
+        return self._first(trainer) or self._ready(trainer) or self._confirm_next(trainer)
 
     def before_step(self, trainer: GeNMixin, record: StepRecord, optimizer) -> None:
         if self._one_step(trainer):
@@ -295,22 +308,24 @@ class Averages(NextBatch):
             return
         if record.measures and record.batch and self._ready(trainer):
             self.measure_means(trainer, record, optimizer)
-        if self._first(trainer):  # a copy for the first step's check, released after it
+        if self._first(trainer) or self._confirm_next(trainer):  # a copy of the weights before this step
             snapshot = trainer._gen_snapshot(optimizer)
             self.pending = (snapshot, snapshot.a0)
 
     def after_step(self, trainer: GeNMixin, record: StepRecord) -> None:
         super().after_step(trainer, record)
-        if self.one_step_start or self.pending is None:
+        if self.one_step_start or self.pending is None or trainer.lr_scheduler.last_epoch != 0:
             return
-        self.pending[0].release()  # the first step's check is done: its weights (cut back or not) open the window
-        self.pending = None
-        self._add(trainer, trainer.optimizer)
+        if not self._confirm_next(trainer):  # the first step's check is done and no line of this step is measured
+            self.pending[0].release()
+            self.pending = None
+        self._add(trainer, trainer.optimizer)  # its weights (cut back or not) open the window
 
     def after_any_step(self, trainer: GeNMixin, optimizer) -> None:
         """After every optimizer step outside the one-step lines: the new weights join the open window; the first
         complete window becomes the reference the next one is measured from."""
-        if self._one_step(trainer) or self.pending is not None:
+        first_check = self.pending is not None and trainer.lr_scheduler.last_epoch == 0 and self._first(trainer)
+        if self._one_step(trainer) or first_check:
             return
         self._add(trainer, optimizer)
 
@@ -332,6 +347,7 @@ class Averages(NextBatch):
             WindowMeans.move(params, previous, mean, a / at)
             return trainer._gen_loss_here(record)
 
+        one_step = self.one_step_line(trainer, record) if self.pending is not None else None
         try:
             result = measure_line(g, [0.0, at, 2.0 * at], precision=trainer._gen_precision(record))
         finally:
@@ -343,11 +359,19 @@ class Averages(NextBatch):
         estimate = no_descent_seen(result.estimate, result.probes)
         # The level keeps the same memory in steps as with a one-step line every interval: gamma per interval.
         gamma = scheduler.gamma ** (span / scheduler.interval)
-        new_lr = scheduler.apply_estimate(estimate, scheduler.last_epoch, gamma=gamma)
-        trainer._gen_write_trace(
-            estimate, new_lr, at, "approx",
-            {"probe_batch": self.name, "probe_losses": [list(p) for p in result.probes]},
-        )  # fmt: skip
+        extra, cap = {"probe_batch": self.name, "probe_losses": [list(p) for p in result.probes]}, None
+        if one_step is not None:
+            # The fast start follows the window's line down at once, but up only as far as the last step's line on
+            # this batch also goes: a climb must be confirmed by what the next step can gain. Each line guards
+            # against the other's bias: a one-step estimate is several times the lr that works over a fine-tune,
+            # and a short window early in a run from scratch still sees the steep start. Held at the cap, the level
+            # has settled, and the long windows move it from there.
+            estimate_1, _, probes_1 = one_step
+            cap = max(scheduler.preview(estimate_1), scheduler.level)
+            extra.update(one_step_alpha_star=estimate_1.alpha_star, one_step_probe_losses=probes_1,
+                         one_step_fallback=estimate_1.reason)  # fmt: skip
+        new_lr = scheduler.apply_estimate(estimate, scheduler.last_epoch, gamma=gamma, cap=cap)
+        trainer._gen_write_trace(estimate, new_lr, at, "approx", extra)
 
     def state(self) -> dict | None:
         return {**(super().state() or {}), **self.means.local_state()}

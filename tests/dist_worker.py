@@ -62,7 +62,14 @@ def main(out, engine, gen_mode, global_batch):
         torch.distributed.barrier()  # the main process writes the trace: every rank reads it once it is complete
     trace = read_trace(args.output_dir)
     # One forward per probe point, but not the next-batch point at the step's own weights (the training forward)
-    probe_points = [len(r.get("probe_losses", [])) - (r.get("probe_batch") == "next") for r in trace]
+    # The probe forwards behind each record: a one-step line's known point came from the training forward, and the
+    # averages scheme's fast start also measures the last step's line beside the window's.
+    probe_points = [
+        len(r.get("probe_losses", []))
+        - (r.get("probe_batch") == "next")
+        + max(len(r.get("one_step_probe_losses", [])) - 1, 0)
+        for r in trace
+    ]
     with open(f"{out}.{rank}", "w") as handle:
         json.dump(
             {"lrs": recorder.lrs, "forwards": probes["count"], "probe_points": probe_points, "weights": weights,

@@ -66,7 +66,7 @@ def test_unknown_scheduler_name_lists_gen_among_the_choices(tmp_path):
         ({"gen_probe_batch": "next", "gen_mode": "exact"}, "approx-mode scheme"),
         ({"gen_probe_batch": "averages", "gen_mode": "exact"}, "approx-mode scheme"),
         ({"gen_window": 0}, "gen_window must be a whole number of steps >= 1"),
-        ({"gen_fast_start_lines": "one-step"}, "gen_fast_start_lines must be one of 'windows', 'next'"),
+        ({"gen_fast_start_lines": "one-step"}, "gen_fast_start_lines must be one of 'both', 'windows', 'next'"),
     ],
 )
 def test_invalid_gen_values_raise_at_construction(tmp_path, kwargs, match):
@@ -167,4 +167,4 @@ def test_every_gen_field_is_documented_and_enumerated_ones_list_their_choices():
     }
     assert set(choices["gen_fallback"]) == {"keep", "shrink", "error"}
     assert set(choices["gen_decay"]) == {"cosine", "linear", "none"}
-    assert set(choices["gen_fast_start_lines"]) == {"windows", "next"}
+    assert set(choices["gen_fast_start_lines"]) == {"both", "windows", "next"}

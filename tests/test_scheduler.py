@@ -60,6 +60,15 @@ def test_an_update_may_carry_its_own_smoothing():
     assert s.gamma == 0.9 and s.apply_estimate(est(0.15), step=4) == pytest.approx(new**0.9 * 0.15**0.1)
 
 
+def test_a_cap_from_a_second_line_holds_the_fast_start_and_settles_it():
+    opt, s = make(lr=0.1, max_change=2.0)  # the fast start: no smoothing, unsettled
+    assert s.preview(est(0.4)) == pytest.approx(0.2) and s.level == 0.1 and not s.settled  # preview changes nothing
+    assert s.apply_estimate(est(0.4), step=0, cap=0.15) == pytest.approx(0.15) and s.settled  # held at the cap
+    opt, s = make(lr=0.1, max_change=2.0)
+    assert s.apply_estimate(est(0.4), step=0, cap=0.3) == pytest.approx(0.2) and not s.settled  # a cap not reached
+    assert s.apply_estimate(est(0.02), step=1, cap=0.2) == pytest.approx(0.1)  # a fall is not capped: 0.2 / 2
+
+
 def test_a_halving_and_a_doubling_cancel():
     """The level moves on a log scale: estimates as often at lr / 2 as at 2 lr leave it where it was."""
     opt, s = make(lr=0.1, gamma=0.9, max_change=2.0, fast_start=False)

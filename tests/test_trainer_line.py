@@ -286,18 +286,21 @@ def test_default_cosine_shape_anneals_the_gen_level(tmp_path):
 
 
 # ---- the line through two windows' mean weights ------------------------------------------------------------------
-def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change, fast_start):
+def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change, fast_start, lines="windows"):
     """Train the exact quadratic with gen_probe_batch="averages" and no smoothing, and replay it with a plain
     optimizer: at each measured step the oracle computes ``c*``, the exact minimiser of ``L(m0 + c (m1 - m0))`` for
     the two windows' means, and moves the level as the scheduler must (to ``c*`` times it, clipped to the change
     bound; down the bound where the line does not descend). Windows are ``interval`` steps until an estimate lands
-    inside the bound (the fast start), then ``window``. Returns the trace by step and the levels the oracle set."""
+    inside the bound (the fast start), then ``window``. With ``lines="both"`` the fast start's climbs are capped by the
+    exact one-step minimiser along the last step (clipped like any estimate; a level held at the cap has settled).
+    Returns the trace by step, the levels the oracle set and the steps where the cap held the level."""
     model = Quadratic(seed=5)
     start = copy.deepcopy(model)
     optimizer = OPTIMIZERS[name](grouped(model, lr0))
     args = gen_args(tmp_path, learning_rate=lr0, max_grad_norm=0.0, max_steps=steps, gen_probe_batch="averages",
                     gen_window=window, gen_interval=interval, gen_fast_start=fast_start, gen_gamma=0.0,
-                    gen_max_change=max_change, gen_lr_max=math.inf, gen_search_probes=0)  # fmt: skip
+                    gen_max_change=max_change, gen_lr_max=math.inf, gen_search_probes=0,
+                    gen_fast_start_lines=lines)  # fmt: skip
     trainer = GeNTrainer(model=model, args=args, train_dataset=Dummy(), optimizers=(optimizer, None))
     trainer.train()
     trace = {r["step"]: r for r in read_trace(tmp_path)}
@@ -305,8 +308,12 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
     assert len(lrs) == steps
 
     oracle, oracle_opt = start, OPTIMIZERS[name](grouped(start, lr0))
-    previous, window_sum, count, level, settled, levels = None, torch.zeros(5, dtype=torch.float64), 0, lr0, True, {}
-    settled = not fast_start
+    previous, window_sum, count, level, levels, capped = None, torch.zeros(5, dtype=torch.float64), 0, lr0, {}, []
+    settled, before, last_lr = not fast_start, None, None
+
+    def clipped(c):
+        return min(max(c, 1.0 / max_change), max_change)
+
     for k, lr in enumerate(lrs, start=1):
         span = window if settled else interval
         if previous is not None and count >= span:  # this step's batch measures the line through the two means
@@ -318,16 +325,26 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
                 # The parabola through three float64 losses: exact up to their rounding, relative to the losses'
                 # differences (about 1e-4 of the loss as the windows near the minimum).
                 assert trace[k]["alpha_star"] == pytest.approx(c_star * level, rel=1e-7)
-                settled = settled or 1.0 / max_change <= c_star <= max_change
-                level = min(max(c_star, 1.0 / max_change), max_change) * level
+                inside, new = 1.0 / max_change <= c_star <= max_change, clipped(c_star) * level
             else:  # the later mean is past the minimum: no descent along the line, the level goes down the bound
                 assert trace[k]["alpha_star"] is None and trace[k]["fallback"] == "not_descent"
-                level = level / max_change
-            levels[k] = level
-            previous, window_sum, count = mean, torch.zeros(5, dtype=torch.float64), 0
+                inside, new = False, level / max_change
+            if before is not None:  # the last step's line, theta = before + (a / last_lr) s: its exact minimiser
+                step = oracle.theta().detach() - before
+                one_step = last_lr * float(-(oracle.A @ before - oracle.b) @ step / (step @ oracle.A @ step))
+                assert trace[k]["one_step_alpha_star"] == pytest.approx(one_step, rel=1e-6)
+                cap = max(clipped(one_step / level) * level, level)
+                if new > cap:
+                    inside, new = True, cap
+                    capped.append(k)
+            settled = settled or inside
+            level = levels[k] = new
+            previous, window_sum, count, before = mean, torch.zeros(5, dtype=torch.float64), 0, None
         else:
             assert k not in trace
         assert lr == pytest.approx(level, rel=1e-7)  # a measurement sets the lr of the step whose batch it used
+        if lines == "both" and not settled and previous is not None and count + 1 >= (window if settled else interval):
+            before, last_lr = oracle.theta().detach().clone(), lr  # this step closes a window: its line is measured
         oracle_opt.zero_grad()
         with torch.no_grad():
             grad = oracle.A @ oracle.theta() - oracle.b
@@ -342,14 +359,14 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
     assert sorted(trace) == sorted(levels)
     # The probes put the live weights back exactly: the run ends where the replay does.
     torch.testing.assert_close(model.theta().detach(), oracle.theta().detach(), rtol=1e-10, atol=1e-12)
-    return trace, levels
+    return trace, levels, capped
 
 
 @pytest.mark.parametrize("name", ["sgd_nesterov_wd", "adamw"])
 def test_averages_line_minimiser_matches_the_quadratic_closed_form(tmp_path, name):
     # Settled from the start (no fast start), windows of 3 steps: every measurement sets the level to its estimate.
     # On the exact quadratic the parabola through the line's three probes is the loss itself.
-    trace, _ = replay_averages(tmp_path, name, lr0=0.05, steps=16, window=3, interval=4, max_change=1e6,
+    trace, _, _ = replay_averages(tmp_path, name, lr0=0.05, steps=16, window=3, interval=4, max_change=1e6,
                                fast_start=False)  # fmt: skip
     # Steps 1-3 make the reference window, 4-6 the first measured one: its line is measured on step 7's batch.
     assert sorted(trace) == [7, 10, 13, 16]
@@ -360,11 +377,25 @@ def test_averages_line_minimiser_matches_the_quadratic_closed_form(tmp_path, nam
 def test_averages_fast_start_measures_short_windows_until_an_estimate_lands_inside(tmp_path, name):
     # A start far too small: windows of gen_interval (2) steps, the level doubling at each (the estimate is clipped
     # to the bound, unsmoothed) until one lands inside it; then windows of gen_window (5) steps.
-    trace, levels = replay_averages(tmp_path, name, lr0=1e-4, steps=60, window=5, interval=2, max_change=2.0,
-                                    fast_start=True)  # fmt: skip
+    trace, levels, _ = replay_averages(tmp_path, name, lr0=1e-4, steps=60, window=5, interval=2, max_change=2.0,
+                                       fast_start=True)  # fmt: skip
     steps = sorted(trace)
     assert steps[:3] == [5, 7, 9]  # steps 1-2 the reference, 3-4 the first window, measured on step 5's batch
     climb = [levels[k] / levels[j] for j, k in zip(steps, steps[1:], strict=False) if k - j == 2]
     assert climb[:3] == pytest.approx([2.0, 2.0, 2.0], rel=1e-12) and len(climb) >= 4  # the fast start doubled
     settled_gaps = [k - j for j, k in zip(steps, steps[1:], strict=False) if k - j != 2]
     assert settled_gaps and set(settled_gaps) == {5}  # then the long windows
+
+
+@pytest.mark.parametrize("name", ["sgd_nesterov_wd", "adamw"])
+def test_averages_fast_start_climbs_only_as_far_as_the_last_steps_line_allows(tmp_path, name):
+    # The default fast start ("both"): the window's line sets the level, but a climb stops at the last step's
+    # one-step minimiser on the same batch; held there, the level has settled and the long windows take over.
+    trace, levels, capped = replay_averages(tmp_path, name, lr0=1e-4, steps=60, window=5, interval=2,
+                                            max_change=2.0, fast_start=True, lines="both")  # fmt: skip
+    fast = [k for k, r in trace.items() if "one_step_alpha_star" in r]
+    assert fast and sorted(trace)[: len(fast)] == fast  # the one-step lines are measured during the fast start only
+    if name == "adamw":  # from 1e-4 the window's line asks for more than the last step's allows, once (step 31)
+        assert capped == [fast[-1]] and levels[fast[-1]] < 2.0 * levels[fast[-2]]
+        steps = sorted(trace)
+        assert steps[steps.index(capped[0]) + 1] - capped[0] == 5  # settled there: the long windows follow
