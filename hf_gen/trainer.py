@@ -243,15 +243,19 @@ class Averages(NextBatch):
 
     The fast start measures the same lines, through windows of ``gen_interval`` steps (the level is set to the
     estimate, clipped to the probed span, until one lands inside it); once settled the windows are ``gen_window``
-    steps long and the level is smoothed. With ``fast_start_lines="next"`` the fast start measures one-step lines on
-    the next batch instead (``NextBatch``; the scheme's behaviour before windows ran the fast start too).
+    steps long and the level is smoothed. With ``fast_start_lines="both"`` (the default) the last step's line is
+    measured on the same batch too, and a window's line may raise the level only as far as it also goes: the
+    one-step estimate overshoots on fine-tunes and the short window early in a run from scratch; the cap keeps the
+    lower of the two on the way up. ``"windows"`` drops the cap; ``"next"`` measures one-step lines on the next
+    batch instead (``NextBatch``; the scheme's behaviour before windows ran the fast start too).
 
     A line whose fit is concave and whose later probes all lie at or above its start did not descend over the
     windows: the level goes down (:func:`hf_gen.core.no_descent_seen`).
 
-    Costs: three forwards per window (the line at ``c = 0, 1, 2``; no slope is known there), one addition of the
-    weights per step, two copies of the weights held (the open window's sum and the previous window's mean), and a
-    third while a line is measured (the live weights, put back after the probes).
+    Costs: three forwards per window (the line at ``c = 0, 1, 2``; no slope is known there), and during the fast
+    start one more for the last step's line; one addition of the weights per step; two copies of the weights held
+    (the open window's sum and the previous window's mean), and a third while a line is measured (the live weights,
+    put back after the probes) or, in the fast start, over the step before a measurement (the last step's start).
     The windows' state is saved with a checkpoint and restored on resume.
     """
 
@@ -340,6 +344,7 @@ class Averages(NextBatch):
         at = scheduler.level  # where the later mean sits on the line: the estimate is c* times the level
         span = self._span(trainer)
         previous, mean = self.means.previous, self.means.close()
+        one_step = self.one_step_line(trainer, record) if self.pending is not None else None  # releases its copy
         with torch.no_grad():
             live = [p.detach().clone() for p in params]
 
@@ -347,7 +352,6 @@ class Averages(NextBatch):
             WindowMeans.move(params, previous, mean, a / at)
             return trainer._gen_loss_here(record)
 
-        one_step = self.one_step_line(trainer, record) if self.pending is not None else None
         try:
             result = measure_line(g, [0.0, at, 2.0 * at], precision=trainer._gen_precision(record))
         finally:
