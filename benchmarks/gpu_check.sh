@@ -40,7 +40,7 @@ if [ "$dry" = 1 ]; then
   sizes=(--quick)
   # On CPU: bf16 through CPU autocast, and the FSDP command over two gloo processes, where accelerate (which turns
   # its FSDP plugin on only for accelerators) trains with DDP instead: the dry run checks the commands, not FSDP.
-  finetune=(--use_cpu --max_steps 4 --max_train_samples 64 --max_eval_samples 32 --max_seq_length 32
+  finetune=(--use_cpu --max_steps 10 --max_train_samples 64 --max_eval_samples 32 --max_seq_length 32
             --per_device_train_batch_size 8 --per_device_eval_batch_size 32)
   fsdp=(--use_cpu --max_steps 6 --config_overrides n_embd=32,n_layer=1,n_head=2 --max_train_samples 64
         --max_eval_samples 16 --per_device_train_batch_size 4 --block_size 64 --eval_strategy no)

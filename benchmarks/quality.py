@@ -66,8 +66,8 @@ SUITE = {
     "cancer": {"steps": 300, "seeds": 3, "options": {}},
 }
 QUICK = {
-    "minilm": {"steps": 4, "seeds": 1, "options": {"eval_rows": 64, "train_rows": 256, "batch_size": 8}},
-    "gpt2": {"steps": 8, "seeds": 1, "options": {"eval_blocks": 16}},
+    "minilm": {"steps": 12, "seeds": 1, "options": {"eval_rows": 64, "train_rows": 256, "batch_size": 8}},
+    "gpt2": {"steps": 12, "seeds": 1, "options": {"eval_blocks": 16}},
     "digits": {"steps": 12, "seeds": 1, "options": {}},
 }
 

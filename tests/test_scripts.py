@@ -68,7 +68,7 @@ def classification_argv(files, out, *extra):
     return [
         "--model_name_or_path", str(files / "bert"), "--train_file", str(files / "train.csv"),
         "--validation_file", str(files / "valid.csv"), "--text_column", "sentence", "--label_column", "polarity",
-        "--max_steps", "6", "--logging_steps", "1", "--gen_interval", "2", "--per_device_train_batch_size", "8",
+        "--max_steps", "6", "--logging_steps", "1", "--gen_interval", "1", "--per_device_train_batch_size", "8",
         "--learning_rate", "1e-3", "--save_strategy", "no", "--output_dir", str(out), "--seed", "0", *extra,
     ]  # fmt: skip
 
@@ -110,7 +110,7 @@ def test_classification_summary_matches_the_trace_and_an_independent_evaluation(
     summary = json.loads((out / "run_summary.json").read_text())
     trace = read_trace(out)
     lrs = [1e-3] + [r["lr"] for r in trace]
-    assert summary["gen_updates"] == len(trace) >= STEPS_OVER_INTERVAL
+    assert summary["gen_updates"] == len(trace) >= MIN_UPDATES
     assert summary["gen_fallbacks"] == sum(r["fallback"] is not None for r in trace)
     assert (summary["lr_min"], summary["lr_max"], summary["lr_final"]) == (min(lrs), max(lrs), lrs[-1])
 
@@ -137,7 +137,7 @@ def test_classification_summary_matches_the_trace_and_an_independent_evaluation(
     )
 
 
-STEPS_OVER_INTERVAL = 3  # 6 steps, gen_interval 2
+MIN_UPDATES = 3  # 6 steps, windows of gen_interval = 1 step: a line through two windows' means on steps 3 to 6
 
 
 def test_classification_card_picture_and_command(classification_run):
@@ -147,7 +147,7 @@ def test_classification_card_picture_and_command(classification_run):
     assert head.startswith("---\n") and "- hf-gen" in head and "library_name: transformers" in head  # Trainer card
     assert "lr_scheduler_type: gen" in body  # ... with its hyperparameters
     assert "python scripts/run_classification.py " + shlex.join(argv) in body
-    assert "| `gen_interval` | 2 |" in body and "| `lr_scheduler_type` | gen |" in body
+    assert "| `gen_interval` | 1 |" in body and "| `lr_scheduler_type` | gen |" in body
     assert "![" in body and "(lr_trace.png)" in body
     assert "arXiv:2407.02772" in body and "ICLR" in body and "Bu, Zhiqi and Xu, Shiyun" in body
     summary = json.loads((out / "run_summary.json").read_text())
@@ -291,7 +291,7 @@ def test_a_json_file_of_arguments_runs_like_the_flags_over_the_script_defaults(c
     out, argv = classification_run
     flags = dict(zip(argv[::2], argv[1::2], strict=True))
     values = {k.lstrip("-"): v for k, v in flags.items()}
-    values.update(max_steps=6, learning_rate=1e-3, gen_interval=2, output_dir=str(tmp_path / "json"))
+    values.update(max_steps=6, learning_rate=1e-3, gen_interval=1, output_dir=str(tmp_path / "json"))
     values.update(gen_probe_offsets=[1.0], use_cpu=True, report_to=["none"], eval_steps=None)  # = the defaults
     del values["logging_steps"]  # not needed for the results; the script's own default (10) applies
     path = tmp_path / "args.json"
