@@ -278,18 +278,18 @@ class _Table(torch.utils.data.Dataset):
         return {self.key: self.x[i], "labels": self.y[i]}
 
 
-def digits_task(steps: int, batch_size: int = 32) -> Task:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+def _mlp_classifier_task(name: str, data: str, split: tuple, steps: int, batch_size: int) -> Task:
+    """A ``DigitsMLP`` from scratch on one of scikit-learn's bundled tables, ``split`` = (x_train, x_test, y_train,
+    y_test) already scaled: accuracy on the held-out rows, the same 5-point grid."""
     from transformers import default_data_collator
 
-    x, y = load_digits(return_X_y=True)
-    x_train, x_test, y_train, y_test = train_test_split(x / 16.0, y, test_size=0.3, stratify=y, random_state=0)
+    x_train, x_test, y_train, y_test = split
+    n_in, n_out = x_train.shape[1], int(max(y_train.max(), y_test.max())) + 1
     return Task(
-        name="digits",
+        name=name,
         description=(
-            f"64-128-128-10 ReLU MLP on scikit-learn digits ({len(y_train)} training images, pixels / 16), batch "
-            f"{batch_size}, {steps} steps; accuracy on a fixed stratified 30% held-out split ({len(y_test)} images)"
+            f"{n_in}-128-128-{n_out} ReLU MLP on {data} ({len(y_train)} training rows), batch {batch_size}, {steps} "
+            f"steps; accuracy on a fixed stratified 30% held-out split ({len(y_test)} rows)"
         ),
         steps=steps,
         batch_size=batch_size,
@@ -299,44 +299,34 @@ def digits_task(steps: int, batch_size: int = 32) -> Task:
         train_base=_Table(x_train, y_train, "pixel_values", torch.long),
         eval_dataset=_Table(x_test, y_test, "pixel_values", torch.long),
         collator=default_data_collator,
-        make_model=lambda seed: DigitsMLP(),
+        make_model=lambda seed: DigitsMLP(n_in=n_in, n_out=n_out),
         metric_from=lambda m: m["eval_accuracy"],
         compute_metrics=_accuracy,
         eval_batch_size=1024,
         info={"train_rows": len(y_train), "eval_rows": len(y_test)},
     )
+
+
+def digits_task(steps: int, batch_size: int = 32) -> Task:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_digits(return_X_y=True)
+    split = train_test_split(x / 16.0, y, test_size=0.3, stratify=y, random_state=0)
+    return _mlp_classifier_task("digits", "scikit-learn digits (8x8 images, pixels / 16)", split, steps, batch_size)
 
 
 def cancer_task(steps: int, batch_size: int = 32) -> Task:
     """Held out from every choice of the defaults: added after the last one, to report it on data not seen before."""
     from sklearn.datasets import load_breast_cancer
     from sklearn.model_selection import train_test_split
-    from transformers import default_data_collator
 
     x, y = load_breast_cancer(return_X_y=True)
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.3, stratify=y, random_state=0)
     mean, std = x_train.mean(0), x_train.std(0)
-    return Task(
-        name="cancer",
-        description=(
-            f"30-128-128-2 ReLU MLP classifying scikit-learn's breast cancer tumours ({len(y_train)} training rows, "
-            f"standardised), batch {batch_size}, {steps} steps; accuracy on a fixed stratified 30% held-out split "
-            f"({len(y_test)} rows)"
-        ),
-        steps=steps,
-        batch_size=batch_size,
-        grid=[3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
-        metric="accuracy",
-        higher_is_better=True,
-        train_base=_Table((x_train - mean) / std, y_train, "pixel_values", torch.long),
-        eval_dataset=_Table((x_test - mean) / std, y_test, "pixel_values", torch.long),
-        collator=default_data_collator,
-        make_model=lambda seed: DigitsMLP(n_in=30, n_out=2),
-        metric_from=lambda m: m["eval_accuracy"],
-        compute_metrics=_accuracy,
-        eval_batch_size=1024,
-        info={"train_rows": len(y_train), "eval_rows": len(y_test)},
-    )
+    split = ((x_train - mean) / std, (x_test - mean) / std, y_train, y_test)
+    return _mlp_classifier_task("cancer", "scikit-learn's breast cancer tumours (standardised)", split, steps,
+                                batch_size)  # fmt: skip
 
 
 # ---- (c') held out: an MLP regressing scikit-learn's diabetes progression ------------------------------------------
