@@ -10,14 +10,15 @@
 # run) about 100 minutes for its grids, the Trainer's defaults and the peers at 1 seed and GeN at 3; code about 25
 # minutes; diabetes about 3 minutes; the 3,000-step GPT-2 row about 75 minutes (8 minutes a run); about 8 hours in
 # all. Every run is kept in benchmarks/results/*.json as it finishes, and a rerun skips what is there. Each task
-# also runs the previous default (gen-adamw-next: one-step lines on the next batch) for the table's comparison.
+# also runs the earlier defaults (gen-adamw-averages-next: the one-step fast start; gen-adamw-next: one-step lines
+# throughout) and the fast start on window lines alone (gen-adamw-windows) for the tables' comparison.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 PY=${PYTHON:-python}
 Q="$PY benchmarks/quality.py --threads 1 --resume"
 PEERS="prodigy dadapt-adam schedulefree-adamw mechanic dog gen-optim"
-TASKS=${TASKS:-"digits gpt2 minilm diabetes plays genres plays-lora code gpt2-3000"}
+TASKS=${TASKS:-"digits gpt2 minilm diabetes cancer plays genres plays-lora code gpt2-3000"}
 main_done=0
 for task in $TASKS; do
   case $task in
@@ -26,22 +27,23 @@ for task in $TASKS; do
       if [ $main_done = 0 ]; then
         main=$(for t in $TASKS; do case $t in digits | gpt2 | minilm) echo $t ;; esac; done)
         $Q --tasks $main
-        $Q --tasks $main --no-robustness --families gen-adamw-next
+        $Q --tasks $main --no-robustness --families gen-adamw-next gen-adamw-averages-next gen-adamw-windows
         main_done=1
       fi
       ;;
-    diabetes)
+    diabetes | cancer)
       # Cheap (about 1 s a run): every contender on 3 seeds, and the sweep.
-      $Q --tasks diabetes --json benchmarks/results/suite_diabetes.json --markdown benchmarks/RESULTS_suite_diabetes.md
-      $Q --tasks diabetes --no-robustness --families gen-adamw-next gen-adamw-same \
-        --json benchmarks/results/suite_diabetes.json --markdown benchmarks/RESULTS_suite_diabetes.md
+      $Q --tasks $task --json benchmarks/results/suite_$task.json --markdown benchmarks/RESULTS_suite_$task.md
+      $Q --tasks $task --no-robustness --families gen-adamw-next gen-adamw-same gen-adamw-averages-next \
+        gen-adamw-windows --json benchmarks/results/suite_$task.json --markdown benchmarks/RESULTS_suite_$task.md
       ;;
     plays | genres | plays-lora | code)
       json=benchmarks/results/suite_${task//-/_}.json
       md=benchmarks/RESULTS_suite_${task//-/_}.md
       $Q --tasks $task --no-robustness --seeds 1 --json $json --markdown $md \
         --families adamw-linear adamw-cosine-warmup trainer-default $PEERS
-      $Q --tasks $task --no-robustness --seeds 3 --json $json --markdown $md --families gen-adamw gen-adamw-next gen-adamw-same
+      $Q --tasks $task --no-robustness --seeds 3 --json $json --markdown $md --families gen-adamw gen-adamw-next gen-adamw-same \
+        gen-adamw-averages-next gen-adamw-windows
       ;;
     gpt2-3000)
       # The long horizon: 15 times the profile's steps, on the grid around where the best lr moved. GeN on 2 seeds,
@@ -49,13 +51,13 @@ for task in $TASKS; do
       A="--json benchmarks/results/horizon_gpt2_a.json --markdown /tmp/horizon_gpt2_a.md --plots /tmp/horizon_plots"
       B="--json benchmarks/results/horizon_gpt2_b.json --markdown /tmp/horizon_gpt2_b.md --plots /tmp/horizon_plots"
       H="--tasks gpt2 --steps gpt2=3000 --no-robustness"
-      $Q $H --seeds gpt2=2 --families gen-adamw gen-adamw-next gen-adamw-same $A
+      $Q $H --seeds gpt2=2 --families gen-adamw gen-adamw-next gen-adamw-same gen-adamw-averages-next gen-adamw-windows $A
       $Q $H --seeds gpt2=1 --families trainer-default adamw-cosine-warmup --grid gpt2=1e-3 $A
       $Q $H --seeds gpt2=1 --families adamw-linear --grid gpt2=3e-4,1e-3,3e-3 $B
       $Q $H --seeds gpt2=2 --families adamw-linear --grid gpt2=1e-3,3e-3 $B
       ;;
     *)
-      echo "unknown task $task: pass some of digits gpt2 minilm diabetes plays genres plays-lora code gpt2-3000" >&2
+      echo "unknown task $task: pass some of digits gpt2 minilm diabetes cancer plays genres plays-lora code gpt2-3000" >&2
       exit 2
       ;;
   esac
