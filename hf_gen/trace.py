@@ -31,8 +31,11 @@ def make_record(
     *, step: int, lr: float, estimate, probe_lr: float, mode: str, fallback: str | None, interval: int, **extra
 ) -> dict:
     """A trace record from a ``LineEstimate`` (non-finite numbers become ``None``, also in ``probe_losses``)."""
-    if "probe_losses" in extra:
-        extra["probe_losses"] = [[a, _finite_or_none(v)] for a, v in extra["probe_losses"]]
+    for key in ("probe_losses", "one_step_probe_losses"):
+        if key in extra:
+            extra[key] = [[a, _finite_or_none(v)] for a, v in extra[key]]
+    if "one_step_alpha_star" in extra:
+        extra["one_step_alpha_star"] = _finite_or_none(extra["one_step_alpha_star"])
     return {
         "step": step,
         "lr": lr,
