@@ -265,13 +265,12 @@ class Averages(NextBatch):
         super().__init__()
         self.window = window
         self.means = WindowMeans(device)
-        self.one_step_start = fast_start_lines == "next"
-        self.confirm = fast_start_lines == "both"
+        self.lines = fast_start_lines  # "both", "windows" or "next": the fast start's lines
 
     def _one_step(self, trainer: GeNMixin) -> bool:
         """Whether one-step lines are in charge (``fast_start_lines="next"``, until the fast start has settled and
         its last line is measured)."""
-        return self.one_step_start and (not trainer.lr_scheduler.settled or self.pending is not None)
+        return self.lines == "next" and (not trainer.lr_scheduler.settled or self.pending is not None)
 
     def _span(self, trainer: GeNMixin) -> int:
         """Steps per window now: ``gen_interval`` during the fast start, then ``gen_window``."""
@@ -297,7 +296,7 @@ class Averages(NextBatch):
     def _confirm_next(self, trainer: GeNMixin) -> bool:
         """Whether the step about to be taken closes a window the fast start measures on the next batch: its line is
         then measured there too (the copy of the weights before it is kept)."""
-        if not self.confirm or trainer.lr_scheduler.settled:
+        if self.lines != "both" or trainer.lr_scheduler.settled:
             return False
         return self.means.previous is not None and self.means.count + 1 >= self._span(trainer)
 
@@ -318,17 +317,18 @@ class Averages(NextBatch):
 
     def after_step(self, trainer: GeNMixin, record: StepRecord) -> None:
         super().after_step(trainer, record)
-        if self.one_step_start or self.pending is None or trainer.lr_scheduler.last_epoch != 0:
+        if self.lines == "next" or self.pending is None or trainer.lr_scheduler.last_epoch != 0:
             return
-        if not self._confirm_next(trainer):  # the first step's check is done and no line of this step is measured
-            self.pending[0].release()
-            self.pending = None
-        self._add(trainer, trainer.optimizer)  # its weights (cut back or not) open the window
+        # The first step's check is done (no window is open yet, so no line of this step is measured): its copy goes,
+        # and its weights (cut back or not) open the window.
+        self.pending[0].release()
+        self.pending = None
+        self._add(trainer, trainer.optimizer)
 
     def after_any_step(self, trainer: GeNMixin, optimizer) -> None:
         """After every optimizer step outside the one-step lines: the new weights join the open window; the first
         complete window becomes the reference the next one is measured from."""
-        first_check = self.pending is not None and trainer.lr_scheduler.last_epoch == 0 and self._first(trainer)
+        first_check = self.pending is not None and trainer.lr_scheduler.last_epoch == 0  # added after it, above
         if self._one_step(trainer) or first_check:
             return
         self._add(trainer, optimizer)
