@@ -42,15 +42,19 @@ from _contenders import (  # noqa: E402
 from _tasks import Task, build_task  # noqa: E402
 from quality import FULL  # noqa: E402
 
-# Each lever changed from the defaults (cosine decay, fast start, next-batch probes, interval 4, gamma 0.9, max change
-# 2), one at a time; "bf16" runs the defaults under bf16 autocast (where the loss's precision matters).
+# Each lever changed from the defaults (lines through window means, a fast start on 4-step window lines capped by the
+# last step's line, cosine decay, interval 4, gamma 0.9, max change 2), one at a time; "bf16" runs the defaults under
+# bf16 autocast (where the loss's precision matters).
 VARIANTS = {
     "defaults": {},
+    "fast_start_lines=windows": {"gen_fast_start_lines": "windows"},
+    "fast_start_lines=next": {"gen_fast_start_lines": "next"},
     "search=off": {"gen_search_probes": 0},
     "fast_start=off": {"gen_fast_start": False},
     "decay=none": {"gen_decay": "none"},
     "decay=linear": {"gen_decay": "linear"},
     "probe=next": {"gen_probe_batch": "next"},
+    "probe=same": {"gen_probe_batch": "same"},
     "interval=1": {"gen_interval": 1},
     "interval=8": {"gen_interval": 8},
     "interval=16": {"gen_interval": 16},

@@ -22,6 +22,9 @@ CONFIGS = {
     "plain Trainer (constant lr)": {"lr_scheduler_type": "constant"},
     # the default; settled from the start with one-step windows, so that its two copies exist within the few steps
     "GeN approx (default: averages)": {"lr_scheduler_type": "gen", "gen_fast_start": False, "gen_window": 1},
+    # the default as it starts: the fast start's windows (of gen_interval = 1 step here) and the last step's line,
+    # whose copy is held alongside the two window copies until it is measured
+    "GeN approx (default: averages), fast start": {"lr_scheduler_type": "gen"},
     "GeN approx, next batch": {"lr_scheduler_type": "gen", "gen_mode": "approx", "gen_probe_batch": "next"},
     "GeN approx, next batch, offloaded copy": {
         "lr_scheduler_type": "gen",
@@ -100,14 +103,23 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=64)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--out", default="out/bench-memory")
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        default=list(CONFIGS),
+        choices=list(CONFIGS),
+        help="configurations to measure (the plain Trainer and next batch are always measured)",
+    )
     parser.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts._child:
         child(json.loads(opts._child))
         return
-    results = {name: [] for name in CONFIGS}
+    chosen = {"plain Trainer (constant lr)", "GeN approx, next batch", *opts.configs}
+    results = {name: [] for name in CONFIGS if name in chosen}
     for _ in range(opts.repeats):
-        for name, extra in CONFIGS.items():
+        for name in results:
+            extra = CONFIGS[name]
             spec = {"args": extra, "n_embd": opts.n_embd, "n_layer": opts.n_layer, "seq": opts.seq,
                     "steps": opts.steps, "out": os.path.join(opts.out, name.replace(" ", "_"))}  # fmt: skip
             results[name].append(run_child(__file__, spec))

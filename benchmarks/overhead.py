@@ -27,7 +27,8 @@ pass, the loss at the current point from the training forward). A no-grad forwar
 each setting's overhead is printed next to that limit times the recomputes per step it made (overhead / limit; at a
 fixed interval that is the forward / interval). The averages scheme (the default) has no point of its line at the
 live weights: three forwards per recompute are its limit (its per-step addition of the weights is overhead above
-it). Exact GeN is compared with one forward plus one Hessian-vector
+it), four while its fast start also measures the last step's line. The settings run with the fast start off (the
+steady state) unless their name says otherwise. Exact GeN is compared with one forward plus one Hessian-vector
 product (forward, backward with graph, second backward) timed on its own.
 Writes the table to stdout and the raw numbers to --json.
 """
@@ -142,6 +143,8 @@ def make_model(opts):
 SETTINGS = {
     "plain Trainer, constant lr": {"lr_scheduler_type": "constant"},
     "GeN approx, averages (default)": {"lr_scheduler_type": "gen"},
+    # the same from its start: the fast start's 4-step windows, each with the last step's line as well
+    "GeN approx, averages (default), fast start": {"lr_scheduler_type": "gen", "gen_fast_start": True},
     "GeN approx, interval 1": {"lr_scheduler_type": "gen", "gen_interval": 1, "gen_probe_batch": "next"},
     "GeN approx, interval 4": {"lr_scheduler_type": "gen", "gen_interval": 4, "gen_probe_batch": "next"},
     "GeN approx, interval 8": {"lr_scheduler_type": "gen", "gen_interval": 8, "gen_probe_batch": "next"},
@@ -159,12 +162,12 @@ def run_setting(name, spec, opts, data):
     spec = dict(spec)
     authors = spec.pop("authors", False)
     total = opts.warmup + opts.steps
-    # gen_fast_start off: the timing is of the steady state (interval as set), not of the start phase.
+    # gen_fast_start off unless a setting turns it on: the timing is of the steady state (interval as set).
     args = GeNTrainingArguments(output_dir=os.path.join(opts.out, "".join(c if c.isalnum() else "_" for c in name)),
                                 max_steps=total, per_device_train_batch_size=opts.batch, learning_rate=LR,
                                 report_to="none", save_strategy="no", disable_tqdm=True, logging_steps=10_000,
-                                use_cpu=not torch.cuda.is_available(), gen_fast_start=False, max_grad_norm=1.0,
-                                dataloader_drop_last=True, seed=0, **spec)  # fmt: skip
+                                use_cpu=not torch.cuda.is_available(), max_grad_norm=1.0, dataloader_drop_last=True,
+                                seed=0, **{"gen_fast_start": False, **spec})  # fmt: skip
     clock = StepClock()
     model = make_model(opts)
     if authors:
@@ -181,8 +184,10 @@ def run_setting(name, spec, opts, data):
     else:
         trace = read_trace(args.output_dir)
         updates = [record["step"] for record in trace]
-        # probe forwards: one per next-batch line (its other point is the training forward), three per averages line
+        # probe forwards: one per next-batch line (its other point is the training forward), three per averages line,
+        # and one for the fast start's one-step line beside it (its other point is the training forward too)
         forwards = sum(len(r.get("probe_losses", [])) - (r.get("probe_batch") == "next")
+                       + max(len(r.get("one_step_probe_losses") or []) - 1, 0)
                        for r in trace if r["step"] in window)  # fmt: skip
     in_window = [step for step in updates if step in window]
     timed = zip(clock.begins[opts.warmup :], clock.stamps[opts.warmup :], strict=True)
@@ -256,7 +261,9 @@ def summarise(per_step, ref, settings):
             limit, limit_name = ref["hvp"] * rate, "forward + HVP"
         else:
             forwards = statistics.median(run["probe_forwards"] / run["window"] for run in runs)
-            limit, limit_name = ref["forward"] * forwards, "1 forward" if forwards == rate else "3 forwards"
+            per = forwards / rate if rate else 0.0
+            limit = ref["forward"] * forwards
+            limit_name = "1 forward" if per == 1 else f"{per:.3g} forwards"
         known = limit == limit and limit > 0
         rows.append({"setting": name, "step_s": step_s, "overhead": overhead / plain, "recomputes_per_step": rate,
                      "overhead_step_medians": by_medians,

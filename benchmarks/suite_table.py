@@ -123,6 +123,12 @@ def row(label: str, block: dict, use: str) -> dict:
     best_seeds = _seeds(block["runs"], best) if best else []
     if accuracy and len(gen_runs) > 1 and len(best_seeds) > 1:
         out["spread_points"] = (_spread_points(gen_runs), _spread_points(best_seeds))
+        out["spread_seeds"] = (len(gen_runs), len(best_seeds))
+    trainer = out["trainer"]
+    if gen_runs and trainer and math.isfinite(trainer["eval_loss"]):
+        # the goal's floor: no GeN seed ends worse than the Trainer's default schedule at its default lr
+        out["below_trainer"] = [r["seed"] for r in gen_runs
+                                if r["eval_loss"] is None or r["eval_loss"] > trainer["eval_loss"]]  # fmt: skip
     return out
 
 
@@ -213,9 +219,18 @@ def main() -> None:
     spreads = [r for r in scored if "spread_points" in r]
     for r in spreads:
         g, b = r["spread_points"]
+        n_gen, n_best = r["spread_seeds"]
+        within = "within" if g <= 2 * b else "wider than"
         summary.append(
-            f"- {r['label']}: spread of accuracy over seeds, GeN {g:.1f} points against the best grid point's {b:.1f}."
+            f"- {r['label']}: spread of accuracy over seeds (max - min), GeN {g:.1f} points ({n_gen} seeds) against "
+            f"the best grid point's {b:.1f} ({n_best} seeds): {within} twice the tuned schedule's."
         )
+    worse = [r for r in scored if r.get("below_trainer")]
+    summary.append(
+        "- GeN seeds that end worse than the Trainer's defaults: "
+        + ("; ".join(f"{r['label']} seed {', '.join(map(str, r['below_trainer']))}" for r in worse) or "none")
+        + "."
+    )
     text = "\n".join(lines + summary) + "\n"
     print(text)
     if opts.markdown:

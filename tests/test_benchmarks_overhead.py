@@ -22,7 +22,7 @@ def test_overhead_quick_runs_every_setting(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
     rows = {r["setting"]: r for r in result["rows"]}
-    assert len(rows) == 9 and rows["plain Trainer, constant lr"]["overhead"] == 0.0
+    assert len(rows) == 10 and rows["plain Trainer, constant lr"]["overhead"] == 0.0
     plain = rows["plain Trainer, constant lr"]["step_s"]
     for r in rows.values():
         assert r["step_s"] > 0 and len(r["runs_s"]) == 1
@@ -47,5 +47,13 @@ def test_overhead_quick_runs_every_setting(tmp_path):
     assert 0 < adaptive["recomputes_per_step"] <= 0.25
     forward = result["reference_s"]["forward"]
     assert adaptive["limit"] == pytest.approx(forward * adaptive["recomputes_per_step"] / plain)
+    # the default from its start: each fast-start line is three forwards for the windows and one for the last step
+    name = "GeN approx, averages (default), fast start"
+    start = rows[name]
+    trace = read_trace(tmp_path / "runs" / "".join(c if c.isalnum() else "_" for c in name))
+    measured = [r for r in trace if r["step"] in window]
+    assert measured and all(len(r["probe_losses"]) == 3 and len(r["one_step_probe_losses"]) == 2 for r in measured)
+    assert start["limit_is"] == "4 forwards"
+    assert start["limit"] == pytest.approx(forward * 4 * len(measured) / len(window) / plain)
     assert rows["gen-optim (authors), interval 4"]["recompute_steps"] == [[4, 8]]
     assert "| GeN approx, adaptive 4..16 |" in done.stdout and "recomputes per step" in done.stdout
