@@ -7,9 +7,10 @@
 # Offline, CPU, one torch thread per process (run one at a time on a 2-core machine). Budget on this project's
 # machine, one core: the main profile (digits, gpt2, minilm: 3 seeds of every contender and the starting-lr sweep)
 # about 85 minutes; each MiniLM task of the wider suite (plays, genres, plays-lora: 150 steps, about 4 minutes a
-# run) about 100 minutes for its grids, the Trainer's defaults and the peers at 1 seed and GeN at 3; code about 25
-# minutes; diabetes about 3 minutes; the 3,000-step GPT-2 row about 75 minutes (8 minutes a run); about 8 hours in
-# all. Every run is kept in benchmarks/results/*.json as it finishes, and a rerun skips what is there. Each task
+# run) about 100 minutes for its grids, the Trainer's defaults and the peers at 1 seed and GeN at 3, then about 30
+# minutes for GeN's default and the best grid point on 5 seeds (the spread over seeds); code about 25
+# minutes; diabetes about 3 minutes; the 3,000-step GPT-2 row about 95 minutes (8 to 10 minutes a run); about 10
+# hours in all. Every run is kept in benchmarks/results/*.json as it finishes, and a rerun skips what is there. Each task
 # also runs the earlier defaults (gen-adamw-averages-next: the one-step fast start; gen-adamw-next: one-step lines
 # throughout) and the fast start on window lines alone (gen-adamw-windows) for the tables' comparison.
 set -euo pipefail
@@ -28,6 +29,12 @@ for task in $TASKS; do
         main=$(for t in $TASKS; do case $t in digits | gpt2 | minilm) echo $t ;; esac; done)
         $Q --tasks $main
         $Q --tasks $main --no-robustness --families gen-adamw-next gen-adamw-averages-next gen-adamw-windows
+        case " $main " in
+          *" minilm "*)  # the fine-tune's spread: GeN's default and the best grid point on 5 seeds
+            $Q --tasks minilm --no-robustness --seeds 5 --families gen-adamw
+            $Q --tasks minilm --no-robustness --seeds 5 --families adamw-linear --grid minilm=0.0003
+            ;;
+        esac
         main_done=1
       fi
       ;;
@@ -44,6 +51,16 @@ for task in $TASKS; do
         --families adamw-linear adamw-cosine-warmup trainer-default $PEERS
       $Q --tasks $task --no-robustness --seeds 3 --json $json --markdown $md --families gen-adamw gen-adamw-next gen-adamw-same \
         gen-adamw-averages-next gen-adamw-windows
+      if [ $task != code ]; then
+        # The fine-tunes' spread: GeN's default and the best point of the 1-seed grids on 5 seeds each.
+        best=$($PY -c "import json, sys; sys.path.insert(0, 'benchmarks'); from _report import summarize, GRID_FAMILIES
+s = summarize(json.load(open('$json'))['tasks']['$task']['runs'])
+name = min((n for n in s if s[n]['family'] in GRID_FAMILIES), key=lambda n: s[n]['eval_loss'])
+print(s[name]['family'], name.split('@')[1])")
+        set -- $best
+        $Q --tasks $task --no-robustness --seeds 5 --json $json --markdown $md --families gen-adamw
+        $Q --tasks $task --no-robustness --seeds 5 --json $json --markdown $md --families $1 --grid $task=$2
+      fi
       ;;
     gpt2-3000)
       # The long horizon: 15 times the profile's steps, on the grid around where the best lr moved. GeN on 2 seeds,
@@ -55,6 +72,7 @@ for task in $TASKS; do
       $Q $H --seeds gpt2=1 --families trainer-default adamw-cosine-warmup --grid gpt2=1e-3 $A
       $Q $H --seeds gpt2=1 --families adamw-linear --grid gpt2=3e-4,1e-3,3e-3 $B
       $Q $H --seeds gpt2=2 --families adamw-linear --grid gpt2=1e-3,3e-3 $B
+      $Q $H --seeds gpt2=1 --families schedulefree-adamw prodigy $A  # the two peers best on the 200-step row
       ;;
     *)
       echo "unknown task $task: pass some of digits gpt2 minilm diabetes cancer plays genres plays-lora code gpt2-3000" >&2
