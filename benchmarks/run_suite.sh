@@ -72,7 +72,8 @@ print(s[name]['family'], name.split('@')[1])")
       $Q $H --seeds gpt2=1 --families trainer-default adamw-cosine-warmup --grid gpt2=1e-3 $A
       $Q $H --seeds gpt2=1 --families adamw-linear --grid gpt2=3e-4,1e-3,3e-3 $B
       $Q $H --seeds gpt2=2 --families adamw-linear --grid gpt2=1e-3,3e-3 $B
-      $Q $H --seeds gpt2=1 --families schedulefree-adamw prodigy $A  # the two peers best on the 200-step row
+      # Schedule-Free, the best peer at 200 steps, and Prodigy, the most used
+      $Q $H --seeds gpt2=1 --families schedulefree-adamw prodigy $A
       ;;
     *)
       echo "unknown task $task: pass some of digits gpt2 minilm diabetes cancer plays genres plays-lora code gpt2-3000" >&2
