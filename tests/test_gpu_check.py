@@ -25,8 +25,12 @@ def test_gpu_check_dry_run_runs_every_step_and_writes_one_folder(tmp_path):
                            "size_sweep", "memory"]  # fmt: skip
     assert all(" status 0 " in line for line in summary)
     overhead = json.loads((out / "overhead.json").read_text())
-    assert len(overhead["rows"]) == 9
-    assert "| GeN approx (default: averages) |" in (out / "memory.txt").read_text()
+    assert len(overhead["rows"]) == 10
+    assert "GeN approx, averages (default), fast start" in {row["setting"] for row in overhead["rows"]}
+    memory = (out / "memory.txt").read_text()
+    assert (
+        "| GeN approx (default: averages) |" in memory and "| GeN approx (default: averages), fast start |" in memory
+    )
     sweep = json.loads((out / "size_sweep.json").read_text())
     assert (out / "size_sweep.png").stat().st_size > 0 and sweep
     assert json.loads((out / "recompute_profile.json").read_text())
