@@ -42,7 +42,7 @@ for task in $TASKS; do
       # Cheap (about 1 s a run): every contender on 3 seeds, and the sweep.
       $Q --tasks $task --json benchmarks/results/suite_$task.json --markdown benchmarks/RESULTS_suite_$task.md
       $Q --tasks $task --no-robustness --families gen-adamw-next gen-adamw-same gen-adamw-averages-next \
-        gen-adamw-windows --json benchmarks/results/suite_$task.json --markdown benchmarks/RESULTS_suite_$task.md
+        gen-adamw-windows gen-adamw-nodecay --json benchmarks/results/suite_$task.json --markdown benchmarks/RESULTS_suite_$task.md
       ;;
     plays | genres | plays-lora | code)
       json=benchmarks/results/suite_${task//-/_}.json
@@ -50,7 +50,7 @@ for task in $TASKS; do
       $Q --tasks $task --no-robustness --seeds 1 --json $json --markdown $md \
         --families adamw-linear adamw-cosine-warmup trainer-default $PEERS
       $Q --tasks $task --no-robustness --seeds 3 --json $json --markdown $md --families gen-adamw gen-adamw-next gen-adamw-same \
-        gen-adamw-averages-next gen-adamw-windows
+        gen-adamw-averages-next gen-adamw-windows gen-adamw-nodecay
       if [ $task != code ]; then
         # The fine-tunes' spread: GeN's default and the best point of the 1-seed grids on 5 seeds each.
         best=$($PY -c "import json, sys; sys.path.insert(0, 'benchmarks'); from _report import summarize, GRID_FAMILIES
@@ -72,8 +72,8 @@ print(s[name]['family'], name.split('@')[1])")
       $Q $H --seeds gpt2=1 --families trainer-default adamw-cosine-warmup --grid gpt2=1e-3 $A
       $Q $H --seeds gpt2=1 --families adamw-linear --grid gpt2=3e-4,1e-3,3e-3 $B
       $Q $H --seeds gpt2=2 --families adamw-linear --grid gpt2=1e-3,3e-3 $B
-      # Schedule-Free, the best peer at 200 steps, and Prodigy, the most used
-      $Q $H --seeds gpt2=1 --families schedulefree-adamw prodigy $A
+      # Schedule-Free, the best peer at 200 steps, Prodigy, the most used, and GeN without the decay shape
+      $Q $H --seeds gpt2=1 --families schedulefree-adamw prodigy gen-adamw-nodecay $A
       ;;
     *)
       echo "unknown task $task: pass some of digits gpt2 minilm diabetes cancer plays genres plays-lora code gpt2-3000" >&2
