@@ -20,6 +20,15 @@ PY=${PYTHON:-python}
 Q="$PY benchmarks/quality.py --threads 1 --resume"
 PEERS="prodigy dadapt-adam schedulefree-adamw mechanic dog gen-optim"
 TASKS=${TASKS:-"digits gpt2 minilm diabetes cancer plays genres plays-lora code gpt2-3000"}
+# five_seeds JSON MD TASK: GeN's default and the best grid point so far (as the suite's table picks it) on 5 seeds, for
+# the spread of a fine-tune over seeds
+five_seeds() {
+  local best
+  best=$($PY -c "import sys; from pathlib import Path; sys.path.insert(0, 'benchmarks'); from suite_table import load, row
+print(row('$3', load([Path('$1')], '$3'), '')['best'])")
+  $Q --tasks $3 --no-robustness --seeds 5 --json $1 --markdown $2 --families gen-adamw
+  $Q --tasks $3 --no-robustness --seeds 5 --json $1 --markdown $2 --families ${best%@*} --grid $3=${best#*@}
+}
 main_done=0
 for task in $TASKS; do
   case $task in
@@ -30,10 +39,7 @@ for task in $TASKS; do
         $Q --tasks $main
         $Q --tasks $main --no-robustness --families gen-adamw-next gen-adamw-averages-next gen-adamw-windows
         case " $main " in
-          *" minilm "*)  # the fine-tune's spread: GeN's default and the best grid point on 5 seeds
-            $Q --tasks minilm --no-robustness --seeds 5 --families gen-adamw
-            $Q --tasks minilm --no-robustness --seeds 5 --families adamw-linear --grid minilm=0.0003
-            ;;
+          *" minilm "*) five_seeds benchmarks/results/quality.json benchmarks/RESULTS_quality.md minilm ;;
         esac
         main_done=1
       fi
@@ -52,14 +58,7 @@ for task in $TASKS; do
       $Q --tasks $task --no-robustness --seeds 3 --json $json --markdown $md --families gen-adamw gen-adamw-next gen-adamw-same \
         gen-adamw-averages-next gen-adamw-windows gen-adamw-nodecay
       if [ $task != code ]; then
-        # The fine-tunes' spread: GeN's default and the best point of the 1-seed grids on 5 seeds each.
-        best=$($PY -c "import json, sys; sys.path.insert(0, 'benchmarks'); from _report import summarize, GRID_FAMILIES
-s = summarize(json.load(open('$json'))['tasks']['$task']['runs'])
-name = min((n for n in s if s[n]['family'] in GRID_FAMILIES), key=lambda n: s[n]['eval_loss'])
-print(s[name]['family'], name.split('@')[1])")
-        set -- $best
-        $Q --tasks $task --no-robustness --seeds 5 --json $json --markdown $md --families gen-adamw
-        $Q --tasks $task --no-robustness --seeds 5 --json $json --markdown $md --families $1 --grid $task=$2
+        five_seeds $json $md $task
       fi
       ;;
     gpt2-3000)
