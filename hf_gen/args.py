@@ -83,7 +83,9 @@ class GeNTrainingArguments(TrainingArguments):
         gen_search_probes: Extra probes allowed on the first step(s): the cut of an overshooting first step (next
             batch) or the fast start's line search (same batch). ``0`` = none.
         gen_fast_decrease: Clip only increases.
-        gen_decay: Annealing shape composed with the level: ``"cosine"``, ``"linear"`` or ``"none"``.
+        gen_decay: Annealing shape composed with the level: ``"none"``, ``"cosine"`` or ``"linear"``. Default:
+            ``"none"`` with ``"averages"`` (its window lines lower the level themselves late in a run), ``"cosine"``
+            with the greedy one-step estimates (``"next"``, ``"same"``, exact mode).
         gen_probe_offsets: approx, same batch: probe points in units of the current lr.
         gen_use_slope: approx: use the backward slope in the fit.
         gen_offload_snapshot: Keep GeN's copy of the trainable parameters in CPU memory.
@@ -152,10 +154,12 @@ class GeNTrainingArguments(TrainingArguments):
     gen_fast_decrease: bool = _option(
         False, "Clip only increases of the lr: an estimate below lr / gen_max_change is taken as it is."
     )
-    gen_decay: str = _option(
-        "cosine",
-        "Annealing composed with GeN: the applied lr is level x shape(t), with shape 'cosine', 'linear' (1 - t/T) "
-        "or 'none'. Greedy estimates do not anneal by themselves (benchmarks/RESULTS.md).",
+    gen_decay: str | None = _option(
+        None,
+        "Annealing composed with GeN: the applied lr is level x shape(t), with shape 'none' (GeN alone), 'cosine' "
+        "or 'linear' (1 - t/T). Default: 'none' with gen_probe_batch='averages', whose lines through two windows' "
+        "mean weights lower the level by themselves as the steps' progress shrinks late in a run; 'cosine' with "
+        "the greedy one-step estimates ('next', 'same', exact mode), which do not anneal by themselves.",
         DECAY_SHAPES,
     )
     gen_probe_offsets: list[float] = field(
@@ -235,7 +239,6 @@ class GeNTrainingArguments(TrainingArguments):
     def _validate_gen(self) -> None:
         if self.gen_mode not in GEN_MODES:
             raise ValueError(f"gen_mode must be one of {GEN_MODES}, got {self.gen_mode!r}")
-        validate_gen_settings(**self.gen_scheduler_settings())
         probes = self.gen_search_probes
         if isinstance(probes, bool) or not isinstance(probes, int) or probes < 0:
             raise ValueError(f"gen_search_probes must be an integer >= 0 (0 = no fast-start search), got {probes!r}")
@@ -260,6 +263,10 @@ class GeNTrainingArguments(TrainingArguments):
             raise ValueError(
                 f"gen_probe_batch must be one of {', '.join(map(repr, PROBE_BATCHES))}, got {self.gen_probe_batch!r}"
             )
+        if self.gen_decay is None:
+            # The window lines anneal the level themselves; a greedy one-step estimate does not (benchmarks/RESULTS.md)
+            self.gen_decay = "none" if self.gen_probe_batch == "averages" else "cosine"
+        validate_gen_settings(**self.gen_scheduler_settings())
         if self.gen_window is not None and (not isinstance(self.gen_window, int) or self.gen_window < 1):
             raise ValueError(f"gen_window must be a whole number of steps >= 1 (or None), got {self.gen_window!r}")
         if self.gen_fast_start_lines not in FAST_START_LINES:

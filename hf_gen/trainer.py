@@ -238,8 +238,10 @@ class Averages(NextBatch):
     window averages the jitter out (as annealing at the end of a run does), so the line between two windows' means
     measures the progress the steps made, not their noise. Its minimiser ``c*``, in units of the distance between
     the means, says by what factor the same steps should have been longer: the line is scaled so that the later
-    mean sits at the level, and the estimate ``c* * level`` is folded into the level like any other (the decay shape
-    keeps annealing what is applied).
+    mean sits at the level, and the estimate ``c* * level`` is folded into the level like any other (a decay shape,
+    if one is set, anneals what is applied). Towards the end of a run the progress between two windows' means
+    shrinks against the curvature along it, ``c*`` falls below 1 and the level comes down without a shape (on most
+    benchmark tasks, not all: see benchmarks/RESULTS.md).
 
     The fast start measures the same lines, through windows of ``gen_interval`` steps (the level is set to the
     estimate, clipped to the probed span, until one lands inside it); once settled the windows are ``gen_window``

@@ -168,3 +168,30 @@ def test_every_gen_field_is_documented_and_enumerated_ones_list_their_choices():
     assert set(choices["gen_fallback"]) == {"keep", "shrink", "error"}
     assert set(choices["gen_decay"]) == {"cosine", "linear", "none"}
     assert set(choices["gen_fast_start_lines"]) == {"both", "windows", "next"}
+
+
+@pytest.mark.parametrize(
+    "kwargs,shape",
+    [
+        ({}, "none"),  # the window lines lower the level themselves
+        ({"gen_probe_batch": "next"}, "cosine"),  # greedy one-step estimates do not
+        ({"gen_probe_batch": "same"}, "cosine"),
+        ({"gen_mode": "exact"}, "cosine"),
+        ({"gen_probe_offsets": [-1.0, 1.0]}, "cosine"),  # two probes: same batch
+        ({"gen_decay": "cosine"}, "cosine"),  # an explicit shape is kept
+        ({"gen_probe_batch": "next", "gen_decay": "none"}, "none"),
+    ],
+)
+def test_the_default_decay_shape_follows_the_probe_scheme(tmp_path, kwargs, shape):
+    assert args(tmp_path, **kwargs).gen_decay == shape
+    (parsed,) = HfArgumentParser(GeNTrainingArguments).parse_args_into_dataclasses(
+        ["--output_dir", str(tmp_path), "--lr_scheduler", "gen"]
+        + [f"--{k}={v}" for k, v in kwargs.items() if not isinstance(v, list)]
+    )
+    if not any(isinstance(v, list) for v in kwargs.values()):
+        assert parsed.gen_decay == shape
+
+
+def test_a_bad_decay_shape_says_what_to_pass(tmp_path):
+    with pytest.raises(ValueError, match=r"gen_decay must be one of \('none', 'linear', 'cosine'\), got 'step'"):
+        args(tmp_path, gen_decay="step")

@@ -1,5 +1,5 @@
 """The GeN step through the real Trainer against closed forms: a plain-optimizer replay on an exact quadratic,
-single-layer formulas, a full-Hessian oracle, the next-batch fit and the default cosine shape."""
+single-layer formulas, a full-Hessian oracle, the next-batch fit and the cosine shape."""
 
 import copy
 import math
@@ -256,19 +256,22 @@ def test_next_batch_fit_of_the_previous_line_matches_the_quadratic_closed_form(t
     torch.testing.assert_close(model.theta().detach(), oracle.theta().detach(), rtol=1e-10, atol=1e-12)
 
 
-def test_default_cosine_shape_anneals_the_gen_level(tmp_path):
+@pytest.mark.parametrize("decay", ["cosine", "none"])
+def test_the_decay_shape_anneals_the_gen_level(tmp_path, decay):
+    # "none" is the default with the default window lines: the level GeN sets is applied as it is.
     steps = 24
+    extra = {} if decay == "none" else {"gen_decay": decay}
     args = GeNTrainingArguments(output_dir=str(tmp_path), lr_scheduler_type="gen", report_to="none", use_cpu=True,
                                 save_strategy="no", logging_steps=1, per_device_train_batch_size=4, max_steps=steps,
-                                learning_rate=1e-2, seed=0)  # fmt: skip
-    assert args.gen_decay == "cosine"
+                                learning_rate=1e-2, seed=0, **extra)  # fmt: skip
+    assert args.gen_decay == decay
     trainer = GeNTrainer(model=MLP(), args=args, train_dataset=Regression())
     trainer.train()
     trace = {r["step"]: r for r in read_trace(tmp_path)}
     lrs = logged_lrs(trainer)
 
     def shape(t):  # 0-based step t of T
-        return 0.5 * (1 + math.cos(math.pi * t / steps))
+        return 0.5 * (1 + math.cos(math.pi * t / steps)) if decay == "cosine" else 1.0
 
     # Out of sample by default: the first line runs through the mean weights of steps 1-4 and 5-8 (windows of
     # gen_interval steps) and is measured on the 9th batch; a window closes every 4 steps after it (24 / 20 < 4).
@@ -278,7 +281,10 @@ def test_default_cosine_shape_anneals_the_gen_level(tmp_path):
         if k in trace:
             level = trace[k]["lr"] / shape(k - 1)
         assert lr == pytest.approx(level * shape(k - 1), rel=1e-9)
-    assert lrs[-1] < 0.05 * max(lrs)
+    if decay == "cosine":
+        assert lrs[-1] < 0.05 * max(lrs)
+    else:  # held between updates
+        assert all(lrs[k] == lrs[k - 1] for k in range(1, steps) if k + 1 not in trace)
 
 
 # ---- the line through two windows' mean weights ------------------------------------------------------------------
