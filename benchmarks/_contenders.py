@@ -31,15 +31,17 @@ default ``max_grad_norm=1``) and no weight decay. What differs is only the lr me
 * ``gen-adamw`` / ``gen-sgd``: ``GeNTrainer`` + ``GeNTrainingArguments(lr_scheduler_type="gen")`` with every ``gen_*``
   at hf-gen's default and the Trainer's default starting ``learning_rate`` (5e-5); AdamW (the Trainer's) or
   ``torch.optim.SGD(momentum=0.9)``.
-* ``gen-adamw-nodecay``: GeN-AdamW with the non-default ``gen_decay="none"`` (GeN alone, never annealed), for
-  information only (it is not part of the targets, which are about the defaults).
-* ``gen-adamw-same``: GeN-AdamW with the non-default ``gen_probe_batch="same"`` (lines on their own batch).
+* ``gen-adamw-cosine``: GeN-AdamW with the cosine decay shape (``gen_decay="cosine"``) on the default window lines:
+  the default before the level was left to anneal itself.
+* ``gen-adamw-same``: GeN-AdamW with the non-default ``gen_probe_batch="same"`` (lines on their own batch; like every
+  one-step estimate, under the cosine shape by default).
 * ``gen-adamw-next``: GeN-AdamW with ``gen_probe_batch="next"``: one-step lines on the next batch, the default before
-  ``"averages"``. ``gen-adamw-averages`` sets the current default explicitly (runs made before it became the default).
+  ``"averages"`` (cosine shape by default). ``gen-adamw-averages`` sets the window lines explicitly (runs made before
+  they became the default), with the cosine shape they had then.
 * ``gen-adamw-averages-next``: the window lines once settled, but the fast start on one-step lines on the next batch
-  (``gen_fast_start_lines="next"``): the default before the fast start measured window lines too.
-  ``gen-adamw-windows``: the fast start on window lines alone (``gen_fast_start_lines="windows"``, no cap from the
-  last step's line).
+  (``gen_fast_start_lines="next"``), with the cosine shape: the default before the fast start measured window lines
+  too. ``gen-adamw-windows``: the fast start on window lines alone (``gen_fast_start_lines="windows"``, no cap from
+  the last step's line), with the cosine shape.
 * ``gen-adamw-adaptive16`` / ``gen-adamw-adaptive32``: GeN-AdamW with adaptive recompute, ``gen_interval=4`` and
   ``gen_max_interval`` 16 / 32 (the gap doubles after each steady update up to the cap, and drops back to 4 on any
   other outcome); run on request (``--families``), not part of the main comparison.
@@ -94,13 +96,14 @@ FAMILIES = {
     "gen-adamw": "hf-gen GeN-AdamW (defaults)",
     "gen-sgd": "hf-gen GeN-SGD (defaults, momentum 0.9)",
     "gen-adamw-same": "hf-gen GeN-AdamW with gen_probe_batch='same' (lines measured on their own batch)",
-    "gen-adamw-averages": "hf-gen GeN-AdamW with gen_probe_batch='averages' (the line through two windows' means)",
-    "gen-adamw-next": "hf-gen GeN-AdamW with gen_probe_batch='next' (one-step lines, next batch: the old default)",
-    "gen-adamw-averages-next": "hf-gen GeN-AdamW with gen_fast_start_lines='next' (window lines once settled, a "
-    "one-step fast start: the previous default)",
-    "gen-adamw-windows": "hf-gen GeN-AdamW with gen_fast_start_lines='windows' (the fast start on window lines "
-    "alone, no cap from the last step's line)",
-    "gen-adamw-nodecay": "hf-gen GeN-AdamW with gen_decay='none' (not a default; GeN alone, for information)",
+    "gen-adamw-averages": "hf-gen GeN-AdamW with gen_probe_batch='averages' (the line through two windows' means) "
+    "and the cosine shape",
+    "gen-adamw-next": "hf-gen GeN-AdamW with gen_probe_batch='next' (one-step lines, next batch: an old default)",
+    "gen-adamw-averages-next": "hf-gen GeN-AdamW with gen_fast_start_lines='next' and the cosine shape (window "
+    "lines once settled, a one-step fast start: an old default)",
+    "gen-adamw-windows": "hf-gen GeN-AdamW with gen_fast_start_lines='windows' and the cosine shape (the fast start "
+    "on window lines alone, no cap from the last step's line)",
+    "gen-adamw-cosine": "hf-gen GeN-AdamW with gen_decay='cosine' (the default before the level annealed itself)",
     **{
         f"gen-adamw-adaptive{cap}": f"hf-gen GeN-AdamW with adaptive recompute (gen_interval={GEN_INTERVAL} doubling "
         f"up to gen_max_interval={cap}; not a default)"
@@ -111,12 +114,12 @@ FAMILIES = {
 GEN_VARIANTS = {
     "gen-adamw": {},
     "gen-sgd": {},
-    "gen-adamw-nodecay": {"gen_decay": "none"},
+    "gen-adamw-cosine": {"gen_decay": "cosine"},
     "gen-adamw-same": {"gen_probe_batch": "same"},
-    "gen-adamw-averages": {"gen_probe_batch": "averages"},
+    "gen-adamw-averages": {"gen_probe_batch": "averages", "gen_decay": "cosine"},
     "gen-adamw-next": {"gen_probe_batch": "next"},
-    "gen-adamw-averages-next": {"gen_probe_batch": "averages", "gen_fast_start_lines": "next"},
-    "gen-adamw-windows": {"gen_fast_start_lines": "windows"},
+    "gen-adamw-averages-next": {"gen_probe_batch": "averages", "gen_fast_start_lines": "next", "gen_decay": "cosine"},
+    "gen-adamw-windows": {"gen_fast_start_lines": "windows", "gen_decay": "cosine"},
     **{f"gen-adamw-adaptive{cap}": {"gen_interval": GEN_INTERVAL, "gen_max_interval": cap} for cap in ADAPTIVE_CAPS},
 }
 LR_FREE = ("prodigy", "dadapt-adam", "schedulefree-adamw", "mechanic", "dog", "gen-optim")

@@ -43,7 +43,7 @@ from _tasks import Task, build_task  # noqa: E402
 from quality import FULL  # noqa: E402
 
 # Each lever changed from the defaults (lines through window means, a fast start on 4-step window lines capped by the
-# last step's line, cosine decay, interval 4, gamma 0.9, max change 2), one at a time; "bf16" runs the defaults under
+# last step's line, no decay shape, interval 4, gamma 0.9, max change 2), one at a time; "bf16" runs the defaults under
 # bf16 autocast (where the loss's precision matters).
 VARIANTS = {
     "defaults": {},
@@ -51,7 +51,7 @@ VARIANTS = {
     "fast_start_lines=next": {"gen_fast_start_lines": "next"},
     "search=off": {"gen_search_probes": 0},
     "fast_start=off": {"gen_fast_start": False},
-    "decay=none": {"gen_decay": "none"},
+    "decay=cosine": {"gen_decay": "cosine"},
     "decay=linear": {"gen_decay": "linear"},
     "probe=next": {"gen_probe_batch": "next"},
     "probe=same": {"gen_probe_batch": "same"},

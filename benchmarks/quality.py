@@ -64,6 +64,7 @@ SUITE = {
     "code": {"steps": 300, "seeds": 3, "options": {}},
     "diabetes": {"steps": 300, "seeds": 3, "options": {}},
     "cancer": {"steps": 300, "seeds": 3, "options": {}},
+    "wine": {"steps": 300, "seeds": 3, "options": {}},
 }
 QUICK = {
     "minilm": {"steps": 12, "seeds": 1, "options": {"eval_rows": 64, "train_rows": 256, "batch_size": 8}},
@@ -92,7 +93,7 @@ def contenders(grid: list[float], quick: bool, extra: list[str] | None = None) -
         Contender("gen-optim", GEN_OPTIM_START_LR),
         Contender("gen-adamw", TRAINER_DEFAULT_LR),
         Contender("gen-sgd", TRAINER_DEFAULT_LR),
-        Contender("gen-adamw-nodecay", TRAINER_DEFAULT_LR),
+        Contender("gen-adamw-cosine", TRAINER_DEFAULT_LR),
         *([] if quick else [Contender("gen-adamw-same", TRAINER_DEFAULT_LR)]),
     ]
     known = {c.family for c in listed}

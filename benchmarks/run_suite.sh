@@ -8,18 +8,19 @@
 # machine, one core: the main profile (digits, gpt2, minilm: 3 seeds of every contender and the starting-lr sweep)
 # about 85 minutes; each MiniLM task of the wider suite (plays, genres, plays-lora: 150 steps, about 4 minutes a
 # run) about 100 minutes for its grids, the Trainer's defaults and the peers at 1 seed and GeN at 3, then about 30
-# minutes for GeN's default and the best grid point on 5 seeds (the spread over seeds); code about 25
-# minutes; diabetes about 3 minutes; the 3,000-step GPT-2 row about 95 minutes (8 to 10 minutes a run); about 10
-# hours in all. Every run is kept in benchmarks/results/*.json as it finishes, and a rerun skips what is there. Each task
-# also runs the earlier defaults (gen-adamw-averages-next: the one-step fast start; gen-adamw-next: one-step lines
-# throughout) and the fast start on window lines alone (gen-adamw-windows) for the tables' comparison.
+# minutes for GeN's default and the best grid point on 5 seeds (the spread over seeds); code about 25 minutes;
+# diabetes, cancer and wine about 3 minutes each; the 3,000-step GPT-2 row about 110 minutes (8 to 10 minutes a
+# run); about 10 hours in all. Every run is kept in benchmarks/results/*.json as it finishes, and a rerun skips what
+# is there. Each task also runs earlier defaults for the tables' comparison: the cosine shape on the same window
+# lines (gen-adamw-cosine), and with it the one-step fast start (gen-adamw-averages-next), one-step lines throughout
+# (gen-adamw-next) and the fast start on window lines alone (gen-adamw-windows).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 PY=${PYTHON:-python}
 Q="$PY benchmarks/quality.py --threads 1 --resume"
 PEERS="prodigy dadapt-adam schedulefree-adamw mechanic dog gen-optim"
-TASKS=${TASKS:-"digits gpt2 minilm diabetes cancer plays genres plays-lora code gpt2-3000"}
+TASKS=${TASKS:-"digits gpt2 minilm diabetes cancer wine plays genres plays-lora code gpt2-3000"}
 # five_seeds JSON MD TASK: GeN's default and the best grid point so far (as the suite's table picks it) on 5 seeds, for
 # the spread of a fine-tune over seeds
 five_seeds() {
@@ -44,11 +45,11 @@ for task in $TASKS; do
         main_done=1
       fi
       ;;
-    diabetes | cancer)
+    diabetes | cancer | wine)
       # Cheap (about 1 s a run): every contender on 3 seeds, and the sweep.
       $Q --tasks $task --json benchmarks/results/suite_$task.json --markdown benchmarks/RESULTS_suite_$task.md
       $Q --tasks $task --no-robustness --families gen-adamw-next gen-adamw-same gen-adamw-averages-next \
-        gen-adamw-windows gen-adamw-nodecay --json benchmarks/results/suite_$task.json --markdown benchmarks/RESULTS_suite_$task.md
+        gen-adamw-windows gen-adamw-cosine --json benchmarks/results/suite_$task.json --markdown benchmarks/RESULTS_suite_$task.md
       ;;
     plays | genres | plays-lora | code)
       json=benchmarks/results/suite_${task//-/_}.json
@@ -56,7 +57,7 @@ for task in $TASKS; do
       $Q --tasks $task --no-robustness --seeds 1 --json $json --markdown $md \
         --families adamw-linear adamw-cosine-warmup trainer-default $PEERS
       $Q --tasks $task --no-robustness --seeds 3 --json $json --markdown $md --families gen-adamw gen-adamw-next gen-adamw-same \
-        gen-adamw-averages-next gen-adamw-windows gen-adamw-nodecay
+        gen-adamw-averages-next gen-adamw-windows gen-adamw-cosine
       if [ $task != code ]; then
         five_seeds $json $md $task
       fi
@@ -67,15 +68,16 @@ for task in $TASKS; do
       A="--json benchmarks/results/horizon_gpt2_a.json --markdown /tmp/horizon_gpt2_a.md --plots /tmp/horizon_plots"
       B="--json benchmarks/results/horizon_gpt2_b.json --markdown /tmp/horizon_gpt2_b.md --plots /tmp/horizon_plots"
       H="--tasks gpt2 --steps gpt2=3000 --no-robustness"
-      $Q $H --seeds gpt2=2 --families gen-adamw gen-adamw-next gen-adamw-same gen-adamw-averages-next gen-adamw-windows $A
+      $Q $H --seeds gpt2=2 --families gen-adamw gen-adamw-cosine gen-adamw-next gen-adamw-same gen-adamw-averages-next \
+        gen-adamw-windows $A
       $Q $H --seeds gpt2=1 --families trainer-default adamw-cosine-warmup --grid gpt2=1e-3 $A
       $Q $H --seeds gpt2=1 --families adamw-linear --grid gpt2=3e-4,1e-3,3e-3 $B
       $Q $H --seeds gpt2=2 --families adamw-linear --grid gpt2=1e-3,3e-3 $B
-      # Schedule-Free, the best peer at 200 steps, Prodigy, the most used, and GeN without the decay shape
-      $Q $H --seeds gpt2=1 --families schedulefree-adamw prodigy gen-adamw-nodecay $A
+      # Schedule-Free, the best peer at 200 steps, and Prodigy, the most used
+      $Q $H --seeds gpt2=1 --families schedulefree-adamw prodigy $A
       ;;
     *)
-      echo "unknown task $task: pass some of digits gpt2 minilm diabetes cancer plays genres plays-lora code gpt2-3000" >&2
+      echo "unknown task $task: pass some of digits gpt2 minilm diabetes cancer wine plays genres plays-lora code gpt2-3000" >&2
       exit 2
       ;;
   esac
