@@ -276,7 +276,8 @@ def render(data: dict, markdown: str, plots: str, quick: bool = False, prefix: s
     lines += ["## Per task", ""]
     for name, block in data["tasks"].items():
         lines += _task_section(name, block, analysis["tasks"][name], prefix)
-    lines += [f"![robustness](results/{prefix}_robustness.png)", ""]
+    if any(entry["robustness"] for entry in analysis["tasks"].values()):
+        lines += [f"![robustness](results/{prefix}_robustness.png)", ""]
     os.makedirs(os.path.dirname(os.path.abspath(markdown)), exist_ok=True)
     with open(markdown, "w") as handle:
         handle.write("\n".join(lines))

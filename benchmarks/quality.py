@@ -104,6 +104,19 @@ def robustness(sweep: list[float]) -> list[Contender]:
     return [*(Contender("gen-adamw", lr) for lr in sweep), *(Contender("adamw-cosine", lr) for lr in sweep)]
 
 
+def plot_prefix(args: argparse.Namespace) -> str:
+    """The plots' file names start with this: ``quality`` (``quality_quick``) for the main profile's results, else the
+    results file's name (``suite_diabetes``), so that one suite task's robustness plot is not written over
+    another's."""
+    if args.quick:
+        return "quality_quick"
+    return (
+        "quality"
+        if Path(args.json).resolve() == (HERE / "results" / "quality.json").resolve()
+        else Path(args.json).stem
+    )
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI smoke: 1 seed, a few steps, one lr per family")
@@ -280,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from _report import render
 
-    render(data, args.markdown, args.plots, quick=args.quick, prefix="quality_quick" if args.quick else "quality")
+    render(data, args.markdown, args.plots, quick=args.quick, prefix=plot_prefix(args))
     print(f"wrote {args.json}, {args.markdown} and plots in {args.plots} ({data['meta']['wall_s']:.0f} s)")
     return 0
 
