@@ -83,7 +83,8 @@ class GeNTrainingArguments(TrainingArguments):
         gen_search_probes: Extra probes allowed on the first step(s): the cut of an overshooting first step (next
             batch) or the fast start's line search (same batch). ``0`` = none.
         gen_fast_decrease: Clip only increases.
-        gen_decay: Annealing shape composed with the level: ``"none"``, ``"cosine"`` or ``"linear"``. Default:
+        gen_decay: Annealing shape composed with the level: ``"none"``, ``"cosine"``, ``"linear"`` or
+            ``"cooldown"`` (constant, then down to 0 over the last 20% of the run). Default:
             ``"none"`` with ``"averages"`` (its window lines lower the level themselves late in a run), ``"cosine"``
             with the greedy one-step estimates (``"next"``, ``"same"``, exact mode).
         gen_probe_offsets: approx, same batch: probe points in units of the current lr.
@@ -156,10 +157,11 @@ class GeNTrainingArguments(TrainingArguments):
     )
     gen_decay: str | None = _option(
         None,
-        "Annealing composed with GeN: the applied lr is level x shape(t), with shape 'none' (GeN alone), 'cosine' "
-        "or 'linear' (1 - t/T). Default: 'none' with gen_probe_batch='averages', whose lines through two windows' "
-        "mean weights lower the level by themselves as the steps' progress shrinks late in a run; 'cosine' with "
-        "the greedy one-step estimates ('next', 'same', exact mode), which do not anneal by themselves.",
+        "Annealing composed with GeN: the applied lr is level x shape(t), with shape 'none' (GeN alone), 'cosine', "
+        "'linear' (1 - t/T) or 'cooldown' (1, then 1 - sqrt over the last 20% of the run). Default: 'none' with "
+        "gen_probe_batch='averages', whose lines through two windows' mean weights lower the level by themselves as "
+        "the steps' progress shrinks late in a run; 'cosine' with the greedy one-step estimates ('next', 'same', "
+        "exact mode), which do not anneal by themselves.",
         DECAY_SHAPES,
     )
     gen_probe_offsets: list[float] = field(

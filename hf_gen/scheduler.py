@@ -11,8 +11,9 @@ The lr applied at optimizer step ``t`` (0-based) to param group ``i`` is
 
 where ``ratio_i`` is the group's starting lr over group 0's (the Trainer's decay / no-decay split or
 layer-wise lr ratios keep their proportions), ``shape`` is an optional annealing factor
-(``decay="linear"``: 1 - t/T; ``"cosine"``: (1 + cos(pi t/T)) / 2), and ``level`` is what GeN
-moves. An update turns the raw estimate ``a*`` (in lr units of group 0) into
+(``decay="linear"``: 1 - t/T; ``"cosine"``: (1 + cos(pi t/T)) / 2; ``"cooldown"``: 1, then 1 - sqrt(u) over the
+last ``COOLDOWN_FRACTION`` of the run, ``u`` going from 0 to 1 there), and ``level`` is what GeN moves. An update
+turns the raw estimate ``a*`` (in lr units of group 0) into
 
     target = clip(a*, level / max_change, level * max_change),   level_new = level**gamma * target**(1 - gamma),
 
@@ -34,10 +35,22 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from .core import LineEstimate, SearchRules, minimiser_beyond
 
-__all__ = ["FALLBACK_POLICIES", "DECAY_SHAPES", "GEN_SETTINGS", "GeNEstimateError", "GeNScheduler", "next_level"]
+__all__ = [
+    "FALLBACK_POLICIES",
+    "DECAY_SHAPES",
+    "COOLDOWN_FRACTION",
+    "GEN_SETTINGS",
+    "GeNEstimateError",
+    "GeNScheduler",
+    "next_level",
+]
 
 FALLBACK_POLICIES = ("keep", "shrink", "error")
-DECAY_SHAPES = ("none", "linear", "cosine")
+DECAY_SHAPES = ("none", "linear", "cosine", "cooldown")
+# "cooldown": the share of the run at its end over which the shape falls from 1 to 0 as 1 - sqrt(u). The value and the
+# form are those Hagele et al. found to match a cosine schedule's final loss (arXiv:2405.18392, NeurIPS 2024); they
+# were not fitted here.
+COOLDOWN_FRACTION = 0.2
 #: The scheduler's settings; each is ``gen_<name>`` in ``GeNTrainingArguments``, with the same default.
 GEN_SETTINGS = (
     "interval",
@@ -140,7 +153,8 @@ class GeNScheduler(LRScheduler):
             bound.
         fast_decrease: Clip only increases: an estimate below ``lr / max_change`` is taken as it is (an
             overshoot is corrected at once; smoothing still applies once settled).
-        decay: Annealing shape composed with the GeN level: ``"none"``, ``"linear"`` or ``"cosine"``.
+        decay: Annealing shape composed with the GeN level: ``"none"``, ``"linear"``, ``"cosine"`` or ``"cooldown"``
+            (constant, then ``1 - sqrt`` over the last ``COOLDOWN_FRACTION`` of the run).
         num_training_steps: Total optimizer steps (needed by ``decay``).
         last_epoch: As in ``LRScheduler``.
     """
@@ -208,6 +222,9 @@ class GeNScheduler(LRScheduler):
         progress = min(max(step, 0), self.num_training_steps) / self.num_training_steps
         if self.decay == "linear":
             return max(1.0 - progress, 0.0)
+        if self.decay == "cooldown":
+            start = 1.0 - COOLDOWN_FRACTION
+            return 1.0 if progress <= start else max(1.0 - math.sqrt((progress - start) / COOLDOWN_FRACTION), 0.0)
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     def lr_at(self, step: int) -> float:

@@ -166,7 +166,7 @@ def test_every_gen_field_is_documented_and_enumerated_ones_list_their_choices():
         "averages",
     }
     assert set(choices["gen_fallback"]) == {"keep", "shrink", "error"}
-    assert set(choices["gen_decay"]) == {"cosine", "linear", "none"}
+    assert set(choices["gen_decay"]) == {"cosine", "linear", "none", "cooldown"}
     assert set(choices["gen_fast_start_lines"]) == {"both", "windows", "next"}
 
 
@@ -193,5 +193,7 @@ def test_the_default_decay_shape_follows_the_probe_scheme(tmp_path, kwargs, shap
 
 
 def test_a_bad_decay_shape_says_what_to_pass(tmp_path):
-    with pytest.raises(ValueError, match=r"gen_decay must be one of \('none', 'linear', 'cosine'\), got 'step'"):
+    with pytest.raises(
+        ValueError, match=r"gen_decay must be one of \('none', 'linear', 'cosine', 'cooldown'\), got 'step'"
+    ):
         args(tmp_path, gen_decay="step")

@@ -177,15 +177,22 @@ def test_gen_families_set_their_arguments(tmp_path):
     from hf_gen import GeNTrainingArguments
 
     task = build_task("digits", 4)
-    defaults = GeNTrainingArguments(output_dir=str(tmp_path))
     assert set(GEN_VARIANTS) <= set(FAMILIES)
     assert {f"gen-adamw-adaptive{cap}" for cap in ADAPTIVE_CAPS} <= set(GEN_VARIANTS)
     for family, variant in GEN_VARIANTS.items():
         trainer, _ = _make_trainer(Contender(family, 5e-5), task, 0, str(tmp_path / family), task.model(0))
         assert isinstance(trainer.args, GeNTrainingArguments) and trainer.args.lr_scheduler_type == "gen"
-        for name in ("gen_interval", "gen_max_interval", "gen_decay", "gen_probe_batch"):
-            assert getattr(trainer.args, name) == variant.get(name, getattr(defaults, name)), (family, name)
+        # hf-gen's defaults as they resolve with the family's own arguments (the decay shape follows the probe)
+        expected = GeNTrainingArguments(output_dir=str(tmp_path), lr_scheduler_type="gen", **variant)
+        for name in ("gen_interval", "gen_max_interval", "gen_decay", "gen_probe_batch", "gen_fast_start_lines"):
+            assert getattr(trainer.args, name) == getattr(expected, name), (family, name)
     assert GEN_VARIANTS["gen-adamw-adaptive16"] == {"gen_interval": 4, "gen_max_interval": 16}
+    # the previous default's runs, and the variants run under it, keep the cosine shape they ran with
+    for family in ("gen-adamw-cosine", "gen-adamw-averages-next", "gen-adamw-windows", "gen-adamw-same"):
+        trainer, _ = _make_trainer(Contender(family, 5e-5), task, 0, str(tmp_path / family), task.model(0))
+        assert trainer.args.gen_decay == "cosine", family
+    trainer, _ = _make_trainer(Contender("gen-adamw", 5e-5), task, 0, str(tmp_path / "default"), task.model(0))
+    assert trainer.args.gen_decay == "none" and trainer.args.gen_probe_batch == "averages"
 
 
 def test_a_gen_variant_asked_for_by_name_joins_the_comparison():

@@ -27,8 +27,13 @@ def test_defaults_used_alone_are_the_arguments_defaults():
     fields = {f.name: f.default for f in dataclasses.fields(GeNTrainingArguments) if f.name.startswith("gen_")}
     params = inspect.signature(GeNScheduler.__init__).parameters
     assert set(params) - {"self", "optimizer", "num_training_steps", "last_epoch"} == set(GEN_SETTINGS)
-    for name in GEN_SETTINGS:
+    for name in set(GEN_SETTINGS) - {"decay"}:
         assert params[name].default == fields[f"gen_{name}"], name
+    # The arguments' decay shape follows the probe scheme (None resolves to "none" on the window lines); the scheduler
+    # alone is driven by whatever estimates its caller measures, and takes the one-step estimates' shape.
+    assert fields["gen_decay"] is None
+    one_step = GeNTrainingArguments(output_dir="unused", lr_scheduler_type="gen", gen_probe_batch="same")
+    assert params["decay"].default == one_step.gen_decay == "cosine"
     with pytest.raises(ValueError, match="pass num_training_steps, or decay='none'"):
         GeNScheduler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1))
 
@@ -172,7 +177,13 @@ def test_error_policy_raises_with_advice():
 
 
 @pytest.mark.parametrize(
-    "decay,shape", [("linear", lambda t, T: 1 - t / T), ("cosine", lambda t, T: 0.5 * (1 + math.cos(math.pi * t / T)))]
+    "decay,shape",
+    [
+        ("linear", lambda t, T: 1 - t / T),
+        ("cosine", lambda t, T: 0.5 * (1 + math.cos(math.pi * t / T))),
+        # 1 up to 80% of the run, then 1 - sqrt of the share of the last 20% gone: T = 10 -> 1 x 9, 1 - sqrt(0.5)
+        ("cooldown", lambda t, T: 1.0 if t <= 8 else 1 - math.sqrt(0.5)),
+    ],
 )
 def test_decay_shape_composes_with_the_level(decay, shape):
     T = 10
