@@ -32,7 +32,8 @@ default ``max_grad_norm=1``) and no weight decay. What differs is only the lr me
   at hf-gen's default and the Trainer's default starting ``learning_rate`` (5e-5); AdamW (the Trainer's) or
   ``torch.optim.SGD(momentum=0.9)``.
 * ``gen-adamw-cosine``: GeN-AdamW with the cosine decay shape (``gen_decay="cosine"``) on the default window lines:
-  the default before the level was left to anneal itself.
+  the default before the level was left to anneal itself. ``gen-adamw-cooldown``: the level as it is until the last
+  20% of the run, then a ``1 - sqrt`` cooldown to 0 (``gen_decay="cooldown"``; not a default).
 * ``gen-adamw-same``: GeN-AdamW with the non-default ``gen_probe_batch="same"`` (lines on their own batch; like every
   one-step estimate, under the cosine shape by default).
 * ``gen-adamw-next``: GeN-AdamW with ``gen_probe_batch="next"``: one-step lines on the next batch, the default before
@@ -104,6 +105,8 @@ FAMILIES = {
     "gen-adamw-windows": "hf-gen GeN-AdamW with gen_fast_start_lines='windows' and the cosine shape (the fast start "
     "on window lines alone, no cap from the last step's line)",
     "gen-adamw-cosine": "hf-gen GeN-AdamW with gen_decay='cosine' (the default before the level annealed itself)",
+    "gen-adamw-cooldown": "hf-gen GeN-AdamW with gen_decay='cooldown' (the level as it is, then 1 - sqrt over the "
+    "last 20% of the run; not a default)",
     **{
         f"gen-adamw-adaptive{cap}": f"hf-gen GeN-AdamW with adaptive recompute (gen_interval={GEN_INTERVAL} doubling "
         f"up to gen_max_interval={cap}; not a default)"
@@ -115,6 +118,7 @@ GEN_VARIANTS = {
     "gen-adamw": {},
     "gen-sgd": {},
     "gen-adamw-cosine": {"gen_decay": "cosine"},
+    "gen-adamw-cooldown": {"gen_decay": "cooldown"},
     "gen-adamw-same": {"gen_probe_batch": "same"},
     "gen-adamw-averages": {"gen_probe_batch": "averages", "gen_decay": "cosine"},
     "gen-adamw-next": {"gen_probe_batch": "next"},
