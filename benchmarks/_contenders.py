@@ -45,7 +45,8 @@ default ``max_grad_norm=1``) and no weight decay. What differs is only the lr me
   the last step's line), with the cosine shape.
 * ``gen-adamw-adaptive16`` / ``gen-adamw-adaptive32``: GeN-AdamW with adaptive recompute, ``gen_interval=4`` and
   ``gen_max_interval`` 16 / 32 (the gap doubles after each steady update up to the cap, and drops back to 4 on any
-  other outcome); run on request (``--families``), not part of the main comparison.
+  other outcome), on one-step lines on the next batch, since the window lines refuse an adaptive gap; run on request
+  (``--families``), not part of the main comparison.
 
 Every GeN run's record holds its ``gen_trace.jsonl`` (``gen_trace``), the number of GeN updates (``gen_updates``)
 and the optimizer steps they set the lr of (``gen_update_steps``).
@@ -124,7 +125,11 @@ GEN_VARIANTS = {
     "gen-adamw-next": {"gen_probe_batch": "next"},
     "gen-adamw-averages-next": {"gen_probe_batch": "averages", "gen_fast_start_lines": "next", "gen_decay": "cosine"},
     "gen-adamw-windows": {"gen_fast_start_lines": "windows", "gen_decay": "cosine"},
-    **{f"gen-adamw-adaptive{cap}": {"gen_interval": GEN_INTERVAL, "gen_max_interval": cap} for cap in ADAPTIVE_CAPS},
+    # adaptive recompute acts on one-step lines (the window lines are measured once per window, and refuse it)
+    **{
+        f"gen-adamw-adaptive{cap}": {"gen_interval": GEN_INTERVAL, "gen_max_interval": cap, "gen_probe_batch": "next"}
+        for cap in ADAPTIVE_CAPS
+    },
 }
 LR_FREE = ("prodigy", "dadapt-adam", "schedulefree-adamw", "mechanic", "dog", "gen-optim")
 

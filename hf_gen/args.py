@@ -71,8 +71,9 @@ class GeNTrainingArguments(TrainingArguments):
             with each climb capped by the last step's line (``"both"``, the default), the window lines alone
             (``"windows"``), or one-step lines on the next batch (``"next"``).
         gen_interval: Recompute every N optimizer steps.
-        gen_max_interval: Adaptive recompute: the gap doubles after each update whose estimate lands inside the
-            bound, up to this many steps, and drops back to ``gen_interval`` on any other outcome. ``None``: fixed.
+        gen_max_interval: Adaptive recompute of one-step lines (``"next"``, ``"same"``; refused with ``"averages"``):
+            the gap doubles after each update whose estimate lands inside the bound, up to this many steps, and drops
+            back to ``gen_interval`` on any other outcome. ``None``: fixed.
         gen_gamma: Smoothing in ``[0, 1)``: the level moves as ``level**gamma * target**(1 - gamma)``.
         gen_max_change: Per-update bound: each target lies in ``[lr / c, lr * c]``.
         gen_lr_min: Absolute lower bound on group 0's lr.
@@ -118,7 +119,8 @@ class GeNTrainingArguments(TrainingArguments):
         None,
         "Adaptive recompute: after an update whose estimate lands inside the per-update bound (no clip, no "
         "fallback), the gap to the next recompute doubles, up to this many optimizer steps; any other outcome sets "
-        "it back to gen_interval. Unset: recompute every gen_interval steps.",
+        "it back to gen_interval. Unset: recompute every gen_interval steps. One-step lines only "
+        "(gen_probe_batch='next' or 'same'): the window lines are measured once per window (gen_window).",
     )
     gen_gamma: float = _option(
         0.9, "Smoothing of the lr in [0, 1): the level moves as level**gamma * estimate**(1 - gamma)."
@@ -264,6 +266,13 @@ class GeNTrainingArguments(TrainingArguments):
         if self.gen_probe_batch not in PROBE_BATCHES:
             raise ValueError(
                 f"gen_probe_batch must be one of {', '.join(map(repr, PROBE_BATCHES))}, got {self.gen_probe_batch!r}"
+            )
+        if self.gen_max_interval is not None and self.gen_probe_batch == "averages":
+            raise ValueError(
+                f"gen_max_interval={self.gen_max_interval} is the adaptive gap between one-step recomputes "
+                "(gen_probe_batch='next' or 'same'); the window lines of gen_probe_batch='averages' are measured once "
+                "per window, whatever the gap: set gen_window to measure less often, or pass gen_probe_batch='next' "
+                "with gen_max_interval"
             )
         if self.gen_decay is None:
             # The window lines anneal the level themselves; a greedy one-step estimate does not (benchmarks/RESULTS.md)

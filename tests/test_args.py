@@ -197,3 +197,10 @@ def test_a_bad_decay_shape_says_what_to_pass(tmp_path):
         ValueError, match=r"gen_decay must be one of \('none', 'linear', 'cosine', 'cooldown'\), got 'step'"
     ):
         args(tmp_path, gen_decay="step")
+
+
+def test_an_adaptive_gap_on_the_window_lines_is_refused(tmp_path):
+    # The window lines are measured once per window: an adaptive recompute gap would change nothing.
+    with pytest.raises(ValueError, match="set gen_window to measure less often, or pass gen_probe_batch='next'"):
+        args(tmp_path, gen_max_interval=16)
+    assert args(tmp_path, gen_max_interval=16, gen_probe_batch="next").gen_max_interval == 16

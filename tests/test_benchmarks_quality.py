@@ -186,7 +186,11 @@ def test_gen_families_set_their_arguments(tmp_path):
         expected = GeNTrainingArguments(output_dir=str(tmp_path), lr_scheduler_type="gen", **variant)
         for name in ("gen_interval", "gen_max_interval", "gen_decay", "gen_probe_batch", "gen_fast_start_lines"):
             assert getattr(trainer.args, name) == getattr(expected, name), (family, name)
-    assert GEN_VARIANTS["gen-adamw-adaptive16"] == {"gen_interval": 4, "gen_max_interval": 16}
+    assert GEN_VARIANTS["gen-adamw-adaptive16"] == {
+        "gen_interval": 4,
+        "gen_max_interval": 16,
+        "gen_probe_batch": "next",
+    }
     # the previous default's runs, and the variants run under it, keep the cosine shape they ran with
     for family in ("gen-adamw-cosine", "gen-adamw-averages-next", "gen-adamw-windows", "gen-adamw-same"):
         trainer, _ = _make_trainer(Contender(family, 5e-5), task, 0, str(tmp_path / family), task.model(0))

@@ -112,7 +112,7 @@ class Tokens(torch.utils.data.Dataset):
 
 def gen_args(tmp_path, **kwargs):
     """GeN arguments for the mechanics tests: same-batch probes (their closed forms are of a step's own line; the
-    next-batch fit has its own tests) and no decay shape (the default cosine shape has its own test)."""
+    next-batch fit has its own tests) and no decay shape (the cosine shape has its own test)."""
     from hf_gen import GeNTrainingArguments
 
     base = dict(
