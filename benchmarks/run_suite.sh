@@ -9,7 +9,7 @@
 # about 85 minutes; each MiniLM task of the wider suite (plays, genres, plays-lora: 150 steps, about 4 minutes a
 # run) about 100 minutes for its grids, the Trainer's defaults and the peers at 1 seed and GeN at 3, then about 30
 # minutes for GeN's default and the best grid point on 5 seeds (the spread over seeds); code about 25 minutes;
-# diabetes, cancer and wine about 3 minutes each; the 3,000-step GPT-2 row about 110 minutes (8 to 10 minutes a
+# diabetes, cancer and wine about 3 minutes each; the 3,000-step GPT-2 row about 140 minutes (8 to 10 minutes a
 # run); about 10 hours in all. Every run is kept in benchmarks/results/*.json as it finishes, and a rerun skips what
 # is there. Each task also runs earlier defaults for the tables' comparison: the cosine shape on the same window
 # lines (gen-adamw-cosine), and with it the one-step fast start (gen-adamw-averages-next), one-step lines throughout
@@ -73,8 +73,10 @@ for task in $TASKS; do
       $Q $H --seeds gpt2=1 --families trainer-default adamw-cosine-warmup --grid gpt2=1e-3 $A
       $Q $H --seeds gpt2=1 --families adamw-linear --grid gpt2=3e-4,1e-3,3e-3 $B
       $Q $H --seeds gpt2=2 --families adamw-linear --grid gpt2=1e-3,3e-3 $B
-      # Schedule-Free, the best peer at 200 steps, and Prodigy, the most used
-      $Q $H --seeds gpt2=1 --families schedulefree-adamw prodigy $A
+      # every lr-free peer, 1 seed (two processes can run at once: they write different files)
+      C="--json benchmarks/results/horizon_gpt2_c.json --markdown /tmp/horizon_gpt2_c.md --plots /tmp/horizon_plots"
+      $Q $H --seeds gpt2=1 --families schedulefree-adamw prodigy dadapt-adam mechanic $A
+      $Q $H --seeds gpt2=1 --families dog gen-optim $C
       ;;
     *)
       echo "unknown task $task: pass some of digits gpt2 minilm diabetes cancer wine plays genres plays-lora code gpt2-3000" >&2

@@ -44,7 +44,7 @@ SOURCES = [
     ("genres", ["suite_genres.json"], "genres", SEEN),
     ("plays-lora", ["suite_plays_lora.json"], "plays-lora", SEEN),
     ("code", ["suite_code.json"], "code", SEEN),
-    ("gpt2, 3,000 steps", ["horizon_gpt2_a.json", "horizon_gpt2_b.json"], "gpt2", SEEN),
+    ("gpt2, 3,000 steps", ["horizon_gpt2_a.json", "horizon_gpt2_b.json", "horizon_gpt2_c.json"], "gpt2", SEEN),
     ("cancer", ["suite_cancer.json"], "cancer", SEEN),
     ("wine", ["suite_wine.json"], "wine", "held out: added after the last change"),
 ]
