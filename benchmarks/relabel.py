@@ -5,7 +5,14 @@ family now names.
 
 renames ``gen-adamw`` (the old default) to ``gen-adamw-cosine`` and, at the same time, ``gen-adamw-nodecay`` (the
 same settings as the new default) to ``gen-adamw``; ``--drop`` removes the runs of families whose settings changed
-with the default and have no family naming the old ones (they are rerun). Every renaming is simultaneous, so two
+with the default and have no family naming the old ones (they are rerun). A drop may be narrowed to one task and some
+seeds, and name a family or one contender (``FAMILY[:TASK[:SEED,...]]``):
+
+    python benchmarks/relabel.py --drop gen-adamw:plays:1,2,4 gen-adamw@0.01:diabetes
+
+removes the default's plays runs of seeds 1, 2 and 4 (main and robustness) and the diabetes runs of the contender
+``gen-adamw@0.01``, for ``quality.py --resume`` to run again after a change that altered only them. Every renaming is
+simultaneous, so two
 families can swap names. Each file that changes records the command in its ``commands`` (as ``quality.py`` does) so
 that its report says what was done to it. Nothing trains here. Files: every ``results/*.json`` with quality.py's
 layout, or those passed with ``--files``.
@@ -22,14 +29,41 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def relabel(data: dict, renames: dict[str, str], drop: set[str]) -> bool:
-    """Rename and drop runs in quality.py's ``data`` in place; return whether anything changed."""
+class Drop:
+    """One ``--drop`` item: ``FAMILY[:TASK[:SEED,...]]``, where ``FAMILY`` may also be a contender (``name@lr``)."""
+
+    def __init__(self, item: str) -> None:
+        name, _, rest = item.partition(":")
+        task, _, seeds = rest.partition(":")
+        if not name:
+            raise ValueError(f"{item!r}: pass FAMILY, FAMILY:TASK or FAMILY:TASK:SEED,SEED (e.g. gen-adamw:plays:1,2)")
+        try:
+            self.seeds = {int(s) for s in seeds.split(",")} if seeds else None
+        except ValueError:
+            raise ValueError(
+                f"{item!r}: seeds are whole numbers separated by commas, e.g. gen-adamw:plays:1,2"
+            ) from None
+        self.name, self.task = name, task or None
+
+    def matches(self, task: str, run: dict) -> bool:
+        key = run.get("contender") if "@" in self.name else run.get("family")
+        return (
+            key == self.name
+            and (self.task is None or self.task == task)
+            and (self.seeds is None or run.get("seed") in self.seeds)
+        )
+
+
+def relabel(data: dict, renames: dict[str, str], drop: set[str] | list[Drop]) -> bool:
+    """Rename and drop runs in quality.py's ``data`` in place; return whether anything changed. ``drop``: family names
+    or :class:`Drop` items."""
+    drops = [item if isinstance(item, Drop) else Drop(item) for item in drop]
     changed = False
-    for block in data.get("tasks", {}).values():
+    for task, block in data.get("tasks", {}).items():
         kept = []
         for run in block.get("runs", []):
             family = run.get("family")
-            if family in drop:
+            if any(item.matches(task, run) for item in drops):
                 changed = True
                 continue
             if family in renames:
@@ -45,7 +79,10 @@ def relabel(data: dict, renames: dict[str, str], drop: set[str]) -> bool:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("renames", nargs="*", metavar="OLD=NEW", help="families to rename, all at once")
-    parser.add_argument("--drop", nargs="+", default=[], metavar="FAMILY", help="families whose runs to remove")
+    parser.add_argument(
+        "--drop", nargs="+", default=[], metavar="FAMILY[:TASK[:SEEDS]]",
+        help="runs to remove: a family's or a contender's (name@lr), on every task or one, of every seed or some",
+    )  # fmt: skip
     parser.add_argument("--files", nargs="+", default=None, help="results files (default: results/*.json)")
     opts = parser.parse_args(argv)
     renames = {}
@@ -56,11 +93,15 @@ def main(argv: list[str] | None = None) -> None:
         renames[old] = new
     if not renames and not opts.drop:
         parser.error("nothing to do: pass OLD=NEW renames and/or --drop FAMILY")
+    try:
+        drops = [Drop(item) for item in opts.drop]
+    except ValueError as error:
+        parser.error(str(error))
     command = "python benchmarks/relabel.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     for path in map(Path, opts.files or sorted((HERE / "results").glob("*.json"))):
         with open(path) as handle:
             data = json.load(handle)
-        if "tasks" not in data or "meta" not in data or not relabel(data, renames, set(opts.drop)):
+        if "tasks" not in data or "meta" not in data or not relabel(data, renames, drops):
             continue
         meta = data["meta"]
         meta["commands"] = [*meta.get("commands", [meta["command"]] if "command" in meta else []), command]

@@ -263,6 +263,7 @@ class GeNScheduler(LRScheduler):
         ceiling: float | None = None,
         gamma: float | None = None,
         cap: float | None = None,
+        cap_settles: bool = True,
     ) -> float:
         """Fold one estimate into the lr and apply it to the optimizer's param groups.
 
@@ -277,7 +278,9 @@ class GeNScheduler(LRScheduler):
             gamma: The smoothing of this update, when not the scheduler's own (an estimate that spans several
                 intervals, ``gen_probe_batch="averages"``, is smoothed per interval like the one-step estimates).
             cap: An upper bound on the new level from a second line (the averages scheme's fast start: the last step's
-                line caps how far the window's line may raise the level). A level held at it has settled.
+                line caps how far the window's line may raise the level). A level held at it has settled, if
+                ``cap_settles``: a cap from a line that gave no estimate of its own (a fallback's bound) holds the
+                level without ending the fast start.
 
         Returns:
             Group 0's new lr, which the caller uses for the step being taken.
@@ -292,7 +295,7 @@ class GeNScheduler(LRScheduler):
             )
         new_lr, reason, inside = self._fold(estimate, at, gamma)
         if cap is not None and new_lr > cap:
-            new_lr, inside = cap, True
+            new_lr, inside = cap, inside or cap_settles
         self.gap = self._next_gap(self.settled and inside and reason is None)
         if inside:
             self.settled = True

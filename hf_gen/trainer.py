@@ -248,7 +248,10 @@ class Averages(NextBatch):
     steps long and the level is smoothed. With ``fast_start_lines="both"`` (the default) the last step's line is
     measured on the same batch too, and a window's line may raise the level only as far as it also goes: the
     one-step estimate overshoots on fine-tunes and the short window early in a run from scratch; the cap keeps the
-    lower of the two on the way up. ``"windows"`` drops the cap; ``"next"`` measures one-step lines on the next
+    lower of the two on the way up. A level held at the cap has settled, unless the last step's line had no minimiser
+    of its own (it rose, or was straight, on this batch): at a level far below the useful one, as on a LoRA fine-tune
+    from the Trainer's default lr, one step moves the loss less than the batch's noise does, and such a line says
+    nothing. ``"windows"`` drops the cap; ``"next"`` measures one-step lines on the next
     batch instead (``NextBatch``; the scheme's behaviour before windows ran the fast start too).
 
     A line whose fit is concave and whose later probes all lie at or above its start did not descend over the
@@ -365,18 +368,24 @@ class Averages(NextBatch):
         estimate = no_descent_seen(result.estimate, result.probes)
         # The level keeps the same memory in steps as with a one-step line every interval: gamma per interval.
         gamma = scheduler.gamma ** (span / scheduler.interval)
-        extra, cap = {"probe_batch": self.name, "probe_losses": [list(p) for p in result.probes]}, None
+        extra = {"probe_batch": self.name, "probe_losses": [list(p) for p in result.probes]}
+        cap, cap_settles = None, True
         if one_step is not None:
             # The fast start follows the window's line down at once, but up only as far as the last step's line on
             # this batch also goes: a climb must be confirmed by what the next step can gain. Each line guards
             # against the other's bias: a one-step estimate is several times the lr that works over a fine-tune,
             # and a short window early in a run from scratch still sees the steep start. Held at the cap, the level
-            # has settled, and the long windows move it from there.
+            # has settled (if the cap was measured), and the long windows move it from there.
             estimate_1, _, probes_1 = one_step
             cap = max(scheduler.preview(estimate_1), scheduler.level)
+            # A last-step line with no estimate of its own (a straight or rising line on this batch: noise, at a
+            # level whose steps move the loss less than one batch's noise does) bounds this climb, but settles nothing.
+            cap_settles = estimate_1.accepted
             extra.update(one_step_alpha_star=estimate_1.alpha_star, one_step_probe_losses=probes_1,
                          one_step_fallback=estimate_1.reason)  # fmt: skip
-        new_lr = scheduler.apply_estimate(estimate, scheduler.last_epoch, gamma=gamma, cap=cap)
+        new_lr = scheduler.apply_estimate(
+            estimate, scheduler.last_epoch, gamma=gamma, cap=cap, cap_settles=cap_settles
+        )
         trainer._gen_write_trace(estimate, new_lr, at, "approx", extra)
 
     def state(self) -> dict | None:

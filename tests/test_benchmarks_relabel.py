@@ -39,3 +39,24 @@ def test_bad_rename_says_what_to_pass(tmp_path, capsys):
     with pytest.raises(SystemExit):
         relabel.main(["gen-adamw", "--files", str(results(tmp_path, "a.json", ["gen-adamw"]))])
     assert "pass OLD=NEW" in capsys.readouterr().err
+
+
+def test_a_drop_narrowed_to_a_task_and_seeds_or_to_one_contender(tmp_path):
+    path = tmp_path / "a.json"
+    runs = [{"family": f, "contender": f"{f}@{lr}", "seed": s, "eval_loss": 1.0}
+            for f in ("gen-adamw", "adamw-linear") for lr in ("5e-05", "0.01") for s in (0, 1, 2)]  # fmt: skip
+    tasks = {"t": {"config": {}, "runs": runs}, "u": {"config": {}, "runs": list(runs)}}
+    path.write_text(json.dumps({"tasks": tasks, "meta": {"commands": ["python q.py"]}}))
+    relabel.main(["--drop", "gen-adamw:t:0,2", "adamw-linear@0.01:u", "--files", str(path)])
+    data = json.loads(path.read_text())
+    left = {t: {(r["contender"], r["seed"]) for r in b["runs"]} for t, b in data["tasks"].items()}
+    everything = {(r["contender"], r["seed"]) for r in runs}
+    assert left["t"] == everything - {(f"gen-adamw@{lr}", s) for lr in ("5e-05", "0.01") for s in (0, 2)}
+    assert left["u"] == everything - {("adamw-linear@0.01", s) for s in (0, 1, 2)}
+    assert data["meta"]["commands"][-1].endswith("--drop gen-adamw:t:0,2 adamw-linear@0.01:u --files " + str(path))
+
+
+def test_a_bad_drop_says_what_to_pass(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        relabel.main(["--drop", "gen-adamw:t:one", "--files", str(results(tmp_path, "a.json", ["gen-adamw"]))])
+    assert "seeds are whole numbers" in capsys.readouterr().err

@@ -72,6 +72,11 @@ def test_a_cap_from_a_second_line_holds_the_fast_start_and_settles_it():
     opt, s = make(lr=0.1, max_change=2.0)
     assert s.apply_estimate(est(0.4), step=0, cap=0.3) == pytest.approx(0.2) and not s.settled  # a cap not reached
     assert s.apply_estimate(est(0.02), step=1, cap=0.2) == pytest.approx(0.1)  # a fall is not capped: 0.2 / 2
+    opt, s = make(lr=0.1, max_change=2.0)  # a cap from a line with no estimate of its own holds, and settles nothing
+    assert s.apply_estimate(est(0.4), step=0, cap=0.1, cap_settles=False) == pytest.approx(0.1) and not s.settled
+    assert (
+        s.apply_estimate(est(0.12), step=1, cap=0.1, cap_settles=False) == pytest.approx(0.1) and s.settled
+    )  # inside
 
 
 def test_a_halving_and_a_doubling_cancel():

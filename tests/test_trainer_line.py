@@ -294,8 +294,9 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
     the two windows' means, and moves the level as the scheduler must (to ``c*`` times it, clipped to the change
     bound; down the bound where the line does not descend). Windows are ``interval`` steps until an estimate lands
     inside the bound (the fast start), then ``window``. With ``lines="both"`` the fast start's climbs are capped by the
-    exact one-step minimiser along the last step (clipped like any estimate; a level held at the cap has settled).
-    Returns the trace by step, the levels the oracle set and the steps where the cap held the level."""
+    exact one-step minimiser along the last step (clipped like any estimate; a level held at the cap has settled,
+    unless the last step's line does not descend). Returns the trace by step, the levels the oracle set and the steps
+    where the cap held the level."""
     model = Quadratic(seed=5)
     start = copy.deepcopy(model)
     optimizer = OPTIMIZERS[name](grouped(model, lr0))
@@ -336,8 +337,8 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
                 one_step = last_lr * float(-(oracle.A @ before - oracle.b) @ step / (step @ oracle.A @ step))
                 assert trace[k]["one_step_alpha_star"] == pytest.approx(one_step, rel=1e-6)
                 cap = max(clipped(one_step / level) * level, level)
-                if new > cap:
-                    inside, new = True, cap
+                if new > cap:  # held at the cap: settled, if the last step's line had a minimiser of its own
+                    inside, new = inside or one_step > 0, cap
                     capped.append(k)
             settled = settled or inside
             level = levels[k] = new
