@@ -100,8 +100,11 @@ def contenders(grid: list[float], quick: bool, extra: list[str] | None = None) -
     return listed + [Contender(family, TRAINER_DEFAULT_LR) for family in extra or [] if family not in known]
 
 
-def robustness(sweep: list[float]) -> list[Contender]:
-    return [*(Contender("gen-adamw", lr) for lr in sweep), *(Contender("adamw-cosine", lr) for lr in sweep)]
+SWEPT = ("gen-adamw", "adamw-cosine")
+
+
+def robustness(sweep: list[float], families: tuple[str, ...] | list[str] = SWEPT) -> list[Contender]:
+    return [Contender(family, lr) for family in families for lr in sweep]
 
 
 def plot_prefix(args: argparse.Namespace) -> str:
@@ -143,6 +146,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="run only these contender families (default: all); with --resume, fills in a partial run",
     )  # fmt: skip
     parser.add_argument("--no-robustness", action="store_true", help="skip the starting-lr sweep")
+    parser.add_argument(
+        "--sweep-families", nargs="+", choices=list(FAMILIES), default=list(SWEPT), metavar="FAMILY",
+        help="families swept over the starting lr (default: " + " ".join(SWEPT) + ")",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 on a shared machine)")
     parser.add_argument("--json", default=None, help="raw results (default results/quality.json; quick: *_quick)")
     parser.add_argument(
@@ -270,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
             for c in contenders(args.grids.get(name, task.grid), args.quick, args.families)
         ]
         if not args.no_robustness:
-            jobs += [(c, 0, "robustness") for c in robustness(QUICK_SWEEP if args.quick else SWEEP)]
+            jobs += [
+                (c, 0, "robustness") for c in robustness(QUICK_SWEEP if args.quick else SWEEP, args.sweep_families)
+            ]
         if args.families:
             jobs = [job for job in jobs if job[0].family in args.families]
         for contender, seed, role in jobs:

@@ -212,6 +212,15 @@ def test_a_gen_variant_asked_for_by_name_joins_the_comparison():
     assert sum(name.startswith("adamw-linear@") for name in names) == 3
 
 
+def test_the_sweep_runs_the_families_asked_for():
+    """`--sweep-families` sweeps those families over the starting lrs (by default GeN's default and AdamW + cosine)."""
+    from quality import parse, robustness
+
+    assert parse([]).sweep_families == ["gen-adamw", "adamw-cosine"]
+    swept = parse(["--sweep-families", "gen-adamw-cosine"]).sweep_families
+    assert [c.name for c in robustness([1e-4, 1e-2], swept)] == ["gen-adamw-cosine@0.0001", "gen-adamw-cosine@0.01"]
+
+
 @pytest.mark.slow
 def test_suite_table_reads_the_quick_run(quick):
     # One row per --source: the numbers recomputed here from the raw runs, independently of the table's code.
