@@ -108,6 +108,8 @@ FAMILIES = {
     "gen-adamw-cosine": "hf-gen GeN-AdamW with gen_decay='cosine' (the default before the level annealed itself)",
     "gen-adamw-cooldown": "hf-gen GeN-AdamW with gen_decay='cooldown' (the level as it is, then 1 - sqrt over the "
     "last 20% of the run; not a default)",
+    "gen-adamw-tail": "hf-gen GeN-AdamW with gen_tail_average=0.2 (ends on the mean of the last 20% of the steps' "
+    "weights; not a default)",
     **{
         f"gen-adamw-adaptive{cap}": f"hf-gen GeN-AdamW with adaptive recompute (gen_interval={GEN_INTERVAL} doubling "
         f"up to gen_max_interval={cap}; not a default)"
@@ -120,6 +122,7 @@ GEN_VARIANTS = {
     "gen-sgd": {},
     "gen-adamw-cosine": {"gen_decay": "cosine"},
     "gen-adamw-cooldown": {"gen_decay": "cooldown"},
+    "gen-adamw-tail": {"gen_tail_average": 0.2},
     "gen-adamw-same": {"gen_probe_batch": "same"},
     "gen-adamw-averages": {"gen_probe_batch": "averages", "gen_decay": "cosine"},
     "gen-adamw-next": {"gen_probe_batch": "next"},

@@ -90,6 +90,8 @@ class GeNTrainingArguments(TrainingArguments):
             with the greedy one-step estimates (``"next"``, ``"same"``, exact mode).
         gen_probe_offsets: approx, same batch: probe points in units of the current lr.
         gen_use_slope: approx: use the backward slope in the fit.
+        gen_tail_average: End training on the mean of the trainable weights over this last fraction of the optimizer
+            steps (0: the last iterate).
         gen_offload_snapshot: Keep GeN's copy of the trainable parameters in CPU memory.
     """
 
@@ -203,6 +205,15 @@ class GeNTrainingArguments(TrainingArguments):
         "lines alone. 'next': one-step lines on the next batch (the averages scheme's fast start before windows).",
         FAST_START_LINES,
     )
+    gen_tail_average: float = _option(
+        0.0,
+        "End training on the mean of the trainable weights over the last fraction of the optimizer steps (0 = off: "
+        "the last iterate; 0.2 = the last fifth). Without a decay shape the last iterate still jitters about where "
+        "the run is; the mean of the tail averages that out (as stochastic weight averaging does). Costs one more "
+        "copy of the trainable parameters over the tail (in at least float32; on the CPU with gen_offload_snapshot) "
+        "and one addition per step. Checkpoints keep the live weights and the tail's sum, so a resumed run ends on "
+        "the same mean; the model after train() returns, and what save_model() writes, is the mean.",
+    )
     gen_offload_snapshot: bool = _option(
         False,
         "Keep GeN's copies of the trainable parameters (one, on recompute steps, for 'next'; the window sum and "
@@ -292,6 +303,17 @@ class GeNTrainingArguments(TrainingArguments):
                 f"gen_probe_batch={self.gen_probe_batch!r} is an approx-mode scheme with its own probes (the previous "
                 "weights) and the slope from the next backward: use it with gen_mode='approx' and the default "
                 "gen_probe_offsets and gen_use_slope"
+            )
+        tail = self.gen_tail_average
+        if isinstance(tail, bool) or not isinstance(tail, (int, float)) or not 0.0 <= tail <= 1.0:
+            raise ValueError(
+                f"gen_tail_average must be a fraction of the run in [0, 1] (0 = end on the last iterate, 0.2 = on the "
+                f"mean of the last fifth of the steps), got {tail!r}"
+            )
+        if tail > 0.0 and self.load_best_model_at_end:
+            raise ValueError(
+                "gen_tail_average ends training on the mean of the last steps' weights, and load_best_model_at_end "
+                "would replace it with a checkpoint's: pass one of them, not both"
             )
         if self.uses_gen:
             if self.learning_rate <= 0 or not math.isfinite(self.learning_rate):

@@ -38,12 +38,15 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 from transformers import Trainer
+from transformers.utils import logging
 
 from .core import LineEstimate, LineResult, cut_back, estimate_from_curvature, measure_line, no_descent_seen
 from .line import BufferGuard, LineSnapshot, RngState, WindowMeans, reshard
 from .scheduler import GeNEstimateError, GeNScheduler
 from .support import DEEPSPEED_REFUSAL, check_engine, check_linear_optimizer, overflowed
 from .trace import TRACE_FILE, append_record, make_record, restart_trace
+
+logger = logging.get_logger(__name__)
 
 __all__ = ["GeNMixin", "GeNTrainer", "TRACE_FILE"]
 
@@ -415,6 +418,7 @@ class GeNMixin:
         self._gen_hooks: list = []
         self._gen_step: StepRecord | None = None
         self._gen_scheme = self._gen_new_scheme()
+        self._gen_tail: WindowMeans | None = None
         self._gen_trace_checked = False
         self._gen_unit: tuple[float, float] | None = None  # the loss's precision: (computed in, stored in)
         if self.gen_enabled:
@@ -474,7 +478,35 @@ class GeNMixin:
         self._gen_trace_checked = False
         self._gen_step = None
         self._gen_scheme = self._gen_new_scheme()
-        return super().train(*args, **kwargs)
+        self._gen_tail = self._gen_new_tail()
+        output = super().train(*args, **kwargs)
+        self._gen_end_on_tail()
+        return output
+
+    # ---- the mean of the last steps' weights (gen_tail_average) ---------------------------------------------------
+
+    def _gen_new_tail(self) -> WindowMeans | None:
+        if not self.gen_enabled or not self.args.gen_tail_average > 0.0:
+            return None
+        return WindowMeans("cpu" if self.args.gen_offload_snapshot else None)
+
+    def _gen_in_tail(self) -> bool:
+        """Whether the optimizer step just taken is one of the last ``ceil(gen_tail_average * T)`` (at least one)."""
+        total = self.lr_scheduler.num_training_steps or 0
+        steps = max(1, math.ceil(self.args.gen_tail_average * total))
+        return self.lr_scheduler.last_epoch >= total - steps
+
+    def _gen_end_on_tail(self) -> None:
+        """Set the trainable parameters to the mean of the tail's weights (after the last step: the checkpoints saved
+        during training keep the live ones)."""
+        tail, self._gen_tail = self._gen_tail, None
+        if tail is None or tail.count == 0:
+            return
+        count, mean = tail.count, tail.close()
+        with torch.no_grad():
+            for p, m in zip(self._gen_params(self.optimizer), mean, strict=True):
+                p.copy_(m.to(device=p.device, dtype=p.dtype))
+        logger.info("GeN: the model is the mean of the weights after the last %d optimizer steps", count)
 
     # ---- the next-batch line across a checkpoint -------------------------------------------------
 
@@ -484,6 +516,8 @@ class GeNMixin:
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
         super()._save_optimizer_and_scheduler(output_dir)
         state = self._gen_scheme.state() if self.gen_enabled else None
+        if getattr(self, "_gen_tail", None) is not None:
+            state = {**(state or {}), "tail": self._gen_tail.local_state()}
         if state is not None:
             # With gen_probe_batch="next" the line of the step just taken is measured on the next batch: each rank
             # keeps its copy of the weights before that step (its own shards under FSDP2) with the checkpoint.
@@ -494,7 +528,12 @@ class GeNMixin:
         super()._load_optimizer_and_scheduler(checkpoint)
         self._gen_scheme = self._gen_new_scheme()
         if self.gen_enabled and checkpoint is not None and os.path.isfile(self._gen_pending_file(checkpoint)):
-            self._gen_scheme.load_state(self, torch.load(self._gen_pending_file(checkpoint), weights_only=True))
+            saved = torch.load(self._gen_pending_file(checkpoint), weights_only=True)
+            tail = saved.pop("tail", None)
+            if saved:
+                self._gen_scheme.load_state(self, saved)
+            if tail is not None and getattr(self, "_gen_tail", None) is not None:
+                self._gen_tail.load_local_state(self._gen_params(check_linear_optimizer(self.optimizer)), tail)
 
     # ---- recording the step's batch -----------------------------------------------------------
 
@@ -589,6 +628,8 @@ class GeNMixin:
     def _gen_after_optimizer_step(self, optimizer, args, kwargs) -> None:
         record, self._gen_step = self._gen_step, None
         self._gen_scheme.after_any_step(self, optimizer)
+        if self._gen_tail is not None and self._gen_in_tail():
+            self._gen_tail.add(self._gen_params(optimizer))
         if record is not None and record.measures:
             self._gen_scheme.after_step(self, record)
 

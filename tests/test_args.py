@@ -67,6 +67,17 @@ def test_unknown_scheduler_name_lists_gen_among_the_choices(tmp_path):
         ({"gen_probe_batch": "averages", "gen_mode": "exact"}, "approx-mode scheme"),
         ({"gen_window": 0}, "gen_window must be a whole number of steps >= 1"),
         ({"gen_fast_start_lines": "one-step"}, "gen_fast_start_lines must be one of 'both', 'windows', 'next'"),
+        ({"gen_tail_average": 1.5}, r"gen_tail_average must be a fraction of the run in \[0, 1\]"),
+        ({"gen_tail_average": -0.1}, r"gen_tail_average must be a fraction of the run in \[0, 1\]"),
+        (
+            {
+                "gen_tail_average": 0.2,
+                "load_best_model_at_end": True,
+                "eval_strategy": "steps",
+                "save_strategy": "steps",
+            },
+            "pass one of them, not both",
+        ),
     ],
 )
 def test_invalid_gen_values_raise_at_construction(tmp_path, kwargs, match):

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from transformers import TrainerCallback
 
 from hf_gen import GeNTrainer
 
@@ -87,6 +88,65 @@ def test_resume_of_the_averages_scheme_keeps_its_windows(tmp_path):
         torch.testing.assert_close(resumed_weights[n], full_weights[n], rtol=0, atol=0)
     (tmp_path / "checkpoint-14" / "gen_pending_line-rank0.pt").unlink()  # without it the windows start over
     assert run(resume=str(tmp_path / "checkpoint-14"))[0] != full_trace
+
+
+# ---- the mean of the last steps' weights (gen_tail_average) --------------------------------------------------------
+
+
+class WeightsAfterEachStep(TrainerCallback):
+    """The trainable weights after every optimizer step (``on_step_end`` comes after the step), in float64."""
+
+    def __init__(self, model):
+        self.model, self.steps = model, []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps.append({n: p.detach().double().clone() for n, p in self.model.named_parameters()})
+
+
+@pytest.mark.parametrize("probe_batch", ["same", "averages"])
+def test_the_run_ends_on_the_mean_of_the_last_steps_weights(tmp_path, probe_batch):
+    """gen_tail_average=0.25 of 12 steps: the model after train() is the mean of the weights after steps 10, 11 and
+    12 (the oracle: those weights recorded by a callback); the lr trace is the run's without it."""
+    finals = {}
+    for tail in (0.0, 0.25):
+        model = MLP(dropout=0.2, seed=0)
+        args = gen_args(tmp_path / str(tail), learning_rate=1e-2, max_steps=12, gen_probe_batch=probe_batch,
+                        gen_window=3, gen_tail_average=tail)  # fmt: skip
+        recorder = WeightsAfterEachStep(model)
+        GeNTrainer(model=model, args=args, train_dataset=Regression(n=96), callbacks=[recorder]).train()
+        finals[tail] = ({n: p.detach().double() for n, p in model.named_parameters()}, recorder.steps,
+                        read_trace(tmp_path / str(tail)))  # fmt: skip
+    last, steps, trace = finals[0.0]
+    assert all(torch.equal(last[n], steps[-1][n]) for n in last)  # off: the last iterate
+    mean, steps_tail, trace_tail = finals[0.25]
+    assert trace_tail == trace and len(steps_tail) == 12
+    for n in mean:
+        oracle = sum(step[n] for step in steps_tail[-3:]) / 3
+        torch.testing.assert_close(mean[n], oracle, rtol=0, atol=1e-6)  # float32 sums of three steps
+        assert torch.equal(steps_tail[-1][n], steps[-1][n])  # the run itself is the same
+        assert not torch.equal(mean[n], steps_tail[-1][n])
+
+
+def test_a_resume_inside_the_tail_ends_on_the_same_mean(tmp_path):
+    """The tail's sum goes with the checkpoint: resumed at step 10 of 12 (one step into a tail of three), the run
+    ends on the uninterrupted run's mean, bit for bit; without the saved sum it would not."""
+
+    def run(resume=None):
+        args = gen_args(tmp_path, learning_rate=1e-2, max_steps=12, save_strategy="steps", save_steps=10,
+                        gen_tail_average=0.25)  # fmt: skip
+        model = MLP(dropout=0.2, seed=0)
+        GeNTrainer(model=model, args=args, train_dataset=Regression(n=96)).train(resume_from_checkpoint=resume)
+        return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    full = run()
+    saved = torch.load(tmp_path / "checkpoint-10" / "gen_pending_line-rank0.pt", weights_only=True)
+    assert set(saved) == {"tail"} and saved["tail"]["count"] == 1
+    resumed = run(resume=str(tmp_path / "checkpoint-10"))
+    for n in full:
+        torch.testing.assert_close(resumed[n], full[n], rtol=0, atol=0)
+    (tmp_path / "checkpoint-10" / "gen_pending_line-rank0.pt").unlink()
+    lost = run(resume=str(tmp_path / "checkpoint-10"))
+    assert any(not torch.equal(lost[n], full[n]) for n in full)
 
 
 # ---- reporting: gen/* in the Trainer's logs ----------------------------------------------------------------------
