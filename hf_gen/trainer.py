@@ -516,7 +516,7 @@ class GeNMixin:
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
         super()._save_optimizer_and_scheduler(output_dir)
         state = self._gen_scheme.state() if self.gen_enabled else None
-        if getattr(self, "_gen_tail", None) is not None:
+        if self._gen_tail is not None:
             state = {**(state or {}), "tail": self._gen_tail.local_state()}
         if state is not None:
             # With gen_probe_batch="next" the line of the step just taken is measured on the next batch: each rank
@@ -532,7 +532,7 @@ class GeNMixin:
             tail = saved.pop("tail", None)
             if saved:
                 self._gen_scheme.load_state(self, saved)
-            if tail is not None and getattr(self, "_gen_tail", None) is not None:
+            if tail is not None and self._gen_tail is not None:
                 self._gen_tail.load_local_state(self._gen_params(check_linear_optimizer(self.optimizer)), tail)
 
     # ---- recording the step's batch -----------------------------------------------------------
