@@ -134,6 +134,14 @@ GEN_VARIANTS = {
         for cap in ADAPTIVE_CAPS
     },
 }
+
+
+def gen_settings(family: str, options) -> dict:
+    """The ``gen_*`` arguments a GeN family's run sets on top of hf-gen's defaults: the family's own, then the
+    contender's ``options`` (``(name, value)`` pairs)."""
+    return {**GEN_VARIANTS[family], **dict(options)}
+
+
 LR_FREE = ("prodigy", "dadapt-adam", "schedulefree-adamw", "mechanic", "dog", "gen-optim")
 
 
@@ -324,7 +332,7 @@ def _make_trainer(contender: Contender, task, seed: int, run_dir: str, model):
         optimizers = (optimizer, KeepLR(optimizer))
         callbacks.append(GenOptimCallback(task.probe_batches(seed), task.steps))
     elif family in GEN_VARIANTS:
-        variant = {**GEN_VARIANTS[family], **dict(contender.options)}
+        variant = gen_settings(family, contender.options)
         args = _args(GeNTrainingArguments, task, seed, run_dir, learning_rate=lr, lr_scheduler_type="gen", **variant)
         trainer_cls = BenchGeNTrainer
         if family == "gen-sgd":

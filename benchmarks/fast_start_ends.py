@@ -29,7 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _contenders import GEN_VARIANTS  # noqa: E402
+from _contenders import GEN_VARIANTS, gen_settings  # noqa: E402
 
 from hf_gen.args import GeNTrainingArguments  # noqa: E402
 
@@ -45,7 +45,8 @@ def ending(run: dict) -> tuple[str, dict | None]:
         return "never", None
     if "one_step_probe_losses" not in settled:
         return "other", settled
-    settings = {**GEN_VARIANTS.get(run.get("family"), {}), **dict(run.get("options", []))}
+    family = run.get("family")
+    settings = gen_settings(family, run.get("options", [])) if family in GEN_VARIANTS else {}
     bound = float(settings.get("gen_max_change", DEFAULT_MAX_CHANGE))
     level, estimate = settled["probe_lr"], settled["alpha_star"]
     if estimate is not None and level / bound <= estimate <= level * bound:

@@ -12,10 +12,9 @@ seeds, and name a family or one contender (``FAMILY[:TASK[:SEED,...]]``):
 
 removes the default's plays runs of seeds 1, 2 and 4 (main and robustness) and the diabetes runs of the contender
 ``gen-adamw@0.01``, for ``quality.py --resume`` to run again after a change that altered only them. Every renaming is
-simultaneous, so two
-families can swap names. Each file that changes records the command in its ``commands`` (as ``quality.py`` does) so
-that its report says what was done to it. Nothing trains here. Files: every ``results/*.json`` with quality.py's
-layout, or those passed with ``--files``.
+simultaneous, so two families can swap names. Each file that changes records the command in its ``commands`` (as
+``quality.py`` does) so that its report says what was done to it. Nothing trains here. Files: every
+``results/*.json`` with quality.py's layout, or those passed with ``--files``.
 """
 
 from __future__ import annotations
