@@ -110,6 +110,8 @@ FAMILIES = {
     "last 20% of the run; not a default)",
     "gen-adamw-tail": "hf-gen GeN-AdamW with gen_tail_average=0.2 (ends on the mean of the last 20% of the steps' "
     "weights; not a default)",
+    "gen-adamw-batches": f"hf-gen GeN-AdamW with gen_fast_start_batches={GEN_INTERVAL} (each fast-start line measured "
+    "on the next window's batches too; not a default)",
     **{
         f"gen-adamw-adaptive{cap}": f"hf-gen GeN-AdamW with adaptive recompute (gen_interval={GEN_INTERVAL} doubling "
         f"up to gen_max_interval={cap}; not a default)"
@@ -123,6 +125,7 @@ GEN_VARIANTS = {
     "gen-adamw-cosine": {"gen_decay": "cosine"},
     "gen-adamw-cooldown": {"gen_decay": "cooldown"},
     "gen-adamw-tail": {"gen_tail_average": 0.2},
+    "gen-adamw-batches": {"gen_fast_start_batches": GEN_INTERVAL},
     "gen-adamw-same": {"gen_probe_batch": "same"},
     "gen-adamw-averages": {"gen_probe_batch": "averages", "gen_decay": "cosine"},
     "gen-adamw-next": {"gen_probe_batch": "next"},

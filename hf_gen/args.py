@@ -70,6 +70,9 @@ class GeNTrainingArguments(TrainingArguments):
         gen_fast_start_lines: ``"averages"``: the fast start's lines: through windows of ``gen_interval`` steps,
             with each climb capped by the last step's line (``"both"``, the default), the window lines alone
             (``"windows"``), or one-step lines on the next batch (``"next"``).
+        gen_fast_start_batches: ``"averages"``: the batches each fast-start window line is measured on: 1 (the batch
+            after its windows; the default) or up to ``gen_interval`` (the next window's first batches too; the lr
+            then moves when that window closes).
         gen_interval: Recompute every N optimizer steps.
         gen_max_interval: Adaptive recompute of one-step lines (``"next"``, ``"same"``; refused with ``"averages"``):
             the gap doubles after each update whose estimate lands inside the bound, up to this many steps, and drops
@@ -205,6 +208,15 @@ class GeNTrainingArguments(TrainingArguments):
         "lines alone. 'next': one-step lines on the next batch (the averages scheme's fast start before windows).",
         FAST_START_LINES,
     )
+    gen_fast_start_batches: int = _option(
+        1,
+        "gen_probe_batch='averages': the batches each fast-start line through two windows' means is measured on. "
+        "1: the batch after the windows, and the lr moves at once. N > 1 (at most gen_interval): the first N "
+        "batches of the window that follows too, the loss averaged over them; the lr moves when that window "
+        "closes. A fast-start line is taken without smoothing, so one batch's noise decides it: on a fine-tune "
+        "with small batches the loss moves less along a short window's line than from batch to batch (three "
+        "forwards on each of the N batches).",
+    )
     gen_tail_average: float = _option(
         0.0,
         "End training on the mean of the trainable weights over the last fraction of the optimizer steps (0 = off: "
@@ -295,6 +307,19 @@ class GeNTrainingArguments(TrainingArguments):
             raise ValueError(
                 "gen_fast_start_lines must be one of "
                 f"{', '.join(map(repr, FAST_START_LINES))}, got {self.gen_fast_start_lines!r}"
+            )
+        batches = self.gen_fast_start_batches
+        if isinstance(batches, bool) or not isinstance(batches, int) or not 1 <= batches <= self.gen_interval:
+            raise ValueError(
+                f"gen_fast_start_batches must be a whole number of batches from 1 to gen_interval "
+                f"({self.gen_interval}: a line is measured on the batches of the window after it), got {batches!r}"
+            )
+        if batches > 1 and (self.gen_probe_batch != "averages" or self.gen_fast_start_lines == "next"):
+            raise ValueError(
+                "gen_fast_start_batches > 1 measures the fast start's lines through two windows' means on several "
+                "batches: it needs gen_probe_batch='averages' with gen_fast_start_lines 'both' or 'windows' (got "
+                f"gen_probe_batch={self.gen_probe_batch!r}, gen_fast_start_lines={self.gen_fast_start_lines!r}); "
+                "pass those, or gen_fast_start_batches=1"
             )
         if self.gen_probe_batch in ("next", "averages") and (
             self.gen_mode != "approx" or offsets != [1.0] or not self.gen_use_slope

@@ -264,6 +264,7 @@ class GeNScheduler(LRScheduler):
         gamma: float | None = None,
         cap: float | None = None,
         cap_settles: bool = True,
+        measured_at: float | None = None,
     ) -> float:
         """Fold one estimate into the lr and apply it to the optimizer's param groups.
 
@@ -281,6 +282,10 @@ class GeNScheduler(LRScheduler):
                 line caps how far the window's line may raise the level). A level held at it has settled, if
                 ``cap_settles``: a cap from a line that gave no estimate of its own (a fallback's bound) holds the
                 level without ending the fast start.
+            measured_at: The level the measured steps ran at, when the level has moved since (a fast-start line
+                measured on the batches of the window after its own, ``gen_fast_start_batches``): the estimate is in
+                lr units and the level moves from where it is now, but it lands "inside" (ending the fast start) when
+                it is within the change bound of the level it measured.
 
         Returns:
             Group 0's new lr, which the caller uses for the step being taken.
@@ -294,6 +299,9 @@ class GeNScheduler(LRScheduler):
                 f"curvature={estimate.curvature}); set gen_fallback='keep' or 'shrink' to train on"
             )
         new_lr, reason, inside = self._fold(estimate, at, gamma)
+        if measured_at is not None:
+            low, high = measured_at / self.max_change, measured_at * self.max_change
+            inside = estimate.accepted and low <= estimate.alpha_star <= high
         if cap is not None and new_lr > cap:
             new_lr, inside = cap, inside or cap_settles
         self.gap = self._next_gap(self.settled and inside and reason is None)

@@ -41,7 +41,7 @@ from transformers import Trainer
 from transformers.utils import logging
 
 from .core import LineEstimate, LineResult, cut_back, estimate_from_curvature, measure_line, no_descent_seen
-from .line import BufferGuard, LineSnapshot, RngState, WindowMeans, reshard
+from .line import BufferGuard, LineSnapshot, RngState, WindowMeans, laid_out_like, local_copies, reshard
 from .scheduler import GeNEstimateError, GeNScheduler
 from .support import DEEPSPEED_REFUSAL, check_engine, check_linear_optimizer, overflowed
 from .trace import TRACE_FILE, append_record, make_record, restart_trace
@@ -226,6 +226,53 @@ class NextBatch:
         self.pending = (LineSnapshot.from_local_state(params, saved["theta0"], saved["a0"], device), saved["a0"])
 
 
+@dataclass
+class OpenLine:
+    """A fast-start line through two windows' means (``start`` to ``end``) being measured on several batches
+    (``gen_fast_start_batches``): the summed losses at ``c = 0, 1, 2`` over ``count`` batches. ``at`` is the level the
+    windows ran at (the line's unit: ``c = 1`` is ``at``); ``one_step`` is the last step's line, measured beside it on
+    its first batch."""
+
+    start: list
+    end: list
+    at: float
+    one_step: tuple | None
+    losses: list = field(default_factory=list)
+    count: int = 0
+
+    def add(self, losses: list) -> None:
+        """One more batch's losses at ``c = 0, 1, 2``."""
+        self.losses = list(losses) if not self.losses else [a + b for a, b in zip(self.losses, losses, strict=True)]
+        self.count += 1
+
+    def result(self, precision) -> LineResult:
+        """The parabola through the mean losses over the batches measured."""
+        return self.fit(self.at, [loss / self.count for loss in self.losses], precision)
+
+    @staticmethod
+    def fit(at: float, losses: list, precision) -> LineResult:
+        """The parabola through ``losses`` at ``0, at, 2 at`` (``hf_gen.core.measure_line``)."""
+        values = dict(zip((0.0, at, 2.0 * at), losses, strict=True))
+        return measure_line(values.__getitem__, list(values), precision=precision)
+
+    def local_state(self) -> dict:
+        """What a checkpoint keeps: the start mean (the end is the scheme's previous mean) and the sums so far."""
+        state = {"start": local_copies(self.start), "at": self.at, "count": self.count,
+                 "losses": [float(loss) for loss in self.losses], "one_step": None}  # fmt: skip
+        if self.one_step is not None:
+            estimate, at, probes = self.one_step
+            state["one_step"] = {"estimate": list(estimate), "at": at, "probes": probes}
+        return state
+
+    @classmethod
+    def from_local_state(cls, state: dict, start: list, end: list) -> OpenLine:
+        one_step = state["one_step"]
+        if one_step is not None:
+            one_step = (LineEstimate(*one_step["estimate"]), one_step["at"], one_step["probes"])
+        losses = [torch.tensor(loss, dtype=torch.float64) for loss in state["losses"]]
+        return cls(start, end, state["at"], one_step, losses, state["count"])
+
+
 class Averages(NextBatch):
     """The line through the mean weights of the last two windows of steps, measured on the batch after them (out of
     sample).
@@ -257,6 +304,14 @@ class Averages(NextBatch):
     nothing. ``"windows"`` drops the cap; ``"next"`` measures one-step lines on the next
     batch instead (``NextBatch``; the scheme's behaviour before windows ran the fast start too).
 
+    A fast-start line is taken without smoothing, so the one batch it is measured on decides it. With
+    ``fast_start_batches=N > 1`` it is measured on the first ``N`` batches of the window that follows as well (three
+    forwards each, the losses averaged) and applied when that window closes, before the next line opens. Its estimate
+    is ``c*`` times the level its windows ran at; the level moves from where it is now, and the fast start ends when
+    the estimate lands within the change bound of the level it measured (``measured_at`` in
+    :meth:`GeNScheduler.apply_estimate`). The last step's line that caps it is measured on the first batch, as with
+    one batch.
+
     A line whose fit is concave and whose later probes all lie at or above its start did not descend over the
     windows: the level goes down (:func:`hf_gen.core.no_descent_seen`).
 
@@ -269,11 +324,19 @@ class Averages(NextBatch):
 
     name = "averages"
 
-    def __init__(self, window: int | None, device: str | None = None, fast_start_lines: str = "both") -> None:
+    def __init__(
+        self,
+        window: int | None,
+        device: str | None = None,
+        fast_start_lines: str = "both",
+        fast_start_batches: int = 1,
+    ) -> None:
         super().__init__()
         self.window = window
         self.means = WindowMeans(device)
         self.lines = fast_start_lines  # "both", "windows" or "next": the fast start's lines
+        self.batches = fast_start_batches
+        self.line: OpenLine | None = None  # a fast-start line still being measured on the next window's batches
 
     def _one_step(self, trainer: GeNMixin) -> bool:
         """Whether one-step lines are in charge (``fast_start_lines="next"``, until the fast start has settled and
@@ -296,10 +359,14 @@ class Averages(NextBatch):
         """The first step, whose own batch can veto a starting lr that overshoots (``NextBatch.after_step``)."""
         return trainer.lr_scheduler.last_epoch == 0 and trainer.args.gen_search_probes > 0
 
+    def _line_open(self) -> bool:
+        """Whether the open fast-start line still wants batches (``fast_start_batches > 1``)."""
+        return self.line is not None and self.line.count < self.batches
+
     def measures(self, trainer: GeNMixin) -> bool:
         if self._one_step(trainer):
             return super().measures(trainer)
-        return self._first(trainer) or self._ready(trainer)
+        return self._first(trainer) or self._ready(trainer) or self._line_open()
 
     def _confirm_next(self, trainer: GeNMixin) -> bool:
         """Whether the step about to be taken closes a window the fast start measures on the next batch: its line is
@@ -311,13 +378,16 @@ class Averages(NextBatch):
     def wants_hook(self, trainer: GeNMixin) -> bool:
         if self._one_step(trainer):
             return super().wants_hook(trainer)
-        return self._first(trainer) or self._ready(trainer) or self._confirm_next(trainer)
+        return self._first(trainer) or self._ready(trainer) or self._confirm_next(trainer) or self._line_open()
 
     def before_step(self, trainer: GeNMixin, record: StepRecord, optimizer) -> None:
         if self._one_step(trainer):
             super().before_step(trainer, record, optimizer)
             return
-        if record.measures and record.batch and self._ready(trainer):
+        if record.measures and record.batch and self._line_open():
+            self.line.add(self._probe(trainer, record, optimizer, self.line.start, self.line.end))
+            record.batch = []
+        elif record.measures and record.batch and self._ready(trainer):
             self.measure_means(trainer, record, optimizer)
         if self._first(trainer) or self._confirm_next(trainer):  # a copy of the weights before this step
             snapshot = trainer._gen_snapshot(optimizer)
@@ -346,32 +416,56 @@ class Averages(NextBatch):
         if self.means.previous is None and self.means.count == self._span(trainer):
             self.means.previous = self.means.close()
 
-    def measure_means(self, trainer: GeNMixin, record: StepRecord, optimizer) -> None:
-        scheduler = trainer.lr_scheduler
+    def _probe(self, trainer: GeNMixin, record: StepRecord, optimizer, start, end) -> list[torch.Tensor]:
+        """The losses of the record's batch at ``start + c (end - start)`` for ``c = 0, 1, 2``; the live weights are
+        put back after."""
         params = trainer._gen_params(optimizer)
-        at = scheduler.level  # where the later mean sits on the line: the estimate is c* times the level
-        span = self._span(trainer)
-        previous, mean = self.means.previous, self.means.close()
-        one_step = self.one_step_line(trainer, record) if self.pending is not None else None  # releases its copy
         with torch.no_grad():
             live = [p.detach().clone() for p in params]
-
-        def g(a: float) -> torch.Tensor:
-            WindowMeans.move(params, previous, mean, a / at)
-            return trainer._gen_loss_here(record)
-
         try:
-            result = measure_line(g, [0.0, at, 2.0 * at], precision=trainer._gen_precision(record))
+            losses = []
+            for c in (0.0, 1.0, 2.0):  # 0-d tensors, read once all three are queued (measure_line)
+                WindowMeans.move(params, start, end, c)
+                losses.append(trainer._gen_loss_here(record))
         finally:
             with torch.no_grad():
                 for p, x in zip(params, live, strict=True):
                     p.copy_(x)
+        return losses
+
+    def measure_means(self, trainer: GeNMixin, record: StepRecord, optimizer) -> None:
+        scheduler = trainer.lr_scheduler
+        at = scheduler.level  # the level the closing window ran at: the estimate is c* times it
+        span = self._span(trainer)
+        previous, mean = self.means.previous, self.means.close()
+        one_step = self.one_step_line(trainer, record) if self.pending is not None else None  # releases its copy
         self.means.previous = mean
+        if self.line is not None:  # the line opened when the last window closed, measured on this window's batches
+            line, self.line = self.line, None
+            self.apply_line(trainer, record, line.result(trainer._gen_precision(record)), line.at, span,
+                            line.one_step, batches=line.count)  # fmt: skip
+            if scheduler.settled:  # the long windows start here; the window that just closed is their reference
+                record.batch = []
+                return
+        losses = self._probe(trainer, record, optimizer, previous, mean)
         record.batch = []
+        if self.batches > 1 and not scheduler.settled:  # measured on the next window's batches too: applied after it
+            self.line = OpenLine(previous, mean, at, one_step)
+            self.line.add(losses)
+            return
+        result = OpenLine.fit(at, losses, trainer._gen_precision(record))
+        self.apply_line(trainer, record, result, at, span, one_step)
+
+    def apply_line(self, trainer: GeNMixin, record: StepRecord, result, at: float, span: int, one_step,
+                   batches: int = 1) -> None:  # fmt: skip
+        """Fold a window line measured at level ``at`` (and the last step's line beside it, if any) into the level."""
+        scheduler = trainer.lr_scheduler
         estimate = no_descent_seen(result.estimate, result.probes)
         # The level keeps the same memory in steps as with a one-step line every interval: gamma per interval.
         gamma = scheduler.gamma ** (span / scheduler.interval)
         extra = {"probe_batch": self.name, "probe_losses": [list(p) for p in result.probes]}
+        if batches > 1:
+            extra["line_batches"] = batches
         cap, cap_settles = None, True
         if one_step is not None:
             # The fast start follows the window's line down at once, but up only as far as the last step's line on
@@ -386,18 +480,26 @@ class Averages(NextBatch):
             cap_settles = estimate_1.accepted
             extra.update(one_step_alpha_star=estimate_1.alpha_star, one_step_probe_losses=probes_1,
                          one_step_fallback=estimate_1.reason)  # fmt: skip
-        new_lr = scheduler.apply_estimate(
-            estimate, scheduler.last_epoch, gamma=gamma, cap=cap, cap_settles=cap_settles
-        )
+        measured_at = at if at != scheduler.level else None
+        new_lr = scheduler.apply_estimate(estimate, scheduler.last_epoch, gamma=gamma, cap=cap,
+                                          cap_settles=cap_settles, measured_at=measured_at)  # fmt: skip
         trainer._gen_write_trace(estimate, new_lr, at, "approx", extra)
 
     def state(self) -> dict | None:
-        return {**(super().state() or {}), **self.means.local_state()}
+        state = {**(super().state() or {}), **self.means.local_state()}
+        if self.line is not None:
+            state["open_line"] = self.line.local_state()
+        return state
 
     def load_state(self, trainer: GeNMixin, saved: dict) -> None:
         if "theta0" in saved:
             super().load_state(trainer, saved)
-        self.means.load_local_state(trainer._gen_params(check_linear_optimizer(trainer.optimizer)), saved)
+        params = trainer._gen_params(check_linear_optimizer(trainer.optimizer))
+        self.means.load_local_state(params, saved)
+        if "open_line" in saved:  # its end is the previous window's mean, restored just above
+            start = [laid_out_like(p, t, self.means.device, t.dtype)
+                     for p, t in zip(params, saved["open_line"]["start"], strict=True)]  # fmt: skip
+            self.line = OpenLine.from_local_state(saved["open_line"], start, self.means.previous)
 
 
 class GeNMixin:
@@ -435,7 +537,8 @@ class GeNMixin:
         probe_batch = getattr(self.args, "gen_probe_batch", None)
         if probe_batch == "averages":
             device = "cpu" if self.args.gen_offload_snapshot else None
-            return Averages(self.args.gen_window, device, self.args.gen_fast_start_lines)
+            return Averages(self.args.gen_window, device, self.args.gen_fast_start_lines,
+                            self.args.gen_fast_start_batches)  # fmt: skip
         return NextBatch() if probe_batch == "next" else SameBatch()
 
     def _gen_check_launch(self) -> None:

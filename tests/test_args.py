@@ -67,6 +67,12 @@ def test_unknown_scheduler_name_lists_gen_among_the_choices(tmp_path):
         ({"gen_probe_batch": "averages", "gen_mode": "exact"}, "approx-mode scheme"),
         ({"gen_window": 0}, "gen_window must be a whole number of steps >= 1"),
         ({"gen_fast_start_lines": "one-step"}, "gen_fast_start_lines must be one of 'both', 'windows', 'next'"),
+        ({"gen_fast_start_batches": 0}, r"gen_fast_start_batches must be a whole number of batches from 1 to "),
+        ({"gen_fast_start_batches": 5}, r"from 1 to gen_interval \(4: a line is measured on the batches"),
+        ({"gen_fast_start_batches": 2.0}, "gen_fast_start_batches must be a whole number"),
+        ({"gen_fast_start_batches": True}, "gen_fast_start_batches must be a whole number"),
+        ({"gen_fast_start_batches": 2, "gen_probe_batch": "next"}, "it needs gen_probe_batch='averages'"),
+        ({"gen_fast_start_batches": 2, "gen_fast_start_lines": "next"}, "gen_fast_start_lines 'both' or 'windows'"),
         ({"gen_tail_average": 1.5}, r"gen_tail_average must be a fraction of the run in \[0, 1\]"),
         ({"gen_tail_average": -0.1}, r"gen_tail_average must be a fraction of the run in \[0, 1\]"),
         (

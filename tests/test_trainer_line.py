@@ -288,22 +288,26 @@ def test_the_decay_shape_anneals_the_gen_level(tmp_path, decay):
 
 
 # ---- the line through two windows' mean weights ------------------------------------------------------------------
-def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change, fast_start, lines="windows"):
+def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change, fast_start, lines="windows",
+                    batches=1):  # fmt: skip
     """Train the exact quadratic with gen_probe_batch="averages" and no smoothing, and replay it with a plain
     optimizer: at each measured step the oracle computes ``c*``, the exact minimiser of ``L(m0 + c (m1 - m0))`` for
     the two windows' means, and moves the level as the scheduler must (to ``c*`` times it, clipped to the change
     bound; down the bound where the line does not descend). Windows are ``interval`` steps until an estimate lands
     inside the bound (the fast start), then ``window``. With ``lines="both"`` the fast start's climbs are capped by the
     exact one-step minimiser along the last step (clipped like any estimate; a level held at the cap has settled,
-    unless the last step's line does not descend). Returns the trace by step, the levels the oracle set and the steps
-    where the cap held the level."""
+    unless the last step's line does not descend). With ``batches > 1`` (``gen_fast_start_batches``) a fast-start line
+    opened at a window's close is applied at the next close (the loss here is the same on every batch): its estimate
+    is ``c*`` times the level it was opened at, clipped around the level now, and it ends the fast start when ``c*``
+    is within the bound; a line that ends it leaves the window closing then unmeasured. Returns the trace by step, the
+    levels the oracle set and the steps where the cap held the level."""
     model = Quadratic(seed=5)
     start = copy.deepcopy(model)
     optimizer = OPTIMIZERS[name](grouped(model, lr0))
     args = gen_args(tmp_path, learning_rate=lr0, max_grad_norm=0.0, max_steps=steps, gen_probe_batch="averages",
                     gen_window=window, gen_interval=interval, gen_fast_start=fast_start, gen_gamma=0.0,
                     gen_max_change=max_change, gen_lr_max=math.inf, gen_search_probes=0,
-                    gen_fast_start_lines=lines)  # fmt: skip
+                    gen_fast_start_lines=lines, gen_fast_start_batches=batches)  # fmt: skip
     trainer = GeNTrainer(model=model, args=args, train_dataset=Dummy(), optimizers=(optimizer, None))
     trainer.train()
     trace = {r["step"]: r for r in read_trace(tmp_path)}
@@ -312,10 +316,32 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
 
     oracle, oracle_opt = start, OPTIMIZERS[name](grouped(start, lr0))
     previous, window_sum, count, level, levels, capped = None, torch.zeros(5, dtype=torch.float64), 0, lr0, {}, []
-    settled, before, last_lr = not fast_start, None, None
+    settled, before, last_lr, opened = not fast_start, None, None, None
 
     def clipped(c):
         return min(max(c, 1.0 / max_change), max_change)
+
+    def apply(k, c_star, at, one_step, lagged=False):
+        """The scheduler's update from a line measured at level ``at`` (and the last step's line beside it)."""
+        nonlocal settled, level
+        if c_star > 0:
+            # The parabola through three float64 losses: exact up to their rounding, relative to the losses'
+            # differences (about 1e-4 of the loss as the windows near the minimum).
+            assert trace[k]["alpha_star"] == pytest.approx(c_star * at, rel=1e-7)
+            inside, new = 1.0 / max_change <= c_star <= max_change, clipped(c_star * at / level) * level
+        else:  # the later mean is past the minimum: no descent along the line, the level goes down the bound
+            assert trace[k]["alpha_star"] is None and trace[k]["fallback"] == "not_descent"
+            inside, new = False, level / max_change
+        if one_step is not None:
+            assert trace[k]["one_step_alpha_star"] == pytest.approx(one_step, rel=1e-6)
+            cap = max(clipped(one_step / level) * level, level)
+            if new > cap:  # held at the cap: settled, if the last step's line had a minimiser of its own
+                inside, new = inside or one_step > 0, cap
+                capped.append(k)
+        assert trace[k]["probe_lr"] == pytest.approx(at, rel=1e-7)
+        assert trace[k].get("line_batches", 1) == (batches if lagged else 1)
+        settled = settled or inside
+        level = levels[k] = new
 
     for k, lr in enumerate(lrs, start=1):
         span = window if settled else interval
@@ -323,25 +349,21 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
             mean = window_sum / count
             delta = mean - previous
             c_star = float(-(oracle.A @ previous - oracle.b) @ delta / (delta @ oracle.A @ delta))
-            assert trace[k]["probe_lr"] == pytest.approx(level, rel=1e-7)
-            if c_star > 0:
-                # The parabola through three float64 losses: exact up to their rounding, relative to the losses'
-                # differences (about 1e-4 of the loss as the windows near the minimum).
-                assert trace[k]["alpha_star"] == pytest.approx(c_star * level, rel=1e-7)
-                inside, new = 1.0 / max_change <= c_star <= max_change, clipped(c_star) * level
-            else:  # the later mean is past the minimum: no descent along the line, the level goes down the bound
-                assert trace[k]["alpha_star"] is None and trace[k]["fallback"] == "not_descent"
-                inside, new = False, level / max_change
+            one_step = None
             if before is not None:  # the last step's line, theta = before + (a / last_lr) s: its exact minimiser
                 step = oracle.theta().detach() - before
                 one_step = last_lr * float(-(oracle.A @ before - oracle.b) @ step / (step @ oracle.A @ step))
-                assert trace[k]["one_step_alpha_star"] == pytest.approx(one_step, rel=1e-6)
-                cap = max(clipped(one_step / level) * level, level)
-                if new > cap:  # held at the cap: settled, if the last step's line had a minimiser of its own
-                    inside, new = inside or one_step > 0, cap
-                    capped.append(k)
-            settled = settled or inside
-            level = levels[k] = new
+            at = level
+            if opened is not None:  # the line opened at the last close, measured on this window's batches too
+                apply(k, *opened, lagged=True)
+                opened = None
+                if settled:
+                    at = None
+            if at is not None and batches > 1 and not settled:
+                opened = (c_star, at, one_step)
+                assert k not in trace or k in levels
+            elif at is not None:
+                apply(k, c_star, at, one_step)
             previous, window_sum, count, before = mean, torch.zeros(5, dtype=torch.float64), 0, None
         else:
             assert k not in trace
@@ -363,6 +385,73 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
     # The probes put the live weights back exactly: the run ends where the replay does.
     torch.testing.assert_close(model.theta().detach(), oracle.theta().detach(), rtol=1e-10, atol=1e-12)
     return trace, levels, capped
+
+
+@pytest.mark.parametrize("lines", ["windows", "both"])
+@pytest.mark.parametrize("name", ["sgd_nesterov_wd", "adamw"])
+def test_fast_start_lines_measured_on_the_next_windows_batches_match_the_replay(tmp_path, name, lines):
+    # gen_fast_start_batches=2 with windows of 2 steps: each fast-start line opens as its later window closes and is
+    # applied one window later; the level doubles per window all the same (the estimate is clipped around the level
+    # now), and the fast start ends when c* lands within the bound of the level the line measured.
+    trace, levels, capped = replay_averages(tmp_path, name, lr0=1e-4, steps=60, window=5, interval=2,
+                                            max_change=2.0, fast_start=True, lines=lines, batches=2)  # fmt: skip
+    steps = sorted(trace)
+    assert steps[:3] == [7, 9, 11]  # steps 1-2 the reference, 3-4 the first window: its line opens on step 5's batch
+    lagged = [k for k in steps if trace[k].get("line_batches") == 2]
+    assert len(lagged) >= 4 and steps[: len(lagged)] == lagged  # the fast start's lines, then the long windows'
+    climb = [levels[k] / levels[j] for j, k in zip(lagged, lagged[1:], strict=False)]
+    assert climb[:3] == pytest.approx([2.0, 2.0, 2.0], rel=1e-12)
+    # A line's windows ran a window before the one its batches came from: it was measured at the level before that.
+    measured_at = [trace[k]["probe_lr"] for k in lagged[:4]]
+    assert measured_at == pytest.approx([1e-4, 1e-4, levels[lagged[0]], levels[lagged[1]]], rel=1e-12)
+    settled_gaps = [k - j for j, k in zip(steps, steps[1:], strict=False) if k > lagged[-1]]
+    assert settled_gaps and set(settled_gaps) == {5}
+
+
+class RecordingGeNTrainer(GeNTrainer):
+    """The real GeNTrainer; it keeps each step's batch and the weights after each optimizer step, for an oracle."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batches, self.weights = [], []
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        self.batches.append({k: v.detach().clone() for k, v in inputs.items()})
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def _gen_after_optimizer_step(self, optimizer, args, kwargs):
+        super()._gen_after_optimizer_step(optimizer, args, kwargs)
+        self.weights.append([p.detach().double().clone() for p in self.model.parameters()])
+
+
+def test_a_fast_start_line_on_several_batches_averages_their_losses_along_the_means(tmp_path):
+    # gen_fast_start_batches=4: the line through the mean weights of steps 1-4 and 5-8 is measured on the batches of
+    # steps 9-12, before each of their updates. Oracle: the recorded weights and batches, a float64 copy of the model.
+    args = gen_args(tmp_path, learning_rate=1e-4, max_steps=14, gen_probe_batch="averages",
+                    gen_fast_start_batches=4)  # fmt: skip
+    trainer = RecordingGeNTrainer(model=MLP(seed=0), args=args, train_dataset=Regression(n=160))
+    trainer.train()
+    record = read_trace(tmp_path)[0]
+    assert record["step"] == 13 and record["line_batches"] == 4 and record["probe_lr"] == pytest.approx(1e-4)
+    first, second = (torch.stack([torch.cat([w.flatten() for w in trainer.weights[k]]) for k in steps]).mean(0)
+                     for steps in (range(0, 4), range(4, 8)))  # fmt: skip
+    oracle = MLP(seed=0, dtype=torch.float64)
+    expected = []
+    for c in (0.0, 1.0, 2.0):
+        torch.nn.utils.vector_to_parameters(first + c * (second - first), oracle.parameters())
+        with torch.no_grad():
+            losses = [oracle(b["x"].double(), b["labels"].double())["loss"] for b in trainer.batches[8:12]]
+        expected.append(float(torch.stack(losses).mean()))
+    got = [loss for _, loss in record["probe_losses"]]
+    assert got == pytest.approx(expected, rel=1e-6)  # float32 forwards against float64
+    assert [a for a, _ in record["probe_losses"]] == pytest.approx([0.0, 1e-4, 2e-4])
+    for b in trainer.batches[8:12]:  # and it is the mean of four different lines, not any one batch's
+        single = []
+        for c in (0.0, 1.0, 2.0):
+            torch.nn.utils.vector_to_parameters(first + c * (second - first), oracle.parameters())
+            with torch.no_grad():
+                single.append(float(oracle(b["x"].double(), b["labels"].double())["loss"]))
+        assert single != pytest.approx(expected, rel=1e-6)
 
 
 @pytest.mark.parametrize("name", ["sgd_nesterov_wd", "adamw"])

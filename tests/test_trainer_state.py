@@ -90,6 +90,34 @@ def test_resume_of_the_averages_scheme_keeps_its_windows(tmp_path):
     assert run(resume=str(tmp_path / "checkpoint-14"))[0] != full_trace
 
 
+def test_resume_inside_a_fast_start_line_measured_on_several_batches(tmp_path):
+    """gen_fast_start_batches > 1: a fast-start line opened at a window's close is measured on the next window's
+    batches too; a checkpoint taken while it is open keeps its start mean and loss sums, and the resumed run is the
+    uninterrupted one, bit for bit."""
+
+    def run(resume=None):
+        args = gen_args(tmp_path, learning_rate=1e-5, max_steps=24, save_strategy="steps", save_steps=10,
+                        per_device_train_batch_size=4, gen_probe_batch="averages",
+                        gen_fast_start_batches=4)  # fmt: skip
+        model = MLP(dropout=0.2, seed=0)
+        trainer = GeNTrainer(model=model, args=args, train_dataset=Regression(n=160))
+        trainer.train(resume_from_checkpoint=resume)
+        return read_trace(tmp_path), {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    full_trace, full_weights = run()
+    # Steps 1-4 and 5-8 make the first two windows; their line opens on step 9's batch and takes steps 10-12's too.
+    saved = torch.load(tmp_path / "checkpoint-10" / "gen_pending_line-rank0.pt", weights_only=True)
+    assert saved["open_line"]["count"] == 2 and saved["open_line"]["one_step"] is not None
+    assert [r["step"] for r in full_trace][:2] == [13, 17]  # applied as the next window closes
+    assert all(r["line_batches"] == 4 for r in full_trace if "one_step_probe_losses" in r)
+    resumed_trace, resumed_weights = run(resume=str(tmp_path / "checkpoint-10"))
+    assert resumed_trace == full_trace
+    for n in full_weights:
+        torch.testing.assert_close(resumed_weights[n], full_weights[n], rtol=0, atol=0)
+    (tmp_path / "checkpoint-10" / "gen_pending_line-rank0.pt").unlink()  # without it the open line is lost
+    assert run(resume=str(tmp_path / "checkpoint-10"))[0] != full_trace
+
+
 # ---- the mean of the last steps' weights (gen_tail_average) --------------------------------------------------------
 
 
