@@ -29,15 +29,17 @@ class AppliedLr(TrainerCallback):
 
 def main(out, engine, gen_mode, global_batch):
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    # "approx-averages-batches": windows of 2 steps from a small start, each fast-start line measured on 2 batches
+    batches = gen_mode.endswith("-batches")
+    gen_mode = gen_mode.removesuffix("-batches")
+    extra = {"gen_interval": 2, "gen_fast_start_batches": 2, "learning_rate": 1e-4, "max_steps": 16} if batches else {}
     args = GeNTrainingArguments(
         output_dir=os.path.dirname(out) + f"/run-{engine}",
         lr_scheduler_type="gen",
         gen_mode=gen_mode.split("-")[0],
         gen_probe_batch=gen_mode.split("-")[1] if "-" in gen_mode else None,
         gen_window=1 if gen_mode.endswith("averages") else None,  # with gen_interval=1: every window one step
-        gen_interval=1,
-        learning_rate=1e-2,
-        max_steps=6,
+        **{"gen_interval": 1, "learning_rate": 1e-2, "max_steps": 6, **extra},
         per_device_train_batch_size=global_batch // world,
         report_to="none",
         use_cpu=True,
@@ -73,7 +75,7 @@ def main(out, engine, gen_mode, global_batch):
     with open(f"{out}.{rank}", "w") as handle:
         json.dump(
             {"lrs": recorder.lrs, "forwards": probes["count"], "probe_points": probe_points, "weights": weights,
-             "world": world},
+             "world": world, "line_batches": [r.get("line_batches", 1) for r in trace]},
             handle,
         )  # fmt: skip
 

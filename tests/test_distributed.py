@@ -53,6 +53,20 @@ def test_ddp_ranks_agree_and_match_one_process_on_the_global_batch(tmp_path, gen
         assert r0["weights"][name] == pytest.approx(values, rel=1e-9, abs=1e-12)
 
 
+def test_ddp_ranks_agree_on_fast_start_lines_measured_on_several_batches(tmp_path):
+    # gen_fast_start_batches=2: each rank measures its share of two batches along the line; the reduced losses are the
+    # global batches', so every rank applies the lr one process computes on the global batch.
+    launch(tmp_path, "dist_worker.py", tmp_path / "single.json", "single", "approx-averages-batches", 4, nproc=1)
+    launch(tmp_path, "dist_worker.py", tmp_path / "ddp.json", "ddp", "approx-averages-batches", 4)
+    single, r0, r1 = load(tmp_path / "single.json", 0), load(tmp_path / "ddp.json", 0), load(tmp_path / "ddp.json", 1)
+    assert r0["world"] == r1["world"] == 2
+    assert r0["lrs"] == r1["lrs"] and r0["weights"] == r1["weights"]
+    assert 2 in single["line_batches"] and r0["line_batches"] == single["line_batches"]
+    assert r0["lrs"] == pytest.approx(single["lrs"], rel=1e-12) and len(set(single["lrs"])) > 3
+    for name, values in single["weights"].items():
+        assert r0["weights"][name] == pytest.approx(values, rel=1e-9, abs=1e-12)
+
+
 def test_fsdp2_shards_take_the_same_line_steps_as_an_unsharded_replica(tmp_path):
     launch(tmp_path, "fsdp_line_worker.py", tmp_path / "line.json")
     for rank in (0, 1):
