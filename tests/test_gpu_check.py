@@ -25,7 +25,7 @@ def test_gpu_check_dry_run_runs_every_step_and_writes_one_folder(tmp_path):
                            "size_sweep", "memory"]  # fmt: skip
     assert all(" status 0 " in line for line in summary)
     overhead = json.loads((out / "overhead.json").read_text())
-    assert len(overhead["rows"]) == 10
+    assert len(overhead["rows"]) == 12
     assert "GeN approx, averages (default), fast start" in {row["setting"] for row in overhead["rows"]}
     memory = (out / "memory.txt").read_text()
     assert (
