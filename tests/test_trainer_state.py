@@ -1,5 +1,7 @@
 """Resume, logs, the offloaded copy and the model card: the state GeN leaves behind is exact and visible."""
 
+import functools
+
 import pytest
 import torch
 from transformers import TrainerCallback
@@ -66,17 +68,22 @@ def test_resume_from_checkpoint_gives_the_same_lr_trace_and_weights(tmp_path, pr
         assert 7 not in {r["step"] for r in lost_trace}
 
 
+def train_averages(tmp_path, resume=None, **kwargs):
+    """An MLP with dropout trained on the averages scheme, checkpointing every ``save_steps`` (resumed from ``resume``
+    if given): its trace and final weights."""
+    args = gen_args(tmp_path, save_strategy="steps", per_device_train_batch_size=4, gen_probe_batch="averages",
+                    **kwargs)  # fmt: skip
+    model = MLP(dropout=0.2, seed=0)
+    trainer = GeNTrainer(model=model, args=args, train_dataset=Regression(n=160))
+    trainer.train(resume_from_checkpoint=resume)
+    return read_trace(tmp_path), {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
 def test_resume_of_the_averages_scheme_keeps_its_windows(tmp_path):
     """gen_probe_batch="averages" carries the running sum of the open window and the previous window's mean across a
     checkpoint: the resumed run's trace and weights are the uninterrupted run's, bit for bit."""
 
-    def run(resume=None):
-        args = gen_args(tmp_path, learning_rate=1e-2, max_steps=30, save_strategy="steps", save_steps=14,
-                        per_device_train_batch_size=4, gen_probe_batch="averages", gen_window=4)  # fmt: skip
-        model = MLP(dropout=0.2, seed=0)
-        trainer = GeNTrainer(model=model, args=args, train_dataset=Regression(n=160))
-        trainer.train(resume_from_checkpoint=resume)
-        return read_trace(tmp_path), {n: p.detach().clone() for n, p in model.named_parameters()}
+    run = functools.partial(train_averages, tmp_path, learning_rate=1e-2, max_steps=30, save_steps=14, gen_window=4)
 
     full_trace, full_weights = run()
     saved = torch.load(tmp_path / "checkpoint-14" / "gen_pending_line-rank0.pt", weights_only=True)
@@ -95,14 +102,8 @@ def test_resume_inside_a_fast_start_line_measured_on_several_batches(tmp_path):
     batches too; a checkpoint taken while it is open keeps its start mean and loss sums, and the resumed run is the
     uninterrupted one, bit for bit."""
 
-    def run(resume=None):
-        args = gen_args(tmp_path, learning_rate=1e-5, max_steps=24, save_strategy="steps", save_steps=10,
-                        per_device_train_batch_size=4, gen_probe_batch="averages",
-                        gen_fast_start_batches=4)  # fmt: skip
-        model = MLP(dropout=0.2, seed=0)
-        trainer = GeNTrainer(model=model, args=args, train_dataset=Regression(n=160))
-        trainer.train(resume_from_checkpoint=resume)
-        return read_trace(tmp_path), {n: p.detach().clone() for n, p in model.named_parameters()}
+    run = functools.partial(train_averages, tmp_path, learning_rate=1e-5, max_steps=24, save_steps=10,
+                            gen_fast_start_batches=4)  # fmt: skip
 
     full_trace, full_weights = run()
     # Steps 1-4 and 5-8 make the first two windows; their line opens on step 9's batch and takes steps 10-12's too.
