@@ -282,10 +282,10 @@ class GeNScheduler(LRScheduler):
                 line caps how far the window's line may raise the level). A level held at it has settled, if
                 ``cap_settles``: a cap from a line that gave no estimate of its own (a fallback's bound) holds the
                 level without ending the fast start.
-            measured_at: The level the measured steps ran at, when the level has moved since (a fast-start line
-                measured on the batches of the window after its own, ``gen_fast_start_batches``): the estimate is in
-                lr units and the level moves from where it is now, but it lands "inside" (ending the fast start) when
-                it is within the change bound of the level it measured.
+            measured_at: The level the measured steps ran at, if given. It may differ from the level now (a
+                fast-start line measured on the batches of the window after its own, ``gen_fast_start_batches``): the
+                estimate is in lr units and the level moves from where it is now, but it lands "inside" (ending the
+                fast start) when it is within the change bound of the level it measured.
 
         Returns:
             Group 0's new lr, which the caller uses for the step being taken.

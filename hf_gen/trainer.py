@@ -442,8 +442,8 @@ class Averages(NextBatch):
         self.means.previous = mean
         if self.line is not None:  # the line opened when the last window closed, measured on this window's batches
             line, self.line = self.line, None
-            self.apply_line(trainer, record, line.result(trainer._gen_precision(record)), line.at, span,
-                            line.one_step, batches=line.count)  # fmt: skip
+            self.apply_line(trainer, line.result(trainer._gen_precision(record)), line.at, span, line.one_step,
+                            batches=line.count)  # fmt: skip
             if scheduler.settled:  # the long windows start here; the window that just closed is their reference
                 record.batch = []
                 return
@@ -454,10 +454,9 @@ class Averages(NextBatch):
             self.line.add(losses)
             return
         result = OpenLine.fit(at, losses, trainer._gen_precision(record))
-        self.apply_line(trainer, record, result, at, span, one_step)
+        self.apply_line(trainer, result, at, span, one_step)
 
-    def apply_line(self, trainer: GeNMixin, record: StepRecord, result, at: float, span: int, one_step,
-                   batches: int = 1) -> None:  # fmt: skip
+    def apply_line(self, trainer: GeNMixin, result, at: float, span: int, one_step, batches: int = 1) -> None:
         """Fold a window line measured at level ``at`` (and the last step's line beside it, if any) into the level."""
         scheduler = trainer.lr_scheduler
         estimate = no_descent_seen(result.estimate, result.probes)
@@ -480,9 +479,8 @@ class Averages(NextBatch):
             cap_settles = estimate_1.accepted
             extra.update(one_step_alpha_star=estimate_1.alpha_star, one_step_probe_losses=probes_1,
                          one_step_fallback=estimate_1.reason)  # fmt: skip
-        measured_at = at if at != scheduler.level else None
         new_lr = scheduler.apply_estimate(estimate, scheduler.last_epoch, gamma=gamma, cap=cap,
-                                          cap_settles=cap_settles, measured_at=measured_at)  # fmt: skip
+                                          cap_settles=cap_settles, measured_at=at)  # fmt: skip
         trainer._gen_write_trace(estimate, new_lr, at, "approx", extra)
 
     def state(self) -> dict | None:
