@@ -438,15 +438,18 @@ class Averages(NextBatch):
         at = scheduler.level  # the level the closing window ran at: the estimate is c* times it
         span = self._span(trainer)
         previous, mean = self.means.previous, self.means.close()
-        one_step = self.one_step_line(trainer, record) if self.pending is not None else None  # releases its copy
         self.means.previous = mean
         if self.line is not None:  # the line opened when the last window closed, measured on this window's batches
             line, self.line = self.line, None
             self.apply_line(trainer, line.result(trainer._gen_precision(record)), line.at, span, line.one_step,
                             batches=line.count)  # fmt: skip
             if scheduler.settled:  # the long windows start here; the window that just closed is their reference
+                if self.pending is not None:  # its last step's line would cap a climb that is over: not measured
+                    self.pending[0].release()
+                    self.pending = None
                 record.batch = []
                 return
+        one_step = self.one_step_line(trainer, record) if self.pending is not None else None  # releases its copy
         losses = self._probe(trainer, record, optimizer, previous, mean)
         record.batch = []
         if self.batches > 1 and not scheduler.settled:  # measured on the next window's batches too: applied after it
