@@ -112,6 +112,8 @@ FAMILIES = {
     "weights; not a default)",
     "gen-adamw-batches": f"hf-gen GeN-AdamW with gen_fast_start_batches={GEN_INTERVAL} (each fast-start line measured "
     "on the next window's batches too; not a default)",
+    "gen-adamw-confirm": "hf-gen GeN-AdamW with gen_fast_start_confirm (a fast-start jump taken only in the direction "
+    "the training gradients' slope along the last line confirms; not a default)",
     **{
         f"gen-adamw-adaptive{cap}": f"hf-gen GeN-AdamW with adaptive recompute (gen_interval={GEN_INTERVAL} doubling "
         f"up to gen_max_interval={cap}; not a default)"
@@ -126,6 +128,7 @@ GEN_VARIANTS = {
     "gen-adamw-cooldown": {"gen_decay": "cooldown"},
     "gen-adamw-tail": {"gen_tail_average": 0.2},
     "gen-adamw-batches": {"gen_fast_start_batches": GEN_INTERVAL},
+    "gen-adamw-confirm": {"gen_fast_start_confirm": True},
     "gen-adamw-same": {"gen_probe_batch": "same"},
     "gen-adamw-averages": {"gen_probe_batch": "averages", "gen_decay": "cosine"},
     "gen-adamw-next": {"gen_probe_batch": "next"},

@@ -93,6 +93,9 @@ class GeNTrainingArguments(TrainingArguments):
             with the greedy one-step estimates (``"next"``, ``"same"``, exact mode).
         gen_probe_offsets: approx, same batch: probe points in units of the current lr.
         gen_use_slope: approx: use the backward slope in the fit.
+        gen_fast_start_confirm: ``"averages"``: a fast-start jump to the change bound is taken only when the
+            training gradients since the last window closed agree with its direction (their mean slope along the last
+            line opened); otherwise the level holds.
         gen_tail_average: End training on the mean of the trainable weights over this last fraction of the optimizer
             steps (0: the last iterate).
         gen_offload_snapshot: Keep GeN's copy of the trainable parameters in CPU memory.
@@ -217,6 +220,16 @@ class GeNTrainingArguments(TrainingArguments):
         "with small batches the loss moves less along a short window's line than from batch to batch (three "
         "forwards on each of the N batches).",
     )
+    gen_fast_start_confirm: bool = _option(
+        False,
+        "gen_probe_batch='averages': a fast-start line moves the level unsmoothed, up or down the change bound, on "
+        "what one batch says. With this on, such a jump is taken only in the direction the training gradients "
+        "confirm: the mean slope, over the steps since the last window closed, of the loss along the last line "
+        "opened (negative: still descending there, so up; positive: past its minimum, so down). Otherwise the "
+        "level holds (fallback 'unconfirmed') and the fast start goes on. Estimates inside the bound, and the "
+        "settled lines, are taken as they are. Costs one dot product of the gradients per fast-start step and one "
+        "more copy of the weights until the fast start ends; no forward.",
+    )
     gen_tail_average: float = _option(
         0.0,
         "End training on the mean of the trainable weights over the last fraction of the optimizer steps (0 = off: "
@@ -320,6 +333,16 @@ class GeNTrainingArguments(TrainingArguments):
                 "batches: it needs gen_probe_batch='averages' with gen_fast_start_lines 'both' or 'windows' (got "
                 f"gen_probe_batch={self.gen_probe_batch!r}, gen_fast_start_lines={self.gen_fast_start_lines!r}); "
                 "pass those, or gen_fast_start_batches=1"
+            )
+        if self.gen_fast_start_confirm and (
+            self.gen_probe_batch != "averages" or self.gen_fast_start_lines == "next" or not self.gen_fast_start
+        ):
+            raise ValueError(
+                "gen_fast_start_confirm checks the fast start's jumps along lines through two windows' means against "
+                "the training gradients: it needs gen_probe_batch='averages', gen_fast_start=True and "
+                "gen_fast_start_lines 'both' or 'windows' (got "
+                f"gen_probe_batch={self.gen_probe_batch!r}, gen_fast_start={self.gen_fast_start!r}, "
+                f"gen_fast_start_lines={self.gen_fast_start_lines!r}); pass those, or gen_fast_start_confirm=False"
             )
         if self.gen_probe_batch in ("next", "averages") and (
             self.gen_mode != "approx" or offsets != [1.0] or not self.gen_use_slope

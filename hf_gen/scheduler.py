@@ -265,6 +265,7 @@ class GeNScheduler(LRScheduler):
         cap: float | None = None,
         cap_settles: bool = True,
         measured_at: float | None = None,
+        slope: float | None = None,
     ) -> float:
         """Fold one estimate into the lr and apply it to the optimizer's param groups.
 
@@ -286,6 +287,12 @@ class GeNScheduler(LRScheduler):
                 fast-start line measured on the batches of the window after its own, ``gen_fast_start_batches``): the
                 estimate is in lr units and the level moves from where it is now, but it lands "inside" (ending the
                 fast start) when it is within the change bound of the level it measured.
+            slope: A second witness for a fast-start jump, if given: the slope of the training loss along the line
+                the jump comes from (negative: it still descends there, so a longer step is wanted). A jump to the
+                change bound (the estimate not inside it) is taken only in the direction the slope agrees with: up
+                when it is negative, down when it is positive. Otherwise the level holds, recorded as the fallback
+                ``"unconfirmed"``, and the fast start goes on. An estimate inside the bound, every settled update, a
+                fallback for non-finite numbers and a non-finite ``slope`` ignore it.
 
         Returns:
             Group 0's new lr, which the caller uses for the step being taken.
@@ -304,6 +311,12 @@ class GeNScheduler(LRScheduler):
             inside = estimate.accepted and low <= estimate.alpha_star <= high
         if cap is not None and new_lr > cap:
             new_lr, inside = cap, inside or cap_settles
+        # Noise makes a line rise or flatten as well as overshoot; numerical trouble (a non-finite loss, slope or
+        # witness) is no noise, and its fallback is taken as it is.
+        witnessed = estimate.accepted or estimate.reason in ("not_descent", "nonpositive_curvature")
+        if slope is not None and math.isfinite(slope) and witnessed and not self.settled and not inside:
+            if new_lr != self.level and not (slope < 0.0 if new_lr > self.level else slope > 0.0):
+                new_lr, reason = self.level, "unconfirmed"  # a jump its witness does not confirm
         self.gap = self._next_gap(self.settled and inside and reason is None)
         if inside:
             self.settled = True

@@ -41,7 +41,16 @@ from transformers import Trainer
 from transformers.utils import logging
 
 from .core import LineEstimate, LineResult, cut_back, estimate_from_curvature, measure_line, no_descent_seen
-from .line import BufferGuard, LineSnapshot, RngState, WindowMeans, laid_out_like, local_copies, reshard
+from .line import (
+    BufferGuard,
+    LineSnapshot,
+    RngState,
+    WindowMeans,
+    directional_dot,
+    laid_out_like,
+    local_copies,
+    reshard,
+)
 from .scheduler import GeNEstimateError, GeNScheduler
 from .support import DEEPSPEED_REFUSAL, check_engine, check_linear_optimizer, overflowed
 from .trace import TRACE_FILE, append_record, make_record, restart_trace
@@ -273,6 +282,49 @@ class OpenLine:
         return cls(start, end, state["at"], one_step, losses, state["count"])
 
 
+class Witness:
+    """The mean slope of the training loss along a line, from the gradients the optimizer steps with
+    (``gen_fast_start_confirm``): ``<g, end - start>`` for each step's gradient ``g`` before clipping, summed on the
+    device (read once, when a window closes). ``start`` is the earlier of the two means the line runs through; the
+    end is the scheme's previous window mean, passed in."""
+
+    def __init__(self) -> None:
+        self.start: list | None = None
+        self.total: torch.Tensor | None = None
+        self.count = 0
+
+    def add(self, trainer: GeNMixin, record: StepRecord | None, optimizer, end: list) -> None:
+        params = trainer._gen_params(optimizer)
+        grads = [p.grad for p in params]
+        first = [t.to(p.device, non_blocking=True) for t, p in zip(end, params, strict=True)]
+        second = [t.to(p.device, non_blocking=True) for t, p in zip(self.start, params, strict=True)]
+        dot = directional_dot(grads, first, second)
+        if dot is None:
+            return
+        if record is not None:
+            dot = dot / trainer._gen_clip_factor(record)
+        self.total = dot if self.total is None else self.total + dot
+        self.count += 1
+
+    def take(self, trainer: GeNMixin) -> float | None:
+        """The mean slope since the last read (averaged over processes), or None without one; starts afresh."""
+        total, count = self.total, self.count
+        self.start, self.total, self.count = None, None, 0
+        if total is None or count == 0:
+            return None
+        return float(trainer._gen_reduce(total)) / count
+
+    def local_state(self) -> dict:
+        total = None if self.total is None else float(self.total)
+        return {"start": local_copies(self.start), "total": total, "count": self.count}
+
+    def load_local_state(self, params: list, state: dict, device) -> None:
+        self.start = [laid_out_like(p, t, device, t.dtype) for p, t in zip(params, state["start"], strict=True)]
+        self.count = state["count"]
+        total = state["total"]
+        self.total = None if total is None else torch.tensor(total, dtype=torch.float64, device=params[0].device)
+
+
 class Averages(NextBatch):
     """The line through the mean weights of the last two windows of steps, measured on the batch after them (out of
     sample).
@@ -312,6 +364,14 @@ class Averages(NextBatch):
     :meth:`GeNScheduler.apply_estimate`). The last step's line that caps it is measured on the first batch, as with
     one batch.
 
+    With ``fast_start_confirm``, a fast-start jump needs a second witness: the training gradients of the steps since
+    the last window closed. Their mean slope along the last line opened (the two latest windows' means, from the
+    earlier to the later) is free, comes from several batches, and none of those batches moved the weights the line
+    runs through. Negative, the loss still descends along that line where the run is now; positive, the run is past
+    its minimum. A jump to the change bound is taken only in the direction the slope agrees with; otherwise the level
+    holds and the fast start goes on (:meth:`GeNScheduler.apply_estimate`, ``slope``). Costs: one dot product of the
+    gradients per fast-start step, and the earlier mean held (one more copy of the weights) until the fast start ends.
+
     A line whose fit is concave and whose later probes all lie at or above its start did not descend over the
     windows: the level goes down (:func:`hf_gen.core.no_descent_seen`).
 
@@ -330,6 +390,7 @@ class Averages(NextBatch):
         device: str | None = None,
         fast_start_lines: str = "both",
         fast_start_batches: int = 1,
+        fast_start_confirm: bool = False,
     ) -> None:
         super().__init__()
         self.window = window
@@ -337,6 +398,8 @@ class Averages(NextBatch):
         self.lines = fast_start_lines  # "both", "windows" or "next": the fast start's lines
         self.batches = fast_start_batches
         self.line: OpenLine | None = None  # a fast-start line still being measured on the next window's batches
+        self.confirm = fast_start_confirm
+        self.witness = Witness()  # the gradients' slope along the last line opened (fast_start_confirm)
 
     def _one_step(self, trainer: GeNMixin) -> bool:
         """Whether one-step lines are in charge (``fast_start_lines="next"``, until the fast start has settled and
@@ -378,7 +441,8 @@ class Averages(NextBatch):
     def wants_hook(self, trainer: GeNMixin) -> bool:
         if self._one_step(trainer):
             return super().wants_hook(trainer)
-        return self._first(trainer) or self._ready(trainer) or self._confirm_next(trainer) or self._line_open()
+        return (self._first(trainer) or self._ready(trainer) or self._confirm_next(trainer) or self._line_open()
+                or self.witness.start is not None)  # fmt: skip
 
     def before_step(self, trainer: GeNMixin, record: StepRecord, optimizer) -> None:
         if self._one_step(trainer):
@@ -389,6 +453,8 @@ class Averages(NextBatch):
             record.batch = []
         elif record.measures and record.batch and self._ready(trainer):
             self.measure_means(trainer, record, optimizer)
+        if self.witness.start is not None:  # after a close: this step's gradient is the next window's first
+            self.witness.add(trainer, record, optimizer, self.means.previous)
         if self._first(trainer) or self._confirm_next(trainer):  # a copy of the weights before this step
             snapshot = trainer._gen_snapshot(optimizer)
             self.pending = (snapshot, snapshot.a0)
@@ -439,11 +505,15 @@ class Averages(NextBatch):
         span = self._span(trainer)
         previous, mean = self.means.previous, self.means.close()
         self.means.previous = mean
+        slope = self.witness.take(trainer)  # the gradients' slope since the last close, along the line opened then
+        if self.confirm and not scheduler.settled:  # the next window's gradients witness the line opened now
+            self.witness.start = previous
         if self.line is not None:  # the line opened when the last window closed, measured on this window's batches
             line, self.line = self.line, None
             self.apply_line(trainer, line.result(trainer._gen_precision(record)), line.at, span, line.one_step,
-                            batches=line.count)  # fmt: skip
+                            batches=line.count, slope=slope)  # fmt: skip
             if scheduler.settled:  # the long windows start here; the window that just closed is their reference
+                self.witness.start = None
                 if self.pending is not None:  # its last step's line would cap a climb that is over: not measured
                     self.pending[0].release()
                     self.pending = None
@@ -457,10 +527,14 @@ class Averages(NextBatch):
             self.line.add(losses)
             return
         result = OpenLine.fit(at, losses, trainer._gen_precision(record))
-        self.apply_line(trainer, result, at, span, one_step)
+        self.apply_line(trainer, result, at, span, one_step, slope=slope)
+        if scheduler.settled:
+            self.witness.start = None
 
-    def apply_line(self, trainer: GeNMixin, result, at: float, span: int, one_step, batches: int = 1) -> None:
-        """Fold a window line measured at level ``at`` (and the last step's line beside it, if any) into the level."""
+    def apply_line(self, trainer: GeNMixin, result, at: float, span: int, one_step, batches: int = 1,
+                   slope: float | None = None) -> None:  # fmt: skip
+        """Fold a window line measured at level ``at`` (and the last step's line beside it, if any) into the level;
+        ``slope`` is the training gradients' witness of a fast-start jump (``fast_start_confirm``)."""
         scheduler = trainer.lr_scheduler
         estimate = no_descent_seen(result.estimate, result.probes)
         # The level keeps the same memory in steps as with a one-step line every interval: gamma per interval.
@@ -468,6 +542,8 @@ class Averages(NextBatch):
         extra = {"probe_batch": self.name, "probe_losses": [list(p) for p in result.probes]}
         if batches > 1:
             extra["line_batches"] = batches
+        if slope is not None:
+            extra["gradient_slope"] = slope
         cap, cap_settles = None, True
         if one_step is not None:
             # The fast start follows the window's line down at once, but up only as far as the last step's line on
@@ -483,13 +559,15 @@ class Averages(NextBatch):
             extra.update(one_step_alpha_star=estimate_1.alpha_star, one_step_probe_losses=probes_1,
                          one_step_fallback=estimate_1.reason)  # fmt: skip
         new_lr = scheduler.apply_estimate(estimate, scheduler.last_epoch, gamma=gamma, cap=cap,
-                                          cap_settles=cap_settles, measured_at=at)  # fmt: skip
+                                          cap_settles=cap_settles, measured_at=at, slope=slope)  # fmt: skip
         trainer._gen_write_trace(estimate, new_lr, at, "approx", extra)
 
     def state(self) -> dict | None:
         state = {**(super().state() or {}), **self.means.local_state()}
         if self.line is not None:
             state["open_line"] = self.line.local_state()
+        if self.witness.start is not None:
+            state["witness"] = self.witness.local_state()
         return state
 
     def load_state(self, trainer: GeNMixin, saved: dict) -> None:
@@ -501,6 +579,8 @@ class Averages(NextBatch):
             start = [laid_out_like(p, t, self.means.device, t.dtype)
                      for p, t in zip(params, saved["open_line"]["start"], strict=True)]  # fmt: skip
             self.line = OpenLine.from_local_state(saved["open_line"], start, self.means.previous)
+        if "witness" in saved:
+            self.witness.load_local_state(params, saved["witness"], self.means.device)
 
 
 class GeNMixin:
@@ -539,7 +619,7 @@ class GeNMixin:
         if probe_batch == "averages":
             device = "cpu" if self.args.gen_offload_snapshot else None
             return Averages(self.args.gen_window, device, self.args.gen_fast_start_lines,
-                            self.args.gen_fast_start_batches)  # fmt: skip
+                            self.args.gen_fast_start_batches, self.args.gen_fast_start_confirm)  # fmt: skip
         return NextBatch() if probe_batch == "next" else SameBatch()
 
     def _gen_check_launch(self) -> None:
@@ -672,7 +752,7 @@ class GeNMixin:
 
     def _clip_grad_norm(self, model):
         grad_norm = super()._clip_grad_norm(model)
-        if self._gen_step is not None and self._gen_step.measures:
+        if self._gen_step is not None:
             self._gen_step.grad_norm = grad_norm
         return grad_norm
 

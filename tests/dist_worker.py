@@ -29,10 +29,16 @@ class AppliedLr(TrainerCallback):
 
 def main(out, engine, gen_mode, global_batch):
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    # "approx-averages-batches": windows of 2 steps from a small start, each fast-start line measured on 2 batches
-    batches = gen_mode.endswith("-batches")
-    gen_mode = gen_mode.removesuffix("-batches")
-    extra = {"gen_interval": 2, "gen_fast_start_batches": 2, "learning_rate": 1e-4, "max_steps": 16} if batches else {}
+    # "approx-averages-batches": windows of 2 steps from a small start, each fast-start line measured on 2 batches;
+    # "approx-averages-confirm": the same windows, each fast-start jump witnessed by the gradients
+    extra = {}
+    for suffix, option in (
+        ("-batches", {"gen_fast_start_batches": 2}),
+        ("-confirm", {"gen_fast_start_confirm": True}),
+    ):
+        if gen_mode.endswith(suffix):
+            gen_mode = gen_mode.removesuffix(suffix)
+            extra = {"gen_interval": 2, "learning_rate": 1e-4, "max_steps": 16, **option}
     args = GeNTrainingArguments(
         output_dir=os.path.dirname(out) + f"/run-{engine}",
         lr_scheduler_type="gen",
@@ -75,7 +81,8 @@ def main(out, engine, gen_mode, global_batch):
     with open(f"{out}.{rank}", "w") as handle:
         json.dump(
             {"lrs": recorder.lrs, "forwards": probes["count"], "probe_points": probe_points, "weights": weights,
-             "world": world, "line_batches": [r.get("line_batches", 1) for r in trace]},
+             "world": world, "line_batches": [r.get("line_batches", 1) for r in trace],
+             "gradient_slopes": [r.get("gradient_slope") for r in trace]},
             handle,
         )  # fmt: skip
 

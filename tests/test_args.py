@@ -73,6 +73,12 @@ def test_unknown_scheduler_name_lists_gen_among_the_choices(tmp_path):
         ({"gen_fast_start_batches": True}, "gen_fast_start_batches must be a whole number"),
         ({"gen_fast_start_batches": 2, "gen_probe_batch": "next"}, "it needs gen_probe_batch='averages'"),
         ({"gen_fast_start_batches": 2, "gen_fast_start_lines": "next"}, "gen_fast_start_lines 'both' or 'windows'"),
+        (
+            {"gen_fast_start_confirm": True, "gen_probe_batch": "same"},
+            "gen_fast_start_confirm .* needs gen_probe_batch='averages', gen_fast_start=True",
+        ),
+        ({"gen_fast_start_confirm": True, "gen_fast_start_lines": "next"}, "gen_fast_start_lines='next'\\); pass"),
+        ({"gen_fast_start_confirm": True, "gen_fast_start": False}, "gen_fast_start=False, "),
         ({"gen_tail_average": 1.5}, r"gen_tail_average must be a fraction of the run in \[0, 1\]"),
         ({"gen_tail_average": -0.1}, r"gen_tail_average must be a fraction of the run in \[0, 1\]"),
         (

@@ -11,7 +11,7 @@ from torch import nn
 
 from hf_gen import GeNTrainer, GeNTrainingArguments
 
-from tiny import MLP, Dummy, Quadratic, Regression, gen_args, logged_lrs, read_trace
+from tiny import MLP, Dummy, Quadratic, Regression, Tilted, gen_args, logged_lrs, read_trace
 
 # ---- the direction is the optimizer's real step; its state advances once; the weights are the chosen step ----
 
@@ -289,7 +289,7 @@ def test_the_decay_shape_anneals_the_gen_level(tmp_path, decay):
 
 # ---- the line through two windows' mean weights ------------------------------------------------------------------
 def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change, fast_start, lines="windows",
-                    batches=1):  # fmt: skip
+                    batches=1, confirm=False, tilt=0.0):  # fmt: skip
     """Train the exact quadratic with gen_probe_batch="averages" and no smoothing, and replay it with a plain
     optimizer: at each measured step the oracle computes ``c*``, the exact minimiser of ``L(m0 + c (m1 - m0))`` for
     the two windows' means, and moves the level as the scheduler must (to ``c*`` times it, clipped to the change
@@ -297,31 +297,45 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
     inside the bound (the fast start), then ``window``. With ``lines="both"`` the fast start's climbs are capped by the
     exact one-step minimiser along the last step (clipped like any estimate; a level held at the cap has settled,
     unless the last step's line does not descend). With ``batches > 1`` (``gen_fast_start_batches``) a fast-start line
-    opened at a window's close is applied at the next close (the loss here is the same on every batch): its estimate
-    is ``c*`` times the level it was opened at, clipped around the level now, and it ends the fast start when ``c*``
-    is within the bound; a line that ends it leaves the window closing then unmeasured. Returns the trace by step, the
-    levels the oracle set and the steps where the cap held the level."""
+    opened at a window's close is applied at the next close, ``c*`` the minimiser of the loss averaged over the
+    ``batches`` batches it was measured on (from the one at its close on): its estimate is ``c*`` times the level it
+    was opened at, clipped around the level now, and it ends the fast start when ``c*``
+    is within the bound; a line that ends it leaves the window closing then unmeasured. With ``confirm``
+    (``gen_fast_start_confirm``) the oracle also takes, from each window close on, the mean over the following steps of
+    ``<A theta - b, m1 - m0>`` for the gradient each step is taken with, along the line opened at that close; at the
+    next close a fast-start move not inside the bound is taken only if that slope's sign agrees (negative for up),
+    and else the level holds. Returns the trace by step, the levels the oracle set, the steps where the cap held the
+    level and the steps where a jump was held unconfirmed. With ``tilt > 0`` each batch tilts the quadratic's linear
+    term by noise of that scale (``Tilted``): the oracle reads each step's batch from the run and uses its own ``b``
+    for that step's gradient, and for the lines measured on it."""
     model = Quadratic(seed=5)
     start = copy.deepcopy(model)
     optimizer = OPTIMIZERS[name](grouped(model, lr0))
     args = gen_args(tmp_path, learning_rate=lr0, max_grad_norm=0.0, max_steps=steps, gen_probe_batch="averages",
                     gen_window=window, gen_interval=interval, gen_fast_start=fast_start, gen_gamma=0.0,
                     gen_max_change=max_change, gen_lr_max=math.inf, gen_search_probes=0,
-                    gen_fast_start_lines=lines, gen_fast_start_batches=batches)  # fmt: skip
-    trainer = GeNTrainer(model=model, args=args, train_dataset=Dummy(), optimizers=(optimizer, None))
+                    gen_fast_start_lines=lines, gen_fast_start_batches=batches,
+                    gen_fast_start_confirm=confirm)  # fmt: skip
+    data = Tilted(scale=tilt) if tilt else Dummy()
+    trainer = RecordingGeNTrainer(model=model, args=args, train_dataset=data, optimizers=(optimizer, None))
     trainer.train()
     trace = {r["step"]: r for r in read_trace(tmp_path)}
     lrs = logged_lrs(trainer)
-    assert len(lrs) == steps
+    assert len(lrs) == steps == len(trainer.batches)
+
+    def b_of(k):  # the linear term of step k's batch
+        tilts = trainer.batches[k - 1].get("tilt")
+        return model.b if tilts is None else model.b + tilts.mean(0)
 
     oracle, oracle_opt = start, OPTIMIZERS[name](grouped(start, lr0))
     previous, window_sum, count, level, levels, capped = None, torch.zeros(5, dtype=torch.float64), 0, lr0, {}, []
     settled, before, last_lr, opened = not fast_start, None, None, None
+    witness, witness_sum, witness_count, held = None, 0.0, 0, []
 
     def clipped(c):
         return min(max(c, 1.0 / max_change), max_change)
 
-    def apply(k, c_star, at, one_step, lagged=False):
+    def apply(k, c_star, at, one_step, lagged=False, slope=None):
         """The scheduler's update from a line measured at level ``at`` (and the last step's line beside it)."""
         nonlocal settled, level
         if c_star > 0:
@@ -340,6 +354,14 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
                 capped.append(k)
         assert trace[k]["probe_lr"] == pytest.approx(at, rel=1e-7)
         assert trace[k].get("line_batches", 1) == (batches if lagged else 1)
+        if slope is not None:
+            assert trace[k]["gradient_slope"] == pytest.approx(slope, rel=1e-9)
+            if not settled and not inside and new != level and not (slope < 0 if new > level else slope > 0):
+                assert trace[k]["fallback"] == "unconfirmed"
+                new = level
+                held.append(k)
+        else:
+            assert "gradient_slope" not in trace[k]
         settled = settled or inside
         level = levels[k] = new
 
@@ -348,22 +370,29 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
         if previous is not None and count >= span:  # this step's batch measures the line through the two means
             mean = window_sum / count
             delta = mean - previous
-            c_star = float(-(oracle.A @ previous - oracle.b) @ delta / (delta @ oracle.A @ delta))
+            c_star = float(-(oracle.A @ previous - b_of(k)) @ delta / (delta @ oracle.A @ delta))
             one_step = None
             if before is not None:  # the last step's line, theta = before + (a / last_lr) s: its exact minimiser
                 step = oracle.theta().detach() - before
-                one_step = last_lr * float(-(oracle.A @ before - oracle.b) @ step / (step @ oracle.A @ step))
+                one_step = last_lr * float(-(oracle.A @ before - b_of(k)) @ step / (step @ oracle.A @ step))
             at = level
+            slope = witness_sum / witness_count if witness is not None else None
+            witness, witness_sum, witness_count = None, 0.0, 0
             if opened is not None:  # the line opened at the last close, measured on this window's batches too
-                apply(k, *opened, lagged=True)
+                start, line, first, at_opened, one_step_opened = opened
+                b = sum(b_of(j) for j in range(first, first + batches)) / batches  # the mean loss's linear term
+                c_opened = float(-(oracle.A @ start - b) @ line / (line @ oracle.A @ line))
+                apply(k, c_opened, at_opened, one_step_opened, lagged=True, slope=slope)
                 opened = None
                 if settled:
                     at = None
             if at is not None and batches > 1 and not settled:
-                opened = (c_star, at, one_step)
+                opened = (previous, delta, k, at, one_step)
                 assert k not in trace or k in levels
             elif at is not None:
-                apply(k, c_star, at, one_step)
+                apply(k, c_star, at, one_step, slope=slope)
+            if confirm and not settled:  # the next steps' gradients witness the line opened at this close
+                witness = delta
             previous, window_sum, count, before = mean, torch.zeros(5, dtype=torch.float64), 0, None
         else:
             assert k not in trace
@@ -372,7 +401,9 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
             before, last_lr = oracle.theta().detach().clone(), lr  # this step closes a window: its line is measured
         oracle_opt.zero_grad()
         with torch.no_grad():
-            grad = oracle.A @ oracle.theta() - oracle.b
+            grad = oracle.A @ oracle.theta() - b_of(k)
+        if witness is not None:
+            witness_sum, witness_count = witness_sum + float(grad @ witness), witness_count + 1
         oracle.first.grad, oracle.second.grad = grad[:3].clone(), grad[3:].clone()
         for group, ratio in zip(oracle_opt.param_groups, (1.0, RATIO), strict=True):
             group["lr"] = lr * ratio
@@ -384,7 +415,7 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
     assert sorted(trace) == sorted(levels)
     # The probes put the live weights back exactly: the run ends where the replay does.
     torch.testing.assert_close(model.theta().detach(), oracle.theta().detach(), rtol=1e-10, atol=1e-12)
-    return trace, levels, capped
+    return trace, levels, capped, held
 
 
 @pytest.mark.parametrize("lines", ["windows", "both"])
@@ -393,7 +424,7 @@ def test_fast_start_lines_measured_on_the_next_windows_batches_match_the_replay(
     # gen_fast_start_batches=2 with windows of 2 steps: each fast-start line opens as its later window closes and is
     # applied one window later; the level doubles per window all the same (the estimate is clipped around the level
     # now), and the fast start ends when c* lands within the bound of the level the line measured.
-    trace, levels, capped = replay_averages(tmp_path, name, lr0=1e-4, steps=60, window=5, interval=2,
+    trace, levels, capped, _ = replay_averages(tmp_path, name, lr0=1e-4, steps=60, window=5, interval=2,
                                             max_change=2.0, fast_start=True, lines=lines, batches=2)  # fmt: skip
     steps = sorted(trace)
     assert steps[:3] == [7, 9, 11]  # steps 1-2 the reference, 3-4 the first window: its line opens on step 5's batch
@@ -406,6 +437,20 @@ def test_fast_start_lines_measured_on_the_next_windows_batches_match_the_replay(
     assert measured_at == pytest.approx([1e-4, 1e-4, levels[lagged[0]], levels[lagged[1]]], rel=1e-12)
     settled_gaps = [k - j for j, k in zip(steps, steps[1:], strict=False) if k > lagged[-1]]
     assert settled_gaps and set(settled_gaps) == {5}
+
+
+@pytest.mark.parametrize(
+    ("lines", "batches", "lr0", "interval"), [("windows", 1, 1.0, 2), ("windows", 2, 0.03, 4), ("both", 2, 0.03, 4)]
+)
+def test_fast_start_jumps_confirmed_by_the_gradients_match_the_replay(tmp_path, lines, batches, lr0, interval):
+    # gen_fast_start_confirm on a quadratic whose every batch tilts its linear term (noise known exactly): the replay
+    # computes each window's mean slope along the last line opened from the exact gradients, and holds the level
+    # wherever its sign disagrees with the line's jump. Each run holds at least one jump and takes others.
+    trace, levels, _, held = replay_averages(tmp_path, "adamw", lr0=lr0, steps=60, window=5, interval=interval,
+                                             max_change=2.0, fast_start=True, lines=lines, batches=batches,
+                                             confirm=True, tilt=2.0)  # fmt: skip
+    witnessed = [k for k in sorted(trace) if "gradient_slope" in trace[k]]
+    assert held and set(held) < set(witnessed)
 
 
 class RecordingGeNTrainer(GeNTrainer):
@@ -458,7 +503,7 @@ def test_a_fast_start_line_on_several_batches_averages_their_losses_along_the_me
 def test_averages_line_minimiser_matches_the_quadratic_closed_form(tmp_path, name):
     # Settled from the start (no fast start), windows of 3 steps: every measurement sets the level to its estimate.
     # On the exact quadratic the parabola through the line's three probes is the loss itself.
-    trace, _, _ = replay_averages(tmp_path, name, lr0=0.05, steps=16, window=3, interval=4, max_change=1e6,
+    trace, _, _, _ = replay_averages(tmp_path, name, lr0=0.05, steps=16, window=3, interval=4, max_change=1e6,
                                fast_start=False)  # fmt: skip
     # Steps 1-3 make the reference window, 4-6 the first measured one: its line is measured on step 7's batch.
     assert sorted(trace) == [7, 10, 13, 16]
@@ -469,7 +514,7 @@ def test_averages_line_minimiser_matches_the_quadratic_closed_form(tmp_path, nam
 def test_averages_fast_start_measures_short_windows_until_an_estimate_lands_inside(tmp_path, name):
     # A start far too small: windows of gen_interval (2) steps, the level doubling at each (the estimate is clipped
     # to the bound, unsmoothed) until one lands inside it; then windows of gen_window (5) steps.
-    trace, levels, _ = replay_averages(tmp_path, name, lr0=1e-4, steps=60, window=5, interval=2, max_change=2.0,
+    trace, levels, _, _ = replay_averages(tmp_path, name, lr0=1e-4, steps=60, window=5, interval=2, max_change=2.0,
                                        fast_start=True)  # fmt: skip
     steps = sorted(trace)
     assert steps[:3] == [5, 7, 9]  # steps 1-2 the reference, 3-4 the first window, measured on step 5's batch
@@ -483,7 +528,7 @@ def test_averages_fast_start_measures_short_windows_until_an_estimate_lands_insi
 def test_averages_fast_start_climbs_only_as_far_as_the_last_steps_line_allows(tmp_path, name):
     # The default fast start ("both"): the window's line sets the level, but a climb stops at the last step's
     # one-step minimiser on the same batch; held there, the level has settled and the long windows take over.
-    trace, levels, capped = replay_averages(tmp_path, name, lr0=1e-4, steps=60, window=5, interval=2,
+    trace, levels, capped, _ = replay_averages(tmp_path, name, lr0=1e-4, steps=60, window=5, interval=2,
                                             max_change=2.0, fast_start=True, lines="both")  # fmt: skip
     fast = [k for k, r in trace.items() if "one_step_alpha_star" in r]
     assert fast and sorted(trace)[: len(fast)] == fast  # the one-step lines are measured during the fast start only

@@ -119,6 +119,28 @@ def test_resume_inside_a_fast_start_line_measured_on_several_batches(tmp_path):
     assert run(resume=str(tmp_path / "checkpoint-10"))[0] != full_trace
 
 
+def test_resume_while_the_gradients_witness_a_fast_start_line(tmp_path):
+    """gen_fast_start_confirm: from a window's close on, each step's gradient adds its slope along the line opened
+    there; a checkpoint taken between two closes keeps that line's start and the sum so far, and the resumed run is
+    the uninterrupted one, bit for bit."""
+
+    run = functools.partial(train_averages, tmp_path, learning_rate=1e-5, max_steps=24, save_steps=10,
+                            gen_fast_start_confirm=True)  # fmt: skip
+
+    full_trace, full_weights = run()
+    # Windows of 4 steps: the first line is measured on step 9's batch; steps 9-12's gradients witness it at step 13.
+    saved = torch.load(tmp_path / "checkpoint-10" / "gen_pending_line-rank0.pt", weights_only=True)
+    assert saved["witness"]["count"] == 2 and saved["witness"]["total"] is not None
+    assert [r["step"] for r in full_trace][:2] == [9, 13]
+    assert "gradient_slope" not in full_trace[0] and "gradient_slope" in full_trace[1]
+    resumed_trace, resumed_weights = run(resume=str(tmp_path / "checkpoint-10"))
+    assert resumed_trace == full_trace
+    for n in full_weights:
+        torch.testing.assert_close(resumed_weights[n], full_weights[n], rtol=0, atol=0)
+    (tmp_path / "checkpoint-10" / "gen_pending_line-rank0.pt").unlink()  # without it the witness is lost
+    assert run(resume=str(tmp_path / "checkpoint-10"))[0] != full_trace
+
+
 # ---- the mean of the last steps' weights (gen_tail_average) --------------------------------------------------------
 
 

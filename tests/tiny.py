@@ -24,9 +24,12 @@ class Quadratic(nn.Module):
     def theta(self) -> torch.Tensor:
         return torch.cat([self.first, self.second])
 
-    def forward(self, x=None, labels=None):
+    def forward(self, x=None, labels=None, tilt=None):
+        """``tilt`` (a batch of vectors, ``Tilted``) adds its mean to ``b``: each batch its own quadratic, one
+        Hessian."""
         t = self.theta()
-        return {"loss": 0.5 * t @ self.A @ t - self.b @ t}
+        b = self.b if tilt is None else self.b + tilt.mean(0)
+        return {"loss": 0.5 * t @ self.A @ t - b @ t}
 
 
 class MLP(nn.Module):
@@ -72,6 +75,19 @@ class Dummy(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         return {"x": torch.tensor([float(i)])}
+
+
+class Tilted(Dummy):
+    """Rows that tilt the ``Quadratic``'s linear term by seeded noise of scale ``scale``: batch noise, known
+    exactly."""
+
+    def __init__(self, n=64, scale=1.0, size=5, seed=0):
+        super().__init__(n)
+        g = torch.Generator().manual_seed(seed)
+        self.tilt = scale * torch.randn(n, size, generator=g, dtype=torch.float64)
+
+    def __getitem__(self, i):
+        return {"x": torch.tensor([float(i)]), "tilt": self.tilt[i]}
 
 
 def tiny_gpt2(seed=0, dropout=0.0, vocab=64):
