@@ -291,8 +291,10 @@ class GeNScheduler(LRScheduler):
                 the jump comes from (negative: it still descends there, so a longer step is wanted). A jump to the
                 change bound (the estimate not inside it) is taken only in the direction the slope agrees with: up
                 when it is negative, down when it is positive. Otherwise the level holds, recorded as the fallback
-                ``"unconfirmed"``, and the fast start goes on. An estimate inside the bound, every settled update, a
-                fallback for non-finite numbers and a non-finite ``slope`` ignore it.
+                ``"unconfirmed"``, and the fast start goes on. Only an accepted estimate, or a line that did not
+                descend or had no positive curvature, is witnessed: an estimate inside the bound, every settled
+                update, the other fallbacks (non-finite numbers, a change below the loss's precision) and a
+                non-finite ``slope`` ignore it.
 
         Returns:
             Group 0's new lr, which the caller uses for the step being taken.
@@ -312,7 +314,7 @@ class GeNScheduler(LRScheduler):
         if cap is not None and new_lr > cap:
             new_lr, inside = cap, inside or cap_settles
         # Noise makes a line rise or flatten as well as overshoot; numerical trouble (a non-finite loss, slope or
-        # witness) is no noise, and its fallback is taken as it is.
+        # witness) and a change below the loss's precision are no noise, and their fallbacks are taken as they are.
         witnessed = estimate.accepted or estimate.reason in ("not_descent", "nonpositive_curvature")
         if slope is not None and math.isfinite(slope) and witnessed and not self.settled and not inside:
             if new_lr != self.level and not (slope < 0.0 if new_lr > self.level else slope > 0.0):

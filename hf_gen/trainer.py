@@ -579,7 +579,7 @@ class Averages(NextBatch):
             start = [laid_out_like(p, t, self.means.device, t.dtype)
                      for p, t in zip(params, saved["open_line"]["start"], strict=True)]  # fmt: skip
             self.line = OpenLine.from_local_state(saved["open_line"], start, self.means.previous)
-        if "witness" in saved:
+        if "witness" in saved and self.confirm:  # a run resumed without the option does not use it
             self.witness.load_local_state(params, saved["witness"], self.means.device)
 
 

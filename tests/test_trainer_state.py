@@ -137,6 +137,10 @@ def test_resume_while_the_gradients_witness_a_fast_start_line(tmp_path):
     assert resumed_trace == full_trace
     for n in full_weights:
         torch.testing.assert_close(resumed_weights[n], full_weights[n], rtol=0, atol=0)
+    # Resumed with the option off, the saved witness is not used: no later update is witnessed.
+    off_trace, _ = train_averages(tmp_path, resume=str(tmp_path / "checkpoint-10"), learning_rate=1e-5, max_steps=24,
+                                  save_steps=10, gen_fast_start_confirm=False)  # fmt: skip
+    assert off_trace[:1] == full_trace[:1] and not any("gradient_slope" in r for r in off_trace)
     (tmp_path / "checkpoint-10" / "gen_pending_line-rank0.pt").unlink()  # without it the witness is lost
     assert run(resume=str(tmp_path / "checkpoint-10"))[0] != full_trace
 
