@@ -53,36 +53,36 @@ def test_ddp_ranks_agree_and_match_one_process_on_the_global_batch(tmp_path, gen
         assert r0["weights"][name] == pytest.approx(values, rel=1e-9, abs=1e-12)
 
 
-def test_ddp_ranks_agree_on_fast_start_lines_measured_on_several_batches(tmp_path):
-    # gen_fast_start_batches=2: each rank measures its share of two batches along the line; the reduced losses are the
-    # global batches', so every rank applies the lr one process computes on the global batch.
-    launch(tmp_path, "dist_worker.py", tmp_path / "single.json", "single", "approx-averages-batches", 4, nproc=1)
-    launch(tmp_path, "dist_worker.py", tmp_path / "ddp.json", "ddp", "approx-averages-batches", 4)
+def ddp_against_one_process(tmp_path, mode):
+    """The worker run by one process on the global batch of 4 and by two DDP ranks on 2 each: both ranks agree
+    exactly, and take the lrs and weights of the single process. Returns the single run and rank 0's."""
+    launch(tmp_path, "dist_worker.py", tmp_path / "single.json", "single", mode, 4, nproc=1)
+    launch(tmp_path, "dist_worker.py", tmp_path / "ddp.json", "ddp", mode, 4)
     single, r0, r1 = load(tmp_path / "single.json", 0), load(tmp_path / "ddp.json", 0), load(tmp_path / "ddp.json", 1)
     assert r0["world"] == r1["world"] == 2
     assert r0["lrs"] == r1["lrs"] and r0["weights"] == r1["weights"]
-    assert 2 in single["line_batches"] and r0["line_batches"] == single["line_batches"]
     assert r0["lrs"] == pytest.approx(single["lrs"], rel=1e-12) and len(set(single["lrs"])) > 3
     for name, values in single["weights"].items():
         assert r0["weights"][name] == pytest.approx(values, rel=1e-9, abs=1e-12)
+    return single, r0
+
+
+def test_ddp_ranks_agree_on_fast_start_lines_measured_on_several_batches(tmp_path):
+    # gen_fast_start_batches=2: each rank measures its share of two batches along the line; the reduced losses are the
+    # global batches', so every rank applies the lr one process computes on the global batch.
+    single, r0 = ddp_against_one_process(tmp_path, "approx-averages-batches")
+    assert 2 in single["line_batches"] and r0["line_batches"] == single["line_batches"]
 
 
 def test_ddp_ranks_agree_on_the_gradients_witness_of_the_fast_start(tmp_path):
     # gen_fast_start_confirm: the witness is the slope of the synchronised gradients, the same on every rank, so the
     # ranks hold or take each fast-start jump together, as one process does on the global batch.
-    launch(tmp_path, "dist_worker.py", tmp_path / "single.json", "single", "approx-averages-confirm", 4, nproc=1)
-    launch(tmp_path, "dist_worker.py", tmp_path / "ddp.json", "ddp", "approx-averages-confirm", 4)
-    single, r0, r1 = load(tmp_path / "single.json", 0), load(tmp_path / "ddp.json", 0), load(tmp_path / "ddp.json", 1)
-    assert r0["world"] == r1["world"] == 2
-    assert r0["lrs"] == r1["lrs"] and r0["weights"] == r1["weights"]
+    single, r0 = ddp_against_one_process(tmp_path, "approx-averages-confirm")
     slopes = [s for s in single["gradient_slopes"] if s is not None]
     assert len(slopes) >= 2 and [s is None for s in r0["gradient_slopes"]] == [
         s is None for s in single["gradient_slopes"]
     ]
     assert [s for s in r0["gradient_slopes"] if s is not None] == pytest.approx(slopes, rel=1e-9)
-    assert r0["lrs"] == pytest.approx(single["lrs"], rel=1e-12) and len(set(single["lrs"])) > 3
-    for name, values in single["weights"].items():
-        assert r0["weights"][name] == pytest.approx(values, rel=1e-9, abs=1e-12)
 
 
 def test_fsdp2_shards_take_the_same_line_steps_as_an_unsharded_replica(tmp_path):
