@@ -293,7 +293,7 @@ class Witness:
         self.total: torch.Tensor | None = None
         self.count = 0
 
-    def add(self, trainer: GeNMixin, record: StepRecord | None, optimizer, end: list) -> None:
+    def add(self, trainer: GeNMixin, record: StepRecord, optimizer, end: list) -> None:
         params = trainer._gen_params(optimizer)
         grads = [p.grad for p in params]
         first = [t.to(p.device, non_blocking=True) for t, p in zip(end, params, strict=True)]
@@ -301,25 +301,28 @@ class Witness:
         dot = directional_dot(grads, first, second)
         if dot is None:
             return
-        if record is not None:
-            dot = dot / trainer._gen_clip_factor(record)
+        dot = dot / trainer._gen_clip_factor(record)
         self.total = dot if self.total is None else self.total + dot
         self.count += 1
 
     def take(self, trainer: GeNMixin) -> float | None:
-        """The mean slope since the last read (averaged over processes), or None without one; starts afresh."""
+        """The mean slope since the last read (averaged over processes), or None without one; the sum starts afresh."""
         total, count = self.total, self.count
-        self.start, self.total, self.count = None, None, 0
+        self.total, self.count = None, 0
         if total is None or count == 0:
             return None
         return float(trainer._gen_reduce(total)) / count
 
-    def local_state(self) -> dict:
+    def local_state(self, with_start: bool) -> dict:
+        """What a checkpoint keeps; the start only when no open line holds the same mean (``with_start``)."""
         total = None if self.total is None else float(self.total)
-        return {"start": local_copies(self.start), "total": total, "count": self.count}
+        return {"start": local_copies(self.start) if with_start else None, "total": total, "count": self.count}
 
-    def load_local_state(self, params: list, state: dict, device) -> None:
-        self.start = [laid_out_like(p, t, device, t.dtype) for p, t in zip(params, state["start"], strict=True)]
+    def load_local_state(self, params: list, state: dict, device, start: list | None) -> None:
+        """Restore; ``start`` is the open line's start mean when it holds this one (saved once)."""
+        if state["start"] is not None:
+            start = [laid_out_like(p, t, device, t.dtype) for p, t in zip(params, state["start"], strict=True)]
+        self.start = start
         self.count = state["count"]
         total = state["total"]
         self.total = None if total is None else torch.tensor(total, dtype=torch.float64, device=params[0].device)
@@ -506,14 +509,19 @@ class Averages(NextBatch):
         previous, mean = self.means.previous, self.means.close()
         self.means.previous = mean
         slope = self.witness.take(trainer)  # the gradients' slope since the last close, along the line opened then
-        if self.confirm and not scheduler.settled:  # the next window's gradients witness the line opened now
-            self.witness.start = previous
+        self._measure(trainer, record, optimizer, at, span, previous, mean, slope)
+        # The next window's gradients witness the line opened now, from the earlier mean to the later, until the fast
+        # start ends (a line measured on several batches holds the same earlier mean as its start).
+        self.witness.start = previous if self.confirm and not scheduler.settled else None
+
+    def _measure(self, trainer: GeNMixin, record: StepRecord, optimizer, at, span, previous, mean, slope) -> None:
+        """Apply the open line (if any) and measure the line from ``previous`` to ``mean`` on the record's batch."""
+        scheduler = trainer.lr_scheduler
         if self.line is not None:  # the line opened when the last window closed, measured on this window's batches
             line, self.line = self.line, None
             self.apply_line(trainer, line.result(trainer._gen_precision(record)), line.at, span, line.one_step,
                             batches=line.count, slope=slope)  # fmt: skip
             if scheduler.settled:  # the long windows start here; the window that just closed is their reference
-                self.witness.start = None
                 if self.pending is not None:  # its last step's line would cap a climb that is over: not measured
                     self.pending[0].release()
                     self.pending = None
@@ -528,8 +536,6 @@ class Averages(NextBatch):
             return
         result = OpenLine.fit(at, losses, trainer._gen_precision(record))
         self.apply_line(trainer, result, at, span, one_step, slope=slope)
-        if scheduler.settled:
-            self.witness.start = None
 
     def apply_line(self, trainer: GeNMixin, result, at: float, span: int, one_step, batches: int = 1,
                    slope: float | None = None) -> None:  # fmt: skip
@@ -567,7 +573,9 @@ class Averages(NextBatch):
         if self.line is not None:
             state["open_line"] = self.line.local_state()
         if self.witness.start is not None:
-            state["witness"] = self.witness.local_state()
+            state["witness"] = self.witness.local_state(
+                with_start=self.line is None or self.line.start is not self.witness.start
+            )
         return state
 
     def load_state(self, trainer: GeNMixin, saved: dict) -> None:
@@ -580,7 +588,8 @@ class Averages(NextBatch):
                      for p, t in zip(params, saved["open_line"]["start"], strict=True)]  # fmt: skip
             self.line = OpenLine.from_local_state(saved["open_line"], start, self.means.previous)
         if "witness" in saved and self.confirm:  # a run resumed without the option does not use it
-            self.witness.load_local_state(params, saved["witness"], self.means.device)
+            line_start = self.line.start if self.line is not None else None
+            self.witness.load_local_state(params, saved["witness"], self.means.device, line_start)
 
 
 class GeNMixin:

@@ -119,28 +119,36 @@ def test_resume_inside_a_fast_start_line_measured_on_several_batches(tmp_path):
     assert run(resume=str(tmp_path / "checkpoint-10"))[0] != full_trace
 
 
-def test_resume_while_the_gradients_witness_a_fast_start_line(tmp_path):
+@pytest.mark.parametrize("batches", [1, 4])
+def test_resume_while_the_gradients_witness_a_fast_start_line(tmp_path, batches):
     """gen_fast_start_confirm: from a window's close on, each step's gradient adds its slope along the line opened
     there; a checkpoint taken between two closes keeps that line's start and the sum so far, and the resumed run is
-    the uninterrupted one, bit for bit."""
+    the uninterrupted one, bit for bit. With the lines measured on 4 batches, the open line and the witness share
+    their earlier mean, saved once."""
 
     run = functools.partial(train_averages, tmp_path, learning_rate=1e-5, max_steps=24, save_steps=10,
-                            gen_fast_start_confirm=True)  # fmt: skip
+                            gen_fast_start_confirm=True, gen_fast_start_batches=batches)  # fmt: skip
 
     full_trace, full_weights = run()
     # Windows of 4 steps: the first line is measured on step 9's batch; steps 9-12's gradients witness it at step 13.
     saved = torch.load(tmp_path / "checkpoint-10" / "gen_pending_line-rank0.pt", weights_only=True)
     assert saved["witness"]["count"] == 2 and saved["witness"]["total"] is not None
-    assert [r["step"] for r in full_trace][:2] == [9, 13]
-    assert "gradient_slope" not in full_trace[0] and "gradient_slope" in full_trace[1]
+    assert (saved["witness"]["start"] is None) == (batches > 1) == ("open_line" in saved)
+    first = [9, 13] if batches == 1 else [13, 17]  # on 4 batches the line opened on step 9 is applied at step 13
+    assert [r["step"] for r in full_trace][:2] == first
+    # one batch: the first line has no earlier line to witness it; on 4 batches it is applied after its witness
+    assert ("gradient_slope" in full_trace[0]) == (batches > 1) and "gradient_slope" in full_trace[1]
     resumed_trace, resumed_weights = run(resume=str(tmp_path / "checkpoint-10"))
     assert resumed_trace == full_trace
     for n in full_weights:
         torch.testing.assert_close(resumed_weights[n], full_weights[n], rtol=0, atol=0)
     # Resumed with the option off, the saved witness is not used: no later update is witnessed.
     off_trace, _ = train_averages(tmp_path, resume=str(tmp_path / "checkpoint-10"), learning_rate=1e-5, max_steps=24,
-                                  save_steps=10, gen_fast_start_confirm=False)  # fmt: skip
-    assert off_trace[:1] == full_trace[:1] and not any("gradient_slope" in r for r in off_trace)
+                                  save_steps=10, gen_fast_start_confirm=False,
+                                  gen_fast_start_batches=batches)  # fmt: skip
+    before = [r for r in full_trace if r["step"] <= 10]
+    assert [r for r in off_trace if r["step"] <= 10] == before
+    assert not any("gradient_slope" in r for r in off_trace[len(before) :])
     (tmp_path / "checkpoint-10" / "gen_pending_line-rank0.pt").unlink()  # without it the witness is lost
     assert run(resume=str(tmp_path / "checkpoint-10"))[0] != full_trace
 
