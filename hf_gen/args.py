@@ -67,6 +67,8 @@ class GeNTrainingArguments(TrainingArguments):
             of sample), ``"next"`` (the line of one step, on the next batch)
             or ``"same"`` (the step's own line on its own batch).
         gen_window: ``"averages"``: steps per window (default: a twentieth of the run, at least ``gen_interval``).
+        gen_grow_windows: ``"averages"``: once the fast start has settled, the windows double from
+            ``2 * gen_interval`` steps up to ``gen_window`` instead of starting at ``gen_window``.
         gen_fast_start_lines: ``"averages"``: the fast start's lines: through windows of ``gen_interval`` steps,
             with each climb capped by the last step's line (``"both"``, the default), the window lines alone
             (``"windows"``), or one-step lines on the next batch (``"next"``).
@@ -202,6 +204,15 @@ class GeNTrainingArguments(TrainingArguments):
         "gen_probe_batch='averages': optimizer steps per window whose mean weights the line runs through. Default: "
         "a twentieth of the run, at least gen_interval.",
     )
+    gen_grow_windows: bool = _option(
+        False,
+        "gen_probe_batch='averages': once the fast start has settled, the windows double in length, from "
+        "2 * gen_interval steps up to gen_window, instead of starting at gen_window. The level the fast start ends on "
+        "is fitted on windows of gen_interval steps; the first long window otherwise runs a twentieth of the run on "
+        "it before the next line. Each window's length is fixed when it opens; the smoothing keeps the same memory "
+        "in steps (gamma per interval). Costs three forwards per extra window (about log2(gen_window / "
+        "gen_interval) of them).",
+    )
     gen_fast_start_lines: str = _option(
         "both",
         "gen_probe_batch='averages': the lines the fast start measures. 'both': lines through the means of windows "
@@ -333,6 +344,12 @@ class GeNTrainingArguments(TrainingArguments):
                 "batches: it needs gen_probe_batch='averages' with gen_fast_start_lines 'both' or 'windows' (got "
                 f"gen_probe_batch={self.gen_probe_batch!r}, gen_fast_start_lines={self.gen_fast_start_lines!r}); "
                 "pass those, or gen_fast_start_batches=1"
+            )
+        if self.gen_grow_windows and self.gen_probe_batch != "averages":
+            raise ValueError(
+                "gen_grow_windows lengthens the windows whose means the lines of gen_probe_batch='averages' run "
+                f"through; got gen_probe_batch={self.gen_probe_batch!r}: pass gen_probe_batch='averages', or "
+                "gen_grow_windows=False"
             )
         if self.gen_fast_start_confirm and (
             self.gen_probe_batch != "averages" or self.gen_fast_start_lines == "next" or not self.gen_fast_start

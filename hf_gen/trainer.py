@@ -394,9 +394,12 @@ class Averages(NextBatch):
         fast_start_lines: str = "both",
         fast_start_batches: int = 1,
         fast_start_confirm: bool = False,
+        grow_windows: bool = False,
     ) -> None:
         super().__init__()
         self.window = window
+        self.grow = grow_windows
+        self.growing: int | None = None  # the open settled window's length, fixed when it opened (grow_windows)
         self.means = WindowMeans(device)
         self.lines = fast_start_lines  # "both", "windows" or "next": the fast start's lines
         self.batches = fast_start_batches
@@ -410,13 +413,18 @@ class Averages(NextBatch):
         return self.lines == "next" and (not trainer.lr_scheduler.settled or self.pending is not None)
 
     def _span(self, trainer: GeNMixin) -> int:
-        """Steps per window now: ``gen_interval`` during the fast start, then ``gen_window``."""
+        """Steps in the open window: ``gen_interval`` during the fast start, then ``gen_window`` (with
+        ``grow_windows``: from ``2 * gen_interval``, doubling at each close, up to ``gen_window``)."""
         scheduler = trainer.lr_scheduler
         if not scheduler.settled:
             return scheduler.interval
         if self.window is None:  # a twentieth of the run: about twenty measurements, at least one per interval
             self.window = max(scheduler.interval, math.ceil((scheduler.num_training_steps or 0) / 20))
-        return self.window
+        if not self.grow:
+            return self.window
+        if self.growing is None:  # the first window after the fast start
+            self.growing = min(self.window, 2 * scheduler.interval)
+        return self.growing
 
     def _ready(self, trainer: GeNMixin) -> bool:
         return self.means.previous is not None and self.means.count >= self._span(trainer)
@@ -510,6 +518,8 @@ class Averages(NextBatch):
         self.means.previous = mean
         slope = self.witness.take(trainer)  # the gradients' slope since the last close, along the line opened then
         self._measure(trainer, record, optimizer, at, span, previous, mean, slope)
+        if self.grow and self.growing is not None:  # the window opening now is twice the one that closed
+            self.growing = min(self.window, 2 * span)
         # The next window's gradients witness the line opened now, from the earlier mean to the later, until the fast
         # start ends (a line measured on several batches holds the same earlier mean as its start).
         self.witness.start = previous if self.confirm and not scheduler.settled else None
@@ -570,6 +580,8 @@ class Averages(NextBatch):
 
     def state(self) -> dict | None:
         state = {**(super().state() or {}), **self.means.local_state()}
+        if self.growing is not None:
+            state["window_now"] = self.growing
         if self.line is not None:
             state["open_line"] = self.line.local_state()
         if self.witness.start is not None:
@@ -583,6 +595,8 @@ class Averages(NextBatch):
             super().load_state(trainer, saved)
         params = trainer._gen_params(check_linear_optimizer(trainer.optimizer))
         self.means.load_local_state(params, saved)
+        if self.grow:  # the open window keeps the length it opened with
+            self.growing = saved.get("window_now")
         if "open_line" in saved:  # its end is the previous window's mean, restored just above
             start = [laid_out_like(p, t, self.means.device, t.dtype)
                      for p, t in zip(params, saved["open_line"]["start"], strict=True)]  # fmt: skip
@@ -628,7 +642,8 @@ class GeNMixin:
         if probe_batch == "averages":
             device = "cpu" if self.args.gen_offload_snapshot else None
             return Averages(self.args.gen_window, device, self.args.gen_fast_start_lines,
-                            self.args.gen_fast_start_batches, self.args.gen_fast_start_confirm)  # fmt: skip
+                            self.args.gen_fast_start_batches, self.args.gen_fast_start_confirm,
+                            self.args.gen_grow_windows)  # fmt: skip
         return NextBatch() if probe_batch == "next" else SameBatch()
 
     def _gen_check_launch(self) -> None:

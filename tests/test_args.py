@@ -79,6 +79,7 @@ def test_unknown_scheduler_name_lists_gen_among_the_choices(tmp_path):
         ),
         ({"gen_fast_start_confirm": True, "gen_fast_start_lines": "next"}, "gen_fast_start_lines='next'\\); pass"),
         ({"gen_fast_start_confirm": True, "gen_fast_start": False}, "gen_fast_start=False, "),
+        ({"gen_grow_windows": True, "gen_probe_batch": "next"}, "gen_probe_batch='next': pass gen_probe_batch='av"),
         ({"gen_tail_average": 1.5}, r"gen_tail_average must be a fraction of the run in \[0, 1\]"),
         ({"gen_tail_average": -0.1}, r"gen_tail_average must be a fraction of the run in \[0, 1\]"),
         (

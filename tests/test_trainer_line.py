@@ -289,7 +289,7 @@ def test_the_decay_shape_anneals_the_gen_level(tmp_path, decay):
 
 # ---- the line through two windows' mean weights ------------------------------------------------------------------
 def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change, fast_start, lines="windows",
-                    batches=1, confirm=False, tilt=0.0):  # fmt: skip
+                    batches=1, confirm=False, tilt=0.0, grow=False):  # fmt: skip
     """Train the exact quadratic with gen_probe_batch="averages" and no smoothing, and replay it with a plain
     optimizer: at each measured step the oracle computes ``c*``, the exact minimiser of ``L(m0 + c (m1 - m0))`` for
     the two windows' means, and moves the level as the scheduler must (to ``c*`` times it, clipped to the change
@@ -307,7 +307,9 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
     and else the level holds. Returns the trace by step, the levels the oracle set, the steps where the cap held the
     level and the steps where a jump was held unconfirmed. With ``tilt > 0`` each batch tilts the quadratic's linear
     term by noise of that scale (``Tilted``): the oracle reads each step's batch from the run and uses its own ``b``
-    for that step's gradient, and for the lines measured on it."""
+    for that step's gradient, and for the lines measured on it. With ``grow`` (``gen_grow_windows``) each window that
+    opens once settled is twice as long as the one that just closed (so ``2 * interval`` after the fast start), up
+    to ``window``."""
     model = Quadratic(seed=5)
     start = copy.deepcopy(model)
     optimizer = OPTIMIZERS[name](grouped(model, lr0))
@@ -315,7 +317,7 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
                     gen_window=window, gen_interval=interval, gen_fast_start=fast_start, gen_gamma=0.0,
                     gen_max_change=max_change, gen_lr_max=math.inf, gen_search_probes=0,
                     gen_fast_start_lines=lines, gen_fast_start_batches=batches,
-                    gen_fast_start_confirm=confirm)  # fmt: skip
+                    gen_fast_start_confirm=confirm, gen_grow_windows=grow)  # fmt: skip
     data = Tilted(scale=tilt) if tilt else Dummy()
     trainer = RecordingGeNTrainer(model=model, args=args, train_dataset=data, optimizers=(optimizer, None))
     trainer.train()
@@ -331,6 +333,7 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
     previous, window_sum, count, level, levels, capped = None, torch.zeros(5, dtype=torch.float64), 0, lr0, {}, []
     settled, before, last_lr, opened = not fast_start, None, None, None
     witness, witness_sum, witness_count, held = None, 0.0, 0, []
+    span = interval if fast_start else min(window, 2 * interval) if grow else window  # the open window's length
 
     def clipped(c):
         return min(max(c, 1.0 / max_change), max_change)
@@ -366,7 +369,6 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
         level = levels[k] = new
 
     for k, lr in enumerate(lrs, start=1):
-        span = window if settled else interval
         if previous is not None and count >= span:  # this step's batch measures the line through the two means
             mean = window_sum / count
             delta = mean - previous
@@ -394,10 +396,11 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
             if confirm and not settled:  # the next steps' gradients witness the line opened at this close
                 witness = delta
             previous, window_sum, count, before = mean, torch.zeros(5, dtype=torch.float64), 0, None
+            span = (min(window, 2 * span) if grow else window) if settled else interval  # the window opening now
         else:
             assert k not in trace
         assert lr == pytest.approx(level, rel=1e-7)  # a measurement sets the lr of the step whose batch it used
-        if lines == "both" and not settled and previous is not None and count + 1 >= (window if settled else interval):
+        if lines == "both" and not settled and previous is not None and count + 1 >= span:
             before, last_lr = oracle.theta().detach().clone(), lr  # this step closes a window: its line is measured
         oracle_opt.zero_grad()
         with torch.no_grad():
@@ -410,7 +413,7 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
         oracle_opt.step()
         window_sum += oracle.theta().detach()
         count += 1
-        if previous is None and count == (window if settled else interval):  # the first window: the reference
+        if previous is None and count == span:  # the first window: the reference
             previous, window_sum, count = window_sum / count, torch.zeros(5, dtype=torch.float64), 0
     assert sorted(trace) == sorted(levels)
     # The probes put the live weights back exactly: the run ends where the replay does.
@@ -522,6 +525,45 @@ def test_averages_fast_start_measures_short_windows_until_an_estimate_lands_insi
     assert climb[:3] == pytest.approx([2.0, 2.0, 2.0], rel=1e-12) and len(climb) >= 4  # the fast start doubled
     settled_gaps = [k - j for j, k in zip(steps, steps[1:], strict=False) if k - j != 2]
     assert settled_gaps and set(settled_gaps) == {5}  # then the long windows
+
+
+@pytest.mark.parametrize(
+    ("lines", "batches", "fast_start"), [("both", 1, True), ("windows", 2, True), ("both", 1, False)]
+)
+def test_windows_that_grow_after_the_fast_start_match_the_replay(tmp_path, lines, batches, fast_start):
+    # gen_grow_windows: once settled, each window is twice the one before, from 2 * gen_interval up to gen_window;
+    # every line is still the exact minimiser along two windows' means (the replay), measured on the batch after.
+    trace, levels, _, _ = replay_averages(tmp_path, "adamw", lr0=1e-4, steps=120, window=20, interval=2,
+                                          max_change=2.0, fast_start=fast_start, lines=lines, batches=batches,
+                                          grow=True)  # fmt: skip
+    steps = sorted(trace)
+    fast = [k for k in steps if trace[k]["interval"] == 1]
+    assert bool(fast) == fast_start
+    settled = steps[len(fast) :]
+    gaps = [k - j for j, k in zip(settled, settled[1:], strict=False)]
+    if fast_start:  # the window opening at the close that settled is 4 steps long, the next 8, ...
+        assert gaps[:3] == [4, 8, 16] and len(gaps) >= 5 and set(gaps[3:]) == {20}
+    else:  # the first two windows (steps 1-4 and 5-8) are 4 steps long: the next is 8, ...
+        assert settled[0] == 9 and gaps[:2] == [8, 16] and len(gaps) >= 5 and set(gaps[2:]) == {20}
+
+
+def test_growing_windows_keep_the_smoothing_memory_in_steps(tmp_path):
+    # Each settled line folds its estimate in with gamma ** (window / interval): the level keeps the same memory in
+    # steps whether its windows are 4, 8 or 16 steps long. Closed form on the trace's own estimates and levels.
+    args = gen_args(tmp_path, learning_rate=3e-2, max_steps=160, gen_probe_batch="averages", gen_interval=2,
+                    gen_window=16, gen_grow_windows=True, per_device_train_batch_size=8)  # fmt: skip
+    GeNTrainer(model=MLP(seed=0), args=args, train_dataset=Regression(n=256)).train()
+    trace = read_trace(tmp_path)
+    checked = set()
+    for before, record in zip(trace, trace[1:], strict=False):
+        if before["interval"] == 1 or record["fallback"] is not None:
+            continue
+        span, level = record["step"] - before["step"], before["lr"]
+        target = min(max(record["alpha_star"], level / args.gen_max_change), level * args.gen_max_change)
+        smoothing = args.gen_gamma ** (span / args.gen_interval)
+        assert record["lr"] == pytest.approx(level**smoothing * target ** (1 - smoothing), rel=1e-9)
+        checked.add(span)
+    assert {4, 8, 16} <= checked
 
 
 @pytest.mark.parametrize("name", ["sgd_nesterov_wd", "adamw"])

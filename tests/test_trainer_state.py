@@ -153,6 +153,26 @@ def test_resume_while_the_gradients_witness_a_fast_start_line(tmp_path, batches)
     assert run(resume=str(tmp_path / "checkpoint-10"))[0] != full_trace
 
 
+def test_resume_inside_a_window_that_grew_keeps_its_length(tmp_path):
+    """gen_grow_windows: each window's length is fixed when it opens; a checkpoint taken inside one keeps it, and the
+    resumed run is the uninterrupted one, bit for bit."""
+    run = functools.partial(train_averages, tmp_path, learning_rate=3e-2, max_steps=44, save_steps=20, gen_interval=2,
+                            gen_window=16, gen_grow_windows=True)  # fmt: skip
+    full_trace, full_weights = run()
+    settled = [r["step"] for r in full_trace if r["interval"] > 1]
+    assert settled == [13, 17, 25, 41]  # settled at 13: windows of 4, 8 and 16 steps follow
+    path = tmp_path / "checkpoint-20" / "gen_pending_line-rank0.pt"
+    saved = torch.load(path, weights_only=True)
+    assert saved["window_now"] == 8 and saved["count"] == 4  # steps 17-20 of the window that closes after step 24
+    resumed_trace, resumed_weights = run(resume=str(tmp_path / "checkpoint-20"))
+    assert resumed_trace == full_trace
+    for n in full_weights:
+        torch.testing.assert_close(resumed_weights[n], full_weights[n], rtol=0, atol=0)
+    del saved["window_now"]  # without it the window would start over at 4 steps and close after step 20
+    torch.save(saved, path)
+    assert 21 in {r["step"] for r in run(resume=str(tmp_path / "checkpoint-20"))[0]}
+
+
 # ---- the mean of the last steps' weights (gen_tail_average) --------------------------------------------------------
 
 
