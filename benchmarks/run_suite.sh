@@ -10,7 +10,8 @@
 # run) about 100 minutes for its grids, the Trainer's defaults and the peers at 1 seed and GeN at 3, then about 30
 # minutes for GeN's default and the best grid point on 5 seeds (the spread over seeds); code about 25 minutes;
 # diabetes, cancer and wine about 3 minutes each; the 3,000-step GPT-2 row about 140 minutes (8 to 10 minutes a
-# run); about 10 hours in all. Every run is kept in benchmarks/results/*.json as it finishes, and a rerun skips what
+# run); the 3,000-step fine-tune (minilm-long) about 4 hours (20 to 30 minutes a run); about 14 hours in all. Every
+# run is kept in benchmarks/results/*.json as it finishes, and a rerun skips what
 # is there. Each task also runs earlier defaults for the tables' comparison: the cosine shape on the same window
 # lines (gen-adamw-cosine), and with it the one-step fast start (gen-adamw-averages-next), one-step lines throughout
 # (gen-adamw-next) and the fast start on window lines alone (gen-adamw-windows).
@@ -20,7 +21,7 @@ export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 PY=${PYTHON:-python}
 Q="$PY benchmarks/quality.py --threads 1 --resume"
 PEERS="prodigy dadapt-adam schedulefree-adamw mechanic dog gen-optim"
-TASKS=${TASKS:-"digits gpt2 minilm diabetes cancer wine plays genres plays-lora code gpt2-3000"}
+TASKS=${TASKS:-"digits gpt2 minilm diabetes cancer wine plays genres plays-lora code gpt2-3000 minilm-long"}
 # five_seeds JSON MD TASK: GeN's default and the best grid point so far (as the suite's table picks it) on 5 seeds, for
 # the spread of a fine-tune over seeds
 five_seeds() {
@@ -78,8 +79,21 @@ for task in $TASKS; do
       $Q $H --seeds gpt2=1 --families schedulefree-adamw prodigy dadapt-adam mechanic $A
       $Q $H --seeds gpt2=1 --families dog gen-optim $C
       ;;
+    minilm-long)
+      # The fine-tune's long horizon: 3,000 steps of batch 8, one seed (20 to 30 minutes a run). The grid around the
+      # Trainer's default lr, and the lr-free peers that lead the short fine-tunes.
+      L="--tasks minilm-long --no-robustness"
+      A="--json benchmarks/results/horizon_minilm_a.json --markdown /tmp/horizon_minilm_a.md --plots /tmp/horizon_plots"
+      B="--json benchmarks/results/horizon_minilm_b.json --markdown /tmp/horizon_minilm_b.md --plots /tmp/horizon_plots"
+      C="--json benchmarks/results/horizon_minilm_c.json --markdown /tmp/horizon_minilm_c.md --plots /tmp/horizon_plots"
+      D="--json benchmarks/results/horizon_minilm_d.json --markdown /tmp/horizon_minilm_d.md --plots /tmp/horizon_plots"
+      $Q $L --families gen-adamw trainer-default adamw-linear --grid minilm-long=3e-5 $A
+      $Q $L --families adamw-linear --grid minilm-long=1e-4,3e-4 $B
+      $Q $L --families adamw-cosine-warmup --grid minilm-long=1e-4 $C
+      $Q $L --families schedulefree-adamw prodigy gen-optim $D
+      ;;
     *)
-      echo "unknown task $task: pass some of digits gpt2 minilm diabetes cancer wine plays genres plays-lora code gpt2-3000" >&2
+      echo "unknown task $task: pass some of digits gpt2 minilm diabetes cancer wine plays genres plays-lora code gpt2-3000 minilm-long" >&2
       exit 2
       ;;
   esac

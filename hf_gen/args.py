@@ -75,6 +75,9 @@ class GeNTrainingArguments(TrainingArguments):
         gen_fast_start_batches: ``"averages"``: the batches each fast-start window line is measured on: 1 (the batch
             after its windows; the default) or up to ``gen_interval`` (the next window's first batches too; the lr
             then moves when that window closes).
+        gen_line_batches: ``"averages"``: the batches each settled line through two windows' means is measured on:
+            1 (the batch after the windows; the default) or up to ``gen_interval`` (the next ones too; the lr moves
+            after the last).
         gen_interval: Recompute every N optimizer steps.
         gen_max_interval: Adaptive recompute of one-step lines (``"next"``, ``"same"``; refused with ``"averages"``):
             the gap doubles after each update whose estimate lands inside the bound, up to this many steps, and drops
@@ -231,6 +234,14 @@ class GeNTrainingArguments(TrainingArguments):
         "with small batches the loss moves less along a short window's line than from batch to batch (three "
         "forwards on each of the N batches).",
     )
+    gen_line_batches: int = _option(
+        1,
+        "gen_probe_batch='averages': the batches each line through two windows' means is measured on once the fast "
+        "start has settled. 1: the batch after the windows. N > 1 (at most gen_interval, and gen_window if set): "
+        "that batch and the next N - 1, the losses averaged; the lr moves after the N-th. A settled window is a "
+        "twentieth of the run and its line is folded in almost unsmoothed over long windows, so one batch's noise "
+        "decides the level for the next window (three forwards on each of the N batches).",
+    )
     gen_fast_start_confirm: bool = _option(
         False,
         "gen_probe_batch='averages': a fast-start line moves the level unsmoothed, up or down the change bound, on "
@@ -344,6 +355,18 @@ class GeNTrainingArguments(TrainingArguments):
                 "batches: it needs gen_probe_batch='averages' with gen_fast_start_lines 'both' or 'windows' (got "
                 f"gen_probe_batch={self.gen_probe_batch!r}, gen_fast_start_lines={self.gen_fast_start_lines!r}); "
                 "pass those, or gen_fast_start_batches=1"
+            )
+        lines = self.gen_line_batches
+        most = min(self.gen_interval, self.gen_window or self.gen_interval)
+        if isinstance(lines, bool) or not isinstance(lines, int) or not 1 <= lines <= most:
+            raise ValueError(
+                f"gen_line_batches must be a whole number of batches from 1 to {most} (gen_interval, or gen_window if "
+                f"smaller: a settled line is measured on batches of the window after it), got {lines!r}"
+            )
+        if lines > 1 and self.gen_probe_batch != "averages":
+            raise ValueError(
+                "gen_line_batches > 1 measures the settled lines through two windows' means on several batches: it "
+                f"needs gen_probe_batch='averages' (got {self.gen_probe_batch!r}); pass it, or gen_line_batches=1"
             )
         if self.gen_grow_windows and self.gen_probe_batch != "averages":
             raise ValueError(

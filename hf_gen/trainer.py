@@ -237,15 +237,18 @@ class NextBatch:
 
 @dataclass
 class OpenLine:
-    """A fast-start line through two windows' means (``start`` to ``end``) being measured on several batches
-    (``gen_fast_start_batches``): the summed losses at ``c = 0, 1, 2`` over ``count`` batches. ``at`` is the level the
-    windows ran at (the line's unit: ``c = 1`` is ``at``); ``one_step`` is the last step's line, measured beside it on
-    its first batch."""
+    """A line through two windows' means (``start`` to ``end``) being measured on several batches: the summed losses
+    at ``c = 0, 1, 2`` over ``count`` of the ``wanted`` batches. ``at`` is the level the windows ran at (the line's
+    unit: ``c = 1`` is ``at``); ``one_step`` is the last step's line, measured beside it on its first batch. A
+    fast-start line (``gen_fast_start_batches``) is applied when the next window closes; a settled one
+    (``gen_line_batches``) as soon as its last batch is measured, smoothed for the ``span`` steps of its window."""
 
     start: list
     end: list
     at: float
     one_step: tuple | None
+    wanted: int
+    span: int | None = None  # settled lines: the closed window's length (applied once measured); None: at the close
     losses: list = field(default_factory=list)
     count: int = 0
 
@@ -266,20 +269,22 @@ class OpenLine:
 
     def local_state(self) -> dict:
         """What a checkpoint keeps: the start mean (the end is the scheme's previous mean) and the sums so far."""
-        state = {"start": local_copies(self.start), "at": self.at, "count": self.count,
-                 "losses": [float(loss) for loss in self.losses], "one_step": None}  # fmt: skip
+        state = {"start": local_copies(self.start), "at": self.at, "count": self.count, "wanted": self.wanted,
+                 "span": self.span, "losses": [float(loss) for loss in self.losses], "one_step": None}  # fmt: skip
         if self.one_step is not None:
             estimate, at, probes = self.one_step
             state["one_step"] = {"estimate": list(estimate), "at": at, "probes": probes}
         return state
 
     @classmethod
-    def from_local_state(cls, state: dict, start: list, end: list) -> OpenLine:
+    def from_local_state(cls, state: dict, start: list, end: list, wanted: int) -> OpenLine:
+        """``wanted``: the batches of a fast-start line, for a checkpoint saved before settled lines could be open."""
         one_step = state["one_step"]
         if one_step is not None:
             one_step = (LineEstimate(*one_step["estimate"]), one_step["at"], one_step["probes"])
         losses = [torch.tensor(loss, dtype=torch.float64) for loss in state["losses"]]
-        return cls(start, end, state["at"], one_step, losses, state["count"])
+        wanted, span = state.get("wanted", wanted), state.get("span")
+        return cls(start, end, state["at"], one_step, wanted, span, losses, state["count"])
 
 
 class Witness:
@@ -395,6 +400,7 @@ class Averages(NextBatch):
         fast_start_batches: int = 1,
         fast_start_confirm: bool = False,
         grow_windows: bool = False,
+        line_batches: int = 1,
     ) -> None:
         super().__init__()
         self.window = window
@@ -403,7 +409,8 @@ class Averages(NextBatch):
         self.means = WindowMeans(device)
         self.lines = fast_start_lines  # "both", "windows" or "next": the fast start's lines
         self.batches = fast_start_batches
-        self.line: OpenLine | None = None  # a fast-start line still being measured on the next window's batches
+        self.line_batches = line_batches  # the batches each settled line is measured on
+        self.line: OpenLine | None = None  # a line still being measured on the next window's batches
         self.confirm = fast_start_confirm
         self.witness = Witness()  # the gradients' slope along the last line opened (fast_start_confirm)
 
@@ -435,7 +442,7 @@ class Averages(NextBatch):
 
     def _line_open(self) -> bool:
         """Whether the open fast-start line still wants batches (``fast_start_batches > 1``)."""
-        return self.line is not None and self.line.count < self.batches
+        return self.line is not None and self.line.count < self.line.wanted
 
     def measures(self, trainer: GeNMixin) -> bool:
         if self._one_step(trainer):
@@ -462,6 +469,10 @@ class Averages(NextBatch):
         if record.measures and record.batch and self._line_open():
             self.line.add(self._probe(trainer, record, optimizer, self.line.start, self.line.end))
             record.batch = []
+            if self.line.span is not None and not self._line_open():  # a settled line's last batch: applied now
+                line, self.line = self.line, None
+                self.apply_line(trainer, line.result(trainer._gen_precision(record)), line.at, line.span, None,
+                                batches=line.count)  # fmt: skip
         elif record.measures and record.batch and self._ready(trainer):
             self.measure_means(trainer, record, optimizer)
         if self.witness.start is not None:  # after a close: this step's gradient is the next window's first
@@ -541,7 +552,11 @@ class Averages(NextBatch):
         losses = self._probe(trainer, record, optimizer, previous, mean)
         record.batch = []
         if self.batches > 1 and not scheduler.settled:  # measured on the next window's batches too: applied after it
-            self.line = OpenLine(previous, mean, at, one_step)
+            self.line = OpenLine(previous, mean, at, one_step, self.batches)
+            self.line.add(losses)
+            return
+        if self.line_batches > 1 and scheduler.settled:  # measured on the next batches too: applied after the last
+            self.line = OpenLine(previous, mean, at, None, self.line_batches, span)
             self.line.add(losses)
             return
         result = OpenLine.fit(at, losses, trainer._gen_precision(record))
@@ -600,7 +615,7 @@ class Averages(NextBatch):
         if "open_line" in saved:  # its end is the previous window's mean, restored just above
             start = [laid_out_like(p, t, self.means.device, t.dtype)
                      for p, t in zip(params, saved["open_line"]["start"], strict=True)]  # fmt: skip
-            self.line = OpenLine.from_local_state(saved["open_line"], start, self.means.previous)
+            self.line = OpenLine.from_local_state(saved["open_line"], start, self.means.previous, self.batches)
         if "witness" in saved and self.confirm:  # a run resumed without the option does not use it
             line_start = self.line.start if self.line is not None else None
             self.witness.load_local_state(params, saved["witness"], self.means.device, line_start)
@@ -643,7 +658,7 @@ class GeNMixin:
             device = "cpu" if self.args.gen_offload_snapshot else None
             return Averages(self.args.gen_window, device, self.args.gen_fast_start_lines,
                             self.args.gen_fast_start_batches, self.args.gen_fast_start_confirm,
-                            self.args.gen_grow_windows)  # fmt: skip
+                            self.args.gen_grow_windows, self.args.gen_line_batches)  # fmt: skip
         return NextBatch() if probe_batch == "next" else SameBatch()
 
     def _gen_check_launch(self) -> None:

@@ -30,11 +30,16 @@ class AppliedLr(TrainerCallback):
 def main(out, engine, gen_mode, global_batch):
     world = int(os.environ.get("WORLD_SIZE", "1"))
     # "approx-averages-batches": windows of 2 steps from a small start, each fast-start line measured on 2 batches;
-    # "approx-averages-confirm": the same windows, each fast-start jump witnessed by the gradients
+    # "approx-averages-confirm": the same windows, each fast-start jump witnessed by the gradients;
+    # "approx-averages-lines": no fast start, windows of 4 steps, each line measured on 2 batches
     extra = {}
     for suffix, option in (
         ("-batches", {"gen_fast_start_batches": 2}),
         ("-confirm", {"gen_fast_start_confirm": True}),
+        (
+            "-lines",
+            {"gen_line_batches": 2, "gen_window": 4, "gen_fast_start": False, "learning_rate": 1e-2, "max_steps": 30},
+        ),
     ):
         if gen_mode.endswith(suffix):
             gen_mode = gen_mode.removesuffix(suffix)
@@ -44,8 +49,14 @@ def main(out, engine, gen_mode, global_batch):
         lr_scheduler_type="gen",
         gen_mode=gen_mode.split("-")[0],
         gen_probe_batch=gen_mode.split("-")[1] if "-" in gen_mode else None,
-        gen_window=1 if gen_mode.endswith("averages") else None,  # with gen_interval=1: every window one step
-        **{"gen_interval": 1, "learning_rate": 1e-2, "max_steps": 6, **extra},
+        # with gen_interval=1: every window one step
+        **{
+            "gen_window": 1 if gen_mode.endswith("averages") else None,
+            "gen_interval": 1,
+            "learning_rate": 1e-2,
+            "max_steps": 6,
+            **extra,
+        },  # fmt: skip
         per_device_train_batch_size=global_batch // world,
         report_to="none",
         use_cpu=True,

@@ -80,6 +80,14 @@ def test_unknown_scheduler_name_lists_gen_among_the_choices(tmp_path):
         ({"gen_fast_start_confirm": True, "gen_fast_start_lines": "next"}, "gen_fast_start_lines='next'\\); pass"),
         ({"gen_fast_start_confirm": True, "gen_fast_start": False}, "gen_fast_start=False, "),
         ({"gen_grow_windows": True, "gen_probe_batch": "next"}, "gen_probe_batch='next': pass gen_probe_batch='av"),
+        ({"gen_line_batches": 0}, r"gen_line_batches must be a whole number of batches from 1 to 4 \(gen_interval"),
+        ({"gen_line_batches": 5}, r"gen_line_batches must be a whole number of batches from 1 to 4 "),
+        ({"gen_line_batches": 3, "gen_window": 2}, r"gen_line_batches must be a whole number of batches from 1 to 2 "),
+        ({"gen_line_batches": True}, "gen_line_batches must be a whole number"),
+        (
+            {"gen_line_batches": 2, "gen_probe_batch": "same"},
+            "gen_line_batches > 1 .* needs gen_probe_batch='averages'",
+        ),
         ({"gen_tail_average": 1.5}, r"gen_tail_average must be a fraction of the run in \[0, 1\]"),
         ({"gen_tail_average": -0.1}, r"gen_tail_average must be a fraction of the run in \[0, 1\]"),
         (

@@ -85,6 +85,13 @@ def test_ddp_ranks_agree_on_the_gradients_witness_of_the_fast_start(tmp_path):
     assert [s for s in r0["gradient_slopes"] if s is not None] == pytest.approx(slopes, rel=1e-9)
 
 
+def test_ddp_ranks_agree_on_settled_lines_measured_on_several_batches(tmp_path):
+    # gen_line_batches=2: each settled line is measured on the batch after its windows and the next, each rank on its
+    # share of both; the reduced losses are the global batches', so every rank applies one process's lr.
+    single, r0 = ddp_against_one_process(tmp_path, "approx-averages-lines")
+    assert single["line_batches"].count(2) >= 3 and r0["line_batches"] == single["line_batches"]
+
+
 def test_fsdp2_shards_take_the_same_line_steps_as_an_unsharded_replica(tmp_path):
     launch(tmp_path, "fsdp_line_worker.py", tmp_path / "line.json")
     for rank in (0, 1):

@@ -289,7 +289,7 @@ def test_the_decay_shape_anneals_the_gen_level(tmp_path, decay):
 
 # ---- the line through two windows' mean weights ------------------------------------------------------------------
 def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change, fast_start, lines="windows",
-                    batches=1, confirm=False, tilt=0.0, grow=False):  # fmt: skip
+                    batches=1, confirm=False, tilt=0.0, grow=False, line_batches=1):  # fmt: skip
     """Train the exact quadratic with gen_probe_batch="averages" and no smoothing, and replay it with a plain
     optimizer: at each measured step the oracle computes ``c*``, the exact minimiser of ``L(m0 + c (m1 - m0))`` for
     the two windows' means, and moves the level as the scheduler must (to ``c*`` times it, clipped to the change
@@ -309,7 +309,9 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
     term by noise of that scale (``Tilted``): the oracle reads each step's batch from the run and uses its own ``b``
     for that step's gradient, and for the lines measured on it. With ``grow`` (``gen_grow_windows``) each window that
     opens once settled is twice as long as the one that just closed (so ``2 * interval`` after the fast start), up
-    to ``window``."""
+    to ``window``. With ``line_batches > 1`` (``gen_line_batches``) a settled line opened at a window's close is
+    applied on the batch ``line_batches - 1`` steps later, ``c*`` the minimiser of the loss averaged over the batches
+    from the close on."""
     model = Quadratic(seed=5)
     start = copy.deepcopy(model)
     optimizer = OPTIMIZERS[name](grouped(model, lr0))
@@ -317,7 +319,8 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
                     gen_window=window, gen_interval=interval, gen_fast_start=fast_start, gen_gamma=0.0,
                     gen_max_change=max_change, gen_lr_max=math.inf, gen_search_probes=0,
                     gen_fast_start_lines=lines, gen_fast_start_batches=batches,
-                    gen_fast_start_confirm=confirm, gen_grow_windows=grow)  # fmt: skip
+                    gen_fast_start_confirm=confirm, gen_grow_windows=grow,
+                    gen_line_batches=line_batches)  # fmt: skip
     data = Tilted(scale=tilt) if tilt else Dummy()
     trainer = RecordingGeNTrainer(model=model, args=args, train_dataset=data, optimizers=(optimizer, None))
     trainer.train()
@@ -338,7 +341,7 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
     def clipped(c):
         return min(max(c, 1.0 / max_change), max_change)
 
-    def apply(k, c_star, at, one_step, lagged=False, slope=None):
+    def apply(k, c_star, at, one_step, measured_on=1, slope=None):
         """The scheduler's update from a line measured at level ``at`` (and the last step's line beside it)."""
         nonlocal settled, level
         if c_star > 0:
@@ -356,7 +359,7 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
                 inside, new = inside or one_step > 0, cap
                 capped.append(k)
         assert trace[k]["probe_lr"] == pytest.approx(at, rel=1e-7)
-        assert trace[k].get("line_batches", 1) == (batches if lagged else 1)
+        assert trace[k].get("line_batches", 1) == measured_on
         if slope is not None:
             assert trace[k]["gradient_slope"] == pytest.approx(slope, rel=1e-9)
             if not settled and not inside and new != level and not (slope < 0 if new > level else slope > 0):
@@ -368,8 +371,18 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
         settled = settled or inside
         level = levels[k] = new
 
+    def minimiser(start, line, first, last):
+        """The exact minimiser along ``start + c line`` of the loss averaged over the batches of steps first..last."""
+        b = sum(b_of(j) for j in range(first, last + 1)) / (last + 1 - first)
+        return float(-(oracle.A @ start - b) @ line / (line @ oracle.A @ line))
+
+    settled_line = None  # a settled line opened at a close, still being measured (line_batches > 1)
     for k, lr in enumerate(lrs, start=1):
-        if previous is not None and count >= span:  # this step's batch measures the line through the two means
+        if settled_line is not None and k == settled_line[2] + line_batches - 1:  # its last batch: applied now
+            start, line, first, at_opened = settled_line
+            apply(k, minimiser(start, line, first, k), at_opened, None, measured_on=line_batches)
+            settled_line = None
+        elif previous is not None and count >= span:  # this step's batch measures the line through the two means
             mean = window_sum / count
             delta = mean - previous
             c_star = float(-(oracle.A @ previous - b_of(k)) @ delta / (delta @ oracle.A @ delta))
@@ -382,15 +395,16 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
             witness, witness_sum, witness_count = None, 0.0, 0
             if opened is not None:  # the line opened at the last close, measured on this window's batches too
                 start, line, first, at_opened, one_step_opened = opened
-                b = sum(b_of(j) for j in range(first, first + batches)) / batches  # the mean loss's linear term
-                c_opened = float(-(oracle.A @ start - b) @ line / (line @ oracle.A @ line))
-                apply(k, c_opened, at_opened, one_step_opened, lagged=True, slope=slope)
+                c_opened = minimiser(start, line, first, first + batches - 1)
+                apply(k, c_opened, at_opened, one_step_opened, measured_on=batches, slope=slope)
                 opened = None
                 if settled:
                     at = None
             if at is not None and batches > 1 and not settled:
                 opened = (previous, delta, k, at, one_step)
                 assert k not in trace or k in levels
+            elif at is not None and settled and line_batches > 1:
+                settled_line = (previous, delta, k, at)
             elif at is not None:
                 apply(k, c_star, at, one_step, slope=slope)
             if confirm and not settled:  # the next steps' gradients witness the line opened at this close
@@ -545,6 +559,19 @@ def test_windows_that_grow_after_the_fast_start_match_the_replay(tmp_path, lines
         assert gaps[:3] == [4, 8, 16] and len(gaps) >= 5 and set(gaps[3:]) == {20}
     else:  # the first two windows (steps 1-4 and 5-8) are 4 steps long: the next is 8, ...
         assert settled[0] == 9 and gaps[:2] == [8, 16] and len(gaps) >= 5 and set(gaps[2:]) == {20}
+
+
+@pytest.mark.parametrize(("line_batches", "grow", "batches"), [(2, False, 1), (4, True, 2)])
+def test_settled_lines_measured_on_several_batches_match_the_replay(tmp_path, line_batches, grow, batches):
+    # gen_line_batches: once settled, each line through two windows' means is measured on the batch after them and
+    # the next ones, and applied on the last; on a quadratic whose batches tilt its linear term, the replay's exact
+    # minimiser of the averaged loss is what the run applies, a batch count later than the close.
+    trace, levels, _, _ = replay_averages(tmp_path, "adamw", lr0=1e-3, steps=120, window=8, interval=4,
+                                          max_change=2.0, fast_start=True, batches=batches, tilt=2.0, grow=grow,
+                                          line_batches=line_batches)  # fmt: skip
+    settled = [k for k in sorted(trace) if trace[k]["interval"] > 1 and trace[k].get("line_batches") == line_batches]
+    assert len(settled) >= 8
+    assert [k - j for j, k in zip(settled, settled[1:], strict=False)][-3:] == [8, 8, 8]
 
 
 def test_growing_windows_keep_the_smoothing_memory_in_steps(tmp_path):
