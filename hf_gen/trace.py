@@ -10,7 +10,8 @@ and the tests all go through it. A record holds:
 * ``interval``: the optimizer steps until the next recompute, as in force after this update (1 during the fast
   start), so a trace shows where GeN spent its forwards;
 * approx mode: ``probe_batch`` (``"next"``/``"same"``/``"averages"``) and ``probe_losses``, ``[distance along the
-  line, loss]``; with ``gen_fast_start_confirm``, ``gradient_slope``: the gradients' mean slope that witnessed a
+  line, loss]`` (``line_batches``: the batches they are the mean over, when more than one); with
+  ``gen_fast_start_confirm``, ``gradient_slope``: the gradients' mean slope that witnessed a
   fast-start update (a jump it did not confirm is the fallback ``"unconfirmed"``).
 """
 
