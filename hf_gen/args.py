@@ -240,7 +240,8 @@ class GeNTrainingArguments(TrainingArguments):
         "start has settled. 1: the batch after the windows. N > 1 (at most gen_interval, and gen_window if set): "
         "that batch and the next N - 1, the losses averaged; the lr moves after the N-th. A settled window is a "
         "twentieth of the run and its line is folded in almost unsmoothed over long windows, so one batch's noise "
-        "decides the level for the next window (three forwards on each of the N batches).",
+        "decides the level for the next window (three forwards on each of the N batches, and the earlier window's "
+        "mean held over them: one more copy of the weights for N - 1 steps).",
     )
     gen_fast_start_confirm: bool = _option(
         False,

@@ -441,7 +441,7 @@ class Averages(NextBatch):
         return trainer.lr_scheduler.last_epoch == 0 and trainer.args.gen_search_probes > 0
 
     def _line_open(self) -> bool:
-        """Whether the open fast-start line still wants batches (``fast_start_batches > 1``)."""
+        """Whether the open line still wants batches (``fast_start_batches`` or ``line_batches`` > 1)."""
         return self.line is not None and self.line.count < self.line.wanted
 
     def measures(self, trainer: GeNMixin) -> bool:
