@@ -116,6 +116,8 @@ FAMILIES = {
     "the training gradients' slope along the last line confirms; not a default)",
     "gen-adamw-linebatches": f"hf-gen GeN-AdamW with gen_line_batches={GEN_INTERVAL} (each settled line measured on "
     "the batch after its windows and the next ones; not a default)",
+    "gen-adamw-jitter": "hf-gen GeN-AdamW with gen_jitter_cost (each window line charged with what a longer step "
+    "costs in jitter; not a default)",
     "gen-adamw-grow": "hf-gen GeN-AdamW with gen_grow_windows (the windows after the fast start double from "
     f"{2 * GEN_INTERVAL} steps up to gen_window; not a default)",
     **{
@@ -134,6 +136,7 @@ GEN_VARIANTS = {
     "gen-adamw-batches": {"gen_fast_start_batches": GEN_INTERVAL},
     "gen-adamw-confirm": {"gen_fast_start_confirm": True},
     "gen-adamw-grow": {"gen_grow_windows": True},
+    "gen-adamw-jitter": {"gen_jitter_cost": True},
     "gen-adamw-linebatches": {"gen_line_batches": GEN_INTERVAL},
     "gen-adamw-same": {"gen_probe_batch": "same"},
     "gen-adamw-averages": {"gen_probe_batch": "averages", "gen_decay": "cosine"},

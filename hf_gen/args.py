@@ -98,6 +98,8 @@ class GeNTrainingArguments(TrainingArguments):
             with the greedy one-step estimates (``"next"``, ``"same"``, exact mode).
         gen_probe_offsets: approx, same batch: probe points in units of the current lr.
         gen_use_slope: approx: use the backward slope in the fit.
+        gen_jitter_cost: ``"averages"``: charge each line through two windows' means with what a longer step costs in
+            jitter (the live weights' loss above the line's parabola, times the step's length).
         gen_fast_start_confirm: ``"averages"``: a fast-start jump to the change bound is taken only when the
             training gradients since the last window closed agree with its direction (their mean slope along the last
             line opened); otherwise the level holds.
@@ -243,6 +245,15 @@ class GeNTrainingArguments(TrainingArguments):
         "decides the level for the next window (three forwards on each of the N batches, and the earlier window's "
         "mean held over them: one more copy of the weights for N - 1 steps).",
     )
+    gen_jitter_cost: bool = _option(
+        False,
+        "gen_probe_batch='averages': a line through two windows' means sees the progress of the steps, not the "
+        "jitter of the weights about it, which the means average out. The live weights carry it: their loss on the "
+        "line's batch (the training step's, free) lies above the line's parabola, where their progress has brought "
+        "them, by the jitter's cost. At a constant lr that cost grows in proportion to the lr, so each probe at c "
+        "times the level is charged c times it, and the line's minimiser trades progress against jitter. No extra "
+        "forward.",
+    )
     gen_fast_start_confirm: bool = _option(
         False,
         "gen_probe_batch='averages': a fast-start line moves the level unsmoothed, up or down the change bound, on "
@@ -374,6 +385,11 @@ class GeNTrainingArguments(TrainingArguments):
                 "gen_grow_windows lengthens the windows whose means the lines of gen_probe_batch='averages' run "
                 f"through; got gen_probe_batch={self.gen_probe_batch!r}: pass gen_probe_batch='averages', or "
                 "gen_grow_windows=False"
+            )
+        if self.gen_jitter_cost and self.gen_probe_batch != "averages":
+            raise ValueError(
+                "gen_jitter_cost charges the lines through two windows' means of gen_probe_batch='averages'; got "
+                f"gen_probe_batch={self.gen_probe_batch!r}: pass gen_probe_batch='averages', or gen_jitter_cost=False"
             )
         if self.gen_fast_start_confirm and (
             self.gen_probe_batch != "averages" or self.gen_fast_start_lines == "next" or not self.gen_fast_start

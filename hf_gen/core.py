@@ -41,6 +41,8 @@ __all__ = [
     "estimate_from_losses",
     "fit_line",
     "fit_parabola",
+    "charge_jitter",
+    "jitter_cost",
     "measure_line",
     "next_probe",
     "no_descent_seen",
@@ -241,6 +243,41 @@ def fit_line(
         return LineEstimate(None, float(slope), math.nan, loss0, False, "nonfinite_loss")
     _, _, curvature = fit_parabola([a - known_at for a in points], losses, loss0=loss, slope=slope)
     return estimate_from_curvature(float(slope) + curvature * known_at, curvature, loss0=loss0)
+
+
+def jitter_cost(losses: Sequence[float], position: float, loss: float) -> float:
+    """What the weights' jitter costs along a line through two windows' mean weights, per unit of the line.
+
+    The line runs through the means at ``c = 0`` and ``c = 1`` and is probed at ``c = 0, 1, 2`` (``losses``). The
+    mean of a window averages out the weights' jitter about where the run is, so the parabola through the probes
+    is the loss of the steps' progress alone. The live weights carry the jitter: at ``position`` on the line (where
+    the progress has brought them) their loss ``loss`` lies above the parabola by the cost. Under a constant lr the
+    jitter settles where its excess loss grows in proportion to the lr (for SGD on a quadratic, about
+    ``lr tr(H S) / 4`` for a gradient noise covariance ``S``), so steps ``c`` times longer pay ``c`` times the cost
+    (:func:`charge_jitter`).
+
+    A cost below zero (the live weights below the parabola: one batch's noise, since jitter about a minimum only
+    adds loss) is taken as zero.
+
+    Args:
+        losses: The loss at ``c = 0, 1, 2``, on one batch.
+        position: Where the live weights sit on the line, in units of the distance between the means.
+        loss: Their loss on the same batch.
+    """
+    g0, g1, g2 = (float(v) for v in losses)
+    c = float(position)
+    # The parabola through (0, g0), (1, g1), (2, g2), at c (Lagrange's form).
+    progress = g0 * (c - 1.0) * (c - 2.0) / 2.0 - g1 * c * (c - 2.0) + g2 * c * (c - 1.0) / 2.0
+    excess = float(loss) - progress
+    return excess if not excess < 0.0 else 0.0  # a NaN stays NaN (and the fit refuses it)
+
+
+def charge_jitter(losses: Sequence[float], cost: float) -> list[float]:
+    """The losses at ``c = 0, 1, 2`` on a line through two windows' means, each charged with ``c * cost``
+    (:func:`jitter_cost`): the minimiser ``c*`` of ``g(c) + c * cost`` trades the progress a longer step buys against
+    the jitter it costs, where ``g`` alone sees only the progress. It is ``(slope - cost) / curvature``: below the
+    line's own by ``cost / curvature``, and no descent at all when the cost exceeds the slope."""
+    return [float(v) + c * float(cost) for c, v in enumerate(losses)]
 
 
 # ---- the fast start's search and the first step's cut-back -------------------------------------------------------

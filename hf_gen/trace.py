@@ -12,7 +12,9 @@ and the tests all go through it. A record holds:
 * approx mode: ``probe_batch`` (``"next"``/``"same"``/``"averages"``) and ``probe_losses``, ``[distance along the
   line, loss]`` (``line_batches``: the batches they are the mean over, when more than one); with
   ``gen_fast_start_confirm``, ``gradient_slope``: the gradients' mean slope that witnessed a
-  fast-start update (a jump it did not confirm is the fallback ``"unconfirmed"``).
+  fast-start update (a jump it did not confirm is the fallback ``"unconfirmed"``); with ``gen_jitter_cost``,
+  ``jitter_cost``: the charge per unit of the line, already added to ``probe_losses`` (the probe at ``c`` times
+  ``probe_lr`` holds ``c * jitter_cost`` more than the loss measured there).
 """
 
 from __future__ import annotations

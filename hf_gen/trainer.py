@@ -40,7 +40,16 @@ import torch.distributed as dist
 from transformers import Trainer
 from transformers.utils import logging
 
-from .core import LineEstimate, LineResult, cut_back, estimate_from_curvature, measure_line, no_descent_seen
+from .core import (
+    LineEstimate,
+    LineResult,
+    charge_jitter,
+    cut_back,
+    estimate_from_curvature,
+    jitter_cost,
+    measure_line,
+    no_descent_seen,
+)
 from .line import (
     BufferGuard,
     LineSnapshot,
@@ -251,6 +260,7 @@ class OpenLine:
     span: int | None = None  # settled lines: the closed window's length (applied once measured); None: at the close
     losses: list = field(default_factory=list)
     count: int = 0
+    cost: float | None = None  # the jitter cost measured on the first batch (gen_jitter_cost), charged on the mean
 
     def add(self, losses: list) -> None:
         """One more batch's losses at ``c = 0, 1, 2``."""
@@ -258,8 +268,11 @@ class OpenLine:
         self.count += 1
 
     def result(self, precision) -> LineResult:
-        """The parabola through the mean losses over the batches measured."""
-        return self.fit(self.at, [loss / self.count for loss in self.losses], precision)
+        """The parabola through the mean losses over the batches measured (charged with ``cost`` per unit of ``c``)."""
+        losses = [loss / self.count for loss in self.losses]
+        if self.cost is not None:
+            losses = charge_jitter(losses, self.cost)
+        return self.fit(self.at, losses, precision)
 
     @staticmethod
     def fit(at: float, losses: list, precision) -> LineResult:
@@ -270,7 +283,8 @@ class OpenLine:
     def local_state(self) -> dict:
         """What a checkpoint keeps: the start mean (the end is the scheme's previous mean) and the sums so far."""
         state = {"start": local_copies(self.start), "at": self.at, "count": self.count, "wanted": self.wanted,
-                 "span": self.span, "losses": [float(loss) for loss in self.losses], "one_step": None}  # fmt: skip
+                 "span": self.span, "losses": [float(loss) for loss in self.losses], "one_step": None,
+                 "cost": self.cost}  # fmt: skip
         if self.one_step is not None:
             estimate, at, probes = self.one_step
             state["one_step"] = {"estimate": list(estimate), "at": at, "probes": probes}
@@ -284,7 +298,7 @@ class OpenLine:
             one_step = (LineEstimate(*one_step["estimate"]), one_step["at"], one_step["probes"])
         losses = [torch.tensor(loss, dtype=torch.float64) for loss in state["losses"]]
         wanted, span = state.get("wanted", wanted), state.get("span")
-        return cls(start, end, state["at"], one_step, wanted, span, losses, state["count"])
+        return cls(start, end, state["at"], one_step, wanted, span, losses, state["count"], state.get("cost"))
 
 
 class Witness:
@@ -380,6 +394,12 @@ class Averages(NextBatch):
     holds and the fast start goes on (:meth:`GeNScheduler.apply_estimate`, ``slope``). Costs: one dot product of the
     gradients per fast-start step, and the earlier mean held (one more copy of the weights) until the fast start ends.
 
+    With ``jitter_cost``, each line is charged with what a longer step costs in jitter: the means average the jitter
+    out, so the line sees the steps' progress only, while the live weights carry it. Their loss on the line's batch
+    (the training step's) above the parabola, at the point of the line they have reached, is the cost at the level
+    the windows ran at; it grows in proportion to the lr, so the probe at ``c`` is charged ``c`` times it
+    (:func:`hf_gen.core.jitter_cost`, :func:`hf_gen.core.charge_jitter`).
+
     A line whose fit is concave and whose later probes all lie at or above its start did not descend over the
     windows: the level goes down (:func:`hf_gen.core.no_descent_seen`).
 
@@ -401,6 +421,7 @@ class Averages(NextBatch):
         fast_start_confirm: bool = False,
         grow_windows: bool = False,
         line_batches: int = 1,
+        jitter_cost: bool = False,
     ) -> None:
         super().__init__()
         self.window = window
@@ -410,6 +431,7 @@ class Averages(NextBatch):
         self.lines = fast_start_lines  # "both", "windows" or "next": the fast start's lines
         self.batches = fast_start_batches
         self.line_batches = line_batches  # the batches each settled line is measured on
+        self.jitter = jitter_cost  # charge each window line with the jitter a longer step costs
         self.line: OpenLine | None = None  # a line still being measured on the next window's batches
         self.confirm = fast_start_confirm
         self.witness = Witness()  # the gradients' slope along the last line opened (fast_start_confirm)
@@ -472,7 +494,7 @@ class Averages(NextBatch):
             if self.line.span is not None and not self._line_open():  # a settled line's last batch: applied now
                 line, self.line = self.line, None
                 self.apply_line(trainer, line.result(trainer._gen_precision(record)), line.at, line.span, None,
-                                batches=line.count)  # fmt: skip
+                                batches=line.count, cost=line.cost)  # fmt: skip
         elif record.measures and record.batch and self._ready(trainer):
             self.measure_means(trainer, record, optimizer)
         if self.witness.start is not None:  # after a close: this step's gradient is the next window's first
@@ -541,7 +563,7 @@ class Averages(NextBatch):
         if self.line is not None:  # the line opened when the last window closed, measured on this window's batches
             line, self.line = self.line, None
             self.apply_line(trainer, line.result(trainer._gen_precision(record)), line.at, span, line.one_step,
-                            batches=line.count, slope=slope)  # fmt: skip
+                            batches=line.count, slope=slope, cost=line.cost)  # fmt: skip
             if scheduler.settled:  # the long windows start here; the window that just closed is their reference
                 if self.pending is not None:  # its last step's line would cap a climb that is over: not measured
                     self.pending[0].release()
@@ -550,20 +572,33 @@ class Averages(NextBatch):
                 return
         one_step = self.one_step_line(trainer, record) if self.pending is not None else None  # releases its copy
         losses = self._probe(trainer, record, optimizer, previous, mean)
+        cost = self._jitter(trainer, record, losses, span)
         record.batch = []
         if self.batches > 1 and not scheduler.settled:  # measured on the next window's batches too: applied after it
-            self.line = OpenLine(previous, mean, at, one_step, self.batches)
+            self.line = OpenLine(previous, mean, at, one_step, self.batches, cost=cost)
             self.line.add(losses)
             return
         if self.line_batches > 1 and scheduler.settled:  # measured on the next batches too: applied after the last
-            self.line = OpenLine(previous, mean, at, None, self.line_batches, span)
+            self.line = OpenLine(previous, mean, at, None, self.line_batches, span, cost=cost)
             self.line.add(losses)
             return
-        result = OpenLine.fit(at, losses, trainer._gen_precision(record))
-        self.apply_line(trainer, result, at, span, one_step, slope=slope)
+        line = OpenLine(previous, mean, at, None, 1, cost=cost)
+        line.add(losses)
+        self.apply_line(trainer, line.result(trainer._gen_precision(record)), at, span, one_step, slope=slope,
+                        cost=cost)  # fmt: skip
+
+    def _jitter(self, trainer: GeNMixin, record: StepRecord, losses: list, span: int) -> float | None:
+        """With ``jitter_cost``: what the live weights' jitter costs on the record's batch, per unit of the line
+        (:func:`hf_gen.core.jitter_cost`). The live weights are the closed window's last: at a steady pace
+        they lie ``(span - 1) / 2`` steps past its mean, ``(span - 1) / (2 span)`` of the way to the next one.
+        Their loss is the training step's on this batch (same dropout masks as the probes), so this is free."""
+        if not self.jitter:
+            return None
+        position = 1.0 + (span - 1) / (2.0 * span)
+        return jitter_cost(losses, position, trainer._gen_reduce(record.loss))
 
     def apply_line(self, trainer: GeNMixin, result, at: float, span: int, one_step, batches: int = 1,
-                   slope: float | None = None) -> None:  # fmt: skip
+                   slope: float | None = None, cost: float | None = None) -> None:  # fmt: skip
         """Fold a window line measured at level ``at`` (and the last step's line beside it, if any) into the level;
         ``slope`` is the training gradients' witness of a fast-start jump (``fast_start_confirm``)."""
         scheduler = trainer.lr_scheduler
@@ -575,6 +610,8 @@ class Averages(NextBatch):
             extra["line_batches"] = batches
         if slope is not None:
             extra["gradient_slope"] = slope
+        if cost is not None:
+            extra["jitter_cost"] = cost
         cap, cap_settles = None, True
         if one_step is not None:
             # The fast start follows the window's line down at once, but up only as far as the last step's line on
@@ -658,7 +695,8 @@ class GeNMixin:
             device = "cpu" if self.args.gen_offload_snapshot else None
             return Averages(self.args.gen_window, device, self.args.gen_fast_start_lines,
                             self.args.gen_fast_start_batches, self.args.gen_fast_start_confirm,
-                            self.args.gen_grow_windows, self.args.gen_line_batches)  # fmt: skip
+                            self.args.gen_grow_windows, self.args.gen_line_batches,
+                            self.args.gen_jitter_cost)  # fmt: skip
         return NextBatch() if probe_batch == "next" else SameBatch()
 
     def _gen_check_launch(self) -> None:

@@ -31,14 +31,22 @@ def main(out, engine, gen_mode, global_batch):
     world = int(os.environ.get("WORLD_SIZE", "1"))
     # "approx-averages-batches": windows of 2 steps from a small start, each fast-start line measured on 2 batches;
     # "approx-averages-confirm": the same windows, each fast-start jump witnessed by the gradients;
-    # "approx-averages-lines": no fast start, windows of 4 steps, each line measured on 2 batches
+    # "approx-averages-lines": no fast start, windows of 4 steps, each line measured on 2 batches and charged with
+    # the jitter cost
     extra = {}
     for suffix, option in (
         ("-batches", {"gen_fast_start_batches": 2}),
         ("-confirm", {"gen_fast_start_confirm": True}),
         (
             "-lines",
-            {"gen_line_batches": 2, "gen_window": 4, "gen_fast_start": False, "learning_rate": 1e-2, "max_steps": 30},
+            {
+                "gen_line_batches": 2,
+                "gen_window": 4,
+                "gen_fast_start": False,
+                "learning_rate": 1e-2,
+                "max_steps": 30,
+                "gen_jitter_cost": True,
+            },
         ),
     ):
         if gen_mode.endswith(suffix):
@@ -92,7 +100,7 @@ def main(out, engine, gen_mode, global_batch):
     with open(f"{out}.{rank}", "w") as handle:
         json.dump(
             {"lrs": recorder.lrs, "forwards": probes["count"], "probe_points": probe_points, "weights": weights,
-             "world": world, "line_batches": [r.get("line_batches", 1) for r in trace],
+             "world": world, "line_batches": [r.get("line_batches", 1) for r in trace], "jitter_costs": [r.get("jitter_cost") for r in trace],
              "gradient_slopes": [r.get("gradient_slope") for r in trace]},
             handle,
         )  # fmt: skip

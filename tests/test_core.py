@@ -5,7 +5,15 @@ import math
 import numpy as np
 import pytest
 
-from hf_gen.core import estimate_from_curvature, estimate_from_losses, fit_line, fit_parabola, no_descent_seen
+from hf_gen.core import (
+    charge_jitter,
+    estimate_from_curvature,
+    estimate_from_losses,
+    fit_line,
+    fit_parabola,
+    jitter_cost,
+    no_descent_seen,
+)
 
 
 def parabola(loss0, slope, curvature):
@@ -117,3 +125,32 @@ def test_underdetermined_fits_say_what_is_missing():
         fit_parabola([0.1], [1.0], loss0=1.0)
     with pytest.raises(ValueError, match="as many losses as offsets"):
         fit_parabola([0.1, 0.2], [1.0])
+
+
+@pytest.mark.parametrize(("position", "excess"), [(1.5, 0.3), (1.375, 0.05), (1.2, 1.5), (1.5, 2.5)])
+def test_jitter_charge_moves_the_minimiser_by_the_cost_over_the_curvature(position, excess):
+    # g(c) = 3 - 2c + c^2 / 2 (slope 2, curvature 1, minimiser 2). The live weights at `position` lie `excess` above
+    # it; charging c * excess makes the minimiser of g(c) + c * excess, (2 - excess) / 1, or no descent past 2.
+    def g(c):
+        return 3.0 - 2.0 * c + 0.5 * c * c
+
+    cost = jitter_cost([g(0.0), g(1.0), g(2.0)], position, g(position) + excess)
+    assert cost == pytest.approx(excess, rel=1e-12)
+    charged = charge_jitter([g(0.0), g(1.0), g(2.0)], cost)
+    assert charged == pytest.approx([g(0.0), g(1.0) + excess, g(2.0) + 2.0 * excess], rel=1e-12)
+    estimate = estimate_from_losses([0.0, 1.0, 2.0], charged)
+    if excess < 2.0:
+        assert estimate.accepted and estimate.alpha_star == pytest.approx(2.0 - excess, rel=1e-9)
+    else:
+        assert estimate.reason == "not_descent"
+
+
+def test_jitter_charge_reads_live_weights_below_the_parabola_as_no_cost():
+    # Jitter about a minimum only adds loss: a live loss below the parabola is one batch's noise, charged as zero.
+    losses = [2.0, 1.2, 0.9]
+    cost = jitter_cost(losses, 1.5, 0.5)
+    charged = charge_jitter(losses, cost)
+    assert cost == 0.0 and charged == losses
+    assert estimate_from_losses([0.0, 1.0, 2.0], charged).alpha_star == pytest.approx(
+        estimate_from_losses([0.0, 1.0, 2.0], losses).alpha_star
+    )

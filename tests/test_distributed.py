@@ -87,9 +87,12 @@ def test_ddp_ranks_agree_on_the_gradients_witness_of_the_fast_start(tmp_path):
 
 def test_ddp_ranks_agree_on_settled_lines_measured_on_several_batches(tmp_path):
     # gen_line_batches=2: each settled line is measured on the batch after its windows and the next, each rank on its
-    # share of both; the reduced losses are the global batches', so every rank applies one process's lr.
+    # share of both; the reduced losses are the global batches', so every rank applies one process's lr. Each line is
+    # charged with the jitter cost (gen_jitter_cost) from the reduced training loss: the same on every rank.
     single, r0 = ddp_against_one_process(tmp_path, "approx-averages-lines")
     assert single["line_batches"].count(2) >= 3 and r0["line_batches"] == single["line_batches"]
+    assert sum(cost > 0 for cost in single["jitter_costs"]) >= 2
+    assert r0["jitter_costs"] == pytest.approx(single["jitter_costs"], rel=1e-9, abs=1e-12)
 
 
 def test_fsdp2_shards_take_the_same_line_steps_as_an_unsharded_replica(tmp_path):

@@ -289,7 +289,7 @@ def test_the_decay_shape_anneals_the_gen_level(tmp_path, decay):
 
 # ---- the line through two windows' mean weights ------------------------------------------------------------------
 def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change, fast_start, lines="windows",
-                    batches=1, confirm=False, tilt=0.0, grow=False, line_batches=1):  # fmt: skip
+                    batches=1, confirm=False, tilt=0.0, grow=False, line_batches=1, jitter=False):  # fmt: skip
     """Train the exact quadratic with gen_probe_batch="averages" and no smoothing, and replay it with a plain
     optimizer: at each measured step the oracle computes ``c*``, the exact minimiser of ``L(m0 + c (m1 - m0))`` for
     the two windows' means, and moves the level as the scheduler must (to ``c*`` times it, clipped to the change
@@ -311,7 +311,9 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
     opens once settled is twice as long as the one that just closed (so ``2 * interval`` after the fast start), up
     to ``window``. With ``line_batches > 1`` (``gen_line_batches``) a settled line opened at a window's close is
     applied on the batch ``line_batches - 1`` steps later, ``c*`` the minimiser of the loss averaged over the batches
-    from the close on."""
+    from the close on. With ``jitter`` (``gen_jitter_cost``) each line is charged with the live weights' excess, on
+    the batch it opens on, over the loss at ``1 + (W - 1) / (2 W)`` on the line for the window of ``W`` steps that
+    closed (zero if below): ``c*`` minimises ``L(m0 + c (m1 - m0)) + c * excess``."""
     model = Quadratic(seed=5)
     start = copy.deepcopy(model)
     optimizer = OPTIMIZERS[name](grouped(model, lr0))
@@ -320,7 +322,7 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
                     gen_max_change=max_change, gen_lr_max=math.inf, gen_search_probes=0,
                     gen_fast_start_lines=lines, gen_fast_start_batches=batches,
                     gen_fast_start_confirm=confirm, gen_grow_windows=grow,
-                    gen_line_batches=line_batches)  # fmt: skip
+                    gen_line_batches=line_batches, gen_jitter_cost=jitter)  # fmt: skip
     data = Tilted(scale=tilt) if tilt else Dummy()
     trainer = RecordingGeNTrainer(model=model, args=args, train_dataset=data, optimizers=(optimizer, None))
     trainer.train()
@@ -341,9 +343,13 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
     def clipped(c):
         return min(max(c, 1.0 / max_change), max_change)
 
-    def apply(k, c_star, at, one_step, measured_on=1, slope=None):
+    def apply(k, c_star, at, one_step, measured_on=1, slope=None, cost=0.0):
         """The scheduler's update from a line measured at level ``at`` (and the last step's line beside it)."""
         nonlocal settled, level
+        if jitter:  # up to the rounding of float64 losses of order one
+            assert trace[k]["jitter_cost"] == pytest.approx(cost, abs=1e-10)
+        else:
+            assert "jitter_cost" not in trace[k]
         if c_star > 0:
             # The parabola through three float64 losses: exact up to their rounding, relative to the losses'
             # differences (about 1e-4 of the loss as the windows near the minimum).
@@ -371,21 +377,33 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
         settled = settled or inside
         level = levels[k] = new
 
-    def minimiser(start, line, first, last):
-        """The exact minimiser along ``start + c line`` of the loss averaged over the batches of steps first..last."""
+    def minimiser(start, line, first, last, cost=0.0):
+        """The exact minimiser along ``start + c line`` of the loss averaged over the batches of steps first..last,
+        charged with ``cost`` per unit of ``c``."""
         b = sum(b_of(j) for j in range(first, last + 1)) / (last + 1 - first)
-        return float(-(oracle.A @ start - b) @ line / (line @ oracle.A @ line))
+        return float((-(oracle.A @ start - b) @ line - cost) / (line @ oracle.A @ line))
+
+    def loss_at(theta, k):
+        return float(0.5 * theta @ oracle.A @ theta - b_of(k) @ theta)
+
+    def cost_of(start, line, k, closed):
+        """The live weights' excess on step k's batch over the point of the line they have reached."""
+        if not jitter:
+            return 0.0
+        position = 1.0 + (closed - 1) / (2.0 * closed)
+        return max(loss_at(oracle.theta().detach(), k) - loss_at(start + position * line, k), 0.0)
 
     settled_line = None  # a settled line opened at a close, still being measured (line_batches > 1)
     for k, lr in enumerate(lrs, start=1):
         if settled_line is not None and k == settled_line[2] + line_batches - 1:  # its last batch: applied now
-            start, line, first, at_opened = settled_line
-            apply(k, minimiser(start, line, first, k), at_opened, None, measured_on=line_batches)
+            start, line, first, at_opened, cost = settled_line
+            apply(k, minimiser(start, line, first, k, cost), at_opened, None, measured_on=line_batches, cost=cost)
             settled_line = None
         elif previous is not None and count >= span:  # this step's batch measures the line through the two means
             mean = window_sum / count
             delta = mean - previous
-            c_star = float(-(oracle.A @ previous - b_of(k)) @ delta / (delta @ oracle.A @ delta))
+            cost = cost_of(previous, delta, k, span)
+            c_star = minimiser(previous, delta, k, k, cost)
             one_step = None
             if before is not None:  # the last step's line, theta = before + (a / last_lr) s: its exact minimiser
                 step = oracle.theta().detach() - before
@@ -394,19 +412,19 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
             slope = witness_sum / witness_count if witness is not None else None
             witness, witness_sum, witness_count = None, 0.0, 0
             if opened is not None:  # the line opened at the last close, measured on this window's batches too
-                start, line, first, at_opened, one_step_opened = opened
-                c_opened = minimiser(start, line, first, first + batches - 1)
-                apply(k, c_opened, at_opened, one_step_opened, measured_on=batches, slope=slope)
+                start, line, first, at_opened, one_step_opened, cost_opened = opened
+                c_opened = minimiser(start, line, first, first + batches - 1, cost_opened)
+                apply(k, c_opened, at_opened, one_step_opened, measured_on=batches, slope=slope, cost=cost_opened)
                 opened = None
                 if settled:
                     at = None
             if at is not None and batches > 1 and not settled:
-                opened = (previous, delta, k, at, one_step)
+                opened = (previous, delta, k, at, one_step, cost)
                 assert k not in trace or k in levels
             elif at is not None and settled and line_batches > 1:
-                settled_line = (previous, delta, k, at)
+                settled_line = (previous, delta, k, at, cost)
             elif at is not None:
-                apply(k, c_star, at, one_step, slope=slope)
+                apply(k, c_star, at, one_step, slope=slope, cost=cost)
             if confirm and not settled:  # the next steps' gradients witness the line opened at this close
                 witness = delta
             previous, window_sum, count, before = mean, torch.zeros(5, dtype=torch.float64), 0, None
@@ -572,6 +590,21 @@ def test_settled_lines_measured_on_several_batches_match_the_replay(tmp_path, li
     settled = [k for k in sorted(trace) if trace[k]["interval"] > 1 and trace[k].get("line_batches") == line_batches]
     assert len(settled) >= 8
     assert [k - j for j, k in zip(settled, settled[1:], strict=False)][-3:] == [8, 8, 8]
+
+
+@pytest.mark.parametrize(
+    ("lines", "batches", "line_batches", "grow"),
+    [("windows", 1, 1, False), ("windows", 2, 1, False), ("windows", 1, 2, True)],
+)
+def test_lines_charged_with_the_jitter_cost_match_the_replay(tmp_path, lines, batches, line_batches, grow):
+    # gen_jitter_cost on a quadratic whose batches tilt its linear term: the live weights jitter about the windows'
+    # means, and each line's exact minimiser is charged with their excess over the point of the line they reached, on
+    # the batch the line opens on. The charge moves many lines, and sends some below their start (no descent).
+    trace, levels, _, _ = replay_averages(tmp_path, "adamw", lr0=1e-3, steps=120, window=8, interval=4,
+                                          max_change=2.0, fast_start=True, lines=lines, batches=batches, tilt=2.0,
+                                          grow=grow, line_batches=line_batches, jitter=True)  # fmt: skip
+    costs = [trace[k]["jitter_cost"] for k in sorted(trace)]
+    assert len(costs) >= 10 and sum(cost > 0 for cost in costs) >= 3 and min(costs) == 0.0
 
 
 def test_growing_windows_keep_the_smoothing_memory_in_steps(tmp_path):

@@ -173,24 +173,34 @@ def test_resume_inside_a_window_that_grew_keeps_its_length(tmp_path):
     assert 21 in {r["step"] for r in run(resume=str(tmp_path / "checkpoint-20"))[0]}
 
 
-def test_resume_inside_a_settled_line_measured_on_several_batches(tmp_path):
+@pytest.mark.parametrize("jitter", [False, True])
+def test_resume_inside_a_settled_line_measured_on_several_batches(tmp_path, jitter):
     """gen_line_batches: a settled line opened at a window's close is measured on that batch and the next; a
-    checkpoint taken between the two keeps its start, loss sums and the window length it smooths with, and the resumed
-    run is the uninterrupted one, bit for bit."""
-    run = functools.partial(train_averages, tmp_path, learning_rate=3e-2, max_steps=40, save_steps=19, gen_interval=2,
-                            gen_window=6, gen_line_batches=2)  # fmt: skip
+    checkpoint taken between the two keeps its start, loss sums and the window length it smooths with (and, with
+    gen_jitter_cost, the cost its first batch measured), and the resumed run is the uninterrupted one, bit for bit."""
+    run = functools.partial(train_averages, tmp_path, learning_rate=3e-2, max_steps=40, save_steps=25, gen_interval=2,
+                            gen_window=6, gen_line_batches=2, gen_jitter_cost=jitter)  # fmt: skip
     full_trace, full_weights = run()
     settled = [r["step"] for r in full_trace if r.get("line_batches") == 2]
-    assert settled[:3] == [20, 26, 32]  # settled at 13: the window of steps 13-18 is measured on steps 19 and 20
-    path = tmp_path / "checkpoint-19" / "gen_pending_line-rank0.pt"
+    assert settled[:3] == [20, 26, 32]  # settled at 13: the window of steps 19-24 is measured on steps 25 and 26
+    path = tmp_path / "checkpoint-25" / "gen_pending_line-rank0.pt"
     saved = torch.load(path, weights_only=True)
     assert saved["open_line"]["count"] == 1 and saved["open_line"]["wanted"] == 2 and saved["open_line"]["span"] == 6
-    resumed_trace, resumed_weights = run(resume=str(tmp_path / "checkpoint-19"))
+    resumed_trace, resumed_weights = run(resume=str(tmp_path / "checkpoint-25"))
     assert resumed_trace == full_trace
     for n in full_weights:
         torch.testing.assert_close(resumed_weights[n], full_weights[n], rtol=0, atol=0)
-    path.unlink()  # without it the open line is lost: no update on step 20
-    assert 20 not in {r["step"] for r in run(resume=str(tmp_path / "checkpoint-19"))[0]}
+    if jitter:  # the saved cost is the one the update on step 26 charged; a line resumed without it charges nothing
+        (record,) = [r for r in full_trace if r["step"] == 26]
+        assert saved["open_line"]["cost"] == record["jitter_cost"] > 0.0
+        saved["open_line"]["cost"] = None
+        torch.save(saved, path)
+        (uncharged,) = [r for r in run(resume=str(tmp_path / "checkpoint-25"))[0] if r["step"] == 26]
+        assert "jitter_cost" not in uncharged and uncharged["lr"] != record["lr"]
+    else:
+        assert saved["open_line"]["cost"] is None
+    path.unlink()  # without it the open line is lost: no update on step 26
+    assert 26 not in {r["step"] for r in run(resume=str(tmp_path / "checkpoint-25"))[0]}
 
 
 # ---- the mean of the last steps' weights (gen_tail_average) --------------------------------------------------------
