@@ -100,7 +100,8 @@ def main(out, engine, gen_mode, global_batch):
     with open(f"{out}.{rank}", "w") as handle:
         json.dump(
             {"lrs": recorder.lrs, "forwards": probes["count"], "probe_points": probe_points, "weights": weights,
-             "world": world, "line_batches": [r.get("line_batches", 1) for r in trace], "jitter_costs": [r.get("jitter_cost") for r in trace],
+             "world": world, "line_batches": [r.get("line_batches", 1) for r in trace],
+             "jitter_costs": [r.get("jitter_cost") for r in trace],
              "gradient_slopes": [r.get("gradient_slope") for r in trace]},
             handle,
         )  # fmt: skip

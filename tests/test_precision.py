@@ -5,7 +5,7 @@ import torch
 from transformers import TrainerCallback
 
 from hf_gen import GeNTrainer, GeNTrainingArguments
-from hf_gen.trainer import StepRecord
+from hf_gen.schemes import StepRecord
 
 from tiny import MLP, Regression, Tokens, read_trace, tiny_gpt2
 
