@@ -119,7 +119,10 @@ def laid_out_like(p: torch.Tensor, local: torch.Tensor, device, dtype: torch.dty
         from torch.distributed.tensor import DTensor
 
         piece = local.to(device=p.to_local().device, dtype=dtype)
-        return DTensor.from_local(piece, p.device_mesh, p.placements, run_check=False)
+        # The global shape and stride are passed: a shard of an unevenly split tensor (FSDP2 pads the last ranks'
+        # shards down to nothing) does not tell them, and a wrong guess hangs the next collective.
+        mesh, placements = p.device_mesh, p.placements
+        return DTensor.from_local(piece, mesh, placements, run_check=False, shape=p.shape, stride=p.stride())
     return local.to(device=device or p.device, dtype=dtype)
 
 

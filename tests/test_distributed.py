@@ -107,4 +107,10 @@ def test_fsdp2_shards_take_the_same_line_steps_as_an_unsharded_replica(tmp_path)
         assert r["probe2"] == pytest.approx(r["ref_probe2"], rel=1e-12)
         assert r["max_weight_diff2"] < 1e-13
         assert r["plain_dot"] == 3.0
+        # the default scheme's pieces: window means summed on the shards, the line through them, the witness
+        assert r["max_window_mean_diff"] < 1e-14 and r["max_window_weight_diff"] == 0.0
+        assert r["window_losses"] == pytest.approx(r["ref_window_losses"], rel=1e-12)
+        assert len(set(r["window_losses"])) == 3
+        assert r["witness"] == pytest.approx(r["ref_witness"], rel=1e-12) and r["witness"] != 0.0
+        assert r["means_restored"]
     assert load(tmp_path / "line.json", 0)["local_numel"] + load(tmp_path / "line.json", 1)["local_numel"] == 37
