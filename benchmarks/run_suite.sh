@@ -90,7 +90,7 @@ for task in $TASKS; do
       $Q $L --families gen-adamw trainer-default adamw-linear --grid minilm-long=3e-5 $A
       $Q $L --families adamw-linear --grid minilm-long=1e-4,3e-4 $B
       $Q $L --families adamw-cosine-warmup --grid minilm-long=1e-4 $C
-      $Q $L --families schedulefree-adamw prodigy gen-optim $D
+      $Q $L --families $PEERS $D
       ;;
     *)
       echo "unknown task $task: pass some of digits gpt2 minilm diabetes cancer wine plays genres plays-lora code gpt2-3000 minilm-long" >&2
