@@ -47,9 +47,9 @@ from transformers import TrainerCallback  # noqa: E402
 from hf_gen import GeNTrainer, GeNTrainingArguments  # noqa: E402
 from hf_gen.core import fit_line  # noqa: E402
 from hf_gen.line import LineSnapshot, RngState  # noqa: E402
+from hf_gen.schemes import StepRecord  # noqa: E402
 from hf_gen.support import check_linear_optimizer, overflowed  # noqa: E402
 from hf_gen.trace import append_record, make_record, read_trace  # noqa: E402
-from hf_gen.schemes import StepRecord  # noqa: E402
 
 FACTORS = (10, 100, 1000, 10_000)
 PROBES = ("next", "same")

@@ -90,7 +90,10 @@ for task in $TASKS; do
       $Q $L --families gen-adamw trainer-default adamw-linear --grid minilm-long=3e-5 $A
       $Q $L --families adamw-linear --grid minilm-long=1e-4,3e-4 $B
       $Q $L --families adamw-cosine-warmup --grid minilm-long=1e-4 $C
-      $Q $L --families $PEERS $D
+      # every lr-free peer (two processes can run at once: they write different files)
+      E="--json benchmarks/results/horizon_minilm_e.json --markdown /tmp/horizon_minilm_e.md --plots /tmp/horizon_plots"
+      $Q $L --families prodigy dadapt-adam schedulefree-adamw mechanic gen-optim $D
+      $Q $L --families dog $E
       ;;
     *)
       echo "unknown task $task: pass some of digits gpt2 minilm diabetes cancer wine plays genres plays-lora code gpt2-3000 minilm-long" >&2

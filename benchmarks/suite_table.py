@@ -49,7 +49,13 @@ SOURCES = [
     ("wine", ["suite_wine.json"], "wine", "held out: added after the last change"),
     (
         "minilm, 3,000 steps",
-        ["horizon_minilm_a.json", "horizon_minilm_b.json", "horizon_minilm_c.json", "horizon_minilm_d.json"],
+        [
+            "horizon_minilm_a.json",
+            "horizon_minilm_b.json",
+            "horizon_minilm_c.json",
+            "horizon_minilm_d.json",
+            "horizon_minilm_e.json",
+        ],
         "minilm-long",
         "held out: added after the last change",
     ),
