@@ -1,0 +1,247 @@
+"""How far a run's outcome moves when its initial weights change in the last bits.
+
+Usage:
+    OMP_NUM_THREADS=1 python benchmarks/perturbation.py [--tasks digits diabetes cancer wine gpt2] [--seeds 3]
+        [--perturbations 4] [--scale 1.2e-7] [--contender TASK=FAMILY@LR ...]
+        [--json benchmarks/results/perturbation.json] [--markdown benchmarks/RESULTS_perturbation.md]
+
+For each task, GeN-AdamW at its defaults (from the Trainer's default lr) and the task's best AdamW grid point run on
+the same seeds, once as the seed makes them and ``--perturbations`` more times with every initial weight multiplied
+by ``1 + scale * z`` (``z`` standard normal from a generator of its own; the default scale is float32's unit
+roundoff, 2^-23). Data order, batches and everything else stay the same. A perturbation this small is what a
+different CPU, thread count or kernel library does to a run. The tables report, per contender, the spread of each
+seed's final eval loss over its perturbations (max - min, relative to the median), and how far the mean over seeds
+(the number the suite table compares) moves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _contenders import TRAINER_DEFAULT_LR, Contender, run_contender  # noqa: E402
+from _tasks import build_task  # noqa: E402
+
+STEPS = {"digits": 300, "diabetes": 300, "cancer": 300, "wine": 300, "gpt2": 200, "minilm": 40, "minilm-long": 3000}
+OPTIONS = {"minilm": {"eval_rows": 1000}}  # as in quality.py
+# The best point of each task's AdamW grid in the suite table (benchmarks/RESULTS_suite.md).
+BEST_GRID = {
+    "digits": "adamw-linear@0.03",
+    "diabetes": "adamw-cosine-warmup@0.0003",
+    "cancer": "adamw-linear@0.0003",
+    "wine": "adamw-cosine@0.01",
+    "gpt2": "adamw-linear@0.001",
+    "minilm": "adamw-linear@0.0003",
+    "minilm-long": "adamw-linear@0.0001",
+}
+
+
+def parse_contender(text: str) -> Contender:
+    family, _, lr = text.partition("@")
+    return Contender(family, float(lr) if lr else None)
+
+
+def perturbed(model: torch.nn.Module, scale: float, generator_seed: int) -> torch.nn.Module:
+    """``model`` with every floating-point parameter multiplied by ``1 + scale * z`` (in place)."""
+    generator = torch.Generator().manual_seed(generator_seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.is_floating_point():
+                noise = torch.randn(parameter.shape, generator=generator, dtype=torch.float64)
+                parameter.copy_((parameter.double() * (1 + scale * noise)).to(parameter.dtype))
+    return model
+
+
+def run_task(name: str, contenders: list[Contender], seeds: int, perturbations: int, scale: float) -> list[dict]:
+    task = build_task(name, STEPS[name], **OPTIONS.get(name, {}))
+    unperturbed = task.model
+    records = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for k in range(perturbations + 1):
+            # k = 0: the seed's own weights; k >= 1: the k-th perturbation of them.
+            task.model = (
+                unperturbed if k == 0 else (lambda seed, k=k: perturbed(unperturbed(seed), scale, 7919 * k + seed))
+            )
+            for seed in range(seeds):
+                for contender in contenders:
+                    record = run_contender(contender, task, seed, workdir)
+                    records.append(
+                        {
+                            "task": name,
+                            "contender": contender.name,
+                            "seed": seed,
+                            "perturbation": k,
+                            "eval_loss": record["eval_loss"],
+                            "metric": record["metric"],
+                        }
+                    )
+                    print(
+                        f"{name} {contender.name} seed {seed} perturbation {k}: {record['eval_loss']:.4f}", flush=True
+                    )
+    return records
+
+
+def summarise(records: list[dict]) -> list[dict]:
+    rows = []
+    for task in dict.fromkeys(r["task"] for r in records):
+        for contender in dict.fromkeys(r["contender"] for r in records if r["task"] == task):
+            mine = [r for r in records if r["task"] == task and r["contender"] == contender]
+            seeds = sorted({r["seed"] for r in mine})
+            ks = sorted({r["perturbation"] for r in mine})
+            loss = {(r["seed"], r["perturbation"]): r["eval_loss"] for r in mine}
+            spreads = []
+            for seed in seeds:
+                values = [loss[seed, k] for k in ks]
+                spreads.append((max(values) - min(values)) / statistics.median(values))
+            means = [statistics.fmean(loss[seed, k] for seed in seeds) for k in ks]
+            rows.append(
+                {
+                    "task": task,
+                    "contender": contender,
+                    "seeds": len(seeds),
+                    "perturbations": len(ks) - 1,
+                    "mean_unperturbed": means[0],
+                    "mean_min": min(means),
+                    "mean_max": max(means),
+                    "seed_spread_median": statistics.median(spreads),
+                    "seed_spread_max": max(spreads),
+                }
+            )
+    return rows
+
+
+def against_best(records: list[dict]) -> list[dict]:
+    """Per task and perturbation: GeN's mean eval loss over seeds against the other contender's, as a fraction."""
+    rows = []
+    for task in dict.fromkeys(r["task"] for r in records):
+        mine = [r for r in records if r["task"] == task]
+        names = list(dict.fromkeys(r["contender"] for r in mine))
+        if len(names) < 2:
+            continue
+        gen, other = names[:2]
+        ratios = []
+        for k in sorted({r["perturbation"] for r in mine}):
+            means = [
+                statistics.fmean(r["eval_loss"] for r in mine if r["contender"] == c and r["perturbation"] == k)
+                for c in (gen, other)
+            ]
+            ratios.append(means[0] / means[1] - 1)
+        rows.append(
+            {
+                "task": task,
+                "gen": gen,
+                "best": other,
+                "unperturbed": ratios[0],
+                "low": min(ratios),
+                "high": max(ratios),
+            }
+        )
+    return rows
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    lines = [
+        "# Last-bit perturbations of the initial weights",
+        "",
+        "Commands: " + "; ".join(f"`{command}`" for command in meta["commands"]) + ".",
+        "",
+        f"Every initial weight multiplied by `1 + {meta['scale']:.3g} z`; each seed run as it is and perturbed the "
+        "number of times the perturbations column gives.",
+        "",
+        "| task | contender | seeds | perturbations | mean eval loss (unperturbed) | "
+        "range of the mean over perturbations | a seed's spread (median / largest) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        low = 100 * (row["mean_min"] / row["mean_unperturbed"] - 1)
+        high = 100 * (row["mean_max"] / row["mean_unperturbed"] - 1)
+        lines.append(
+            f"| {row['task']} | {row['contender']} | {row['seeds']} | {row['perturbations']} | "
+            f"{row['mean_unperturbed']:.4f} | "
+            f"{row['mean_min']:.4f} to {row['mean_max']:.4f} ({low:+.1f}% to {high:+.1f}%) | "
+            f"{100 * row['seed_spread_median']:.1f}% / {100 * row['seed_spread_max']:.1f}% |"
+        )
+    lines += [
+        "",
+        "| task | GeN against the best grid point, unperturbed | over the perturbations |",
+        "|---|---|---|",
+    ]
+    for row in meta["against_best"]:
+        spread = f"{100 * row['low']:+.1f}% to {100 * row['high']:+.1f}%"
+        lines.append(f"| {row['task']} | {100 * row['unperturbed']:+.1f}% | {spread} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=["digits", "diabetes", "cancer", "wine"], choices=sorted(STEPS))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--perturbations", type=int, default=4)
+    parser.add_argument("--scale", type=float, default=2.0**-23)
+    parser.add_argument(
+        "--contender",
+        nargs="*",
+        default=[],
+        metavar="TASK=FAMILY@LR",
+        help="replace a task's best grid point (default: the suite table's)",
+    )
+    parser.add_argument(
+        "--gen-only", action="store_true", help="run GeN alone (the comparison with the grid point is then left out)"
+    )
+    parser.add_argument("--json", default=str(HERE / "results" / "perturbation.json"))
+    parser.add_argument("--markdown", default=str(HERE / "RESULTS_perturbation.md"))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--render", nargs="+", metavar="JSON", help="run nothing: merge these result files into --markdown"
+    )
+    args = parser.parse_args(argv)
+    if args.render:
+        parts = [json.loads(Path(path).read_text()) for path in args.render]
+        records = [record for part in parts for record in part["records"]]
+        meta = {
+            "commands": [c for part in parts for c in part["meta"]["commands"]],
+            "scale": parts[0]["meta"]["scale"],
+        }
+        meta["against_best"] = against_best(records)
+        Path(args.markdown).write_text(markdown(summarise(records), meta))
+        print(markdown(summarise(records), meta))
+        return
+    if args.seeds < 1 or args.perturbations < 1 or not args.scale > 0:
+        parser.error("--seeds and --perturbations must be at least 1, and --scale positive")
+    best = dict(BEST_GRID)
+    for item in args.contender:
+        task, sep, contender = item.partition("=")
+        if not sep or task not in STEPS or "@" not in contender:
+            parser.error(f"--contender takes TASK=FAMILY@LR with TASK one of {sorted(STEPS)}; got {item!r}")
+        best[task] = contender
+    torch.set_num_threads(args.threads)
+    records = []
+    for name in args.tasks:
+        contenders = [Contender("gen-adamw", TRAINER_DEFAULT_LR)]
+        if not args.gen_only:
+            contenders.append(parse_contender(best[name]))
+        records += run_task(name, contenders, args.seeds, args.perturbations, args.scale)
+    meta = {
+        "commands": ["python benchmarks/perturbation.py " + " ".join(argv if argv is not None else sys.argv[1:])],
+        "scale": args.scale,
+        "perturbations": args.perturbations,
+        "threads": args.threads,
+    }
+    rows = summarise(records)
+    meta["against_best"] = against_best(records)
+    Path(args.json).write_text(json.dumps({"meta": meta, "records": records, "summary": rows}, indent=1))
+    Path(args.markdown).write_text(markdown(rows, meta))
+    print(markdown(rows, meta))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""benchmarks/perturbation.py: the perturbation moves weights by at most their last bits, the spreads and the
+comparison with the grid point match their closed forms, and a real run writes files that --render reproduces."""
+
+import json
+
+import perturbation
+import pytest
+import torch
+
+
+def test_the_perturbation_moves_weights_within_their_last_bits():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(50, 40), torch.nn.Tanh(), torch.nn.Linear(40, 3))
+    before = [p.detach().clone() for p in model.parameters()]
+    scale = 2.0**-23
+    perturbation.perturbed(model, scale, 11)
+    after = [p.detach().clone() for p in model.parameters()]
+    changed = total = 0
+    for old, new in zip(before, after, strict=True):
+        assert new.dtype == old.dtype == torch.float32
+        # |z| < 6 for 2,200 standard normals; rounding back to float32 adds at most half an ulp (2^-24 relative)
+        bound = (6 * scale + 2.0**-24) * old.abs() + torch.finfo(torch.float32).tiny
+        assert bool(((new - old).abs() <= bound).all())
+        changed += int((new != old).sum())
+        total += old.numel()
+    assert 0.2 * total < changed < total  # most weights move by one ulp, not all
+    again = torch.nn.Sequential(torch.nn.Linear(50, 40), torch.nn.Tanh(), torch.nn.Linear(40, 3))
+    for target, old in zip(again.parameters(), before, strict=True):
+        target.data.copy_(old)
+    perturbation.perturbed(again, scale, 11)
+    assert all(torch.equal(a, b) for a, b in zip(again.parameters(), after, strict=True))  # same generator seed
+    perturbation.perturbed(again, scale, 12)
+    assert not all(torch.equal(a, b) for a, b in zip(again.parameters(), after, strict=True))
+
+
+def test_spreads_and_the_comparison_match_their_closed_forms():
+    losses = {  # (contender, seed, perturbation) -> eval loss
+        ("gen", 0, 0): 1.0, ("gen", 0, 1): 1.2, ("gen", 0, 2): 0.9,
+        ("gen", 1, 0): 2.0, ("gen", 1, 1): 2.0, ("gen", 1, 2): 2.0,
+        ("grid", 0, 0): 1.5, ("grid", 0, 1): 1.5, ("grid", 0, 2): 1.5,
+        ("grid", 1, 0): 1.5, ("grid", 1, 1): 1.5, ("grid", 1, 2): 1.5,
+    }  # fmt: skip
+    records = [{"task": "t", "contender": c, "seed": s, "perturbation": k, "eval_loss": v}
+               for (c, s, k), v in losses.items()]  # fmt: skip
+    rows = {row["contender"]: row for row in perturbation.summarise(records)}
+    gen = rows["gen"]
+    assert gen["mean_unperturbed"] == pytest.approx(1.5)
+    assert gen["mean_min"] == pytest.approx(1.45) and gen["mean_max"] == pytest.approx(1.6)
+    assert gen["seed_spread_max"] == pytest.approx(0.3)  # (1.2 - 0.9) / median 1.0
+    assert gen["seed_spread_median"] == pytest.approx(0.15)  # median of 0.3 and 0.0
+    assert rows["grid"]["seed_spread_max"] == 0
+    (against,) = perturbation.against_best(records)
+    assert against["unperturbed"] == pytest.approx(0.0)
+    assert against["low"] == pytest.approx(1.45 / 1.5 - 1) and against["high"] == pytest.approx(1.6 / 1.5 - 1)
+
+
+def test_a_real_run_and_its_render(tmp_path, monkeypatch):
+    monkeypatch.setitem(perturbation.STEPS, "digits", 12)
+    out = tmp_path / "p.json"
+    perturbation.main(["--tasks", "digits", "--seeds", "1", "--perturbations", "1", "--json", str(out),
+                       "--markdown", str(tmp_path / "p.md")])  # fmt: skip
+    data = json.loads(out.read_text())
+    assert {(r["contender"], r["perturbation"]) for r in data["records"]} == {
+        ("gen-adamw@5e-05", 0), ("gen-adamw@5e-05", 1), ("adamw-linear@0.03", 0), ("adamw-linear@0.03", 1)
+    }  # fmt: skip
+    assert all(r["eval_loss"] > 0 for r in data["records"])
+    perturbation.main(["--render", str(out), "--markdown", str(tmp_path / "r.md")])
+    assert (tmp_path / "r.md").read_text() == (tmp_path / "p.md").read_text()
+
+
+def test_a_bad_contender_says_what_to_pass(capsys):
+    with pytest.raises(SystemExit):
+        perturbation.main(["--contender", "digits:adamw-linear"])
+    assert "TASK=FAMILY@LR" in capsys.readouterr().err
