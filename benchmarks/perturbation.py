@@ -5,13 +5,14 @@ Usage:
         [--perturbations 4] [--scale 1.2e-7] [--contender TASK=FAMILY@LR ...]
         [--json benchmarks/results/perturbation.json] [--markdown benchmarks/RESULTS_perturbation.md]
 
-For each task, GeN-AdamW at its defaults (from the Trainer's default lr) and the task's best AdamW grid point run on
-the same seeds, once as the seed makes them and ``--perturbations`` more times with every initial weight multiplied
-by ``1 + scale * z`` (``z`` standard normal from a generator of its own; the default scale is float32's unit
-roundoff, 2^-23). Data order, batches and everything else stay the same. A perturbation this small is what a
-different CPU, thread count or kernel library does to a run. The tables report, per contender, the spread of each
-seed's final eval loss over its perturbations (max - min, relative to the median), and how far the mean over seeds
-(the number the suite table compares) moves.
+For each task, GeN-AdamW at its defaults (from the Trainer's default lr; ``--gen-family`` runs another GeN family)
+and the task's best AdamW grid point run on the same seeds, once as the seed makes them and ``--perturbations`` more
+times with every initial weight multiplied by ``1 + scale * z`` (``z`` standard normal from a generator of its own;
+the default scale is float32's unit roundoff, 2^-23, so most weights move by one unit in the last place and some not
+at all). Data order, batches and everything else stay the same. It is a lower bound on what another CPU, thread
+count or kernel library does to a run, which rounds differently at every step. The tables report, per contender, the
+spread of each seed's final eval loss over its perturbations (max - min, relative to the median), how far the mean
+over seeds (the number the suite table compares) moves, and GeN against the grid point perturbation by perturbation.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _contenders import TRAINER_DEFAULT_LR, Contender, run_contender  # noqa: E402
+from _contenders import GEN_VARIANTS, TRAINER_DEFAULT_LR, Contender, run_contender  # noqa: E402
 from _tasks import build_task  # noqa: E402
 
 STEPS = {"digits": 300, "diabetes": 300, "cancer": 300, "wine": 300, "gpt2": 200, "minilm": 40, "minilm-long": 3000}
@@ -120,31 +121,28 @@ def summarise(records: list[dict]) -> list[dict]:
 
 
 def against_best(records: list[dict]) -> list[dict]:
-    """Per task and perturbation: GeN's mean eval loss over seeds against the other contender's, as a fraction."""
+    """Per task, GeN contender and perturbation: its mean eval loss over seeds against the grid point's (the task's
+    one contender that is not a GeN family), as a fraction; the same (seed, perturbation) runs on both sides."""
     rows = []
     for task in dict.fromkeys(r["task"] for r in records):
         mine = [r for r in records if r["task"] == task]
+        loss = {(r["contender"], r["seed"], r["perturbation"]): r["eval_loss"] for r in mine}
         names = list(dict.fromkeys(r["contender"] for r in mine))
-        if len(names) < 2:
+        grid = [name for name in names if name.partition("@")[0] not in GEN_VARIANTS]
+        if len(grid) != 1:
             continue
-        gen, other = names[:2]
-        ratios = []
-        for k in sorted({r["perturbation"] for r in mine}):
-            means = [
-                statistics.fmean(r["eval_loss"] for r in mine if r["contender"] == c and r["perturbation"] == k)
-                for c in (gen, other)
-            ]
-            ratios.append(means[0] / means[1] - 1)
-        rows.append(
-            {
-                "task": task,
-                "gen": gen,
-                "best": other,
-                "unperturbed": ratios[0],
-                "low": min(ratios),
-                "high": max(ratios),
-            }
-        )
+        for gen in (name for name in names if name not in grid):
+            pairs = sorted({(s, k) for (c, s, k) in loss if c == gen} & {(s, k) for (c, s, k) in loss if c == grid[0]})
+            ratios = []
+            for k in sorted({k for _, k in pairs}):
+                seeds = [s for s, kk in pairs if kk == k]
+                ours = statistics.fmean(loss[gen, s, k] for s in seeds)
+                theirs = statistics.fmean(loss[grid[0], s, k] for s in seeds)
+                ratios.append(ours / theirs - 1)
+            rows.append(
+                {"task": task, "gen": gen, "best": grid[0], "unperturbed": ratios[0], "low": min(ratios),
+                 "high": max(ratios)}
+            )  # fmt: skip
     return rows
 
 
@@ -172,12 +170,12 @@ def markdown(rows: list[dict], meta: dict) -> str:
         )
     lines += [
         "",
-        "| task | GeN against the best grid point, unperturbed | over the perturbations |",
-        "|---|---|---|",
+        "| task | GeN | against the best grid point, unperturbed | over the perturbations |",
+        "|---|---|---|---|",
     ]
     for row in meta["against_best"]:
         spread = f"{100 * row['low']:+.1f}% to {100 * row['high']:+.1f}%"
-        lines.append(f"| {row['task']} | {100 * row['unperturbed']:+.1f}% | {spread} |")
+        lines.append(f"| {row['task']} | {row['gen']} | {100 * row['unperturbed']:+.1f}% | {spread} |")
     return "\n".join(lines) + "\n"
 
 
@@ -194,6 +192,7 @@ def main(argv: list[str] | None = None) -> None:
         metavar="TASK=FAMILY@LR",
         help="replace a task's best grid point (default: the suite table's)",
     )
+    parser.add_argument("--gen-family", default="gen-adamw", help="the GeN family to run (default: the defaults)")
     parser.add_argument(
         "--gen-only", action="store_true", help="run GeN alone (the comparison with the grid point is then left out)"
     )
@@ -217,6 +216,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.seeds < 1 or args.perturbations < 1 or not args.scale > 0:
         parser.error("--seeds and --perturbations must be at least 1, and --scale positive")
+    if args.gen_family not in GEN_VARIANTS:
+        parser.error(f"--gen-family takes one of {', '.join(GEN_VARIANTS)}; got {args.gen_family!r}")
     best = dict(BEST_GRID)
     for item in args.contender:
         task, sep, contender = item.partition("=")
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     records = []
     for name in args.tasks:
-        contenders = [Contender("gen-adamw", TRAINER_DEFAULT_LR)]
+        contenders = [Contender(args.gen_family, TRAINER_DEFAULT_LR)]
         if not args.gen_only:
             contenders.append(parse_contender(best[name]))
         records += run_task(name, contenders, args.seeds, args.perturbations, args.scale)
