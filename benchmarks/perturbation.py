@@ -32,7 +32,16 @@ sys.path.insert(0, str(HERE))
 from _contenders import GEN_VARIANTS, TRAINER_DEFAULT_LR, Contender, run_contender  # noqa: E402
 from _tasks import build_task  # noqa: E402
 
-STEPS = {"digits": 300, "diabetes": 300, "cancer": 300, "wine": 300, "gpt2": 200, "minilm": 40, "minilm-long": 3000}
+STEPS = {
+    "digits": 300,
+    "diabetes": 300,
+    "cancer": 300,
+    "wine": 300,
+    "gpt2": 200,
+    "minilm": 40,
+    "plays-lora": 150,
+    "minilm-long": 3000,
+}
 OPTIONS = {"minilm": {"eval_rows": 1000}}  # as in quality.py
 # The best point of each task's AdamW grid in the suite table (benchmarks/RESULTS_suite.md).
 BEST_GRID = {
@@ -42,6 +51,7 @@ BEST_GRID = {
     "wine": "adamw-cosine@0.01",
     "gpt2": "adamw-linear@0.001",
     "minilm": "adamw-linear@0.0003",
+    "plays-lora": "adamw-cosine-warmup@0.003",
     "minilm-long": "adamw-linear@0.0001",
 }
 
