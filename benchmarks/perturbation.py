@@ -31,18 +31,9 @@ sys.path.insert(0, str(HERE))
 
 from _contenders import GEN_VARIANTS, TRAINER_DEFAULT_LR, Contender, run_contender  # noqa: E402
 from _tasks import build_task  # noqa: E402
+from quality import FULL, SUITE  # noqa: E402
 
-STEPS = {
-    "digits": 300,
-    "diabetes": 300,
-    "cancer": 300,
-    "wine": 300,
-    "gpt2": 200,
-    "minilm": 40,
-    "plays-lora": 150,
-    "minilm-long": 3000,
-}
-OPTIONS = {"minilm": {"eval_rows": 1000}}  # as in quality.py
+PROFILES = {**FULL, **SUITE}  # steps and builder options per task, as quality.py runs them
 # The best point of each task's AdamW grid in the suite table (benchmarks/RESULTS_suite.md).
 BEST_GRID = {
     "digits": "adamw-linear@0.03",
@@ -73,7 +64,7 @@ def perturbed(model: torch.nn.Module, scale: float, generator_seed: int) -> torc
 
 
 def run_task(name: str, contenders: list[Contender], seeds: int, perturbations: int, scale: float) -> list[dict]:
-    task = build_task(name, STEPS[name], **OPTIONS.get(name, {}))
+    task = build_task(name, PROFILES[name]["steps"], **PROFILES[name]["options"])
     unperturbed = task.model
     records = []
     with tempfile.TemporaryDirectory() as workdir:
@@ -191,7 +182,9 @@ def markdown(rows: list[dict], meta: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", nargs="+", default=["digits", "diabetes", "cancer", "wine"], choices=sorted(STEPS))
+    parser.add_argument(
+        "--tasks", nargs="+", default=["digits", "diabetes", "cancer", "wine"], choices=sorted(BEST_GRID)
+    )
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--perturbations", type=int, default=4)
     parser.add_argument("--scale", type=float, default=2.0**-23)
@@ -231,8 +224,8 @@ def main(argv: list[str] | None = None) -> None:
     best = dict(BEST_GRID)
     for item in args.contender:
         task, sep, contender = item.partition("=")
-        if not sep or task not in STEPS or "@" not in contender:
-            parser.error(f"--contender takes TASK=FAMILY@LR with TASK one of {sorted(STEPS)}; got {item!r}")
+        if not sep or task not in BEST_GRID or "@" not in contender:
+            parser.error(f"--contender takes TASK=FAMILY@LR with TASK one of {sorted(BEST_GRID)}; got {item!r}")
         best[task] = contender
     torch.set_num_threads(args.threads)
     records = []

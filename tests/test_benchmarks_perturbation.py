@@ -61,7 +61,7 @@ def test_spreads_and_the_comparison_match_their_closed_forms():
 
 
 def test_a_real_run_and_its_render(tmp_path, monkeypatch):
-    monkeypatch.setitem(perturbation.STEPS, "digits", 12)
+    monkeypatch.setitem(perturbation.PROFILES, "digits", {"steps": 12, "options": {}})
     out = tmp_path / "p.json"
     perturbation.main(["--tasks", "digits", "--seeds", "1", "--perturbations", "1", "--json", str(out),
                        "--markdown", str(tmp_path / "p.md")])  # fmt: skip
