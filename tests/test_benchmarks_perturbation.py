@@ -64,7 +64,8 @@ def test_a_real_run_and_its_render(tmp_path, monkeypatch):
     monkeypatch.setitem(perturbation.PROFILES, "digits", {"steps": 12, "options": {}})
     out = tmp_path / "p.json"
     perturbation.main(["--tasks", "digits", "--seeds", "1", "--perturbations", "1", "--json", str(out),
-                       "--markdown", str(tmp_path / "p.md")])  # fmt: skip
+                       "--markdown", str(tmp_path / "p.md"),
+                       "--threads", str(torch.get_num_threads())])  # keeps the process thread count  # fmt: skip
     data = json.loads(out.read_text())
     assert {(r["contender"], r["perturbation"]) for r in data["records"]} == {
         ("gen-adamw@5e-05", 0), ("gen-adamw@5e-05", 1), ("adamw-linear@0.03", 0), ("adamw-linear@0.03", 1)
