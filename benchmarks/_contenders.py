@@ -95,8 +95,11 @@ FAMILIES = {
     "mechanic": "Mechanic (defaults) on AdamW at base lr 1",
     "dog": "DoG (defaults), evaluated on its polynomial-decay iterate average as its authors recommend",
     "gen-optim": "gen-optim 0.1.1 (authors' GeN, AdamW, lazy_freq 4)",
-    "gen-adamw": "hf-gen GeN-AdamW (defaults)",
+    "gen-adamw": "hf-gen GeN-AdamW (defaults: ends on the mean of the last 20% of the steps' weights)",
+    "gen-adamw-last": "hf-gen GeN-AdamW with gen_tail_average=0 (ends on the last iterate: the default before the "
+    "tail average)",
     "gen-sgd": "hf-gen GeN-SGD (defaults, momentum 0.9)",
+    "gen-sgd-last": "hf-gen GeN-SGD with gen_tail_average=0 (momentum 0.9; the default before the tail average)",
     "gen-adamw-same": "hf-gen GeN-AdamW with gen_probe_batch='same' (lines measured on their own batch)",
     "gen-adamw-averages": "hf-gen GeN-AdamW with gen_probe_batch='averages' (the line through two windows' means) "
     "and the cosine shape",
@@ -108,18 +111,16 @@ FAMILIES = {
     "gen-adamw-cosine": "hf-gen GeN-AdamW with gen_decay='cosine' (the default before the level annealed itself)",
     "gen-adamw-cooldown": "hf-gen GeN-AdamW with gen_decay='cooldown' (the level as it is, then 1 - sqrt over the "
     "last 20% of the run; not a default)",
-    "gen-adamw-tail": "hf-gen GeN-AdamW with gen_tail_average=0.2 (ends on the mean of the last 20% of the steps' "
-    "weights; not a default)",
     "gen-adamw-batches": f"hf-gen GeN-AdamW with gen_fast_start_batches={GEN_INTERVAL} (each fast-start line measured "
-    "on the next window's batches too; not a default)",
+    "on the next window's batches too; not a default; ending on the last iterate, as measured)",
     "gen-adamw-confirm": "hf-gen GeN-AdamW with gen_fast_start_confirm (a fast-start jump taken only in the direction "
-    "the training gradients' slope along the last line confirms; not a default)",
+    "the training gradients' slope along the last line confirms; not a default; ending on the last iterate)",
     "gen-adamw-linebatches": f"hf-gen GeN-AdamW with gen_line_batches={GEN_INTERVAL} (each settled line measured on "
-    "the batch after its windows and the next ones; not a default)",
+    "the batch after its windows and the next ones; not a default; ending on the last iterate)",
     "gen-adamw-jitter": "hf-gen GeN-AdamW with gen_jitter_cost (each window line charged with what a longer step "
-    "costs in jitter; not a default)",
+    "costs in jitter; not a default; ending on the last iterate)",
     "gen-adamw-grow": "hf-gen GeN-AdamW with gen_grow_windows (the windows after the fast start double from "
-    f"{2 * GEN_INTERVAL} steps up to gen_window; not a default)",
+    f"{2 * GEN_INTERVAL} steps up to gen_window; not a default; ending on the last iterate)",
     **{
         f"gen-adamw-adaptive{cap}": f"hf-gen GeN-AdamW with adaptive recompute (gen_interval={GEN_INTERVAL} doubling "
         f"up to gen_max_interval={cap}; not a default)"
@@ -127,17 +128,20 @@ FAMILIES = {
     },
 }
 # The GeN families: the gen_* arguments each sets on top of hf-gen's defaults (gen-sgd differs in its optimizer only).
+# The options measured before the tail average became the default keep ending on the last iterate, as they ran.
+LAST = {"gen_tail_average": 0.0}
 GEN_VARIANTS = {
     "gen-adamw": {},
+    "gen-adamw-last": LAST,
     "gen-sgd": {},
+    "gen-sgd-last": LAST,
     "gen-adamw-cosine": {"gen_decay": "cosine"},
     "gen-adamw-cooldown": {"gen_decay": "cooldown"},
-    "gen-adamw-tail": {"gen_tail_average": 0.2},
-    "gen-adamw-batches": {"gen_fast_start_batches": GEN_INTERVAL},
-    "gen-adamw-confirm": {"gen_fast_start_confirm": True},
-    "gen-adamw-grow": {"gen_grow_windows": True},
-    "gen-adamw-jitter": {"gen_jitter_cost": True},
-    "gen-adamw-linebatches": {"gen_line_batches": GEN_INTERVAL},
+    "gen-adamw-batches": {"gen_fast_start_batches": GEN_INTERVAL, **LAST},
+    "gen-adamw-confirm": {"gen_fast_start_confirm": True, **LAST},
+    "gen-adamw-grow": {"gen_grow_windows": True, **LAST},
+    "gen-adamw-jitter": {"gen_jitter_cost": True, **LAST},
+    "gen-adamw-linebatches": {"gen_line_batches": GEN_INTERVAL, **LAST},
     "gen-adamw-same": {"gen_probe_batch": "same"},
     "gen-adamw-averages": {"gen_probe_batch": "averages", "gen_decay": "cosine"},
     "gen-adamw-next": {"gen_probe_batch": "next"},
@@ -350,7 +354,7 @@ def _make_trainer(contender: Contender, task, seed: int, run_dir: str, model):
         variant = gen_settings(family, contender.options)
         args = _args(GeNTrainingArguments, task, seed, run_dir, learning_rate=lr, lr_scheduler_type="gen", **variant)
         trainer_cls = BenchGeNTrainer
-        if family == "gen-sgd":
+        if family.startswith("gen-sgd"):
             optimizers = (torch.optim.SGD(model.parameters(), lr=lr, momentum=SGD_MOMENTUM), None)
     else:
         raise ValueError(f"unknown contender family {family!r}; known: {', '.join(FAMILIES)}")

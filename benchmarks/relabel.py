@@ -14,7 +14,8 @@ removes the default's plays runs of seeds 1, 2 and 4 (main and robustness) and t
 ``gen-adamw@0.01``, for ``quality.py --resume`` to run again after a change that altered only them. Every renaming is
 simultaneous, so two families can swap names. Each file that changes records the command in its ``commands`` (as
 ``quality.py`` does) so that its report says what was done to it. Nothing trains here. Files: every
-``results/*.json`` with quality.py's layout, or those passed with ``--files``.
+``results/*.json`` with quality.py's layout (and perturbation.py's, where only renames apply), or those passed with
+``--files``.
 """
 
 from __future__ import annotations
@@ -75,6 +76,26 @@ def relabel(data: dict, renames: dict[str, str], drop: set[str] | list[Drop]) ->
     return changed
 
 
+def _renamed(contender: str, renames: dict[str, str]) -> str:
+    family, at, lr = contender.partition("@")
+    return renames.get(family, family) + at + lr
+
+
+def relabel_perturbation(data: dict, renames: dict[str, str]) -> bool:
+    """Rename families in perturbation.py's ``data`` (its ``records``, ``summary`` and ``meta.against_best``) in
+    place; return whether anything changed. Its runs are not dropped: a rerun rewrites the whole file."""
+    changed = False
+    for entry in [*data.get("records", []), *data.get("summary", [])]:
+        new = _renamed(entry["contender"], renames)
+        changed |= new != entry["contender"]
+        entry["contender"] = new
+    for entry in data.get("meta", {}).get("against_best", []):
+        new = _renamed(entry["gen"], renames)
+        changed |= new != entry["gen"]
+        entry["gen"] = new
+    return changed
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("renames", nargs="*", metavar="OLD=NEW", help="families to rename, all at once")
@@ -100,7 +121,10 @@ def main(argv: list[str] | None = None) -> None:
     for path in map(Path, opts.files or sorted((HERE / "results").glob("*.json"))):
         with open(path) as handle:
             data = json.load(handle)
-        if "tasks" not in data or "meta" not in data or not relabel(data, renames, drops):
+        if "records" in data and "meta" in data:  # perturbation.py's layout: renames only
+            if not relabel_perturbation(data, renames):
+                continue
+        elif "tasks" not in data or "meta" not in data or not relabel(data, renames, drops):
             continue
         meta = data["meta"]
         meta["commands"] = [*meta.get("commands", [meta["command"]] if "command" in meta else []), command]

@@ -26,7 +26,7 @@ from pathlib import Path
 from _contenders import LR_FREE
 from _report import GEN_DEFAULT, GRID_FAMILIES, _pct, summarize
 
-PREVIOUS_DEFAULT = "gen-adamw-cosine@5e-05"  # the default before the level was left to anneal itself
+PREVIOUS_DEFAULT = "gen-adamw-last@5e-05"  # the default before the tail average: ending on the last iterate
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -55,6 +55,7 @@ SOURCES = [
             "horizon_minilm_c.json",
             "horizon_minilm_d.json",
             "horizon_minilm_e.json",
+            "horizon_minilm_f.json",
         ],
         "minilm-long",
         "held out: added after the last change",
@@ -168,7 +169,7 @@ def render(rows: list[dict]) -> list[str]:
     lines = [
         "| task | kind | used to | steps x batch | best grid point (seeds): eval loss (accuracy) "
         "| the Trainer's defaults | GeN default: mean eval loss (accuracy) | GeN vs best | GeN by seed "
-        "| previous default (cosine shape) vs best | best lr-free peer | GeN ahead of peers | verdict |",
+        "| previous default (last iterate) vs best | best lr-free peer | GeN ahead of peers | verdict |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:

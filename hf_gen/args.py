@@ -17,6 +17,7 @@ GEN_SCHEDULER_NAME = "gen"
 GEN_MODES = ("approx", "exact")
 PROBE_BATCHES = ("next", "same", "averages")
 FAST_START_LINES = ("both", "windows", "next")
+DEFAULT_TAIL = 0.2  # gen_tail_average with no decay shape: the last fifth of the run, the cooldown's fraction
 
 
 STOCK_TRAINER_REFUSAL = (
@@ -104,7 +105,9 @@ class GeNTrainingArguments(TrainingArguments):
             training gradients since the last window closed agree with its direction (their mean slope along the last
             line opened); otherwise the level holds.
         gen_tail_average: End training on the mean of the trainable weights over this last fraction of the optimizer
-            steps (0: the last iterate).
+            steps (0: the last iterate). Default: ``0.2`` with no decay shape (``gen_decay="none"``, the default
+            with ``"averages"``), whose last iterate still jitters at the level; ``0`` with a shape, which anneals
+            the jitter away itself, and with ``load_best_model_at_end``, which asks for a checkpoint instead.
         gen_offload_snapshot: Keep GeN's copy of the trainable parameters in CPU memory.
     """
 
@@ -264,14 +267,16 @@ class GeNTrainingArguments(TrainingArguments):
         "settled lines, are taken as they are. Costs one dot product of the gradients per fast-start step and one "
         "more copy of the weights until the fast start ends; no forward.",
     )
-    gen_tail_average: float = _option(
-        0.0,
-        "End training on the mean of the trainable weights over the last fraction of the optimizer steps (0 = off: "
-        "the last iterate; 0.2 = the last fifth). Without a decay shape the last iterate still jitters about where "
-        "the run is; the mean of the tail averages that out (as stochastic weight averaging does). Costs one more "
-        "copy of the trainable parameters over the tail (in at least float32; on the CPU with gen_offload_snapshot) "
-        "and one addition per step. Checkpoints keep the live weights and the tail's sum, so a resumed run ends on "
-        "the same mean; the model after train() returns, and what save_model() writes, is the mean.",
+    gen_tail_average: float | None = _option(
+        None,
+        "End training on the mean of the trainable weights over the last fraction of the optimizer steps (0 = the "
+        "last iterate; 0.2 = the last fifth). Without a decay shape the last iterate still jitters about where the "
+        "run is; the mean of the tail averages that out, as stochastic weight averaging does. Default: 0.2 when "
+        "gen_decay is 'none' (the default with gen_probe_batch='averages'), else 0 (a shape anneals the jitter "
+        "itself); 0 with load_best_model_at_end, which keeps a checkpoint instead. Costs one more copy of the "
+        "trainable parameters over the tail (in at least float32; on the CPU with gen_offload_snapshot) and one "
+        "addition per step. Checkpoints keep the live weights and the tail's sum, so a resumed run ends on the same "
+        "mean; the model after train() returns, and what evaluate() and save_model() then see, is the mean.",
     )
     gen_offload_snapshot: bool = _option(
         False,
@@ -409,6 +414,11 @@ class GeNTrainingArguments(TrainingArguments):
                 "weights) and the slope from the next backward: use it with gen_mode='approx' and the default "
                 "gen_probe_offsets and gen_use_slope"
             )
+        if self.gen_tail_average is None:
+            # Without a shape the last iterate jitters at the level; the tail's mean anneals it.
+            # 0.2 is the cooldown's fraction (Hagele et al., arXiv:2405.18392), not a fitted value.
+            no_shape = self.gen_decay == "none" and not self.load_best_model_at_end
+            self.gen_tail_average = DEFAULT_TAIL if no_shape else 0.0
         tail = self.gen_tail_average
         if isinstance(tail, bool) or not isinstance(tail, (int, float)) or not 0.0 <= tail <= 1.0:
             raise ValueError(

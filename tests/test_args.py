@@ -228,6 +228,31 @@ def test_the_default_decay_shape_follows_the_probe_scheme(tmp_path, kwargs, shap
         assert parsed.gen_decay == shape
 
 
+BEST = {"load_best_model_at_end": True, "eval_strategy": "steps", "save_strategy": "steps"}
+
+
+@pytest.mark.parametrize(
+    "kwargs,tail",
+    [
+        ({}, 0.2),  # no shape: the last iterate jitters at the level, the tail's mean anneals it
+        ({"gen_probe_batch": "next", "gen_decay": "none"}, 0.2),
+        ({"gen_decay": "cosine"}, 0.0),  # a shape anneals by itself
+        ({"gen_decay": "cooldown"}, 0.0),
+        ({"gen_probe_batch": "same"}, 0.0),  # its default shape is cosine
+        (BEST, 0.0),  # the user asked for the best checkpoint instead
+        ({"gen_tail_average": 0.5}, 0.5),  # an explicit fraction is kept
+        ({"gen_tail_average": 0.0}, 0.0),
+        ({"gen_tail_average": 0.3, "gen_decay": "cosine"}, 0.3),
+    ],
+)
+def test_the_default_tail_average_follows_the_decay_shape(tmp_path, kwargs, tail):
+    assert args(tmp_path, **kwargs).gen_tail_average == tail
+    (parsed,) = HfArgumentParser(GeNTrainingArguments).parse_args_into_dataclasses(
+        ["--output_dir", str(tmp_path), "--lr_scheduler", "gen"] + [f"--{k}={v}" for k, v in kwargs.items()]
+    )
+    assert parsed.gen_tail_average == tail
+
+
 def test_a_bad_decay_shape_says_what_to_pass(tmp_path):
     with pytest.raises(
         ValueError, match=r"gen_decay must be one of \('none', 'linear', 'cosine', 'cooldown'\), got 'step'"

@@ -60,3 +60,25 @@ def test_a_bad_drop_says_what_to_pass(tmp_path, capsys):
     with pytest.raises(SystemExit):
         relabel.main(["--drop", "gen-adamw:t:one", "--files", str(results(tmp_path, "a.json", ["gen-adamw"]))])
     assert "seeds are whole numbers" in capsys.readouterr().err
+
+
+def test_perturbation_files_are_renamed_too(tmp_path):
+    """perturbation.py's layout: its records, summary and per-task comparison name the contenders; the renames swap
+    them there as well (a drop does not apply: nothing is removed), and the command is recorded."""
+    path = tmp_path / "p.json"
+    named = (("gen-adamw@5e-05", 1.0), ("gen-adamw-tail@5e-05", 2.0), ("adamw-linear@0.03", 3.0))
+    records = [{"task": "t", "contender": c, "seed": 0, "perturbation": 0, "eval_loss": e} for c, e in named]
+    summary = [{"task": "t", "contender": r["contender"], "mean_unperturbed": r["eval_loss"]} for r in records]
+    against = [{"task": "t", "gen": "gen-adamw-tail@5e-05", "best": "adamw-linear@0.03", "low": -0.5}]
+    meta = {"commands": ["python p.py"], "against_best": against}
+    path.write_text(json.dumps({"meta": meta, "records": records, "summary": summary}))
+    argv = ["gen-adamw=gen-adamw-last", "gen-adamw-tail=gen-adamw", "--files", str(path)]
+    relabel.main(argv)
+    data = json.loads(path.read_text())
+    assert {r["contender"]: r["eval_loss"] for r in data["records"]} == {
+        "gen-adamw-last@5e-05": 1.0, "gen-adamw@5e-05": 2.0, "adamw-linear@0.03": 3.0}  # fmt: skip
+    assert {r["contender"]: r["mean_unperturbed"] for r in data["summary"]} == {
+        "gen-adamw-last@5e-05": 1.0, "gen-adamw@5e-05": 2.0, "adamw-linear@0.03": 3.0}  # fmt: skip
+    assert data["meta"]["against_best"][0]["gen"] == "gen-adamw@5e-05"
+    assert data["meta"]["against_best"][0]["best"] == "adamw-linear@0.03"
+    assert data["meta"]["commands"][-1] == "python benchmarks/relabel.py " + " ".join(argv)

@@ -128,7 +128,8 @@ class Tokens(torch.utils.data.Dataset):
 
 def gen_args(tmp_path, **kwargs):
     """GeN arguments for the mechanics tests: same-batch probes (their closed forms are of a step's own line; the
-    next-batch fit has its own tests) and no decay shape (the cosine shape has its own test)."""
+    next-batch fit has its own tests), no decay shape (the cosine shape has its own test), and the last iterate at
+    the end (the oracles replay the steps; the tail's mean, the default with no shape, has its own tests)."""
     from hf_gen import GeNTrainingArguments
 
     base = dict(
@@ -143,6 +144,7 @@ def gen_args(tmp_path, **kwargs):
         seed=0,
         gen_decay="none",
         gen_probe_batch="same",
+        gen_tail_average=0.0,
     )
     base.update(kwargs)
     return GeNTrainingArguments(**base)
