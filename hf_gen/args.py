@@ -276,7 +276,8 @@ class GeNTrainingArguments(TrainingArguments):
         "itself); 0 with load_best_model_at_end, which keeps a checkpoint instead. Costs one more copy of the "
         "trainable parameters over the tail (in at least float32; on the CPU with gen_offload_snapshot) and one "
         "addition per step. Checkpoints keep the live weights and the tail's sum, so a resumed run ends on the same "
-        "mean; the model after train() returns, and what evaluate() and save_model() then see, is the mean.",
+        "mean. The mean is set right after the last optimizer step, so the Trainer's evaluation and checkpoint at "
+        "that step, the model train() returns and what evaluate() and save_model() then see are all the mean.",
     )
     gen_offload_snapshot: bool = _option(
         False,

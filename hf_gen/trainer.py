@@ -149,8 +149,9 @@ class GeNMixin:
         return self.lr_scheduler.last_epoch >= total - steps
 
     def _gen_end_on_tail(self) -> None:
-        """Set the trainable parameters to the mean of the tail's weights (after the last step: the checkpoints saved
-        during training keep the live ones)."""
+        """Set the trainable parameters to the mean of the tail's weights: after the optimizer's last step, before the
+        Trainer evaluates and saves at that step (the checkpoints saved before it keep the live weights); or when
+        ``train()`` returns, if the run stopped early inside the tail."""
         tail, self._gen_tail = self._gen_tail, None
         if tail is None or tail.count == 0:
             return
@@ -284,6 +285,11 @@ class GeNMixin:
             self._gen_tail.add(self._gen_params(optimizer))
         if record is not None and record.measures:
             self._gen_scheme.after_step(self, record)
+        if self._gen_tail is not None and self.lr_scheduler.last_epoch + 1 >= (
+            self.lr_scheduler.num_training_steps or 0
+        ):
+            # The run's last step: the Trainer's last evaluation, checkpoint and save (and what they log) see the mean.
+            self._gen_end_on_tail()
 
     # ---- measuring the line ------------------------------------------------------------------------
 

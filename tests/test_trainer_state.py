@@ -4,6 +4,7 @@ import functools
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from hf_gen import GeNTrainer
@@ -219,7 +220,9 @@ class WeightsAfterEachStep(TrainerCallback):
 @pytest.mark.parametrize("probe_batch", ["same", "averages"])
 def test_the_run_ends_on_the_mean_of_the_last_steps_weights(tmp_path, probe_batch):
     """gen_tail_average=0.25 of 12 steps: the model after train() is the mean of the weights after steps 10, 11 and
-    12 (the oracle: those weights recorded by a callback); the lr trace is the run's without it."""
+    12 (the oracle: those weights, recorded by a callback in the same run without the tail); the lr trace and every
+    step before the last are the run's without it, and the last step already ends on the mean (what the Trainer
+    evaluates and saves at that step)."""
     finals = {}
     for tail in (0.0, 0.25):
         model = MLP(dropout=0.2, seed=0)
@@ -234,10 +237,37 @@ def test_the_run_ends_on_the_mean_of_the_last_steps_weights(tmp_path, probe_batc
     mean, steps_tail, trace_tail = finals[0.25]
     assert trace_tail == trace and len(steps_tail) == 12
     for n in mean:
-        oracle = sum(step[n] for step in steps_tail[-3:]) / 3
+        oracle = sum(step[n] for step in steps[-3:]) / 3
         torch.testing.assert_close(mean[n], oracle, rtol=0, atol=1e-6)  # float32 sums of three steps
-        assert torch.equal(steps_tail[-1][n], steps[-1][n])  # the run itself is the same
-        assert not torch.equal(mean[n], steps_tail[-1][n])
+        assert all(torch.equal(a[n], b[n]) for a, b in zip(steps_tail[:-1], steps[:-1], strict=True))  # the same run
+        assert torch.equal(steps_tail[-1][n], mean[n])  # at the last step's end the model is the mean
+        assert not torch.equal(mean[n], steps[-1][n])
+
+
+def test_the_last_evaluation_and_checkpoint_inside_train_see_the_mean(tmp_path):
+    """The Trainer evaluates and saves at the last step inside train(): with the tail's mean (the default with no
+    decay shape) both see the mean, so the last logged eval_loss is evaluate()'s after train(), and the last
+    checkpoint holds the model train() returns. The oracle for "not the live weights": the same run ending on the
+    last iterate, whose last logged eval_loss differs."""
+    logged, returned = {}, {}
+    for tail in (None, 0.0):  # None: the default, 0.2 of 10 steps with no shape
+        out = tmp_path / str(tail)
+        args = gen_args(out, learning_rate=1e-2, max_steps=10, gen_probe_batch="averages", gen_window=3,
+                        gen_tail_average=tail, eval_strategy="steps", eval_steps=10, save_strategy="steps",
+                        save_steps=10, per_device_eval_batch_size=16)  # fmt: skip
+        assert args.gen_tail_average == (0.2 if tail is None else 0.0)
+        model = MLP(dropout=0.2, seed=0)
+        trainer = GeNTrainer(
+            model=model, args=args, train_dataset=Regression(n=80), eval_dataset=Regression(n=32, seed=1)
+        )
+        trainer.train()
+        logged[tail] = [h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h]
+        returned[tail] = trainer.evaluate()["eval_loss"]
+        saved = load_file(str(out / "checkpoint-10" / "model.safetensors"))
+        for n, p in model.named_parameters():
+            assert torch.equal(saved[n], p.detach())
+    assert logged[None] == [returned[None]] and logged[0.0] == [returned[0.0]]
+    assert returned[None] != returned[0.0]
 
 
 def test_a_resume_inside_the_tail_ends_on_the_same_mean(tmp_path):
