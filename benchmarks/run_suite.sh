@@ -87,7 +87,10 @@ for task in $TASKS; do
       B="--json benchmarks/results/horizon_minilm_b.json --markdown /tmp/horizon_minilm_b.md --plots /tmp/horizon_plots"
       C="--json benchmarks/results/horizon_minilm_c.json --markdown /tmp/horizon_minilm_c.md --plots /tmp/horizon_plots"
       D="--json benchmarks/results/horizon_minilm_d.json --markdown /tmp/horizon_minilm_d.md --plots /tmp/horizon_plots"
-      $Q $L --families gen-adamw trainer-default adamw-linear --grid minilm-long=3e-5 $A
+      # GeN's default in its own file (the last-iterate run of the previous default is gen-adamw-last in _a)
+      F="--json benchmarks/results/horizon_minilm_f.json --markdown /tmp/horizon_minilm_f.md --plots /tmp/horizon_plots"
+      $Q $L --families gen-adamw $F
+      $Q $L --families trainer-default adamw-linear --grid minilm-long=3e-5 $A
       $Q $L --families adamw-linear --grid minilm-long=1e-4,3e-4 $B
       $Q $L --families adamw-cosine-warmup --grid minilm-long=1e-4 $C
       # every lr-free peer (two processes can run at once: they write different files)

@@ -34,13 +34,13 @@ def test_the_perturbation_moves_weights_within_their_last_bits():
 
 
 def test_spreads_and_the_comparison_match_their_closed_forms():
-    gen, tail, grid = "gen-adamw@5e-05", "gen-adamw-tail@5e-05", "adamw-linear@0.03"
+    gen, last, grid = "gen-adamw@5e-05", "gen-adamw-last@5e-05", "adamw-linear@0.03"
     losses = {  # (contender, seed, perturbation) -> eval loss
         (gen, 0, 0): 1.0, (gen, 0, 1): 1.2, (gen, 0, 2): 0.9,
         (gen, 1, 0): 2.0, (gen, 1, 1): 2.0, (gen, 1, 2): 2.0,
         (grid, 0, 0): 1.5, (grid, 0, 1): 1.5, (grid, 0, 2): 1.5,
         (grid, 1, 0): 1.5, (grid, 1, 1): 1.5, (grid, 1, 2): 1.5,
-        (tail, 0, 0): 0.75, (tail, 1, 0): 0.75,  # another GeN family, unperturbed only
+        (last, 0, 0): 0.75, (last, 1, 0): 0.75,  # another GeN family, unperturbed only
     }  # fmt: skip
     records = [{"task": "t", "contender": c, "seed": s, "perturbation": k, "eval_loss": v}
                for (c, s, k), v in losses.items()]  # fmt: skip
@@ -52,12 +52,12 @@ def test_spreads_and_the_comparison_match_their_closed_forms():
     assert ours["seed_spread_median"] == pytest.approx(0.15)  # median of 0.3 and 0.0
     assert rows[grid]["seed_spread_max"] == 0
     against = {row["gen"]: row for row in perturbation.against_best(records)}
-    assert set(against) == {gen, tail} and {row["best"] for row in against.values()} == {grid}
+    assert set(against) == {gen, last} and {row["best"] for row in against.values()} == {grid}
     assert against[gen]["unperturbed"] == pytest.approx(0.0)
     assert against[gen]["low"] == pytest.approx(1.45 / 1.5 - 1) and against[gen]["high"] == pytest.approx(
         1.6 / 1.5 - 1
     )
-    assert against[tail]["low"] == against[tail]["high"] == pytest.approx(-0.5)  # only the pairs both ran
+    assert against[last]["low"] == against[last]["high"] == pytest.approx(-0.5)  # only the pairs both ran
 
 
 def test_a_real_run_and_its_render(tmp_path, monkeypatch):
