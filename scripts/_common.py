@@ -482,6 +482,11 @@ def render_card_section(*, model: str, data: str, args, lr: dict, metrics: dict,
             + f"); the lr started at {_fmt(lr['lr_start'])}, ranged over [{_fmt(lr['lr_min'])}, {_fmt(lr['lr_max'])}]"
             f" and ended at {_fmt(lr['lr_final'])}. Every update is in `{TRACE_FILE}`."
         )
+        if args.gen_tail_average > 0:
+            trace += (
+                f" The model is the mean of the trainable weights over the last {args.gen_tail_average:.0%} of the"
+                " optimizer steps (`gen_tail_average`), and the final metrics are its."
+            )
     else:
         trace = (
             f"The `{args.lr_scheduler_type}` schedule (a comparison run, not GeN) ran the lr over "

@@ -148,6 +148,9 @@ def test_classification_card_picture_and_command(classification_run):
     assert "lr_scheduler_type: gen" in body  # ... with its hyperparameters
     assert "python scripts/run_classification.py " + shlex.join(argv) in body
     assert "| `gen_interval` | 1 |" in body and "| `lr_scheduler_type` | gen |" in body
+    # the default with no decay shape: the model, and so the card's metrics, are the tail's mean
+    assert "| `gen_tail_average` | 0.2 |" in body
+    assert "The model is the mean of the trainable weights over the last 20% of the optimizer steps" in body
     assert "![" in body and "(lr_trace.png)" in body
     assert "arXiv:2407.02772" in body and "ICLR" in body and "Bu, Zhiqi and Xu, Shiyun" in body
     summary = json.loads((out / "run_summary.json").read_text())
