@@ -285,9 +285,8 @@ class GeNMixin:
             self._gen_tail.add(self._gen_params(optimizer))
         if record is not None and record.measures:
             self._gen_scheme.after_step(self, record)
-        if self._gen_tail is not None and self.lr_scheduler.last_epoch + 1 >= (
-            self.lr_scheduler.num_training_steps or 0
-        ):
+        total = self.lr_scheduler.num_training_steps
+        if self._gen_tail is not None and total and self.lr_scheduler.last_epoch + 1 >= total:
             # The run's last step: the Trainer's last evaluation, checkpoint and save (and what they log) see the mean.
             self._gen_end_on_tail()
 
