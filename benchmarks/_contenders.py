@@ -98,6 +98,8 @@ FAMILIES = {
     "gen-adamw": "hf-gen GeN-AdamW (defaults: ends on the mean of the last 20% of the steps' weights)",
     "gen-adamw-last": "hf-gen GeN-AdamW with gen_tail_average=0 (ends on the last iterate: the default before the "
     "tail average)",
+    "gen-adamw-undo": "hf-gen GeN-AdamW with gen_undo_lost_windows (a window whose training loss rose by more than "
+    "3 standard errors is taken back, and the level halves)",
     "gen-sgd": "hf-gen GeN-SGD (defaults, momentum 0.9)",
     "gen-sgd-last": "hf-gen GeN-SGD with gen_tail_average=0 (momentum 0.9; the default before the tail average)",
     "gen-adamw-same": "hf-gen GeN-AdamW with gen_probe_batch='same' (lines measured on their own batch)",
@@ -133,6 +135,7 @@ LAST = {"gen_tail_average": 0.0}
 GEN_VARIANTS = {
     "gen-adamw": {},
     "gen-adamw-last": LAST,
+    "gen-adamw-undo": {"gen_undo_lost_windows": True},
     "gen-sgd": {},
     "gen-sgd-last": LAST,
     "gen-adamw-cosine": {"gen_decay": "cosine"},

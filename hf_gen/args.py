@@ -108,6 +108,10 @@ class GeNTrainingArguments(TrainingArguments):
             steps (0: the last iterate). Default: ``0.2`` with no decay shape (``gen_decay="none"``, the default
             with ``"averages"``), whose last iterate still jitters at the level; ``0`` with a shape, which anneals
             the jitter away itself, and with ``load_best_model_at_end``, which asks for a checkpoint instead.
+        gen_undo_lost_windows: ``"averages"``: take back a window whose mean training loss rose over the previous
+            window's (Welch's test at the three-sigma tail) and whose mean weights are worse on the batch after it:
+            the weights return to the previous window's mean, the level halves and stays at or below that. Default:
+            on with ``"averages"``.
         gen_offload_snapshot: Keep GeN's copy of the trainable parameters in CPU memory.
     """
 
@@ -279,6 +283,19 @@ class GeNTrainingArguments(TrainingArguments):
         "mean. The mean is set right after the last optimizer step, so the Trainer's evaluation and checkpoint at "
         "that step, the model train() returns and what evaluate() and save_model() then see are all the mean.",
     )
+    gen_undo_lost_windows: bool | None = _option(
+        None,
+        "gen_probe_batch='averages': take back a window that lost ground. When a window's mean training loss is "
+        "above the previous window's by Welch's test at the three-sigma tail (the steps' losses, summed on the "
+        "device and read once per window), and on the batch after it the window's mean weights are worse than the "
+        "previous window's (the line's first two probes, already measured), the weights return to the previous "
+        "window's mean, the level halves at once (the change bound; fallback 'lost_window') and stays at or below "
+        "that for the rest of the run. A fine-tune held at too high an lr can run well for hundreds of steps and "
+        "then collapse to the loss of a constant guess, from which no lower lr brings it back; going back to weights "
+        "from before the rise with a lower lr is what large runs do by hand. A rise the line's batch does not "
+        "confirm (the data changed) is kept. The optimizer's state is kept. Costs nothing more: the previous mean "
+        "is held and the probes are measured anyway. Default: on with 'averages'; off otherwise.",
+    )
     gen_offload_snapshot: bool = _option(
         False,
         "Keep GeN's copies of the trainable parameters (one, on recompute steps, for 'next'; the window sum and "
@@ -414,6 +431,14 @@ class GeNTrainingArguments(TrainingArguments):
                 f"gen_probe_batch={self.gen_probe_batch!r} is an approx-mode scheme with its own probes (the previous "
                 "weights) and the slope from the next backward: use it with gen_mode='approx' and the default "
                 "gen_probe_offsets and gen_use_slope"
+            )
+        if self.gen_undo_lost_windows is None:
+            self.gen_undo_lost_windows = False
+        if self.gen_undo_lost_windows and self.gen_probe_batch != "averages":
+            raise ValueError(
+                "gen_undo_lost_windows takes a window back to the previous window's mean, which "
+                f"gen_probe_batch='averages' holds; got gen_probe_batch={self.gen_probe_batch!r}: pass "
+                "gen_probe_batch='averages', or gen_undo_lost_windows=False"
             )
         if self.gen_tail_average is None:
             # Without a shape the last iterate jitters at the level; the tail's mean anneals it.

@@ -88,8 +88,10 @@ def next_level(
     the minimiser lies further out) points up, to ``level * max_change``. A step that moved the loss by less than
     its precision resolves (``"below_precision"``) says nothing about a settled level, which it keeps (late in a
     decayed run the applied lr is small by design); before the level has settled (``settled=False``, the fast start)
-    it says the lr is too small to measure, and points up. Only numerical trouble (a non-finite slope or curvature)
-    is left to ``fallback``: ``"keep"`` the level or ``"shrink"`` toward the lower bound.
+    it says the lr is too small to measure, and points up. A window taken back (``"lost_window"``,
+    ``gen_undo_lost_windows``) points down and is taken at once, like a non-finite loss. Only numerical trouble (a
+    non-finite slope or curvature) is left to ``fallback``: ``"keep"`` the level or ``"shrink"`` toward the lower
+    bound.
 
     The level moves geometrically, ``level_new = level**gamma * target**(1 - gamma)``: a learning rate is a scale,
     so a halving and a doubling cancel, and noise that lands as often above the level as below it does not move it.
@@ -110,7 +112,7 @@ def next_level(
             alpha, reason = lr_min, "below_min"
         target = min(alpha, high) if fast_decrease else min(max(alpha, low), high)
         inside = low <= estimate.alpha_star <= high
-    elif reason == "nonfinite_loss":
+    elif reason in ("nonfinite_loss", "lost_window"):
         target, gamma = low, 0.0
     elif minimiser_beyond(estimate):
         target = high
@@ -211,6 +213,9 @@ class GeNScheduler(LRScheduler):
         self.last_curvature: float | None = None
         self.last_fallback: str | None = None
         self.last_update_lr: float | None = None
+        # The level after the last window taken back (gen_undo_lost_windows): a level at which the run lost ground is
+        # not tried again, so the level stays at or below it from then on.
+        self.undo_ceiling = math.inf
         super().__init__(optimizer, last_epoch)
 
     # ---- schedule ----------------------------------------------------------------------------
@@ -296,13 +301,17 @@ class GeNScheduler(LRScheduler):
                 update, the other fallbacks (non-finite numbers, a change below the loss's precision) and a
                 non-finite ``slope`` ignore it.
 
+        A ``"lost_window"`` estimate (a window taken back, ``gen_undo_lost_windows``) is a decision, not an unusable
+        measurement: ``fallback="error"`` does not raise on it. The level it sets is a ceiling for the rest of the run
+        (``undo_ceiling``): a level at which the run lost ground is not tried again.
+
         Returns:
             Group 0's new lr, which the caller uses for the step being taken.
 
         Raises:
-            GeNEstimateError: On an unusable estimate with ``fallback="error"``.
+            GeNEstimateError: On an unusable estimate (other than ``"lost_window"``) with ``fallback="error"``.
         """
-        if not estimate.accepted and self.fallback == "error":
+        if not estimate.accepted and self.fallback == "error" and estimate.reason != "lost_window":
             raise GeNEstimateError(
                 f"GeN estimate unusable at step {step + 1} ({estimate.reason}: slope={estimate.slope}, "
                 f"curvature={estimate.curvature}); set gen_fallback='keep' or 'shrink' to train on"
@@ -324,7 +333,9 @@ class GeNScheduler(LRScheduler):
             self.settled = True
         if ceiling is not None and self.shape(step) > 0.0:
             new_lr = min(new_lr, ceiling / math.sqrt(self.max_change) / self.shape(step))
-        self.level = min(max(new_lr, self.lr_min), self.lr_max)
+        self.level = min(max(min(new_lr, self.undo_ceiling), self.lr_min), self.lr_max)
+        if estimate.reason == "lost_window":
+            self.undo_ceiling = min(self.undo_ceiling, self.level)
         self.last_update_step = step
         self.num_updates += 1
         self.num_fallbacks += reason is not None

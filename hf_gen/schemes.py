@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
+import torch.distributed as dist
 
 from .core import (
     LineEstimate,
@@ -29,10 +30,11 @@ from .core import (
     cut_back,
     estimate_from_curvature,
     jitter_cost,
+    lost_ground,
     measure_line,
     no_descent_seen,
 )
-from .line import LineSnapshot, RngState, WindowMeans, directional_dot, laid_out_like, local_copies
+from .line import LineSnapshot, RngState, WindowLosses, WindowMeans, directional_dot, laid_out_like, local_copies
 from .scheduler import GeNEstimateError
 from .support import check_linear_optimizer
 
@@ -77,7 +79,7 @@ class SameBatch:
     def load_state(self, trainer: GeNMixin, saved: dict) -> None:
         """A line saved by a next-batch run is of no use to same-batch probes: the resumed run measures its own."""
 
-    def after_any_step(self, trainer: GeNMixin, optimizer) -> None:
+    def after_any_step(self, trainer: GeNMixin, optimizer, record: StepRecord | None) -> None:
         """After every optimizer step (measuring or not): nothing to do here."""
 
     def before_step(self, trainer: GeNMixin, record: StepRecord, optimizer) -> None:
@@ -152,7 +154,7 @@ class NextBatch:
         """Whether the pre-step hook has work on a step whose batch measures nothing: a copy for the next batch."""
         return self.pending is not None or trainer.lr_scheduler.is_due(trainer.lr_scheduler.last_epoch + 1)
 
-    def after_any_step(self, trainer: GeNMixin, optimizer) -> None:
+    def after_any_step(self, trainer: GeNMixin, optimizer, record: StepRecord | None) -> None:
         """After every optimizer step (measuring or not): nothing to do here."""
 
     def one_step_line(self, trainer: GeNMixin, record: StepRecord) -> tuple[LineEstimate, float, list]:
@@ -393,6 +395,7 @@ class Averages(NextBatch):
         grow_windows: bool = False,
         line_batches: int = 1,
         jitter_cost: bool = False,
+        undo_lost_windows: bool = False,
     ) -> None:
         super().__init__()
         self.window = window
@@ -406,6 +409,8 @@ class Averages(NextBatch):
         self.line: OpenLine | None = None  # a line still being measured on the next window's batches
         self.confirm = fast_start_confirm
         self.witness = Witness()  # the gradients' slope along the last line opened (fast_start_confirm)
+        self.undo = undo_lost_windows
+        self.losses = WindowLosses()  # the open window's training losses, and the window the run is measured against
 
     def _one_step(self, trainer: GeNMixin) -> bool:
         """Whether one-step lines are in charge (``fast_start_lines="next"``, until the fast start has settled and
@@ -482,20 +487,29 @@ class Averages(NextBatch):
         # and its weights (cut back or not) open the window.
         self.pending[0].release()
         self.pending = None
-        self._add(trainer, trainer.optimizer)
+        self._add(trainer, trainer.optimizer, record)
 
-    def after_any_step(self, trainer: GeNMixin, optimizer) -> None:
+    def after_any_step(self, trainer: GeNMixin, optimizer, record: StepRecord | None) -> None:
         """After every optimizer step outside the one-step lines: the new weights join the open window; the first
         complete window becomes the reference the next one is measured from."""
         first_check = self.pending is not None and trainer.lr_scheduler.last_epoch == 0  # added after it, above
         if self._one_step(trainer) or first_check:
             return
-        self._add(trainer, optimizer)
+        self._add(trainer, optimizer, record)
 
-    def _add(self, trainer: GeNMixin, optimizer) -> None:
+    def _add(self, trainer: GeNMixin, optimizer, record: StepRecord | None) -> None:
         self.means.add(trainer._gen_params(optimizer))
+        if self.undo:
+            self.losses.add(record.loss if record is not None else None)
         if self.means.previous is None and self.means.count == self._span(trainer):
             self.means.previous = self.means.close()
+            if self.undo:
+                self.losses.previous = self._close_losses(trainer)
+
+    def _close_losses(self, trainer: GeNMixin):
+        """The statistics of the window closing now (``settled``: it ran after the fast start)."""
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        return self.losses.close(trainer._gen_reduce, world, trainer.lr_scheduler.settled)
 
     def _probe(self, trainer: GeNMixin, record: StepRecord, optimizer, start, end) -> list[torch.Tensor]:
         """The losses of the record's batch at ``start + c (end - start)`` for ``c = 0, 1, 2``; the live weights are
@@ -518,18 +532,54 @@ class Averages(NextBatch):
         scheduler = trainer.lr_scheduler
         at = scheduler.level  # the level the closing window ran at: the estimate is c* times it
         span = self._span(trainer)
+        suspect = None  # a window whose training loss rose: taken back if the line's batch agrees (_measure)
+        if self.undo:
+            before, after = self.losses.previous, self._close_losses(trainer)
+            lost, se = lost_ground(before, after) if before is not None and before.settled and after.settled \
+                else (False, math.nan)  # fmt: skip
+            if lost:
+                suspect = (before, after, se)
+            else:
+                self.losses.previous = after
         previous, mean = self.means.previous, self.means.close()
         self.means.previous = mean
         slope = self.witness.take(trainer)  # the gradients' slope since the last close, along the line opened then
-        self._measure(trainer, record, optimizer, at, span, previous, mean, slope)
+        self._measure(trainer, record, optimizer, at, span, previous, mean, slope, suspect)
         if self.grow and self.growing is not None:  # the window opening now is twice the one that closed
             self.growing = min(self.window, 2 * span)
         # The next window's gradients witness the line opened now, from the earlier mean to the later, until the fast
         # start ends (a line measured on several batches holds the same earlier mean as its start).
         self.witness.start = previous if self.confirm and not scheduler.settled else None
 
-    def _measure(self, trainer: GeNMixin, record: StepRecord, optimizer, at, span, previous, mean, slope) -> None:
-        """Apply the open line (if any) and measure the line from ``previous`` to ``mean`` on the record's batch."""
+    def _undo(self, trainer: GeNMixin, record: StepRecord, optimizer, at: float, previous, suspect, losses) -> None:
+        """The window that closed lost ground on the one before it (``gen_undo_lost_windows``): its training loss
+        rose (:func:`hf_gen.core.lost_ground`), and on the batch after it its mean is worse than the earlier window's.
+        The weights go back to the earlier window's mean, which stays the reference (its losses too), and the level
+        comes down by the change bound at once, as when a loss is non-finite. The line is not applied: its later end
+        is the window taken back. The tail's mean, if one is being taken, starts again from here. The optimizer's
+        state (Adam's moments) is kept."""
+        self.means.previous = previous  # the lost window's mean is dropped
+        with torch.no_grad():
+            WindowMeans.move(trainer._gen_params(optimizer), previous, previous, 0.0)
+        if self.pending is not None:
+            self.pending[0].release()
+            self.pending = None
+        record.batch = []
+        trainer._gen_restart_tail()
+        scheduler = trainer.lr_scheduler
+        before, after, se = suspect
+        estimate = LineEstimate(None, math.nan, math.nan, float(losses[0]), False, "lost_window")
+        new_lr = scheduler.apply_estimate(estimate, scheduler.last_epoch)
+        probes = [[c * at, float(x)] for c, x in zip((0, 1, 2), losses, strict=True)]
+        extra = {"probe_batch": self.name, "probe_losses": probes, "window_losses": [before.mean, after.mean],
+                 "window_loss_se": se}  # fmt: skip
+        trainer._gen_write_trace(estimate, new_lr, at, "approx", extra)
+
+    def _measure(self, trainer: GeNMixin, record: StepRecord, optimizer, at, span, previous, mean, slope,
+                 suspect=None) -> None:  # fmt: skip
+        """Apply the open line (if any) and measure the line from ``previous`` to ``mean`` on the record's batch;
+        ``suspect``: the window's losses rose (``gen_undo_lost_windows``), and it is taken back if the line's batch
+        finds its mean worse than the earlier one."""
         scheduler = trainer.lr_scheduler
         if self.line is not None:  # the line opened when the last window closed, measured on this window's batches
             line, self.line = self.line, None
@@ -543,6 +593,11 @@ class Averages(NextBatch):
                 return
         one_step = self.one_step_line(trainer, record) if self.pending is not None else None  # releases its copy
         losses = self._probe(trainer, record, optimizer, previous, mean)
+        if suspect is not None:
+            if float(losses[1]) > float(losses[0]):
+                self._undo(trainer, record, optimizer, at, previous, suspect, losses)
+                return
+            self.losses.previous = suspect[1]  # kept (the data may have changed): the new reference
         cost = self._jitter(trainer, record, losses, span)
         record.batch = []
         if self.batches > 1 and not scheduler.settled:  # measured on the next window's batches too: applied after it
@@ -607,6 +662,8 @@ class Averages(NextBatch):
             state["window_now"] = self.growing
         if self.line is not None:
             state["open_line"] = self.line.local_state()
+        if self.undo:
+            state["window_losses"] = self.losses.local_state()
         if self.witness.start is not None:
             state["witness"] = self.witness.local_state(
                 with_start=self.line is None or self.line.start is not self.witness.start
@@ -620,6 +677,8 @@ class Averages(NextBatch):
         self.means.load_local_state(params, saved)
         if self.grow:  # the open window keeps the length it opened with
             self.growing = saved.get("window_now")
+        if self.undo and "window_losses" in saved:
+            self.losses.load_local_state(saved["window_losses"], trainer.args.device)
         if "open_line" in saved:  # its end is the previous window's mean, restored just above
             start = [laid_out_like(p, t, self.means.device, t.dtype)
                      for p, t in zip(params, saved["open_line"]["start"], strict=True)]  # fmt: skip

@@ -14,7 +14,9 @@ and the tests all go through it. A record holds:
   ``gen_fast_start_confirm``, ``gradient_slope``: the gradients' mean slope that witnessed a
   fast-start update (a jump it did not confirm is the fallback ``"unconfirmed"``); with ``gen_jitter_cost``,
   ``jitter_cost``: the charge per unit of the line, already added to ``probe_losses`` (the probe at ``c`` times
-  ``probe_lr`` holds ``c * jitter_cost`` more than the loss measured there).
+  ``probe_lr`` holds ``c * jitter_cost`` more than the loss measured there); with ``gen_undo_lost_windows``, a
+  window taken back is the fallback ``"lost_window"``, with ``window_losses`` (the mean training loss of the window
+  it went back to and of the window taken back) and ``window_loss_se`` (the standard error of their difference).
 """
 
 from __future__ import annotations

@@ -87,7 +87,7 @@ class GeNMixin:
             return Averages(self.args.gen_window, device, self.args.gen_fast_start_lines,
                             self.args.gen_fast_start_batches, self.args.gen_fast_start_confirm,
                             self.args.gen_grow_windows, self.args.gen_line_batches,
-                            self.args.gen_jitter_cost)  # fmt: skip
+                            self.args.gen_jitter_cost, self.args.gen_undo_lost_windows)  # fmt: skip
         return NextBatch() if probe_batch == "next" else SameBatch()
 
     def _gen_check_launch(self) -> None:
@@ -141,6 +141,11 @@ class GeNMixin:
         if not self.gen_enabled or not self.args.gen_tail_average > 0.0:
             return None
         return WindowMeans("cpu" if self.args.gen_offload_snapshot else None)
+
+    def _gen_restart_tail(self) -> None:
+        """The tail's mean starts again from the next step (the weights it holds were taken back)."""
+        if self._gen_tail is not None and self._gen_tail.count > 0:
+            self._gen_tail = self._gen_new_tail()
 
     def _gen_in_tail(self) -> bool:
         """Whether the optimizer step just taken is one of the last ``ceil(gen_tail_average * T)`` (at least one)."""
@@ -212,9 +217,8 @@ class GeNMixin:
             record.batch.append((inputs, RngState(self.args.device)))
             record.num_items = num_items_in_batch
         loss = super().training_step(model, inputs, num_items_in_batch)
-        if record.measures:
-            loss0 = loss.detach().to(torch.float64)
-            record.loss = loss0 if record.loss is None else record.loss + loss0
+        loss0 = loss.detach().to(torch.float64)  # kept on the device: read only where a line or a window needs it
+        record.loss = loss0 if record.loss is None else record.loss + loss0
         if self.accelerator.sync_gradients:
             record.complete = True
         return loss
@@ -280,7 +284,7 @@ class GeNMixin:
 
     def _gen_after_optimizer_step(self, optimizer, args, kwargs) -> None:
         record, self._gen_step = self._gen_step, None
-        self._gen_scheme.after_any_step(self, optimizer)
+        self._gen_scheme.after_any_step(self, optimizer, record)
         if self._gen_tail is not None and self._gen_in_tail():
             self._gen_tail.add(self._gen_params(optimizer))
         if record is not None and record.measures:

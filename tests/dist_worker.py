@@ -16,7 +16,7 @@ from transformers import TrainerCallback
 from hf_gen import GeNTrainer, GeNTrainingArguments
 from hf_gen.trace import read_trace
 
-from tiny import MLP, Regression
+from tiny import MLP, Regression, Shifted
 
 
 class AppliedLr(TrainerCallback):
@@ -32,8 +32,9 @@ def main(out, engine, gen_mode, global_batch):
     # "approx-averages-batches": windows of 2 steps from a small start, each fast-start line measured on 2 batches;
     # "approx-averages-confirm": the same windows, each fast-start jump witnessed by the gradients;
     # "approx-averages-lines": no fast start, windows of 4 steps, each line measured on 2 batches and charged with
-    # the jitter cost
-    extra = {}
+    # the jitter cost; "approx-averages-undo": plain SGD on rows read in order whose targets jump over steps 16 to 20,
+    # windows of 5 steps from the start, and the window of those steps taken back (gen_undo_lost_windows)
+    extra, data = {}, Regression(n=64, dtype=torch.float64)
     for suffix, option in (
         ("-batches", {"gen_fast_start_batches": 2}),
         ("-confirm", {"gen_fast_start_confirm": True}),
@@ -48,10 +49,25 @@ def main(out, engine, gen_mode, global_batch):
                 "gen_jitter_cost": True,
             },
         ),
+        (
+            "-undo",
+            {
+                "gen_window": 5,
+                "gen_fast_start": False,
+                "learning_rate": 0.2,
+                "max_steps": 30,
+                "optim": "sgd",
+                "weight_decay": 0.0,
+                "train_sampling_strategy": "sequential",
+                "gen_undo_lost_windows": True,
+            },
+        ),
     ):
         if gen_mode.endswith(suffix):
             gen_mode = gen_mode.removesuffix(suffix)
             extra = {"gen_interval": 2, "learning_rate": 1e-4, "max_steps": 16, **option}
+            if suffix == "-undo":
+                data = Shifted(n=160, start=60, stop=80, shift=6.0, dtype=torch.float64)
     args = GeNTrainingArguments(
         output_dir=os.path.dirname(out) + f"/run-{engine}",
         lr_scheduler_type="gen",
@@ -77,8 +93,7 @@ def main(out, engine, gen_mode, global_batch):
     probes = {"count": 0}
     model.register_forward_hook(lambda m, i, o: probes.__setitem__("count", probes["count"] + 1))
     recorder = AppliedLr()
-    trainer = GeNTrainer(model=model, args=args, train_dataset=Regression(n=64, dtype=torch.float64),
-                         callbacks=[recorder])  # fmt: skip
+    trainer = GeNTrainer(model=model, args=args, train_dataset=data, callbacks=[recorder])
     trainer.train()
     weights = {}
     for name, p in trainer.model.named_parameters():
@@ -102,7 +117,8 @@ def main(out, engine, gen_mode, global_batch):
             {"lrs": recorder.lrs, "forwards": probes["count"], "probe_points": probe_points, "weights": weights,
              "world": world, "line_batches": [r.get("line_batches", 1) for r in trace],
              "jitter_costs": [r.get("jitter_cost") for r in trace],
-             "gradient_slopes": [r.get("gradient_slope") for r in trace]},
+             "gradient_slopes": [r.get("gradient_slope") for r in trace],
+             "lost": [(r["step"], r["window_losses"]) for r in trace if r["fallback"] == "lost_window"]},
             handle,
         )  # fmt: skip
 

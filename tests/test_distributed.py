@@ -95,6 +95,16 @@ def test_ddp_ranks_agree_on_settled_lines_measured_on_several_batches(tmp_path):
     assert r0["jitter_costs"] == pytest.approx(single["jitter_costs"], rel=1e-9, abs=1e-12)
 
 
+def test_ddp_ranks_take_back_the_same_window_as_one_process(tmp_path):
+    # gen_undo_lost_windows: each rank sums its own batches' training losses; their means and variances are reduced
+    # at the window's close, so the ranks decide together, and take back the window one process takes back on the
+    # global batch, with the same mean losses (the standard error is estimated from each rank's batches instead, an
+    # estimate of the same quantity).
+    single, r0 = ddp_against_one_process(tmp_path, "approx-averages-undo")
+    assert [step for step, _ in single["lost"]] == [step for step, _ in r0["lost"]] == [21]
+    assert r0["lost"][0][1] == pytest.approx(single["lost"][0][1], rel=1e-9)
+
+
 def test_fsdp2_shards_take_the_same_line_steps_as_an_unsharded_replica(tmp_path):
     launch(tmp_path, "fsdp_line_worker.py", tmp_path / "line.json")
     for rank in (0, 1):

@@ -339,3 +339,20 @@ def test_a_step_too_short_for_the_loss_precision_keeps_a_settled_level_and_raise
     assert s.last_fallback == "below_precision" and s.num_fallbacks == 3
     opt, s = make(lr=1e-8, gamma=0.9, max_change=2.0, fast_start=True)  # the fast start: too small to measure
     assert s.apply_estimate(short, step=0) == pytest.approx(2e-8) and not s.settled
+
+
+def test_a_window_taken_back_halves_the_level_at_once_and_caps_it_from_then_on():
+    """``"lost_window"``: the level goes to level / max_change unsmoothed, whatever gamma and the fallback policy
+    (it is a decision, not an unusable estimate, so ``fallback="error"`` does not raise); later estimates may lower
+    the level but not raise it above that, and the cap goes with the scheduler's state."""
+    opt, s = make(lr=0.1, gamma=0.9, max_change=2.0, fast_start=False, fallback="error")
+    assert s.apply_estimate(bad("lost_window"), step=0) == pytest.approx(0.05, rel=1e-12)
+    assert s.apply_estimate(est(1.0), step=1) == pytest.approx(0.05, rel=1e-12)  # would be 0.05**0.9 * 0.1**0.1
+    assert opt.param_groups[1]["lr"] == pytest.approx(0.05 * 0.25, rel=1e-12)
+    low = 0.05**0.9 * 0.025**0.1
+    assert s.apply_estimate(est(0.001), step=2) == pytest.approx(low, rel=1e-12)  # down as usual
+    assert s.apply_estimate(bad("lost_window"), step=3) == pytest.approx(low / 2, rel=1e-12)
+    _, resumed = make(lr=0.1, gamma=0.9, max_change=2.0, fast_start=False)
+    resumed.load_state_dict(s.state_dict())
+    assert resumed.undo_ceiling == pytest.approx(low / 2, rel=1e-12)
+    assert resumed.apply_estimate(est(1.0), step=4) == pytest.approx(low / 2, rel=1e-12)

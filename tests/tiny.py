@@ -64,6 +64,15 @@ class Regression(torch.utils.data.Dataset):
         return {"x": self.x[i], "labels": self.y[i]}
 
 
+class Shifted(Regression):
+    """Regression rows whose targets jump by ``shift`` from row ``start`` to row ``stop`` (to the end if ``None``):
+    read in order, the loss jumps there."""
+
+    def __init__(self, n, start, shift, stop=None, **kwargs):
+        super().__init__(n=n, **kwargs)
+        self.y[start:stop] += shift
+
+
 class Dummy(torch.utils.data.Dataset):
     """Inputs the ``Quadratic`` model ignores (the Trainer needs a data set)."""
 
