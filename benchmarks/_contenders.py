@@ -95,13 +95,16 @@ FAMILIES = {
     "mechanic": "Mechanic (defaults) on AdamW at base lr 1",
     "dog": "DoG (defaults), evaluated on its polynomial-decay iterate average as its authors recommend",
     "gen-optim": "gen-optim 0.1.1 (authors' GeN, AdamW, lazy_freq 4)",
-    "gen-adamw": "hf-gen GeN-AdamW (defaults: ends on the mean of the last 20% of the steps' weights)",
-    "gen-adamw-last": "hf-gen GeN-AdamW with gen_tail_average=0 (ends on the last iterate: the default before the "
-    "tail average)",
-    "gen-adamw-undo": "hf-gen GeN-AdamW with gen_undo_lost_windows (a window whose training loss rose by more than "
-    "3 standard errors is taken back, and the level halves)",
+    "gen-adamw": "hf-gen GeN-AdamW (defaults: a window that lost ground is taken back; ends on the mean of the last "
+    "20% of the steps' weights)",
+    "gen-adamw-keep": "hf-gen GeN-AdamW with gen_undo_lost_windows=False (no window taken back: the default before "
+    "the undo)",
+    "gen-adamw-last": "hf-gen GeN-AdamW with gen_tail_average=0 and gen_undo_lost_windows=False (ends on the last "
+    "iterate: the default before the tail average)",
     "gen-sgd": "hf-gen GeN-SGD (defaults, momentum 0.9)",
-    "gen-sgd-last": "hf-gen GeN-SGD with gen_tail_average=0 (momentum 0.9; the default before the tail average)",
+    "gen-sgd-keep": "hf-gen GeN-SGD with gen_undo_lost_windows=False (momentum 0.9; the default before the undo)",
+    "gen-sgd-last": "hf-gen GeN-SGD with gen_tail_average=0 and gen_undo_lost_windows=False (momentum 0.9; the "
+    "default before the tail average)",
     "gen-adamw-same": "hf-gen GeN-AdamW with gen_probe_batch='same' (lines measured on their own batch)",
     "gen-adamw-averages": "hf-gen GeN-AdamW with gen_probe_batch='averages' (the line through two windows' means) "
     "and the cosine shape",
@@ -130,26 +133,34 @@ FAMILIES = {
     },
 }
 # The GeN families: the gen_* arguments each sets on top of hf-gen's defaults (gen-sgd differs in its optimizer only).
-# The options measured before the tail average became the default keep ending on the last iterate, as they ran.
-LAST = {"gen_tail_average": 0.0}
+# The families measured before a default changed keep what they ran with: no window taken back (KEEP), and the
+# options measured before the tail average ending on the last iterate (LAST).
+KEEP = {"gen_undo_lost_windows": False}
+LAST = {"gen_tail_average": 0.0, **KEEP}
 GEN_VARIANTS = {
     "gen-adamw": {},
+    "gen-adamw-keep": KEEP,
     "gen-adamw-last": LAST,
-    "gen-adamw-undo": {"gen_undo_lost_windows": True},
     "gen-sgd": {},
+    "gen-sgd-keep": KEEP,
     "gen-sgd-last": LAST,
-    "gen-adamw-cosine": {"gen_decay": "cosine"},
-    "gen-adamw-cooldown": {"gen_decay": "cooldown"},
+    "gen-adamw-cosine": {"gen_decay": "cosine", **KEEP},
+    "gen-adamw-cooldown": {"gen_decay": "cooldown", **KEEP},
     "gen-adamw-batches": {"gen_fast_start_batches": GEN_INTERVAL, **LAST},
     "gen-adamw-confirm": {"gen_fast_start_confirm": True, **LAST},
     "gen-adamw-grow": {"gen_grow_windows": True, **LAST},
     "gen-adamw-jitter": {"gen_jitter_cost": True, **LAST},
     "gen-adamw-linebatches": {"gen_line_batches": GEN_INTERVAL, **LAST},
     "gen-adamw-same": {"gen_probe_batch": "same"},
-    "gen-adamw-averages": {"gen_probe_batch": "averages", "gen_decay": "cosine"},
+    "gen-adamw-averages": {"gen_probe_batch": "averages", "gen_decay": "cosine", **KEEP},
     "gen-adamw-next": {"gen_probe_batch": "next"},
-    "gen-adamw-averages-next": {"gen_probe_batch": "averages", "gen_fast_start_lines": "next", "gen_decay": "cosine"},
-    "gen-adamw-windows": {"gen_fast_start_lines": "windows", "gen_decay": "cosine"},
+    "gen-adamw-averages-next": {
+        "gen_probe_batch": "averages",
+        "gen_fast_start_lines": "next",
+        "gen_decay": "cosine",
+        **KEEP,
+    },
+    "gen-adamw-windows": {"gen_fast_start_lines": "windows", "gen_decay": "cosine", **KEEP},
     # adaptive recompute acts on one-step lines (the window lines are measured once per window, and refuse it)
     **{
         f"gen-adamw-adaptive{cap}": {"gen_interval": GEN_INTERVAL, "gen_max_interval": cap, "gen_probe_batch": "next"}

@@ -43,9 +43,9 @@ from _tasks import Task, build_task  # noqa: E402
 from quality import FULL  # noqa: E402
 
 # Each lever changed from the defaults (lines through window means, a fast start on 4-step window lines capped by the
-# last step's line, no decay shape, the mean of the last 20% of the steps' weights at the end, interval 4, gamma 0.9,
-# max change 2), one at a time; "bf16" runs the defaults under
-# bf16 autocast (where the loss's precision matters).
+# last step's line, no decay shape, the mean of the last 20% of the steps' weights at the end, a window that lost
+# ground taken back, interval 4, gamma 0.9, max change 2), one at a time; "bf16" runs the defaults under bf16 autocast
+# (where the loss's precision matters).
 VARIANTS = {
     "defaults": {},
     "fast_start_lines=windows": {"gen_fast_start_lines": "windows"},
@@ -64,6 +64,7 @@ VARIANTS = {
     "fast_decrease": {"gen_fast_decrease": True},
     "bf16": {"bf16": True},
     "tail=off": {"gen_tail_average": 0.0},  # end on the last iterate (the default before the tail average)
+    "undo=off": {"gen_undo_lost_windows": False},  # keep every window (the default before the undo)
     # adaptive recompute (not a default): the gap doubles after each steady update up to the cap, as in quality.py
     **{f"max_interval={cap}": GEN_VARIANTS[f"gen-adamw-adaptive{cap}"] for cap in ADAPTIVE_CAPS},
 }

@@ -433,7 +433,7 @@ class GeNTrainingArguments(TrainingArguments):
                 "gen_probe_offsets and gen_use_slope"
             )
         if self.gen_undo_lost_windows is None:
-            self.gen_undo_lost_windows = False
+            self.gen_undo_lost_windows = self.gen_probe_batch == "averages"
         if self.gen_undo_lost_windows and self.gen_probe_batch != "averages":
             raise ValueError(
                 "gen_undo_lost_windows takes a window back to the previous window's mean, which "

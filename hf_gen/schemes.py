@@ -594,7 +594,8 @@ class Averages(NextBatch):
         one_step = self.one_step_line(trainer, record) if self.pending is not None else None  # releases its copy
         losses = self._probe(trainer, record, optimizer, previous, mean)
         if suspect is not None:
-            if float(losses[1]) > float(losses[0]):
+            start, end = float(losses[0]), float(losses[1])
+            if math.isfinite(start) and not end <= start:  # worse there, or not finite where the earlier mean is
                 self._undo(trainer, record, optimizer, at, previous, suspect, losses)
                 return
             self.losses.previous = suspect[1]  # kept (the data may have changed): the new reference

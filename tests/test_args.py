@@ -253,6 +253,30 @@ def test_the_default_tail_average_follows_the_decay_shape(tmp_path, kwargs, tail
     assert parsed.gen_tail_average == tail
 
 
+@pytest.mark.parametrize(
+    "kwargs,undo",
+    [
+        ({}, True),  # the window lines hold the previous window's mean the undo goes back to
+        ({"gen_probe_batch": "next"}, False),
+        ({"gen_probe_batch": "same"}, False),
+        ({"gen_mode": "exact"}, False),
+        ({"gen_undo_lost_windows": False}, False),
+    ],
+)
+def test_the_undo_is_on_by_default_with_the_window_lines_only(tmp_path, kwargs, undo):
+    assert args(tmp_path, **kwargs).gen_undo_lost_windows is undo
+    (parsed,) = HfArgumentParser(GeNTrainingArguments).parse_args_into_dataclasses(
+        ["--output_dir", str(tmp_path), "--lr_scheduler", "gen"] + [f"--{k}={v}" for k, v in kwargs.items()]
+    )
+    assert parsed.gen_undo_lost_windows is undo
+
+
+def test_an_undo_without_the_window_lines_says_what_to_pass(tmp_path):
+    with pytest.raises(ValueError, match="gen_undo_lost_windows .* got gen_probe_batch='next': pass gen_probe_batch="
+                       "'averages', or gen_undo_lost_windows=False"):  # fmt: skip
+        args(tmp_path, gen_probe_batch="next", gen_undo_lost_windows=True)
+
+
 def test_a_bad_decay_shape_says_what_to_pass(tmp_path):
     with pytest.raises(
         ValueError, match=r"gen_decay must be one of \('none', 'linear', 'cosine', 'cooldown'\), got 'step'"

@@ -137,8 +137,9 @@ class Tokens(torch.utils.data.Dataset):
 
 def gen_args(tmp_path, **kwargs):
     """GeN arguments for the mechanics tests: same-batch probes (their closed forms are of a step's own line; the
-    next-batch fit has its own tests), no decay shape (the cosine shape has its own test), and the last iterate at
-    the end (the oracles replay the steps; the tail's mean, the default with no shape, has its own tests)."""
+    next-batch fit has its own tests), no decay shape (the cosine shape has its own test), the last iterate at
+    the end and no window taken back (the oracles replay the steps; the tail's mean and the undo, defaults with the
+    window lines, have their own tests)."""
     from hf_gen import GeNTrainingArguments
 
     base = dict(
@@ -154,6 +155,7 @@ def gen_args(tmp_path, **kwargs):
         gen_decay="none",
         gen_probe_batch="same",
         gen_tail_average=0.0,
+        gen_undo_lost_windows=False,
     )
     base.update(kwargs)
     return GeNTrainingArguments(**base)
