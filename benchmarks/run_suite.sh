@@ -69,7 +69,10 @@ for task in $TASKS; do
       A="--json benchmarks/results/horizon_gpt2_a.json --markdown /tmp/horizon_gpt2_a.md --plots /tmp/horizon_plots"
       B="--json benchmarks/results/horizon_gpt2_b.json --markdown /tmp/horizon_gpt2_b.md --plots /tmp/horizon_plots"
       H="--tasks gpt2 --steps gpt2=3000 --no-robustness"
-      $Q $H --seeds gpt2=2 --families gen-adamw gen-adamw-cosine gen-adamw-next gen-adamw-same gen-adamw-averages-next \
+      # GeN's default in its own file (the previous default's runs are gen-adamw-keep in _c)
+      D="--json benchmarks/results/horizon_gpt2_d.json --markdown /tmp/horizon_gpt2_d.md --plots /tmp/horizon_plots"
+      $Q $H --seeds gpt2=2 --families gen-adamw $D
+      $Q $H --seeds gpt2=2 --families gen-adamw-cosine gen-adamw-next gen-adamw-same gen-adamw-averages-next \
         gen-adamw-windows $A
       $Q $H --seeds gpt2=1 --families trainer-default adamw-cosine-warmup --grid gpt2=1e-3 $A
       $Q $H --seeds gpt2=1 --families adamw-linear --grid gpt2=3e-4,1e-3,3e-3 $B
@@ -87,9 +90,9 @@ for task in $TASKS; do
       B="--json benchmarks/results/horizon_minilm_b.json --markdown /tmp/horizon_minilm_b.md --plots /tmp/horizon_plots"
       C="--json benchmarks/results/horizon_minilm_c.json --markdown /tmp/horizon_minilm_c.md --plots /tmp/horizon_plots"
       D="--json benchmarks/results/horizon_minilm_d.json --markdown /tmp/horizon_minilm_d.md --plots /tmp/horizon_plots"
-      # GeN's default in its own file (the last-iterate run of the previous default is gen-adamw-last in _a)
-      F="--json benchmarks/results/horizon_minilm_f.json --markdown /tmp/horizon_minilm_f.md --plots /tmp/horizon_plots"
-      $Q $L --families gen-adamw $F
+      # GeN's default in its own file (the previous defaults: gen-adamw-keep in _f, gen-adamw-last in _a)
+      G="--json benchmarks/results/horizon_minilm_g.json --markdown /tmp/horizon_minilm_g.md --plots /tmp/horizon_plots"
+      $Q $L --families gen-adamw $G
       $Q $L --families trainer-default adamw-linear --grid minilm-long=3e-5 $A
       $Q $L --families adamw-linear --grid minilm-long=1e-4,3e-4 $B
       $Q $L --families adamw-cosine-warmup --grid minilm-long=1e-4 $C
