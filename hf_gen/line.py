@@ -356,6 +356,13 @@ class WindowMeans:
 
     @staticmethod
     @torch.no_grad()
+    def put(params: Sequence[torch.Tensor], mean: Sequence[torch.Tensor]) -> None:
+        """Set the parameters to a held mean (stored in the parameters' dtype, on their device)."""
+        for p, m in zip(params, mean, strict=True):
+            p.copy_(m.to(device=p.device, dtype=p.dtype))
+
+    @staticmethod
+    @torch.no_grad()
     def move(params: Sequence[torch.Tensor], start: Sequence[torch.Tensor], end: Sequence[torch.Tensor], c: float):
         """Set the parameters to ``start + c (end - start)`` (computed in the means' precision, then stored)."""
         for p, m0, m1 in zip(params, start, end, strict=True):

@@ -559,8 +559,7 @@ class Averages(NextBatch):
         is the window taken back. The tail's mean, if one is being taken, starts again from here. The optimizer's
         state (Adam's moments) is kept."""
         self.means.previous = previous  # the lost window's mean is dropped
-        with torch.no_grad():
-            WindowMeans.move(trainer._gen_params(optimizer), previous, previous, 0.0)
+        WindowMeans.put(trainer._gen_params(optimizer), previous)
         if self.pending is not None:
             self.pending[0].release()
             self.pending = None

@@ -161,9 +161,7 @@ class GeNMixin:
         if tail is None or tail.count == 0:
             return
         count, mean = tail.count, tail.close()
-        with torch.no_grad():
-            for p, m in zip(self._gen_params(self.optimizer), mean, strict=True):
-                p.copy_(m.to(device=p.device, dtype=p.dtype))
+        WindowMeans.put(self._gen_params(self.optimizer), mean)
         logger.info("GeN: the model is the mean of the weights after the last %d optimizer steps", count)
 
     # ---- the next-batch line across a checkpoint -------------------------------------------------
