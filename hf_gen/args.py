@@ -112,6 +112,9 @@ class GeNTrainingArguments(TrainingArguments):
             window's (Welch's test at the three-sigma tail) and whose mean weights are worse on the batch after it:
             the weights return to the previous window's mean, the level halves and stays at or below that. Default:
             on with ``"averages"``.
+        gen_raise_needs_progress: ``"averages"``: once settled, a line may raise the level only after a window whose
+            mean training loss fell below the previous window's (the same test, the other way); otherwise the level
+            holds (fallback ``"no_progress"``).
         gen_offload_snapshot: Keep GeN's copy of the trainable parameters in CPU memory.
     """
 
@@ -296,6 +299,16 @@ class GeNTrainingArguments(TrainingArguments):
         "confirm (the data changed) is kept. The optimizer's state is kept. Costs nothing more: the previous mean "
         "is held and the probes are measured anyway. Default: on with 'averages'; off otherwise.",
     )
+    gen_raise_needs_progress: bool = _option(
+        False,
+        "gen_probe_batch='averages': once the fast start has settled, a line may raise the lr only after a window whose "
+        "mean training loss fell below the previous window's, by the test gen_undo_lost_windows uses in the other "
+        "direction; otherwise the lr holds (fallback 'no_progress'). A run whose training loss has stopped falling "
+        "between windows is at the floor its lr's noise holds it on (Pflug's stationarity, as in SASA: Lang, Xiao "
+        "and Zhang, NeurIPS 2019); a longer step raises that floor, and the line through two windows' means, which "
+        "average the noise out, cannot see it. Lower lrs are taken as usual. Costs nothing more: the losses are "
+        "summed on the device and read once per window.",
+    )
     gen_offload_snapshot: bool = _option(
         False,
         "Keep GeN's copies of the trainable parameters (one, on recompute steps, for 'next'; the window sum and "
@@ -439,6 +452,12 @@ class GeNTrainingArguments(TrainingArguments):
                 "gen_undo_lost_windows takes a window back to the previous window's mean, which "
                 f"gen_probe_batch='averages' holds; got gen_probe_batch={self.gen_probe_batch!r}: pass "
                 "gen_probe_batch='averages', or gen_undo_lost_windows=False"
+            )
+        if self.gen_raise_needs_progress and self.gen_probe_batch != "averages":
+            raise ValueError(
+                "gen_raise_needs_progress compares the training losses of the windows of gen_probe_batch='averages'; "
+                f"got gen_probe_batch={self.gen_probe_batch!r}: pass gen_probe_batch='averages', or "
+                "gen_raise_needs_progress=False"
             )
         if self.gen_tail_average is None:
             # Without a shape the last iterate jitters at the level; the tail's mean anneals it.

@@ -44,6 +44,7 @@ __all__ = [
     "fit_parabola",
     "jitter_cost",
     "lost_ground",
+    "made_progress",
     "measure_line",
     "next_probe",
     "no_descent_seen",
@@ -573,3 +574,17 @@ def lost_ground(before: WindowStats, after: WindowStats, z: float = LOST_WINDOW_
         return rise > 0.0, se
     dof = se**4 / (parts[0] ** 2 / (before.count - 1) + parts[1] ** 2 / (after.count - 1))
     return rise > student_t_quantile(z, dof) * se, se
+
+
+def made_progress(before: WindowStats, after: WindowStats, z: float = LOST_WINDOW_Z) -> tuple[bool, float]:
+    """Whether the window ``after`` made progress on the window ``before`` it: its mean training loss is lower, by the
+    same test as :func:`lost_ground` (Welch's, at the one-sided tail of ``z`` standard normal deviations) in the other
+    direction. Windows of fewer than two steps, or a mean that is not finite, show none.
+
+    Returns:
+        ``(progress, se)``: the verdict and the standard error it used (``nan`` when there is none).
+    """
+    finite = all(math.isfinite(x) for x in (before.mean, before.var, after.mean, after.var))
+    if before.count < 2 or after.count < 2 or not finite:
+        return False, math.nan
+    return lost_ground(after, before, z)

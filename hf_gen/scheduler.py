@@ -271,6 +271,7 @@ class GeNScheduler(LRScheduler):
         cap_settles: bool = True,
         measured_at: float | None = None,
         slope: float | None = None,
+        may_raise: bool = True,
     ) -> float:
         """Fold one estimate into the lr and apply it to the optimizer's param groups.
 
@@ -300,6 +301,9 @@ class GeNScheduler(LRScheduler):
                 descend or had no positive curvature, is witnessed: an estimate inside the bound, every settled
                 update, the other fallbacks (non-finite numbers, a change below the loss's precision) and a
                 non-finite ``slope`` ignore it.
+            may_raise: Whether a settled update may raise the level. ``False`` (``gen_raise_needs_progress``: the
+                training loss did not fall between the last two windows) holds a level the estimate would raise,
+                recorded as the fallback ``"no_progress"``; a lower level is taken as usual. The fast start ignores it.
 
         A ``"lost_window"`` estimate (a window taken back, ``gen_undo_lost_windows``) is a decision, not an unusable
         measurement: ``fallback="error"`` does not raise on it. The level it sets is a ceiling for the rest of the run
@@ -328,6 +332,8 @@ class GeNScheduler(LRScheduler):
         if slope is not None and math.isfinite(slope) and witnessed and not self.settled and not inside:
             if new_lr != self.level and not (slope < 0.0 if new_lr > self.level else slope > 0.0):
                 new_lr, reason = self.level, "unconfirmed"  # a jump its witness does not confirm
+        if self.settled and not may_raise and new_lr > self.level:
+            new_lr, reason, inside = self.level, "no_progress", False  # a raise the training loss does not support
         self.gap = self._next_gap(self.settled and inside and reason is None)
         if inside:
             self.settled = True

@@ -31,6 +31,7 @@ from .core import (
     estimate_from_curvature,
     jitter_cost,
     lost_ground,
+    made_progress,
     measure_line,
     no_descent_seen,
 )
@@ -396,6 +397,7 @@ class Averages(NextBatch):
         line_batches: int = 1,
         jitter_cost: bool = False,
         undo_lost_windows: bool = False,
+        raise_needs_progress: bool = False,
     ) -> None:
         super().__init__()
         self.window = window
@@ -411,6 +413,9 @@ class Averages(NextBatch):
         self.witness = Witness()  # the gradients' slope along the last line opened (fast_start_confirm)
         self.undo = undo_lost_windows
         self.losses = WindowLosses()  # the open window's training losses, and the window the run is measured against
+        self.needs_progress = raise_needs_progress
+        self.progress = True  # whether the last settled window's training loss fell (raise_needs_progress)
+        self.trend: list | None = None  # its mean training loss, the previous window's, and the test's standard error
 
     def _one_step(self, trainer: GeNMixin) -> bool:
         """Whether one-step lines are in charge (``fast_start_lines="next"``, until the fast start has settled and
@@ -499,12 +504,17 @@ class Averages(NextBatch):
 
     def _add(self, trainer: GeNMixin, optimizer, record: StepRecord | None) -> None:
         self.means.add(trainer._gen_params(optimizer))
-        if self.undo:
+        if self._tracks_losses:
             self.losses.add(record.loss if record is not None else None)
         if self.means.previous is None and self.means.count == self._span(trainer):
             self.means.previous = self.means.close()
-            if self.undo:
+            if self._tracks_losses:
                 self.losses.previous = self._close_losses(trainer)
+
+    @property
+    def _tracks_losses(self) -> bool:
+        """The windows' training losses are summed (``undo_lost_windows`` or ``raise_needs_progress``)."""
+        return self.undo or self.needs_progress
 
     def _close_losses(self, trainer: GeNMixin):
         """The statistics of the window closing now (``settled``: it ran after the fast start)."""
@@ -533,14 +543,19 @@ class Averages(NextBatch):
         at = scheduler.level  # the level the closing window ran at: the estimate is c* times it
         span = self._span(trainer)
         suspect = None  # a window whose training loss rose: taken back if the line's batch agrees (_measure)
-        if self.undo:
+        if self._tracks_losses:
             before, after = self.losses.previous, self._close_losses(trainer)
-            lost, se = lost_ground(before, after) if before is not None and before.settled and after.settled \
-                else (False, math.nan)  # fmt: skip
+            both = before is not None and before.settled and after.settled
+            lost, se = lost_ground(before, after) if both and self.undo else (False, math.nan)
             if lost:
                 suspect = (before, after, se)
             else:
                 self.losses.previous = after
+            # A settled line may raise the level only after a window whose training loss fell: a run whose loss has
+            # stopped falling is at the floor its lr's noise holds it on, which a longer step raises.
+            progress, se = made_progress(before, after) if both else (True, math.nan)
+            self.progress = progress or not self.needs_progress
+            self.trend = [before.mean, after.mean, se] if both and self.needs_progress else None
         previous, mean = self.means.previous, self.means.close()
         self.means.previous = mean
         slope = self.witness.take(trainer)  # the gradients' slope since the last close, along the line opened then
@@ -638,6 +653,8 @@ class Averages(NextBatch):
             extra["gradient_slope"] = slope
         if cost is not None:
             extra["jitter_cost"] = cost
+        if self.trend is not None and scheduler.settled:
+            extra["window_losses"], extra["window_loss_se"] = self.trend[:2], self.trend[2]
         cap, cap_settles = None, True
         if one_step is not None:
             # The fast start follows the window's line down at once, but up only as far as the last step's line on
@@ -653,7 +670,8 @@ class Averages(NextBatch):
             extra.update(one_step_alpha_star=estimate_1.alpha_star, one_step_probe_losses=probes_1,
                          one_step_fallback=estimate_1.reason)  # fmt: skip
         new_lr = scheduler.apply_estimate(estimate, scheduler.last_epoch, gamma=gamma, cap=cap,
-                                          cap_settles=cap_settles, measured_at=at, slope=slope)  # fmt: skip
+                                          cap_settles=cap_settles, measured_at=at, slope=slope,
+                                          may_raise=self.progress)  # fmt: skip
         trainer._gen_write_trace(estimate, new_lr, at, "approx", extra)
 
     def state(self) -> dict | None:
@@ -662,8 +680,9 @@ class Averages(NextBatch):
             state["window_now"] = self.growing
         if self.line is not None:
             state["open_line"] = self.line.local_state()
-        if self.undo:
+        if self._tracks_losses:
             state["window_losses"] = self.losses.local_state()
+            state["progress"] = self.progress
         if self.witness.start is not None:
             state["witness"] = self.witness.local_state(
                 with_start=self.line is None or self.line.start is not self.witness.start
@@ -677,8 +696,9 @@ class Averages(NextBatch):
         self.means.load_local_state(params, saved)
         if self.grow:  # the open window keeps the length it opened with
             self.growing = saved.get("window_now")
-        if self.undo and "window_losses" in saved:
+        if self._tracks_losses and "window_losses" in saved:
             self.losses.load_local_state(saved["window_losses"], trainer.args.device)
+            self.progress = bool(saved.get("progress", True))
         if "open_line" in saved:  # its end is the previous window's mean, restored just above
             start = [laid_out_like(p, t, self.means.device, t.dtype)
                      for p, t in zip(params, saved["open_line"]["start"], strict=True)]  # fmt: skip

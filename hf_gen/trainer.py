@@ -87,7 +87,8 @@ class GeNMixin:
             return Averages(self.args.gen_window, device, self.args.gen_fast_start_lines,
                             self.args.gen_fast_start_batches, self.args.gen_fast_start_confirm,
                             self.args.gen_grow_windows, self.args.gen_line_batches,
-                            self.args.gen_jitter_cost, self.args.gen_undo_lost_windows)  # fmt: skip
+                            self.args.gen_jitter_cost, self.args.gen_undo_lost_windows,
+                            self.args.gen_raise_needs_progress)  # fmt: skip
         return NextBatch() if probe_batch == "next" else SameBatch()
 
     def _gen_check_launch(self) -> None:

@@ -92,6 +92,10 @@ def test_unknown_scheduler_name_lists_gen_among_the_choices(tmp_path):
             {"gen_jitter_cost": True, "gen_probe_batch": "next"},
             "gen_jitter_cost charges the lines .* got gen_probe_batch='next': pass gen_probe_batch='averages'",
         ),
+        (
+            {"gen_raise_needs_progress": True, "gen_probe_batch": "next"},
+            "gen_raise_needs_progress compares .* got gen_probe_batch='next': pass gen_probe_batch='averages'",
+        ),
         ({"gen_tail_average": 1.5}, r"gen_tail_average must be a fraction of the run in \[0, 1\]"),
         ({"gen_tail_average": -0.1}, r"gen_tail_average must be a fraction of the run in \[0, 1\]"),
         (

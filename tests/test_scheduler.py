@@ -356,3 +356,18 @@ def test_a_window_taken_back_halves_the_level_at_once_and_caps_it_from_then_on()
     resumed.load_state_dict(s.state_dict())
     assert resumed.undo_ceiling == pytest.approx(low / 2, rel=1e-12)
     assert resumed.apply_estimate(est(1.0), step=4) == pytest.approx(low / 2, rel=1e-12)
+
+
+def test_a_settled_level_held_from_rising_without_progress_still_comes_down():
+    """``may_raise=False`` (``gen_raise_needs_progress``): a settled raise, from an estimate or from a flat line's
+    bound, holds the level (fallback ``"no_progress"``); a lower estimate moves it as usual; the fast start ignores
+    it."""
+    opt, s = make(lr=0.1, gamma=0.9, max_change=2.0, fast_start=False)
+    assert s.apply_estimate(est(1.0), step=0, may_raise=False) == 0.1
+    assert s.last_fallback == "no_progress" and s.num_fallbacks == 1
+    assert s.apply_estimate(bad(), step=1, may_raise=False) == 0.1  # the minimiser beyond the line: up, held
+    assert s.apply_estimate(est(0.001), step=2, may_raise=False) == pytest.approx(0.1**0.9 * 0.05**0.1, rel=1e-12)
+    assert s.last_fallback is None
+    assert s.apply_estimate(est(1.0), step=3) == pytest.approx(s.level, rel=1e-12) > 0.1**0.9 * 0.05**0.1
+    _, fast = make(lr=0.1, gamma=0.9, max_change=2.0, fast_start=True)
+    assert fast.apply_estimate(est(1.0), step=0, may_raise=False) == pytest.approx(0.2, rel=1e-12)
