@@ -301,13 +301,13 @@ class GeNTrainingArguments(TrainingArguments):
     )
     gen_raise_needs_progress: bool = _option(
         False,
-        "gen_probe_batch='averages': once the fast start has settled, a line may raise the lr only after a window whose "
-        "mean training loss fell below the previous window's, by the test gen_undo_lost_windows uses in the other "
-        "direction; otherwise the lr holds (fallback 'no_progress'). A run whose training loss has stopped falling "
-        "between windows is at the floor its lr's noise holds it on (Pflug's stationarity, as in SASA: Lang, Xiao "
-        "and Zhang, NeurIPS 2019); a longer step raises that floor, and the line through two windows' means, which "
-        "average the noise out, cannot see it. Lower lrs are taken as usual. Costs nothing more: the losses are "
-        "summed on the device and read once per window.",
+        "gen_probe_batch='averages': once the fast start has settled, a line may raise the lr only after a window "
+        "whose mean training loss fell below the previous window's, by the test gen_undo_lost_windows uses in the "
+        "other direction; otherwise the lr holds (fallback 'no_progress'). A run whose training loss has stopped "
+        "falling between windows is at the floor its lr's noise holds it on (Pflug's stationarity, as in SASA: "
+        "Lang, Xiao and Zhang, NeurIPS 2019); a longer step raises that floor, and the line through two windows' "
+        "means, which average the noise out, cannot see it. Lower lrs are taken as usual. Costs nothing more: the "
+        "losses are summed on the device and read once per window.",
     )
     gen_offload_snapshot: bool = _option(
         False,
