@@ -289,7 +289,7 @@ class GeNTrainingArguments(TrainingArguments):
     gen_undo_lost_windows: bool | None = _option(
         None,
         "gen_probe_batch='averages': take back a window that lost ground. When a window's mean training loss is "
-        "above the previous window's by Welch's test at the three-sigma tail (the steps' losses, summed on the "
+        "above the previous window's by Welch's test at the three-sigma tail (the steps' losses, kept on the "
         "device and read once per window), and on the batch after it the window's mean weights are worse than the "
         "previous window's (the line's first two probes, already measured), the weights return to the previous "
         "window's mean, the level halves at once (the change bound; fallback 'lost_window') and stays at or below "
@@ -307,7 +307,7 @@ class GeNTrainingArguments(TrainingArguments):
         "falling between windows is at the floor its lr's noise holds it on (Pflug's stationarity, as in SASA: "
         "Lang, Xiao and Zhang, NeurIPS 2019); a longer step raises that floor, and the line through two windows' "
         "means, which average the noise out, cannot see it. Lower lrs are taken as usual. Costs nothing more: the "
-        "losses are summed on the device and read once per window.",
+        "losses are kept on the device and read once per window.",
     )
     gen_offload_snapshot: bool = _option(
         False,

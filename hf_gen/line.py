@@ -389,60 +389,54 @@ class WindowMeans:
 
 
 class WindowLosses:
-    """The training losses of the open window's optimizer steps (``gen_undo_lost_windows``), summed on the device.
+    """The training losses of the open window's optimizer steps (``gen_undo_lost_windows``,
+    ``gen_raise_needs_progress``), kept on the device.
 
-    Each step adds its training loss (the micro-batches' sum, as the Trainer normalises them); nothing is read until
-    the window closes, so the steps do not wait for the device. ``previous`` holds the statistics of the window the run
-    is measured against (:func:`hf_gen.core.lost_ground`).
+    Each step's training loss (the micro-batches' sum, as the Trainer normalises them) is held as a 0-d tensor;
+    nothing is read until the window closes, so the steps do not wait for the device. At the close the losses are
+    averaged over processes as one vector (one reduction per window), so the statistics are those of the global
+    batch's losses, as one process on it would compute them. ``previous`` holds the statistics of the window the run is
+    measured against (:func:`hf_gen.core.lost_ground`).
     """
 
     def __init__(self) -> None:
-        self.total: torch.Tensor | None = None
-        self.squares: torch.Tensor | None = None
-        self.count = 0
+        self.steps: list[torch.Tensor] = []
         self.previous: WindowStats | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.steps)
 
     @torch.no_grad()
     def add(self, loss: torch.Tensor | None) -> None:
         """Add one optimizer step's training loss (a step without one is not counted)."""
-        if loss is None:
-            return
-        loss = loss.detach().to(torch.float64).reshape(())
-        if self.total is None:
-            self.total, self.squares = loss.clone(), loss * loss
-        else:
-            self.total += loss
-            self.squares += loss * loss
-        self.count += 1
+        if loss is not None:
+            self.steps.append(loss.detach().to(torch.float64).reshape(()))
 
     @torch.no_grad()
-    def close(self, reduce, world_size: int, settled: bool) -> WindowStats:
-        """End the open window: the mean of its steps' losses averaged over processes, and the sample variance of one
-        step's such loss. Each process's batches are its own draws, so the variance of their average is the mean of
-        the processes' variances over ``world_size``. ``reduce`` averages a 0-d tensor over processes."""
-        count, total, squares = self.count, self.total, self.squares
-        self.total, self.squares, self.count = None, None, 0
-        if count == 0:
+    def close(self, reduce, settled: bool) -> WindowStats:
+        """End the open window: the mean of its steps' losses and their sample variance, after ``reduce`` (which
+        averages a vector over processes) has made each step's loss the global batch's."""
+        steps, self.steps = self.steps, []
+        if not steps:
             return WindowStats(math.nan, math.nan, 0, settled)
-        mean = total / count
-        var = (squares - total * mean) / (count - 1) if count > 1 else torch.full_like(mean, math.nan)
-        mean, var = reduce(mean), reduce(var) / world_size
-        mean, var = torch.stack([mean, var]).tolist()
-        return WindowStats(mean, var, count, settled)
+        losses = reduce(torch.stack(steps))
+        var = losses.var() if len(steps) > 1 else torch.full_like(losses[0], math.nan)
+        mean, var = torch.stack([losses.mean(), var]).tolist()
+        return WindowStats(mean, var, len(steps), settled)
 
     def local_state(self) -> dict:
-        """The open sums (this process's) and the previous window's statistics (the same on every process)."""
+        """The open window's losses (this process's) and the previous window's statistics (the same on every
+        process)."""
         state: dict = {"count": self.count}
-        if self.total is not None:
-            state["total"], state["squares"] = self.total.detach().cpu(), self.squares.detach().cpu()
+        if self.steps:
+            state["steps"] = torch.stack(self.steps).cpu()
         if self.previous is not None:
             state["previous"] = list(self.previous)
         return state
 
     def load_local_state(self, state: dict, device) -> None:
-        self.count = int(state.get("count", 0))
-        self.total = state["total"].to(device) if "total" in state else None
-        self.squares = state["squares"].to(device) if "squares" in state else None
+        self.steps = list(state["steps"].to(device).unbind()) if "steps" in state else []
         previous = state.get("previous")
         self.previous = (
             WindowStats(float(previous[0]), float(previous[1]), int(previous[2]), bool(previous[3]))

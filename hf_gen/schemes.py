@@ -513,13 +513,20 @@ class Averages(NextBatch):
 
     @property
     def _tracks_losses(self) -> bool:
-        """The windows' training losses are summed (``undo_lost_windows`` or ``raise_needs_progress``)."""
+        """The windows' training losses are kept (``undo_lost_windows`` or ``raise_needs_progress``)."""
         return self.undo or self.needs_progress
 
     def _close_losses(self, trainer: GeNMixin):
         """The statistics of the window closing now (``settled``: it ran after the fast start)."""
-        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-        return self.losses.close(trainer._gen_reduce, world, trainer.lr_scheduler.settled)
+
+        def mean_over_processes(losses: torch.Tensor) -> torch.Tensor:
+            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+                losses = losses.clone()
+                dist.all_reduce(losses, op=dist.ReduceOp.SUM)
+                losses = losses / dist.get_world_size()
+            return losses
+
+        return self.losses.close(mean_over_processes, trainer.lr_scheduler.settled)
 
     def _probe(self, trainer: GeNMixin, record: StepRecord, optimizer, start, end) -> list[torch.Tensor]:
         """The losses of the record's batch at ``start + c (end - start)`` for ``c = 0, 1, 2``; the live weights are

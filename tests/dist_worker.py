@@ -16,7 +16,7 @@ from transformers import TrainerCallback
 from hf_gen import GeNTrainer, GeNTrainingArguments
 from hf_gen.trace import read_trace
 
-from tiny import MLP, Regression, Shifted
+from tiny import MLP, Quadratic, Regression, Shifted, Tilted
 
 
 class AppliedLr(TrainerCallback):
@@ -33,8 +33,10 @@ def main(out, engine, gen_mode, global_batch):
     # "approx-averages-confirm": the same windows, each fast-start jump witnessed by the gradients;
     # "approx-averages-lines": no fast start, windows of 4 steps, each line measured on 2 batches and charged with
     # the jitter cost; "approx-averages-undo": plain SGD on rows read in order whose targets jump over steps 16 to 20,
-    # windows of 5 steps from the start, and the window of those steps taken back (gen_undo_lost_windows)
-    extra, data = {}, Regression(n=64, dtype=torch.float64)
+    # windows of 5 steps from the start, and the window of those steps taken back (gen_undo_lost_windows);
+    # "approx-averages-progress": plain SGD on the quadratic with slightly tilted batches, windows of 5 steps from
+    # the start, raises held without progress (gen_raise_needs_progress)
+    extra, data, quadratic = {}, Regression(n=64, dtype=torch.float64), False
     for suffix, option in (
         ("-batches", {"gen_fast_start_batches": 2}),
         ("-confirm", {"gen_fast_start_confirm": True}),
@@ -62,12 +64,26 @@ def main(out, engine, gen_mode, global_batch):
                 "gen_undo_lost_windows": True,
             },
         ),
+        (
+            "-progress",
+            {
+                "gen_window": 5,
+                "gen_fast_start": False,
+                "learning_rate": 0.05,
+                "max_steps": 60,
+                "optim": "sgd",
+                "weight_decay": 0.0,
+                "gen_raise_needs_progress": True,
+            },
+        ),
     ):
         if gen_mode.endswith(suffix):
             gen_mode = gen_mode.removesuffix(suffix)
             extra = {"gen_interval": 2, "learning_rate": 1e-4, "max_steps": 16, **option}
             if suffix == "-undo":
                 data = Shifted(n=160, start=60, stop=80, shift=6.0, dtype=torch.float64)
+            if suffix == "-progress":
+                data, quadratic = Tilted(n=240, scale=0.1), True
     args = GeNTrainingArguments(
         output_dir=os.path.dirname(out) + f"/run-{engine}",
         lr_scheduler_type="gen",
@@ -89,7 +105,7 @@ def main(out, engine, gen_mode, global_batch):
         seed=0,
         ddp_backend="gloo" if world > 1 else None,
     )
-    model = MLP(n_in=4, hidden=16, seed=0, dtype=torch.float64)
+    model = Quadratic() if quadratic else MLP(n_in=4, hidden=16, seed=0, dtype=torch.float64)
     probes = {"count": 0}
     model.register_forward_hook(lambda m, i, o: probes.__setitem__("count", probes["count"] + 1))
     recorder = AppliedLr()
@@ -118,7 +134,10 @@ def main(out, engine, gen_mode, global_batch):
              "world": world, "line_batches": [r.get("line_batches", 1) for r in trace],
              "jitter_costs": [r.get("jitter_cost") for r in trace],
              "gradient_slopes": [r.get("gradient_slope") for r in trace],
-             "lost": [(r["step"], r["window_losses"]) for r in trace if r["fallback"] == "lost_window"]},
+             "lost": [(r["step"], r["window_losses"], r["window_loss_se"]) for r in trace
+                      if r["fallback"] == "lost_window"],
+             "held": [(r["step"], r["window_losses"], r["window_loss_se"]) for r in trace
+                      if r["fallback"] == "no_progress"]},
             handle,
         )  # fmt: skip
 

@@ -96,13 +96,23 @@ def test_ddp_ranks_agree_on_settled_lines_measured_on_several_batches(tmp_path):
 
 
 def test_ddp_ranks_take_back_the_same_window_as_one_process(tmp_path):
-    # gen_undo_lost_windows: each rank sums its own batches' training losses; their means and variances are reduced
-    # at the window's close, so the ranks decide together, and take back the window one process takes back on the
-    # global batch, with the same mean losses (the standard error is estimated from each rank's batches instead, an
-    # estimate of the same quantity).
+    # gen_undo_lost_windows: each rank keeps its own batches' training losses; at the window's close they are averaged
+    # over the ranks step by step, so the ranks decide together, and take back the window one process takes back on
+    # the global batch, with the same mean losses and standard error.
     single, r0 = ddp_against_one_process(tmp_path, "approx-averages-undo")
-    assert [step for step, _ in single["lost"]] == [step for step, _ in r0["lost"]] == [21]
-    assert r0["lost"][0][1] == pytest.approx(single["lost"][0][1], rel=1e-9)
+    assert [step for step, *_ in single["lost"]] == [step for step, *_ in r0["lost"]] == [21]
+    assert [*r0["lost"][0][1], r0["lost"][0][2]] == pytest.approx([*single["lost"][0][1], single["lost"][0][2]],
+                                                                  rel=1e-9)  # fmt: skip
+
+
+def test_ddp_ranks_hold_and_take_raises_as_one_process(tmp_path):
+    # gen_raise_needs_progress: the windows' losses are averaged over the ranks as for the undo, so the ranks hold or
+    # take each raise together, where one process on the global batch does, with the same statistics.
+    single, r0 = ddp_against_one_process(tmp_path, "approx-averages-progress")
+    assert single["held"] and [step for step, *_ in single["held"]] == [step for step, *_ in r0["held"]]
+    for (_, losses, se), (_, losses_1, se_1) in zip(r0["held"], single["held"], strict=True):
+        assert [*losses, se] == pytest.approx([*losses_1, se_1], rel=1e-9)
+    assert any(b > a for a, b in zip(single["lrs"], single["lrs"][1:], strict=False))  # and some raises taken
 
 
 def test_fsdp2_shards_take_the_same_line_steps_as_an_unsharded_replica(tmp_path):

@@ -65,18 +65,21 @@ def test_window_losses_are_the_mean_and_sample_variance_of_the_steps():
     for x in losses:
         window.add(torch.tensor(x, dtype=torch.float32))
     window.add(None)  # a step without a loss is not counted
-    closed = window.close(lambda t: t, world_size=1, settled=True)
+    closed = window.close(lambda t: t, settled=True)
     f32 = [float(torch.tensor(x, dtype=torch.float32)) for x in losses]
     assert closed == (pytest.approx(statistics.fmean(f32), rel=1e-12),
                       pytest.approx(statistics.variance(f32), rel=1e-9), 6, True)  # fmt: skip
-    assert window.count == 0 and window.total is None
-    # Over R processes the step's loss is the processes' mean: its variance is the mean variance over R.
-    assert window.close(lambda t: t, world_size=2, settled=False).count == 0
+    assert window.count == 0 and window.steps == []
+    assert window.close(lambda t: t, settled=False).count == 0
+    # Over processes, each step's loss is the processes' mean (the global batch's) before the statistics: here a
+    # second process's losses, averaged in by the reduction.
+    other = [0.5, 1.9, 1.1]
     for x in losses[:3]:
         window.add(torch.tensor(x, dtype=torch.float64))
-    assert window.close(lambda t: t, world_size=4, settled=False).var == pytest.approx(
-        statistics.variance(losses[:3]) / 4, rel=1e-12
-    )
+    closed = window.close(lambda t: (t + torch.tensor(other, dtype=torch.float64)) / 2, settled=False)
+    steps = [(a + b) / 2 for a, b in zip(losses[:3], other, strict=True)]
+    assert closed[:3] == (pytest.approx(statistics.fmean(steps), rel=1e-12),
+                          pytest.approx(statistics.variance(steps), rel=1e-12), 3)  # fmt: skip
 
 
 # ---- in the Trainer ----------------------------------------------------------------------------------------------
