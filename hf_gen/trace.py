@@ -16,7 +16,9 @@ and the tests all go through it. A record holds:
   ``jitter_cost``: the charge per unit of the line, already added to ``probe_losses`` (the probe at ``c`` times
   ``probe_lr`` holds ``c * jitter_cost`` more than the loss measured there); with ``gen_undo_lost_windows``, a
   window taken back is the fallback ``"lost_window"``, with ``window_losses`` (the mean training loss of the window
-  it went back to and of the window taken back) and ``window_loss_se`` (the standard error of their difference).
+  it went back to and of the window taken back) and ``window_loss_se`` (the standard error of their difference);
+  with ``gen_raise_needs_progress``, every settled line records the same two fields for the windows it compared,
+  and a raise held because the later window's loss did not fall is the fallback ``"no_progress"``.
 """
 
 from __future__ import annotations
