@@ -689,7 +689,7 @@ class Averages(NextBatch):
             state["open_line"] = self.line.local_state()
         if self._tracks_losses:
             state["window_losses"] = self.losses.local_state()
-            state["progress"] = self.progress
+            state["progress"], state["trend"] = self.progress, self.trend
         if self.witness.start is not None:
             state["witness"] = self.witness.local_state(
                 with_start=self.line is None or self.line.start is not self.witness.start
@@ -705,7 +705,7 @@ class Averages(NextBatch):
             self.growing = saved.get("window_now")
         if self._tracks_losses and "window_losses" in saved:
             self.losses.load_local_state(saved["window_losses"], trainer.args.device)
-            self.progress = bool(saved.get("progress", True))
+            self.progress, self.trend = bool(saved.get("progress", True)), saved.get("trend")
         if "open_line" in saved:  # its end is the previous window's mean, restored just above
             start = [laid_out_like(p, t, self.means.device, t.dtype)
                      for p, t in zip(params, saved["open_line"]["start"], strict=True)]  # fmt: skip

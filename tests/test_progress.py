@@ -93,12 +93,16 @@ def test_a_settled_level_rises_only_after_a_window_whose_loss_fell(tmp_path):
     assert trace_off[first]["lr"] > trace[first]["lr"]
 
 
-def test_a_resumed_run_holds_and_raises_where_the_whole_run_did(tmp_path):
-    """The open window's loss sums and the last window's statistics go with the checkpoint (step 13, inside a
-    window): the resumed run's lines and levels are the whole run's."""
-    full, _ = gated_run(tmp_path, gate=True, save_strategy="steps", save_steps=13)
-    saved = torch.load(tmp_path / "checkpoint-13" / "gen_pending_line-rank0.pt", weights_only=True)
-    assert saved["window_losses"]["count"] == 3 and "progress" in saved  # steps 11 to 13
-    resumed, _ = gated_run(tmp_path, gate=True, save_strategy="steps", save_steps=13,
-                           resume=str(tmp_path / "checkpoint-13"))  # fmt: skip
+@pytest.mark.parametrize("line_batches,save", [(1, 13), (2, 16)])
+def test_a_resumed_run_holds_and_raises_where_the_whole_run_did(tmp_path, line_batches, save):
+    """The open window's losses and the last window's verdict go with the checkpoint: inside a window (step 13), and
+    with a line measured on two batches open across it (opened at step 16's close, applied on step 17's batch). The
+    resumed run's lines, levels and records are the whole run's."""
+    kwargs = dict(gen_line_batches=line_batches, save_strategy="steps", save_steps=save)
+    full, _ = gated_run(tmp_path, gate=True, **kwargs)
+    saved = torch.load(tmp_path / f"checkpoint-{save}" / "gen_pending_line-rank0.pt", weights_only=True)
+    assert "progress" in saved and saved["window_losses"]["count"] == {13: 3, 16: 1}[save]
+    assert ("open_line" in saved) == (line_batches > 1)
+    resumed, _ = gated_run(tmp_path, gate=True, resume=str(tmp_path / f"checkpoint-{save}"), **kwargs)
     assert resumed == full
+    assert any(r["fallback"] == "no_progress" for r in full)
