@@ -411,7 +411,7 @@ class WindowLosses:
     def add(self, loss: torch.Tensor | None) -> None:
         """Add one optimizer step's training loss (a step without one is not counted)."""
         if loss is not None:
-            self.steps.append(loss.detach().to(torch.float64).reshape(()))
+            self.steps.append(loss.detach().to(torch.float64, copy=True).reshape(()))  # its own copy
 
     @torch.no_grad()
     def close(self, reduce, settled: bool) -> WindowStats:
