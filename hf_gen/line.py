@@ -420,7 +420,7 @@ class WindowLosses:
         steps, self.steps = self.steps, []
         if not steps:
             return WindowStats(math.nan, math.nan, 0, settled)
-        losses = reduce(torch.stack(steps))
+        losses = reduce(torch.stack(steps)).reshape(-1)  # a reduction may return one step's loss as a scalar
         var = losses.var() if len(steps) > 1 else torch.full_like(losses[0], math.nan)
         mean, var = torch.stack([losses.mean(), var]).tolist()
         return WindowStats(mean, var, len(steps), settled)

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
-import torch.distributed as dist
 
 from .core import (
     LineEstimate,
@@ -518,15 +517,7 @@ class Averages(NextBatch):
 
     def _close_losses(self, trainer: GeNMixin):
         """The statistics of the window closing now (``settled``: it ran after the fast start)."""
-
-        def mean_over_processes(losses: torch.Tensor) -> torch.Tensor:
-            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-                losses = losses.clone()
-                dist.all_reduce(losses, op=dist.ReduceOp.SUM)
-                losses = losses / dist.get_world_size()
-            return losses
-
-        return self.losses.close(mean_over_processes, trainer.lr_scheduler.settled)
+        return self.losses.close(trainer._gen_reduce, trainer.lr_scheduler.settled)
 
     def _probe(self, trainer: GeNMixin, record: StepRecord, optimizer, start, end) -> list[torch.Tensor]:
         """The losses of the record's batch at ``start + c (end - start)`` for ``c = 0, 1, 2``; the live weights are
@@ -560,9 +551,9 @@ class Averages(NextBatch):
                 self.losses.previous = after
             # A settled line may raise the level only after a window whose training loss fell: a run whose loss has
             # stopped falling is at the floor its lr's noise holds it on, which a longer step raises.
-            progress, se = made_progress(before, after) if both else (True, math.nan)
+            progress, trend_se = made_progress(before, after) if both else (True, math.nan)
             self.progress = progress or not self.needs_progress
-            self.trend = [before.mean, after.mean, se] if both and self.needs_progress else None
+            self.trend = [before.mean, after.mean, trend_se] if both and self.needs_progress else None
         previous, mean = self.means.previous, self.means.close()
         self.means.previous = mean
         slope = self.witness.take(trainer)  # the gradients' slope since the last close, along the line opened then

@@ -384,10 +384,13 @@ class GeNMixin:
         return total
 
     def _gen_reduce(self, value: torch.Tensor | None) -> torch.Tensor:
-        """Average a per-rank scalar over processes (a value that is already global stays as it is)."""
+        """Average a per-rank scalar (0-d; a one-element tensor becomes one) or vector over processes, in float64 (a
+        value that is already global stays as it is)."""
         if value is None:
             value = torch.tensor(float("nan"), dtype=torch.float64, device=self.args.device)
-        value = value.to(device=self.args.device, dtype=torch.float64).reshape(())
+        value = value.to(device=self.args.device, dtype=torch.float64)
+        if value.numel() == 1:
+            value = value.reshape(())
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             value = value.clone()
             dist.all_reduce(value, op=dist.ReduceOp.SUM)
