@@ -1,0 +1,52 @@
+"""benchmarks/relative_step.py: the relative size of each optimizer step, against the steps replayed in closed form."""
+
+import math
+
+import pytest
+import relative_step
+import torch
+from transformers import Trainer, TrainingArguments
+
+from tiny import Dummy, Quadratic
+
+
+def test_relative_change_of_known_tensors():
+    before = [torch.tensor([3.0, 4.0]), torch.zeros(2)]
+    after = [torch.tensor([3.0, 5.0]), torch.tensor([0.0, 2.0])]
+    whole, per = relative_step.relative_change(before, after)
+    assert whole == pytest.approx(math.sqrt(1.0 + 4.0) / 5.0)  # ||(0, 1, 0, 2)|| / ||(3, 4, 0, 0)||
+    assert per[0] == pytest.approx(1.0 / 5.0)
+    assert per[1] is None  # a tensor that started at zero has no relative change
+
+
+def test_steps_of_a_real_trainer_match_gradient_descent_replayed(tmp_path):
+    """Plain SGD on an exact quadratic: theta <- theta - lr (A theta - b), so every step's size is known."""
+    lr, steps = 0.1, 5
+    model = Quadratic(seed=1)
+    oracle = model.theta().detach().clone()
+    start = oracle.clone()
+    args = TrainingArguments(
+        output_dir=str(tmp_path), report_to="none", use_cpu=True, save_strategy="no", max_steps=steps,
+        per_device_train_batch_size=2, learning_rate=lr, lr_scheduler_type="constant", max_grad_norm=1e9,
+        weight_decay=0.0,
+    )  # fmt: skip
+    trainer = Trainer(
+        model=model, args=args, train_dataset=Dummy(16), optimizers=(torch.optim.SGD(model.parameters(), lr=lr), None)
+    )
+    sizes = relative_step.StepSize(model)
+    trainer.add_callback(sizes)
+    trainer.train()
+    expected = []
+    for _ in range(steps):
+        new = oracle - lr * (model.A @ oracle - model.b)
+        expected.append(float(torch.linalg.vector_norm(new - oracle) / torch.linalg.vector_norm(oracle)))
+        oracle = new
+    assert sizes.whole == pytest.approx(expected, rel=1e-9)
+    drift = float(torch.linalg.vector_norm(oracle - start) / torch.linalg.vector_norm(start))
+    assert sizes.drift() == pytest.approx(drift, rel=1e-9)
+    assert len(sizes.per_tensor) == steps and all(r > 0.0 for r in sizes.per_tensor)
+
+
+def test_bad_run_spec_says_what_to_pass():
+    with pytest.raises(SystemExit, match="TASK=FAMILY@LR"):
+        relative_step.parse_run("adamw-linear@0.03")
