@@ -28,7 +28,7 @@ from transformers import TrainerCallback
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _contenders import Contender, _make_trainer  # noqa: E402
+from _contenders import FAMILIES, TRAINER_DEFAULT_LR, Contender, _make_trainer  # noqa: E402
 from _tasks import build_task  # noqa: E402
 from quality import FULL, SUITE  # noqa: E402
 
@@ -66,13 +66,22 @@ class StepSize(TrainerCallback):
 
 
 def parse_run(text: str) -> tuple[str, Contender]:
+    """``TASK=FAMILY@LR`` (or ``TASK=FAMILY`` for a GeN family, from the Trainer's default lr) as a task name and a
+    contender; a clear error for anything else."""
     task, _, contender = text.partition("=")
     family, _, lr = contender.partition("@")
+    usage = f"--runs takes TASK=FAMILY@LR (e.g. digits=adamw-linear@0.03) or TASK=gen-adamw, got {text!r}"
     if not task or not family:
-        raise SystemExit(
-            f"--runs takes TASK=FAMILY@LR (e.g. digits=adamw-linear@0.03) or TASK=gen-adamw, got {text!r}"
-        )
-    return task, Contender(family, float(lr) if lr else (5e-5 if family.startswith("gen") else None))
+        raise SystemExit(usage)
+    if task not in {**FULL, **SUITE}:
+        raise SystemExit(f"{usage}: unknown task {task!r}; known: {', '.join({**FULL, **SUITE})}")
+    if family not in FAMILIES:
+        raise SystemExit(f"{usage}: unknown family {family!r}; known: {', '.join(FAMILIES)}")
+    try:
+        rate = float(lr) if lr else (TRAINER_DEFAULT_LR if family.startswith("gen") else None)
+    except ValueError:
+        raise SystemExit(f"{usage}: the lr {lr!r} is not a number") from None
+    return task, Contender(family, rate)
 
 
 def measure(task_name: str, contender: Contender, seed: int, workdir: str, steps: int | None = None) -> dict:

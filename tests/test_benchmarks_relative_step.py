@@ -47,6 +47,24 @@ def test_steps_of_a_real_trainer_match_gradient_descent_replayed(tmp_path):
     assert len(sizes.per_tensor) == steps and all(r > 0.0 for r in sizes.per_tensor)
 
 
-def test_bad_run_spec_says_what_to_pass():
-    with pytest.raises(SystemExit, match="TASK=FAMILY@LR"):
-        relative_step.parse_run("adamw-linear@0.03")
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("adamw-linear@0.03", "TASK=FAMILY@LR"),
+        ("digit=adamw-linear@0.03", "unknown task 'digit'"),
+        ("digits=adamw-lin@0.03", "unknown family 'adamw-lin'"),
+        ("digits=adamw-linear@fast", "the lr 'fast' is not a number"),
+    ],
+)
+def test_bad_run_spec_says_what_to_pass(text, says):
+    with pytest.raises(SystemExit, match=says):
+        relative_step.parse_run(text)
+
+
+def test_run_spec_reads_task_family_and_lr():
+    assert relative_step.parse_run("minilm=adamw-linear@3e-4") == (
+        "minilm",
+        relative_step.Contender("adamw-linear", 3e-4),
+    )
+    task, contender = relative_step.parse_run("plays=gen-adamw")
+    assert (task, contender.family, contender.lr) == ("plays", "gen-adamw", 5e-5)  # the Trainer's default lr
