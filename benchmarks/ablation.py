@@ -6,8 +6,9 @@ Usage:
     python benchmarks/ablation.py --holdout       # the fourth task (diabetes regression), defaults vs its grid
 
 The tasks, their step counts, data order and initial weights are those of ``benchmarks/quality.py``'s full profile
-(the best AdamW grid point of its JSON is the reference); every run is GeN-AdamW through ``GeNTrainer`` from the
-Trainer's default starting lr (5e-5) unless swept. ``--holdout`` runs a task of a different kind that was not used
+(the best AdamW grid point of its JSON is the reference) or of its wider suite (pass the task's own results file as
+``--quality``, e.g. ``--tasks cancer --quality benchmarks/results/suite_cancer.json``); every run is GeN-AdamW
+through ``GeNTrainer`` from the Trainer's default starting lr (5e-5) unless swept. ``--holdout`` runs a task of a different kind that was not used
 to choose the defaults: an MLP regressing scikit-learn's diabetes targets (MSE), with its own AdamW linear/cosine
 grid. Results go to ``results/ablation.json`` (rewritten after every run; ``--resume`` skips runs already there)
 and the tables to ``RESULTS_ablation.md``.
@@ -40,7 +41,7 @@ from _contenders import (  # noqa: E402
     run_contender,
 )
 from _tasks import Task, build_task  # noqa: E402
-from quality import FULL  # noqa: E402
+from quality import FULL, SUITE  # noqa: E402
 
 # Each lever changed from the defaults (lines through window means, a fast start on 4-step window lines capped by the
 # last step's line, no decay shape, the mean of the last 20% of the steps' weights at the end, a window that lost
@@ -70,8 +71,9 @@ VARIANTS = {
     **{f"max_interval={cap}": GEN_VARIANTS[f"gen-adamw-adaptive{cap}"] for cap in ADAPTIVE_CAPS},
 }
 SWEEP = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
-DEFAULT_STEPS = {**{name: entry["steps"] for name, entry in FULL.items()}, "diabetes": 300}  # quality.py's profile
-DEFAULT_OPTIONS = {name: entry["options"] for name, entry in FULL.items()}
+# quality.py's profile and its wider suite (a suite task's grid is in its own results file: pass it as --quality)
+DEFAULT_STEPS = {name: entry["steps"] for name, entry in {**FULL, **SUITE}.items()}
+DEFAULT_OPTIONS = {name: entry["options"] for name, entry in {**FULL, **SUITE}.items()}
 
 
 def make_task(name: str, steps: int) -> Task:
