@@ -8,10 +8,10 @@ Usage:
 The tasks, their step counts, data order and initial weights are those of ``benchmarks/quality.py``'s full profile
 (the best AdamW grid point of its JSON is the reference) or of its wider suite (pass the task's own results file as
 ``--quality``, e.g. ``--tasks cancer --quality benchmarks/results/suite_cancer.json``); every run is GeN-AdamW
-through ``GeNTrainer`` from the Trainer's default starting lr (5e-5) unless swept. ``--holdout`` runs a task of a different kind that was not used
-to choose the defaults: an MLP regressing scikit-learn's diabetes targets (MSE), with its own AdamW linear/cosine
-grid. Results go to ``results/ablation.json`` (rewritten after every run; ``--resume`` skips runs already there)
-and the tables to ``RESULTS_ablation.md``.
+through ``GeNTrainer`` from the Trainer's default starting lr (5e-5) unless swept. ``--holdout`` runs a task of a
+different kind that was not used to choose the defaults: an MLP regressing scikit-learn's diabetes targets (MSE),
+with its own AdamW linear/cosine grid. Results go to ``results/ablation.json`` (rewritten after every run;
+``--resume`` skips runs already there) and the tables to ``RESULTS_ablation.md``.
 """
 
 from __future__ import annotations
