@@ -36,8 +36,11 @@ from quality import FULL, SUITE  # noqa: E402
 def relative_change(before: list[torch.Tensor], after: list[torch.Tensor]) -> tuple[float, list[float | None]]:
     """``||after - before|| / ||before||`` over all tensors as one vector, and per tensor (``None`` where the tensor
     was zero before)."""
-    diffs = [float(torch.linalg.vector_norm((a - b).double())) for a, b in zip(after, before, strict=True)]
-    sizes = [float(torch.linalg.vector_norm(b.double())) for b in before]
+    norms = torch.stack(
+        [torch.linalg.vector_norm((a - b).double()) for a, b in zip(after, before, strict=True)]
+        + [torch.linalg.vector_norm(b.double()) for b in before]
+    ).tolist()  # one read from the device per call, not one per tensor
+    diffs, sizes = norms[: len(before)], norms[len(before) :]
     whole = sum(d * d for d in diffs) ** 0.5 / sum(s * s for s in sizes) ** 0.5
     return whole, [d / s if s > 0.0 else None for d, s in zip(diffs, sizes, strict=True)]
 
@@ -51,7 +54,7 @@ class StepSize(TrainerCallback):
         self.before: list[torch.Tensor] | None = None
         self.whole: list[float] = []
         self.per_tensor: list[float] = []  # the median over tensors, per step
-        self.zero_tensors = sum(float(torch.linalg.vector_norm(p)) == 0.0 for p in self.start)
+        self.zero_tensors = relative_change(self.start, self.start)[1].count(None)  # tensors that start at zero
 
     def on_step_begin(self, args, state, control, **kwargs):
         self.before = [p.detach().clone() for p in self.params]

@@ -19,6 +19,12 @@ def test_relative_change_of_known_tensors():
     assert per[1] is None  # a tensor that started at zero has no relative change
 
 
+def test_tensors_that_start_at_zero_are_counted():
+    model = torch.nn.Linear(3, 2)
+    torch.nn.init.zeros_(model.bias)  # like LoRA's B
+    assert relative_step.StepSize(model).zero_tensors == 1
+
+
 def test_steps_of_a_real_trainer_match_gradient_descent_replayed(tmp_path):
     """Plain SGD on an exact quadratic: theta <- theta - lr (A theta - b), so every step's size is known."""
     lr, steps = 0.1, 5
