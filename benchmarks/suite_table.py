@@ -52,6 +52,7 @@ SOURCES = [
     ),
     ("cancer", ["suite_cancer.json"], "cancer", SEEN),
     ("wine", ["suite_wine.json"], "wine", "held out: added after the last change"),
+    ("fortunes", ["suite_fortunes.json"], "fortunes", "held out: added after the last change"),
     (
         "minilm, 3,000 steps",
         [
@@ -78,6 +79,7 @@ KIND = {
     "code": "byte LM from a config",
     "cancer": "MLP from scratch, 2 classes",
     "wine": "MLP from scratch, 3 classes",
+    "fortunes": "pretrained fine-tune, 8 classes",
 }
 
 
