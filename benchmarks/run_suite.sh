@@ -8,11 +8,12 @@
 # machine, one core: the main profile (digits, gpt2, minilm: 3 seeds of every contender and the starting-lr sweep)
 # about 85 minutes; each MiniLM task of the wider suite (plays, genres, plays-lora: 150 steps, about 4 minutes a
 # run) about 100 minutes for its grids, the Trainer's defaults and the peers at 1 seed and GeN at 3, then about 30
-# minutes for GeN's default and the best grid point on 5 seeds (the spread over seeds); code about 25 minutes;
+# minutes for GeN's default and the best grid point on 5 seeds (the spread over seeds); fortunes (held out, 200
+# steps, 26 runs of about 4 minutes with two processes sharing the machine) about 100 minutes; code about 25 minutes;
 # diabetes, cancer and wine about 3 minutes each; the 3,000-step GPT-2 row about 140 minutes (8 to 10 minutes a
-# run); the 3,000-step fine-tune (minilm-long) about 4 hours (20 to 30 minutes a run); about 14 hours in all. Every
-# run is kept in benchmarks/results/*.json as it finishes, and a rerun skips what
-# is there. Each task also runs earlier defaults for the tables' comparison: the cosine shape on the same window
+# run); the 3,000-step fine-tune (minilm-long) about 4 hours (20 to 30 minutes a run); about 16 hours in all. Every
+# run is kept in benchmarks/results/*.json as it finishes, and a rerun skips what is there. Each task but fortunes
+# also runs earlier defaults for the tables' comparison: the cosine shape on the same window
 # lines (gen-adamw-cosine), and with it the one-step fast start (gen-adamw-averages-next), one-step lines throughout
 # (gen-adamw-next) and the fast start on window lines alone (gen-adamw-windows).
 set -euo pipefail
