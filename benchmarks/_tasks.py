@@ -538,15 +538,24 @@ def fortune_entries(text: str, min_chars: int = 20) -> list[str]:
 
 
 def fortunes_dir() -> Path:
-    """The folder of the fortune files: ``$HF_GEN_FORTUNES``; else the installed package's
-    ``/usr/share/games/fortunes``; else a copy unpacked from ``apt-get download fortunes`` into
-    ``~/.cache/hf-gen/fortunes`` (Debian's archive is reachable where PyPI is; nothing is installed)."""
+    """The folder of the fortune files: ``$HF_GEN_FORTUNES`` if set (it must hold them); else the installed
+    package's ``/usr/share/games/fortunes``; else a copy unpacked from ``apt-get download fortunes`` into
+    ``~/.cache/hf-gen/fortunes`` (Debian's archive is reachable where PyPI is; nothing is installed). The results
+    were measured on the package's version 1:1.99.1-7.3."""
     import os
     import subprocess
 
-    for candidate in (os.environ.get("HF_GEN_FORTUNES"), FORTUNES_SYSTEM_DIR):
-        if candidate and all((Path(candidate) / f).is_file() for f in FORTUNE_FILES):
-            return Path(candidate)
+    named = os.environ.get("HF_GEN_FORTUNES")
+    if named:
+        missing = [f for f in FORTUNE_FILES if not (Path(named) / f).is_file()]
+        if missing:
+            raise RuntimeError(
+                f"HF_GEN_FORTUNES={named} lacks the fortune files {', '.join(missing)}: set it to the folder that "
+                f"holds them (usr/share/games/fortunes of the unpacked '{FORTUNES_DEB}' package), or unset it"
+            )
+        return Path(named)
+    if all((FORTUNES_SYSTEM_DIR / f).is_file() for f in FORTUNE_FILES):
+        return FORTUNES_SYSTEM_DIR
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hf-gen" / "fortunes"
     unpacked = cache / "usr" / "share" / "games" / "fortunes"
     if all((unpacked / f).is_file() for f in FORTUNE_FILES):

@@ -35,6 +35,15 @@ def test_fortunes_dir_takes_the_folder_named_by_the_environment_first(tmp_path, 
     assert fortunes_dir() == tmp_path / "system"
 
 
+def test_fortunes_dir_refuses_a_named_folder_without_the_files(tmp_path, monkeypatch):
+    named = _collections(tmp_path / "named")
+    (named / "science").unlink()
+    monkeypatch.setattr(_tasks, "FORTUNES_SYSTEM_DIR", _collections(tmp_path / "system"))
+    monkeypatch.setenv("HF_GEN_FORTUNES", str(named))
+    with pytest.raises(RuntimeError, match=r"lacks the fortune files science: set it to the folder"):
+        fortunes_dir()
+
+
 def test_fortunes_dir_uses_an_unpacked_copy_in_the_cache(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_GEN_FORTUNES", raising=False)
     monkeypatch.setattr(_tasks, "FORTUNES_SYSTEM_DIR", tmp_path / "absent")
