@@ -3,6 +3,7 @@ can alter before rerunning anything.
 
     python benchmarks/fast_start_ends.py                          # counts per task, every traced run
     python benchmarks/fast_start_ends.py --ended unmeasured-cap   # list the runs that ended that way
+    python benchmarks/fast_start_ends.py --against-best --families gen-adamw   # each run's level where it settled
 
 The fast start ends at the first measurement after which the scheduler's interval is no longer 1 (the trace's
 ``interval``). With the default window lines it ends one of three ways:
@@ -12,6 +13,10 @@ The fast start ends at the first measurement after which the scheduler's interva
 * ``measured-cap``: the climb was held at the cap of the last step's line, which had a minimiser of its own;
 * ``unmeasured-cap``: held at the cap of a last-step line with no minimiser. Since the fast start settles only on a
   measured cap, no run of the current code ends this way; runs made before that change did, and a rerun may differ.
+
+``--against-best`` lists, per run, the level the fast start settled at as a multiple of the lr of the task's best grid
+point (lowest mean eval loss of the AdamW grids in the same file, as the suite table picks it), and the run's eval
+loss against that point's: on the fine-tunes, where the fast start settles decides the run.
 
 ``never``: the run ended during its fast start. ``other``: the fast start ended on a line of another kind (one-step
 lines: ``gen_fast_start_lines="next"`` or ``gen_probe_batch="next"``/``"same"``). Runs without a ``gen_trace``
@@ -30,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from _contenders import GEN_VARIANTS, gen_settings  # noqa: E402
+from _report import _best_grid, _pct, summarize  # noqa: E402
 
 from hf_gen.args import GeNTrainingArguments  # noqa: E402
 
@@ -59,21 +65,40 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--files", nargs="+", default=None, help="results files (default: results/*.json)")
     parser.add_argument("--families", nargs="+", default=None, help="only these contender families")
     parser.add_argument("--ended", choices=ENDINGS, default=None, help="list the runs whose fast start ended so")
+    parser.add_argument(
+        "--against-best", action="store_true", help="each run's settled level against the best grid point's lr"
+    )
     opts = parser.parse_args(argv)
     counts: dict[tuple[str, str], Counter] = {}
+    if opts.against_best:
+        print("| file | task | contender | seed | ended | settled level | x best lr | eval loss vs best |")
+        print("|---|---|---|---|---|---|---|---|")
     for path in map(Path, opts.files or sorted((HERE / "results").glob("*.json"))):
         with open(path) as handle:
             data = json.load(handle)
         for task, block in data.get("tasks", {}).items():
+            summary = summarize(block.get("runs", [])) if opts.against_best else {}
+            best = _best_grid(summary)
             for run in block.get("runs", []):
                 if "gen_trace" not in run or (opts.families and run.get("family") not in opts.families):
                     continue
                 how, where = ending(run)
                 counts.setdefault((path.name, task), Counter())[how] += 1
+                if opts.against_best and best is not None and run["role"] == "main":
+                    reference = summary[best]
+                    level = "-" if where is None else f"{where['lr']:.2g}"
+                    times = "-" if where is None else f"{where['lr'] / reference['lr']:.2f}"
+                    loss = (
+                        "diverged"
+                        if run["eval_loss"] is None
+                        else f"{_pct(run['eval_loss'], reference['eval_loss']):+.1f}%"
+                    )
+                    print(f"| {path.name} | {task} | {run['contender']} | {run['seed']} | {how} | {level} | {times} "
+                          f"| {loss} ({best}) |")  # fmt: skip
                 if how == opts.ended:
                     at = "" if where is None else f" at step {where['step']}, lr {where['lr']:.3g}"
                     print(f"{path.name} {task} {run['contender']} seed {run['seed']} ({run['role']}){at}")
-    if opts.ended is None:
+    if opts.ended is None and not opts.against_best:
         print("| file | task | " + " | ".join(ENDINGS) + " |")
         print("|---" * (len(ENDINGS) + 2) + "|")
         for (name, task), counter in counts.items():

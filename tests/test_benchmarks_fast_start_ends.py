@@ -47,3 +47,26 @@ def test_the_command_lists_and_counts(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines() == ["r.json t gen-adamw@5e-05 seed 2 (main) at step 9, lr 0.0001"]
     fast_start_ends.main(["--files", str(path), "--families", "gen-adamw"])
     assert capsys.readouterr().out.splitlines()[-1] == "| r.json | t | 2 | 1 | 1 | 1 | 0 |"
+
+
+def test_against_best_gives_the_settled_level_over_the_best_grid_lr_and_the_loss_against_it(tmp_path, capsys):
+    def grid(contender, family, lr, losses):
+        return [{"family": family, "contender": contender, "lr": lr, "seed": seed, "role": "main", "eval_loss": loss,
+                 "metric": 0.5, "wall_s": 1.0} for seed, loss in enumerate(losses)]  # fmt: skip
+
+    # the best grid point is the lowest mean eval loss (3e-4: 0.8; 1e-3: 0.9; the constant 1e-4 run: 1.0)
+    runs = [*grid("adamw-linear@0.0003", "adamw-linear", 3e-4, [0.7, 0.9]),
+            *grid("adamw-linear@0.001", "adamw-linear", 1e-3, [0.9]),
+            *grid("adamw-constant@0.0001", "adamw-constant", 1e-4, [1.0])]  # fmt: skip
+    measured = {"lr": 5e-5, "metric": 0.5, "wall_s": 1.0}
+    settled = {**RUNS[0], **measured, "eval_loss": 1.0}  # settled inside at step 17 at level 5e-4
+    never = {**RUNS[3], **measured, "eval_loss": 0.6}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"tasks": {"t": {"runs": [*runs, settled, never]}}, "meta": {}}))
+    fast_start_ends.main(["--files", str(path), "--against-best"])
+    lines = capsys.readouterr().out.splitlines()
+    # 5e-4 / 3e-4 = 1.67; (1.0 - 0.8) / 0.8 = +25.0%; (0.6 - 0.8) / 0.8 = -25.0%
+    assert lines[2:] == [
+        "| r.json | t | gen-adamw@5e-05 | 0 | inside | 0.0005 | 1.67 | +25.0% (adamw-linear@0.0003) |",
+        "| r.json | t | gen-adamw@5e-05 | 3 | never | - | - | -25.0% (adamw-linear@0.0003) |",
+    ]
