@@ -93,6 +93,7 @@ class GeNTrainingArguments(TrainingArguments):
         gen_search_probes: Extra probes allowed on the first step(s): the cut of an overshooting first step (next
             batch) or the fast start's line search (same batch). ``0`` = none.
         gen_fast_decrease: Clip only increases.
+        gen_lower_at_once: Smooth only raises of the level: a lower target is taken at once (within the change bound).
         gen_decay: Annealing shape composed with the level: ``"none"``, ``"cosine"``, ``"linear"`` or
             ``"cooldown"`` (constant, then down to 0 over the last 20% of the run). Default:
             ``"none"`` with ``"averages"`` (its window lines lower the level themselves late in a run), ``"cosine"``
@@ -181,6 +182,11 @@ class GeNTrainingArguments(TrainingArguments):
     )
     gen_fast_decrease: bool = _option(
         False, "Clip only increases of the lr: an estimate below lr / gen_max_change is taken as it is."
+    )
+    gen_lower_at_once: bool = _option(
+        False,
+        "Smooth only raises of the lr: once settled, an estimate below the level is taken at once (within "
+        "lr / gen_max_change), one above it is smoothed by gen_gamma as usual.",
     )
     gen_decay: str | None = _option(
         None,

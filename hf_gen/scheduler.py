@@ -62,6 +62,7 @@ GEN_SETTINGS = (
     "fallback",
     "fast_start",
     "fast_decrease",
+    "lower_at_once",
     "decay",
 )
 
@@ -77,6 +78,7 @@ def next_level(
     fallback: str = "keep",
     fast_decrease: bool = False,
     settled: bool = True,
+    lower_at_once: bool = False,
 ) -> tuple[float, str | None, bool]:
     """The GeN update of the lr level: every outcome of a measurement becomes a target, and the level moves toward it.
 
@@ -95,7 +97,8 @@ def next_level(
 
     The level moves geometrically, ``level_new = level**gamma * target**(1 - gamma)``: a learning rate is a scale,
     so a halving and a doubling cancel, and noise that lands as often above the level as below it does not move it.
-    A non-finite loss is taken at once (no smoothing): the current level already overshot.
+    A non-finite loss is taken at once (no smoothing): the current level already overshot. With ``lower_at_once``
+    every target below the level is taken at once too (within the change bound); only raises are smoothed.
 
     Returns:
         ``(level_new, reason, inside)``: ``reason`` is ``None`` or the tag recorded as a fallback (the estimate's
@@ -124,6 +127,8 @@ def next_level(
         target = low if fallback == "shrink" else level
     if not target > 0.0:  # an unbounded change (max_change=inf) has no lower bound to move toward: keep the level
         target = level
+    if lower_at_once and target < level:
+        gamma = 0.0
     new = level if target == level else math.exp(gamma * math.log(level) + (1.0 - gamma) * math.log(target))
     return min(max(new, lr_min), lr_max), reason, inside
 
@@ -155,6 +160,10 @@ class GeNScheduler(LRScheduler):
             bound.
         fast_decrease: Clip only increases: an estimate below ``lr / max_change`` is taken as it is (an
             overshoot is corrected at once; smoothing still applies once settled).
+        lower_at_once: Smooth only raises: a target below the level (within the change bound) is taken without
+            smoothing. A learning rate too high by some factor costs more than one too low by the same factor (the
+            loss rises without bound above the stable lr, and a pretrained model's features, once lost, do not come
+            back; too low only slows the run), so with noisy estimates the level should err low.
         decay: Annealing shape composed with the GeN level: ``"none"``, ``"linear"``, ``"cosine"`` or ``"cooldown"``
             (constant, then ``1 - sqrt`` over the last ``COOLDOWN_FRACTION`` of the run).
         num_training_steps: Total optimizer steps (needed by ``decay``).
@@ -174,6 +183,7 @@ class GeNScheduler(LRScheduler):
         fallback: str = "keep",
         fast_start: bool = True,
         fast_decrease: bool = False,
+        lower_at_once: bool = False,
         decay: str = "cosine",
         num_training_steps: int | None = None,
         last_epoch: int = -1,
@@ -201,6 +211,7 @@ class GeNScheduler(LRScheduler):
         self.fallback = fallback
         self.fast_start = bool(fast_start)
         self.fast_decrease = bool(fast_decrease)
+        self.lower_at_once = bool(lower_at_once)
         self.decay = decay
         self.num_training_steps = int(num_training_steps) if num_training_steps is not None else None
         self.ratios = [float(group.get("initial_lr", group["lr"])) / first_lr for group in optimizer.param_groups]
@@ -365,6 +376,7 @@ class GeNScheduler(LRScheduler):
             fallback=self.fallback,
             fast_decrease=self.fast_decrease,
             settled=self.settled,
+            lower_at_once=self.lower_at_once,
         )
 
     def preview(self, estimate: LineEstimate, at: float | None = None, gamma: float | None = None) -> float:
@@ -413,9 +425,15 @@ def validate_gen_settings(
     fast_start: bool,
     fast_decrease: bool,
     decay: str,
+    lower_at_once: bool = False,
 ) -> None:
     """Check the scheduler's settings (``GEN_SETTINGS``); raise ``ValueError`` saying what to pass instead."""
-    for name, value in (("gen_fast_start", fast_start), ("gen_fast_decrease", fast_decrease)):
+    flags = (
+        ("gen_fast_start", fast_start),
+        ("gen_fast_decrease", fast_decrease),
+        ("gen_lower_at_once", lower_at_once),
+    )
+    for name, value in flags:
         if not isinstance(value, bool):
             raise ValueError(f"{name} must be True or False, got {value!r}")
     if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:

@@ -58,6 +58,7 @@ def test_unknown_scheduler_name_lists_gen_among_the_choices(tmp_path):
         ({"gen_mode": "hessian"}, r"gen_mode must be one of \('approx', 'exact'\)"),
         ({"gen_max_change": 0.5}, "gen_max_change must be >= 1"),
         ({"gen_fallback": "constant"}, "gen_fallback must be one of"),
+        ({"gen_lower_at_once": "yes"}, "gen_lower_at_once must be True or False"),
         ({"gen_probe_offsets": [0.0]}, "non-zero finite multiples"),
         ({"gen_probe_offsets": [1.0], "gen_use_slope": False}, "at least two probe offsets"),
         ({"learning_rate": 0.0}, "learning_rate > 0"),

@@ -293,6 +293,22 @@ def test_fast_decrease_clips_only_increases():
     assert s.apply_estimate(est(0.001), step=0) == pytest.approx(0.05)
 
 
+def test_lower_at_once_smooths_only_raises():
+    # gamma 0.5, bound 2: a raise moves the level halfway on a log scale, a lowering is taken whole (within the bound).
+    opt, s = make(lr=0.1, gamma=0.5, max_change=2.0, fast_start=False, lower_at_once=True)
+    assert s.apply_estimate(est(0.08), step=0) == pytest.approx(0.08)  # lower, inside the bound: taken as it is
+    assert s.apply_estimate(est(0.01), step=1) == pytest.approx(0.04)  # lower, beyond the bound: to level / 2
+    assert s.apply_estimate(est(0.16), step=2) == pytest.approx(math.sqrt(0.04 * 0.08))  # raise: bounded, smoothed
+    assert opt.param_groups[1]["lr"] == pytest.approx(0.25 * math.sqrt(0.04 * 0.08))
+    level = s.level
+    # A line that did not descend points down, to the bound, and is taken whole too.
+    not_descent = LineEstimate(None, 0.5, 1.0, 1.0, False, "not_descent")
+    assert s.apply_estimate(not_descent, step=3) == pytest.approx(level / 2)
+    # Without the option the same lowering is smoothed: sqrt(0.1 * 0.08).
+    opt, s = make(lr=0.1, gamma=0.5, max_change=2.0, fast_start=False)
+    assert s.apply_estimate(est(0.08), step=0) == pytest.approx(math.sqrt(0.1 * 0.08))
+
+
 def test_the_search_rules_follow_the_fast_start():
     _, sched = make(lr=0.1, max_change=2.0, lr_max=0.3, lr_min=0.02)
     rules = sched.search_rules(5)
