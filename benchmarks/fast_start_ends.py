@@ -4,6 +4,7 @@ can alter before rerunning anything.
     python benchmarks/fast_start_ends.py                          # counts per task, every traced run
     python benchmarks/fast_start_ends.py --ended unmeasured-cap   # list the runs that ended that way
     python benchmarks/fast_start_ends.py --against-best --families gen-adamw   # each run's level where it settled
+    python benchmarks/fast_start_ends.py --settled-lines --families gen-adamw  # which way the settled lines point
 
 The fast start ends at the first measurement after which the scheduler's interval is no longer 1 (the trace's
 ``interval``). With the default window lines it ends one of three ways:
@@ -18,6 +19,12 @@ The fast start ends at the first measurement after which the scheduler's interva
 point (lowest mean eval loss of the AdamW grids in the same file, as the suite table picks it), and the run's eval
 loss against that point's: on the fine-tunes, where the fast start settles decides the run.
 
+``--settled-lines`` reads the lines after the fast start instead, per task: how many there were, the share that called
+for a lower level (an estimate below the level the windows ran at, or a line that did not descend) and for a higher
+one (an estimate above it, or a line with no positive curvature along a descent), and the median ``c*`` (estimate over
+level) of the lines with an estimate. The other outcomes (a change below the loss's precision, a window taken back)
+are counted in neither share.
+
 ``never``: the run ended during its fast start. ``other``: the fast start ended on a line of another kind (one-step
 lines: ``gen_fast_start_lines="next"`` or ``gen_probe_batch="next"``/``"same"``). Runs without a ``gen_trace``
 (some results files do not keep them) are not read. Nothing trains here.
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from collections import Counter
 from pathlib import Path
@@ -60,6 +68,29 @@ def ending(run: dict) -> tuple[str, dict | None]:
     return ("measured-cap" if settled.get("one_step_alpha_star") is not None else "unmeasured-cap"), settled
 
 
+LOWER = ("not_descent", "nonfinite_loss")  # settled outcomes without an estimate that point down
+HIGHER = ("nonpositive_curvature",)  # and up: the loss falls at least linearly, the minimiser lies further out
+
+
+def settled_lines(run: dict) -> list[tuple[str, float | None]]:
+    """The lines after ``run``'s fast start: each as ``(direction, c*)``, direction ``"lower"``, ``"higher"`` or
+    ``"other"``, ``c*`` the estimate over the level the windows ran at (``None`` without an estimate)."""
+    how, where = ending(run)
+    if where is None:
+        return []
+    trace = run["gen_trace"]
+    lines = []
+    for entry in trace[trace.index(where) + 1 :]:
+        estimate, level = entry.get("alpha_star"), entry.get("probe_lr")
+        if estimate is not None and level:
+            ratio = estimate / level
+            lines.append(("lower" if ratio < 1.0 else "higher" if ratio > 1.0 else "other", ratio))
+        else:
+            reason = entry.get("fallback")
+            lines.append(("lower" if reason in LOWER else "higher" if reason in HIGHER else "other", None))
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", nargs="+", default=None, help="results files (default: results/*.json)")
@@ -68,8 +99,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--against-best", action="store_true", help="each run's settled level against the best grid point's lr"
     )
+    parser.add_argument(
+        "--settled-lines", action="store_true", help="per task, which way the lines after the fast start pointed"
+    )
     opts = parser.parse_args(argv)
     counts: dict[tuple[str, str], Counter] = {}
+    lines: dict[tuple[str, str], list] = {}
     if opts.against_best:
         print("| file | task | contender | seed | ended | settled level | x best lr | eval loss vs best |")
         print("|---|---|---|---|---|---|---|---|")
@@ -84,6 +119,8 @@ def main(argv: list[str] | None = None) -> None:
                     continue
                 how, where = ending(run)
                 counts.setdefault((path.name, task), Counter())[how] += 1
+                if run["role"] == "main":
+                    lines.setdefault((path.name, task), []).extend(settled_lines(run))
                 if opts.against_best and best is not None and run["role"] == "main":
                     reference = summary[best]
                     level = "-" if where is None else f"{where['lr']:.2g}"
@@ -98,7 +135,18 @@ def main(argv: list[str] | None = None) -> None:
                 if how == opts.ended:
                     at = "" if where is None else f" at step {where['step']}, lr {where['lr']:.3g}"
                     print(f"{path.name} {task} {run['contender']} seed {run['seed']} ({run['role']}){at}")
-    if opts.ended is None and not opts.against_best:
+    if opts.settled_lines:
+        print("| file | task | settled lines | called for lower | for higher | median c* |")
+        print("|---|---|---|---|---|---|")
+        for (name, task), found in lines.items():
+            ratios = sorted(r for _, r in found if r is not None)
+            median = "-" if not ratios else f"{statistics.median(ratios):.2f}"
+            share = {
+                d: f"{sum(1 for x, _ in found if x == d) / len(found):.2f}" if found else "-"
+                for d in ("lower", "higher")
+            }
+            print(f"| {name} | {task} | {len(found)} | {share['lower']} | {share['higher']} | {median} |")
+    elif opts.ended is None and not opts.against_best:
         print("| file | task | " + " | ".join(ENDINGS) + " |")
         print("|---" * (len(ENDINGS) + 2) + "|")
         for (name, task), counter in counts.items():

@@ -70,3 +70,26 @@ def test_against_best_gives_the_settled_level_over_the_best_grid_lr_and_the_loss
         "| r.json | t | gen-adamw@5e-05 | 0 | inside | 0.0005 | 1.67 | +25.0% (adamw-linear@0.0003) |",
         "| r.json | t | gen-adamw@5e-05 | 3 | never | - | - | -25.0% (adamw-linear@0.0003) |",
     ]
+
+
+def test_settled_lines_are_the_lines_after_the_fast_start_with_the_way_each_pointed(tmp_path, capsys):
+    def line(step, level, estimate, fallback=None):
+        return {**record(step, level, level, estimate, 4, fast=False), "fallback": fallback}
+
+    after = [
+        line(27, 5e-4, 2.5e-4),  # c* = 0.5: lower
+        line(37, 4e-4, 1.2e-3),  # c* = 3: higher
+        line(47, 5e-4, 5e-4),  # c* = 1: neither
+        line(57, 5e-4, None, "not_descent"),  # lower, no c*
+        line(67, 4e-4, None, "nonpositive_curvature"),  # higher, no c*
+        line(77, 4e-4, None, "below_precision"),  # neither
+    ]
+    settled = run(0, [*RUNS[0]["gen_trace"], *after])  # the fast start settles at step 17
+    assert [d for d, _ in fast_start_ends.settled_lines(settled)] == ["lower", "higher", "other", "lower", "higher",
+                                                                      "other"]  # fmt: skip
+    assert fast_start_ends.settled_lines(RUNS[3]) == []  # never settled: no settled line
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"tasks": {"t": {"runs": [settled, RUNS[3]]}}, "meta": {}}))
+    fast_start_ends.main(["--files", str(path), "--settled-lines"])
+    # 6 lines: 2 lower, 2 higher; the median of c* = 0.5, 3 and 1 is 1
+    assert capsys.readouterr().out.splitlines()[-1] == "| r.json | t | 6 | 0.33 | 0.33 | 1.00 |"
