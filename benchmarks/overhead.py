@@ -145,6 +145,8 @@ SETTINGS = {
     "GeN approx, averages (default)": {"lr_scheduler_type": "gen"},
     # the same from its start: the fast start's 4-step windows, each with the last step's line as well
     "GeN approx, averages (default), fast start": {"lr_scheduler_type": "gen", "gen_fast_start": True},
+    # the default's windows in a 200-step run (a twentieth of it): what a short fine-tune pays per step once settled
+    "GeN approx, averages (default), windows of 10": {"lr_scheduler_type": "gen", "gen_window": 10},
     # options, not defaults: each fast-start line measured on the next window's 4 batches (gen_fast_start_batches);
     # the run ending on the mean of its last steps' weights, here every step's (gen_tail_average=1: the per-step cost)
     "GeN approx, averages, fast start on 4 batches": {"lr_scheduler_type": "gen", "gen_fast_start": True,

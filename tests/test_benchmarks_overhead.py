@@ -22,7 +22,7 @@ def test_overhead_quick_runs_every_setting(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
     rows = {r["setting"]: r for r in result["rows"]}
-    assert len(rows) == 12 and rows["plain Trainer, constant lr"]["overhead"] == 0.0
+    assert len(rows) == 13 and rows["plain Trainer, constant lr"]["overhead"] == 0.0
     plain = rows["plain Trainer, constant lr"]["step_s"]
     for r in rows.values():
         assert r["step_s"] > 0 and len(r["runs_s"]) == 1
@@ -56,4 +56,7 @@ def test_overhead_quick_runs_every_setting(tmp_path):
     assert start["limit_is"] == "4 forwards"
     assert start["limit"] == pytest.approx(forward * 4 * len(measured) / len(window) / plain)
     assert rows["gen-optim (authors), interval 4"]["recompute_steps"] == [[4, 8]]
+    # windows of 10 steps: the first line closes the second window, after step 20, past this 10-step run
+    assert rows["GeN approx, averages (default), windows of 10"]["recompute_steps"] == [[]]
+    assert rows["GeN approx, averages (default)"]["recompute_steps"] != [[]]  # windows of 4 do measure in it
     assert "| GeN approx, adaptive 4..16 |" in done.stdout and "recomputes per step" in done.stdout
