@@ -126,6 +126,8 @@ FAMILIES = {
     "costs in jitter; not a default; ending on the last iterate)",
     "gen-adamw-progress": "hf-gen GeN-AdamW with gen_raise_needs_progress (once settled, a line raises the lr only "
     "after a window whose training loss fell; not a default)",
+    "gen-adamw-jitter-tail": "hf-gen GeN-AdamW with gen_jitter_cost on the current default (windows taken back, "
+    "ending on the tail's mean; not a default)",
     "gen-adamw-lower": "hf-gen GeN-AdamW with gen_lower_at_once (once settled, a lower level is taken at once, only "
     "raises are smoothed; not a default)",
     "gen-adamw-grow": "hf-gen GeN-AdamW with gen_grow_windows (the windows after the fast start double from "
@@ -157,6 +159,7 @@ GEN_VARIANTS = {
     "gen-adamw-linebatches": {"gen_line_batches": GEN_INTERVAL, **LAST},
     "gen-adamw-progress": {"gen_raise_needs_progress": True},
     "gen-adamw-lower": {"gen_lower_at_once": True},
+    "gen-adamw-jitter-tail": {"gen_jitter_cost": True},
     "gen-adamw-same": {"gen_probe_batch": "same"},
     "gen-adamw-averages": {"gen_probe_batch": "averages", "gen_decay": "cosine", **KEEP},
     "gen-adamw-next": {"gen_probe_batch": "next"},
