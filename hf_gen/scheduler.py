@@ -163,7 +163,8 @@ class GeNScheduler(LRScheduler):
         lower_at_once: Smooth only raises: a target below the level (within the change bound) is taken without
             smoothing. A learning rate too high by some factor costs more than one too low by the same factor (the
             loss rises without bound above the stable lr, and a pretrained model's features, once lost, do not come
-            back; too low only slows the run), so with noisy estimates the level should err low.
+            back; too low only slows the run), so with noisy estimates the level should err low. Measured, it did not
+            hold: on models trained from scratch it cost the lead over a tuned schedule (benchmarks/RESULTS.md).
         decay: Annealing shape composed with the GeN level: ``"none"``, ``"linear"``, ``"cosine"`` or ``"cooldown"``
             (constant, then ``1 - sqrt`` over the last ``COOLDOWN_FRACTION`` of the run).
         num_training_steps: Total optimizer steps (needed by ``decay``).
