@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from overhead import SETTINGS as OVERHEAD_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +26,7 @@ def test_gpu_check_dry_run_runs_every_step_and_writes_one_folder(tmp_path):
                            "size_sweep", "memory"]  # fmt: skip
     assert all(" status 0 " in line for line in summary)
     overhead = json.loads((out / "overhead.json").read_text())
-    assert len(overhead["rows"]) == 12
+    assert [row["setting"] for row in overhead["rows"]] == list(OVERHEAD_SETTINGS)  # every setting, in order
     assert "GeN approx, averages (default), fast start" in {row["setting"] for row in overhead["rows"]}
     memory = (out / "memory.txt").read_text()
     assert (
