@@ -128,6 +128,8 @@ FAMILIES = {
     "after a window whose training loss fell; not a default)",
     "gen-adamw-jitter-tail": "hf-gen GeN-AdamW with gen_jitter_cost on the current default (windows taken back, "
     "ending on the tail's mean; not a default)",
+    "gen-adamw-jitter-start": "hf-gen GeN-AdamW with gen_fast_start_jitter on the current default (only the fast "
+    "start's window lines charged with the jitter's cost; not a default)",
     "gen-adamw-lower": "hf-gen GeN-AdamW with gen_lower_at_once (once settled, a lower level is taken at once, only "
     "raises are smoothed; not a default)",
     "gen-adamw-grow": "hf-gen GeN-AdamW with gen_grow_windows (the windows after the fast start double from "
@@ -160,6 +162,7 @@ GEN_VARIANTS = {
     "gen-adamw-progress": {"gen_raise_needs_progress": True},
     "gen-adamw-lower": {"gen_lower_at_once": True},
     "gen-adamw-jitter-tail": {"gen_jitter_cost": True},
+    "gen-adamw-jitter-start": {"gen_fast_start_jitter": True},
     "gen-adamw-same": {"gen_probe_batch": "same"},
     "gen-adamw-averages": {"gen_probe_batch": "averages", "gen_decay": "cosine", **KEEP},
     "gen-adamw-next": {"gen_probe_batch": "next"},

@@ -68,6 +68,7 @@ VARIANTS = {
     "undo=off": {"gen_undo_lost_windows": False},  # keep every window (the default before the undo)
     "progress=on": {"gen_raise_needs_progress": True},  # a settled raise only after a window whose loss fell
     "jitter=on": {"gen_jitter_cost": True},  # each window line charged with the jitter a longer step costs
+    "jitter=start": {"gen_fast_start_jitter": True},  # only the fast start's window lines charged with it
     "lower=on": {"gen_lower_at_once": True},  # once settled, a lower level taken at once, only raises smoothed
     # adaptive recompute (not a default): the gap doubles after each steady update up to the cap, as in quality.py
     **{f"max_interval={cap}": GEN_VARIANTS[f"gen-adamw-adaptive{cap}"] for cap in ADAPTIVE_CAPS},

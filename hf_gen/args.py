@@ -17,6 +17,9 @@ GEN_SCHEDULER_NAME = "gen"
 GEN_MODES = ("approx", "exact")
 PROBE_BATCHES = ("next", "same", "averages")
 FAST_START_LINES = ("both", "windows", "next")
+# The on/off options read by the trainer and its line schemes (the scheduler checks its own: GEN_SETTINGS).
+SCHEME_FLAGS = ("gen_use_slope", "gen_grow_windows", "gen_jitter_cost", "gen_fast_start_jitter",
+                "gen_fast_start_confirm", "gen_raise_needs_progress", "gen_offload_snapshot")  # fmt: skip
 DEFAULT_TAIL = 0.2  # gen_tail_average with no decay shape: the last fifth of the run, the cooldown's fraction
 
 
@@ -102,6 +105,8 @@ class GeNTrainingArguments(TrainingArguments):
         gen_use_slope: approx: use the backward slope in the fit.
         gen_jitter_cost: ``"averages"``: charge each line through two windows' means with what a longer step costs in
             jitter (the live weights' loss above the line's parabola, times the step's length).
+        gen_fast_start_jitter: ``"averages"`` with the fast start: charge only the fast start's window lines with
+            the jitter's cost, as ``gen_jitter_cost`` charges every window line.
         gen_fast_start_confirm: ``"averages"``: a fast-start jump to the change bound is taken only when the
             training gradients since the last window closed agree with its direction (their mean slope along the last
             line opened); otherwise the level holds.
@@ -270,6 +275,14 @@ class GeNTrainingArguments(TrainingArguments):
         "times the level is charged c times it, and the line's minimiser trades progress against jitter. No extra "
         "forward.",
     )
+    gen_fast_start_jitter: bool = _option(
+        False,
+        "gen_probe_batch='averages' with gen_fast_start: charge the fast start's window lines (only those) with the "
+        "jitter's cost, as gen_jitter_cost charges every window line. The line that ends the fast start sets the "
+        "level the first long window runs at, unmeasured; the settled lines are smoothed and measured again every "
+        "window, and the run ends on the tail's mean, which averages the settled level's jitter out. No extra "
+        "forward.",
+    )
     gen_fast_start_confirm: bool = _option(
         False,
         "gen_probe_batch='averages': a fast-start line moves the level unsmoothed, up or down the change bound, on "
@@ -390,6 +403,9 @@ class GeNTrainingArguments(TrainingArguments):
             # The window lines anneal the level themselves; a greedy one-step estimate does not (benchmarks/RESULTS.md)
             self.gen_decay = "none" if self.gen_probe_batch == "averages" else "cosine"
         validate_gen_settings(**self.gen_scheduler_settings())
+        for name in SCHEME_FLAGS:
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.gen_window is not None and (not isinstance(self.gen_window, int) or self.gen_window < 1):
             raise ValueError(f"gen_window must be a whole number of steps >= 1 (or None), got {self.gen_window!r}")
         if self.gen_fast_start_lines not in FAST_START_LINES:
@@ -433,6 +449,15 @@ class GeNTrainingArguments(TrainingArguments):
                 "gen_jitter_cost charges the lines through two windows' means of gen_probe_batch='averages'; got "
                 f"gen_probe_batch={self.gen_probe_batch!r}: pass gen_probe_batch='averages', or gen_jitter_cost=False"
             )
+        if self.gen_fast_start_jitter and (
+            self.gen_probe_batch != "averages" or self.gen_fast_start_lines == "next" or not self.gen_fast_start
+        ):
+            raise ValueError(
+                "gen_fast_start_jitter charges the fast start's lines through two windows' means: it needs "
+                "gen_probe_batch='averages', gen_fast_start=True and gen_fast_start_lines 'both' or 'windows' (got "
+                f"gen_probe_batch={self.gen_probe_batch!r}, gen_fast_start={self.gen_fast_start!r}, "
+                f"gen_fast_start_lines={self.gen_fast_start_lines!r}); pass those, or gen_fast_start_jitter=False"
+            )
         if self.gen_fast_start_confirm and (
             self.gen_probe_batch != "averages" or self.gen_fast_start_lines == "next" or not self.gen_fast_start
         ):
@@ -453,6 +478,8 @@ class GeNTrainingArguments(TrainingArguments):
             )
         if self.gen_undo_lost_windows is None:
             self.gen_undo_lost_windows = self.gen_probe_batch == "averages"
+        if not isinstance(self.gen_undo_lost_windows, bool):
+            raise ValueError(f"gen_undo_lost_windows must be True, False or None, got {self.gen_undo_lost_windows!r}")
         if self.gen_undo_lost_windows and self.gen_probe_batch != "averages":
             raise ValueError(
                 "gen_undo_lost_windows takes a window back to the previous window's mean, which "

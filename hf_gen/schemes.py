@@ -371,7 +371,10 @@ class Averages(NextBatch):
     out, so the line sees the steps' progress only, while the live weights carry it. Their loss on the line's batch
     (the training step's) above the parabola, at the point of the line they have reached, is the cost at the level
     the windows ran at; it grows in proportion to the lr, so the probe at ``c`` is charged ``c`` times it
-    (:func:`hf_gen.core.jitter_cost`, :func:`hf_gen.core.charge_jitter`).
+    (:func:`hf_gen.core.jitter_cost`, :func:`hf_gen.core.charge_jitter`). With ``fast_start_jitter``, only the fast
+    start's window lines are charged: the line that ends the fast start sets the level the first long window runs at
+    unmeasured, while the settled lines are smoothed, measured again every window, and the run ends on the tail's
+    mean, which averages the settled level's jitter out of the final weights.
 
     A line whose fit is concave and whose later probes all lie at or above its start did not descend over the
     windows: the level goes down (:func:`hf_gen.core.no_descent_seen`).
@@ -397,6 +400,7 @@ class Averages(NextBatch):
         jitter_cost: bool = False,
         undo_lost_windows: bool = False,
         raise_needs_progress: bool = False,
+        fast_start_jitter: bool = False,
     ) -> None:
         super().__init__()
         self.window = window
@@ -407,6 +411,7 @@ class Averages(NextBatch):
         self.batches = fast_start_batches
         self.line_batches = line_batches  # the batches each settled line is measured on
         self.jitter = jitter_cost  # charge each window line with the jitter a longer step costs
+        self.start_jitter = fast_start_jitter  # charge the fast start's window lines only
         self.line: OpenLine | None = None  # a line still being measured on the next window's batches
         self.confirm = fast_start_confirm
         self.witness = Witness()  # the gradients' slope along the last line opened (fast_start_confirm)
@@ -630,8 +635,9 @@ class Averages(NextBatch):
         """With ``jitter_cost``: what the live weights' jitter costs on the record's batch, per unit of the line
         (:func:`hf_gen.core.jitter_cost`). The live weights are the closed window's last: at a steady pace
         they lie ``(span - 1) / 2`` steps past its mean, ``(span - 1) / (2 span)`` of the way to the next one.
-        Their loss is the training step's on this batch (same dropout masks as the probes), so this is free."""
-        if not self.jitter:
+        Their loss is the training step's on this batch (same dropout masks as the probes), so this is free.
+        With ``fast_start_jitter`` alone, only the lines measured before the fast start has settled are charged."""
+        if not (self.jitter or (self.start_jitter and not trainer.lr_scheduler.settled)):
             return None
         position = 1.0 + (span - 1) / (2.0 * span)
         return jitter_cost(losses, position, trainer._gen_reduce(record.loss))

@@ -289,7 +289,8 @@ def test_the_decay_shape_anneals_the_gen_level(tmp_path, decay):
 
 # ---- the line through two windows' mean weights ------------------------------------------------------------------
 def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change, fast_start, lines="windows",
-                    batches=1, confirm=False, tilt=0.0, grow=False, line_batches=1, jitter=False):  # fmt: skip
+                    batches=1, confirm=False, tilt=0.0, grow=False, line_batches=1, jitter=False,
+                    fast_start_jitter=False):  # fmt: skip
     """Train the exact quadratic with gen_probe_batch="averages" and no smoothing, and replay it with a plain
     optimizer: at each measured step the oracle computes ``c*``, the exact minimiser of ``L(m0 + c (m1 - m0))`` for
     the two windows' means, and moves the level as the scheduler must (to ``c*`` times it, clipped to the change
@@ -313,7 +314,8 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
     applied on the batch ``line_batches - 1`` steps later, ``c*`` the minimiser of the loss averaged over the batches
     from the close on. With ``jitter`` (``gen_jitter_cost``) each line is charged with the live weights' excess, on
     the batch it opens on, over the loss at ``1 + (W - 1) / (2 W)`` on the line for the window of ``W`` steps that
-    closed (zero if below): ``c*`` minimises ``L(m0 + c (m1 - m0)) + c * excess``."""
+    closed (zero if below): ``c*`` minimises ``L(m0 + c (m1 - m0)) + c * excess``. With ``fast_start_jitter``
+    (``gen_fast_start_jitter``) only the lines measured before the fast start has settled are charged."""
     model = Quadratic(seed=5)
     start = copy.deepcopy(model)
     optimizer = OPTIMIZERS[name](grouped(model, lr0))
@@ -322,7 +324,8 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
                     gen_max_change=max_change, gen_lr_max=math.inf, gen_search_probes=0,
                     gen_fast_start_lines=lines, gen_fast_start_batches=batches,
                     gen_fast_start_confirm=confirm, gen_grow_windows=grow,
-                    gen_line_batches=line_batches, gen_jitter_cost=jitter)  # fmt: skip
+                    gen_line_batches=line_batches, gen_jitter_cost=jitter,
+                    gen_fast_start_jitter=fast_start_jitter)  # fmt: skip
     data = Tilted(scale=tilt) if tilt else Dummy()
     trainer = RecordingGeNTrainer(model=model, args=args, train_dataset=data, optimizers=(optimizer, None))
     trainer.train()
@@ -343,10 +346,11 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
     def clipped(c):
         return min(max(c, 1.0 / max_change), max_change)
 
-    def apply(k, c_star, at, one_step, measured_on=1, slope=None, cost=0.0):
-        """The scheduler's update from a line measured at level ``at`` (and the last step's line beside it)."""
+    def apply(k, c_star, at, one_step, measured_on=1, slope=None, cost=None):
+        """The scheduler's update from a line measured at level ``at`` (and the last step's line beside it), charged
+        ``cost`` (``None``: not charged)."""
         nonlocal settled, level
-        if jitter:  # up to the rounding of float64 losses of order one
+        if cost is not None:  # up to the rounding of float64 losses of order one
             assert trace[k]["jitter_cost"] == pytest.approx(cost, abs=1e-10)
         else:
             assert "jitter_cost" not in trace[k]
@@ -377,19 +381,20 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
         settled = settled or inside
         level = levels[k] = new
 
-    def minimiser(start, line, first, last, cost=0.0):
+    def minimiser(start, line, first, last, cost=None):
         """The exact minimiser along ``start + c line`` of the loss averaged over the batches of steps first..last,
         charged with ``cost`` per unit of ``c``."""
         b = sum(b_of(j) for j in range(first, last + 1)) / (last + 1 - first)
-        return float((-(oracle.A @ start - b) @ line - cost) / (line @ oracle.A @ line))
+        return float((-(oracle.A @ start - b) @ line - (cost or 0.0)) / (line @ oracle.A @ line))
 
     def loss_at(theta, k):
         return float(0.5 * theta @ oracle.A @ theta - b_of(k) @ theta)
 
     def cost_of(start, line, k, closed):
-        """The live weights' excess on step k's batch over the point of the line they have reached."""
-        if not jitter:
-            return 0.0
+        """The live weights' excess on step k's batch over the point of the line they have reached (``None``: the
+        line is not charged)."""
+        if not (jitter or (fast_start_jitter and not settled)):
+            return None
         position = 1.0 + (closed - 1) / (2.0 * closed)
         return max(loss_at(oracle.theta().detach(), k) - loss_at(start + position * line, k), 0.0)
 
@@ -605,6 +610,18 @@ def test_lines_charged_with_the_jitter_cost_match_the_replay(tmp_path, lines, ba
                                           grow=grow, line_batches=line_batches, jitter=True)  # fmt: skip
     costs = [trace[k]["jitter_cost"] for k in sorted(trace)]
     assert len(costs) >= 10 and sum(cost > 0 for cost in costs) >= 3 and min(costs) == 0.0
+
+
+@pytest.mark.parametrize("batches", [1, 2])
+def test_only_the_fast_starts_lines_charged_with_the_jitter_cost_match_the_replay(tmp_path, batches):
+    # gen_fast_start_jitter on the same tilted quadratic: the fast start's lines are charged as gen_jitter_cost charges
+    # them, and no line measured once the fast start has settled carries a charge.
+    trace, levels, _, _ = replay_averages(tmp_path, "adamw", lr0=1e-3, steps=120, window=8, interval=4,
+                                          max_change=2.0, fast_start=True, lines="windows", batches=batches,
+                                          tilt=2.0, fast_start_jitter=True)  # fmt: skip
+    charged = [k for k in sorted(trace) if "jitter_cost" in trace[k]]
+    assert charged and sorted(trace)[: len(charged)] == charged  # the first lines, up to the one that settled
+    assert sum(trace[k]["jitter_cost"] > 0 for k in charged) >= 1 and len(trace) >= len(charged) + 8
 
 
 def test_growing_windows_keep_the_smoothing_memory_in_steps(tmp_path):
