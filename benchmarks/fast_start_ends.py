@@ -5,6 +5,7 @@ can alter before rerunning anything.
     python benchmarks/fast_start_ends.py --ended unmeasured-cap   # list the runs that ended that way
     python benchmarks/fast_start_ends.py --against-best --families gen-adamw   # each run's level where it settled
     python benchmarks/fast_start_ends.py --settled-lines --families gen-adamw  # which way the settled lines point
+    python benchmarks/fast_start_ends.py --departs-from gen-adamw --families gen-adamw-jitter-start --files ...
 
 The fast start ends at the first measurement after which the scheduler's interval is no longer 1 (the trace's
 ``interval``). With the default window lines it ends one of three ways:
@@ -24,6 +25,12 @@ for a lower level (an estimate below the level the windows ran at, or a line tha
 one (an estimate above it, or a line with no positive curvature along a descent), and the median ``c*`` (estimate over
 level) of the lines with an estimate. The other outcomes (a change below the loss's precision, a window taken back)
 are counted in neither share.
+
+``--departs-from FAMILY`` pairs each run with the run of ``FAMILY`` on the same task, seed, starting lr and step
+count (from any of the files) and gives the first step whose lr differs (relative 1e-9): before it the two runs are
+the same run. ``fast start`` when that step is at or before the line that ended the paired run's fast start,
+``settled`` after it, ``none`` when the traces agree throughout; with both eval losses. It tells which phase an
+option's change acted in.
 
 ``never``: the run ended during its fast start. ``other``: the fast start ended on a line of another kind (one-step
 lines: ``gen_fast_start_lines="next"`` or ``gen_probe_batch="next"``/``"same"``). Runs without a ``gen_trace``
@@ -91,6 +98,17 @@ def settled_lines(run: dict) -> list[tuple[str, float | None]]:
     return lines
 
 
+def departure(run: dict, reference: dict) -> tuple[int | None, str]:
+    """The first step whose lr in ``run`` differs from ``reference``'s (relative 1e-9; ``None``: none does), and the
+    phase of ``reference`` it fell in: ``"fast start"`` (at or before the line that ended its fast start),
+    ``"settled"`` or ``"none"``."""
+    for step, (a, b) in enumerate(zip(run["lr_trace"], reference["lr_trace"], strict=True), start=1):
+        if abs(a - b) > 1e-9 * abs(b):
+            _, where = ending(reference)
+            return step, "fast start" if where is None or step <= where["step"] else "settled"
+    return None, "none"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", nargs="+", default=None, help="results files (default: results/*.json)")
@@ -102,7 +120,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--settled-lines", action="store_true", help="per task, which way the lines after the fast start pointed"
     )
+    parser.add_argument(
+        "--departs-from", default=None, metavar="FAMILY", help="each run's first step off the same seed's FAMILY run"
+    )
     opts = parser.parse_args(argv)
+    if opts.departs_from:
+        print_departures(opts)
+        return
     counts: dict[tuple[str, str], Counter] = {}
     lines: dict[tuple[str, str], list] = {}
     if opts.against_best:
@@ -151,6 +175,32 @@ def main(argv: list[str] | None = None) -> None:
         print("|---" * (len(ENDINGS) + 2) + "|")
         for (name, task), counter in counts.items():
             print(f"| {name} | {task} | " + " | ".join(str(counter[how]) for how in ENDINGS) + " |")
+
+
+def print_departures(opts) -> None:
+    """``--departs-from``: one table row per run of ``opts.families`` with a reference run to pair it with."""
+    runs = []
+    for path in map(Path, opts.files or sorted((HERE / "results").glob("*.json"))):
+        with open(path) as handle:
+            for task, block in json.load(handle).get("tasks", {}).items():
+                runs.extend((task, run) for run in block.get("runs", []) if "gen_trace" in run and run["lr_trace"])
+    references = {}
+    for task, run in runs:
+        if run["family"] == opts.departs_from and run["role"] == "main":
+            references.setdefault((task, run["seed"], run["lr"], len(run["lr_trace"])), run)
+    print(
+        f"| task | seed | contender | first step off {opts.departs_from} | phase | eval loss | {opts.departs_from} |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for task, run in runs:
+        reference = references.get((task, run["seed"], run["lr"], len(run["lr_trace"])))
+        if reference is None or run["role"] != "main" or (opts.families and run["family"] not in opts.families):
+            continue
+        if run["family"] == opts.departs_from:
+            continue
+        step, phase = departure(run, reference)
+        print(f"| {task} | {run['seed']} | {run['contender']} | {'-' if step is None else step} | {phase} "
+              f"| {run['eval_loss']:.4f} | {reference['eval_loss']:.4f} |")  # fmt: skip
 
 
 if __name__ == "__main__":

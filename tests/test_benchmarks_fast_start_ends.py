@@ -93,3 +93,25 @@ def test_settled_lines_are_the_lines_after_the_fast_start_with_the_way_each_poin
     fast_start_ends.main(["--files", str(path), "--settled-lines"])
     # 6 lines: 2 lower, 2 higher; the median of c* = 0.5, 3 and 1 is 1
     assert capsys.readouterr().out.splitlines()[-1] == "| r.json | t | 6 | 0.33 | 0.33 | 1.00 |"
+
+
+def test_departs_from_gives_the_first_step_off_the_same_seeds_reference_and_its_phase(tmp_path, capsys):
+    reference = {**RUNS[0], "lr": 5e-5, "eval_loss": 1.0, "lr_trace": [5e-5] * 8 + [1e-4] * 4 + [2e-4] * 8}
+    # the fast start of the reference ended at step 17 (RUNS[0]); the same lrs to step 16, then off
+    at_end = {**reference, "family": "x", "contender": "x@5e-05", "eval_loss": 0.9,
+              "lr_trace": reference["lr_trace"][:16] + [3e-4] * 4}  # fmt: skip
+    later = {**at_end, "seed": 1, "eval_loss": 0.8, "lr_trace": reference["lr_trace"][:18] + [3e-4] * 2}
+    same = {**at_end, "seed": 2, "eval_loss": 1.0, "lr_trace": list(reference["lr_trace"])}
+    alone = {**at_end, "seed": 3, "lr_trace": [1.0] * 20}  # no reference run with seed 3: not listed
+    references = [reference, {**reference, "seed": 1}, {**reference, "seed": 2}]
+    assert fast_start_ends.departure(at_end, reference) == (17, "fast start")
+    assert fast_start_ends.departure(later, reference) == (19, "settled")
+    assert fast_start_ends.departure(same, reference) == (None, "none")
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"tasks": {"t": {"runs": [*references, at_end, later, same, alone]}}, "meta": {}}))
+    fast_start_ends.main(["--files", str(path), "--departs-from", "gen-adamw", "--families", "x"])
+    assert capsys.readouterr().out.splitlines()[2:] == [
+        "| t | 0 | x@5e-05 | 17 | fast start | 0.9000 | 1.0000 |",
+        "| t | 1 | x@5e-05 | 19 | settled | 0.8000 | 1.0000 |",
+        "| t | 2 | x@5e-05 | - | none | 1.0000 | 1.0000 |",
+    ]
