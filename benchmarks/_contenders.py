@@ -95,13 +95,17 @@ FAMILIES = {
     "mechanic": "Mechanic (defaults) on AdamW at base lr 1",
     "dog": "DoG (defaults), evaluated on its polynomial-decay iterate average as its authors recommend",
     "gen-optim": "gen-optim 0.1.1 (authors' GeN, AdamW, lazy_freq 4)",
-    "gen-adamw": "hf-gen GeN-AdamW (defaults: a window that lost ground is taken back; ends on the mean of the last "
-    "20% of the steps' weights)",
+    "gen-adamw": "hf-gen GeN-AdamW (defaults: the fast start's lines charged with the jitter; a window that lost "
+    "ground is taken back; ends on the mean of the last 20% of the steps' weights)",
+    "gen-adamw-uncharged": "hf-gen GeN-AdamW with gen_fast_start_jitter=False (the fast start's lines not charged "
+    "with the jitter: the default before the charge)",
     "gen-adamw-keep": "hf-gen GeN-AdamW with gen_undo_lost_windows=False (no window taken back: the default before "
     "the undo)",
     "gen-adamw-last": "hf-gen GeN-AdamW with gen_tail_average=0 and gen_undo_lost_windows=False (ends on the last "
     "iterate: the default before the tail average)",
     "gen-sgd": "hf-gen GeN-SGD (defaults, momentum 0.9)",
+    "gen-sgd-uncharged": "hf-gen GeN-SGD with gen_fast_start_jitter=False (momentum 0.9; the default before the "
+    "fast start's charge)",
     "gen-sgd-keep": "hf-gen GeN-SGD with gen_undo_lost_windows=False (momentum 0.9; the default before the undo)",
     "gen-sgd-last": "hf-gen GeN-SGD with gen_tail_average=0 and gen_undo_lost_windows=False (momentum 0.9; the "
     "default before the tail average)",
@@ -125,13 +129,11 @@ FAMILIES = {
     "gen-adamw-jitter": "hf-gen GeN-AdamW with gen_jitter_cost (each window line charged with what a longer step "
     "costs in jitter; not a default; ending on the last iterate)",
     "gen-adamw-progress": "hf-gen GeN-AdamW with gen_raise_needs_progress (once settled, a line raises the lr only "
-    "after a window whose training loss fell; not a default)",
-    "gen-adamw-jitter-tail": "hf-gen GeN-AdamW with gen_jitter_cost on the current default (windows taken back, "
-    "ending on the tail's mean; not a default)",
-    "gen-adamw-jitter-start": "hf-gen GeN-AdamW with gen_fast_start_jitter on the current default (only the fast "
-    "start's window lines charged with the jitter's cost; not a default)",
+    "after a window whose training loss fell; on the default before the fast start's charge; not a default)",
+    "gen-adamw-jitter-tail": "hf-gen GeN-AdamW with gen_jitter_cost (every window line charged with the jitter, "
+    "windows taken back, ending on the tail's mean; not a default)",
     "gen-adamw-lower": "hf-gen GeN-AdamW with gen_lower_at_once (once settled, a lower level is taken at once, only "
-    "raises are smoothed; not a default)",
+    "raises are smoothed; on the default before the fast start's charge; not a default)",
     "gen-adamw-grow": "hf-gen GeN-AdamW with gen_grow_windows (the windows after the fast start double from "
     f"{2 * GEN_INTERVAL} steps up to gen_window; not a default; ending on the last iterate)",
     **{
@@ -141,15 +143,19 @@ FAMILIES = {
     },
 }
 # The GeN families: the gen_* arguments each sets on top of hf-gen's defaults (gen-sgd differs in its optimizer only).
-# The families measured before a default changed keep what they ran with: no window taken back (KEEP), and the
-# options measured before the tail average ending on the last iterate (LAST).
-KEEP = {"gen_undo_lost_windows": False}
+# The families measured before a default changed keep what they ran with: the fast start's lines not charged with the
+# jitter (UNCHARGED), no window taken back (KEEP), and the options measured before the tail average ending on the last
+# iterate (LAST).
+UNCHARGED = {"gen_fast_start_jitter": False}
+KEEP = {"gen_undo_lost_windows": False, **UNCHARGED}
 LAST = {"gen_tail_average": 0.0, **KEEP}
 GEN_VARIANTS = {
     "gen-adamw": {},
+    "gen-adamw-uncharged": UNCHARGED,
     "gen-adamw-keep": KEEP,
     "gen-adamw-last": LAST,
     "gen-sgd": {},
+    "gen-sgd-uncharged": UNCHARGED,
     "gen-sgd-keep": KEEP,
     "gen-sgd-last": LAST,
     "gen-adamw-cosine": {"gen_decay": "cosine", **KEEP},
@@ -159,10 +165,9 @@ GEN_VARIANTS = {
     "gen-adamw-grow": {"gen_grow_windows": True, **LAST},
     "gen-adamw-jitter": {"gen_jitter_cost": True, **LAST},
     "gen-adamw-linebatches": {"gen_line_batches": GEN_INTERVAL, **LAST},
-    "gen-adamw-progress": {"gen_raise_needs_progress": True},
-    "gen-adamw-lower": {"gen_lower_at_once": True},
+    "gen-adamw-progress": {"gen_raise_needs_progress": True, **UNCHARGED},
+    "gen-adamw-lower": {"gen_lower_at_once": True, **UNCHARGED},
     "gen-adamw-jitter-tail": {"gen_jitter_cost": True},
-    "gen-adamw-jitter-start": {"gen_fast_start_jitter": True},
     "gen-adamw-same": {"gen_probe_batch": "same"},
     "gen-adamw-averages": {"gen_probe_batch": "averages", "gen_decay": "cosine", **KEEP},
     "gen-adamw-next": {"gen_probe_batch": "next"},

@@ -5,7 +5,7 @@ can alter before rerunning anything.
     python benchmarks/fast_start_ends.py --ended unmeasured-cap   # list the runs that ended that way
     python benchmarks/fast_start_ends.py --against-best --families gen-adamw   # each run's level where it settled
     python benchmarks/fast_start_ends.py --settled-lines --families gen-adamw  # which way the settled lines point
-    python benchmarks/fast_start_ends.py --departs-from gen-adamw --families gen-adamw-jitter-start --files ...
+    python benchmarks/fast_start_ends.py --departs-from gen-adamw-uncharged --families gen-adamw --files ...
 
 The fast start ends at the first measurement after which the scheduler's interval is no longer 1 (the trace's
 ``interval``). With the default window lines it ends one of three ways:

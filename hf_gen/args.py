@@ -18,8 +18,8 @@ GEN_MODES = ("approx", "exact")
 PROBE_BATCHES = ("next", "same", "averages")
 FAST_START_LINES = ("both", "windows", "next")
 # The on/off options read by the trainer and its line schemes (the scheduler checks its own: GEN_SETTINGS).
-SCHEME_FLAGS = ("gen_use_slope", "gen_grow_windows", "gen_jitter_cost", "gen_fast_start_jitter",
-                "gen_fast_start_confirm", "gen_raise_needs_progress", "gen_offload_snapshot")  # fmt: skip
+SCHEME_FLAGS = ("gen_use_slope", "gen_grow_windows", "gen_jitter_cost", "gen_fast_start_confirm",
+                "gen_raise_needs_progress", "gen_offload_snapshot")  # fmt: skip
 DEFAULT_TAIL = 0.2  # gen_tail_average with no decay shape: the last fifth of the run, the cooldown's fraction
 
 
@@ -106,7 +106,8 @@ class GeNTrainingArguments(TrainingArguments):
         gen_jitter_cost: ``"averages"``: charge each line through two windows' means with what a longer step costs in
             jitter (the live weights' loss above the line's parabola, times the step's length).
         gen_fast_start_jitter: ``"averages"`` with the fast start: charge only the fast start's window lines with
-            the jitter's cost, as ``gen_jitter_cost`` charges every window line.
+            the jitter's cost, as ``gen_jitter_cost`` charges every window line. Default: on with ``"averages"`` and
+            the fast start on window lines; off otherwise.
         gen_fast_start_confirm: ``"averages"``: a fast-start jump to the change bound is taken only when the
             training gradients since the last window closed agree with its direction (their mean slope along the last
             line opened); otherwise the level holds.
@@ -275,13 +276,14 @@ class GeNTrainingArguments(TrainingArguments):
         "times the level is charged c times it, and the line's minimiser trades progress against jitter. No extra "
         "forward.",
     )
-    gen_fast_start_jitter: bool = _option(
-        False,
+    gen_fast_start_jitter: bool | None = _option(
+        None,
         "gen_probe_batch='averages' with gen_fast_start: charge the fast start's window lines (only those) with the "
         "jitter's cost, as gen_jitter_cost charges every window line. The line that ends the fast start sets the "
         "level the first long window runs at, unmeasured; the settled lines are smoothed and measured again every "
         "window, and the run ends on the tail's mean, which averages the settled level's jitter out. No extra "
-        "forward.",
+        "forward. Default: on with 'averages' and the fast start on window lines (gen_fast_start_lines 'both' or "
+        "'windows'); off otherwise.",
     )
     gen_fast_start_confirm: bool = _option(
         False,
@@ -449,6 +451,12 @@ class GeNTrainingArguments(TrainingArguments):
                 "gen_jitter_cost charges the lines through two windows' means of gen_probe_batch='averages'; got "
                 f"gen_probe_batch={self.gen_probe_batch!r}: pass gen_probe_batch='averages', or gen_jitter_cost=False"
             )
+        if self.gen_fast_start_jitter is None:
+            self.gen_fast_start_jitter = (
+                self.gen_probe_batch == "averages" and self.gen_fast_start and self.gen_fast_start_lines != "next"
+            )
+        if not isinstance(self.gen_fast_start_jitter, bool):
+            raise ValueError(f"gen_fast_start_jitter must be True, False or None, got {self.gen_fast_start_jitter!r}")
         if self.gen_fast_start_jitter and (
             self.gen_probe_batch != "averages" or self.gen_fast_start_lines == "next" or not self.gen_fast_start
         ):

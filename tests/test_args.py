@@ -60,7 +60,7 @@ def test_unknown_scheduler_name_lists_gen_among_the_choices(tmp_path):
         ({"gen_fallback": "constant"}, "gen_fallback must be one of"),
         ({"gen_lower_at_once": "yes"}, "gen_lower_at_once must be True or False"),
         ({"gen_jitter_cost": "yes"}, "gen_jitter_cost must be True or False, got 'yes'"),
-        ({"gen_fast_start_jitter": 1}, "gen_fast_start_jitter must be True or False, got 1"),
+        ({"gen_fast_start_jitter": 1}, "gen_fast_start_jitter must be True, False or None, got 1"),
         ({"gen_undo_lost_windows": "no"}, "gen_undo_lost_windows must be True, False or None, got 'no'"),
         ({"gen_probe_offsets": [0.0]}, "non-zero finite multiples"),
         ({"gen_probe_offsets": [1.0], "gen_use_slope": False}, "at least two probe offsets"),
@@ -286,6 +286,27 @@ def test_the_undo_is_on_by_default_with_the_window_lines_only(tmp_path, kwargs, 
         ["--output_dir", str(tmp_path), "--lr_scheduler", "gen"] + [f"--{k}={v}" for k, v in kwargs.items()]
     )
     assert parsed.gen_undo_lost_windows is undo
+
+
+@pytest.mark.parametrize(
+    "kwargs,charged",
+    [
+        ({}, True),  # the fast start on window lines: its lines are charged with the jitter
+        ({"gen_fast_start_lines": "windows"}, True),
+        ({"gen_fast_start_lines": "next"}, False),  # a one-step fast start has no window means to charge
+        ({"gen_fast_start": False}, False),
+        ({"gen_probe_batch": "next"}, False),
+        ({"gen_probe_batch": "same"}, False),
+        ({"gen_mode": "exact"}, False),
+        ({"gen_fast_start_jitter": False}, False),
+    ],
+)
+def test_the_fast_starts_jitter_charge_is_on_by_default_with_a_window_fast_start_only(tmp_path, kwargs, charged):
+    assert args(tmp_path, **kwargs).gen_fast_start_jitter is charged
+    (parsed,) = HfArgumentParser(GeNTrainingArguments).parse_args_into_dataclasses(
+        ["--output_dir", str(tmp_path), "--lr_scheduler", "gen"] + [f"--{k}={v}" for k, v in kwargs.items()]
+    )
+    assert parsed.gen_fast_start_jitter is charged
 
 
 def test_an_undo_without_the_window_lines_says_what_to_pass(tmp_path):
