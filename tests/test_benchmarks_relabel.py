@@ -82,3 +82,54 @@ def test_perturbation_files_are_renamed_too(tmp_path):
     assert data["meta"]["against_best"][0]["gen"] == "gen-adamw@5e-05"
     assert data["meta"]["against_best"][0]["best"] == "adamw-linear@0.03"
     assert data["meta"]["commands"][-1] == "python benchmarks/relabel.py " + " ".join(argv)
+
+
+def block(config, runs):
+    return {"config": config, "runs": runs}
+
+
+def run(family, seed, loss, role="main"):
+    return {"family": family, "contender": f"{family}@5e-05", "role": role, "seed": seed, "eval_loss": loss}
+
+
+def test_copy_adds_the_familys_missing_runs_to_the_files_with_the_same_task(tmp_path):
+    config = {"steps": 40, "seeds": 3, "grid": [1e-4]}
+    source = tmp_path / "option.json"
+    source.write_text(json.dumps({"tasks": {
+        "t": block({**config, "seeds": 5}, [run("gen-adamw", 0, 0.5), run("gen-adamw", 1, 0.6), run("other", 0, 9.0)]),
+        "u": block(config, [run("gen-adamw", 0, 0.7)]),
+    }, "meta": {}}))  # fmt: skip
+    target = tmp_path / "task.json"
+    target.write_text(json.dumps({"tasks": {"t": block(config, [run("gen-adamw", 1, 0.61), run("adamw", 0, 1.0)])},
+                                  "meta": {"command": "python q.py"}}))  # fmt: skip
+    argv = ["--copy", "gen-adamw", "--copy-from", str(source), "--files", str(target)]
+    relabel.main(argv)
+    data = json.loads(target.read_text())
+    got = sorted((r["family"], r["seed"], r["eval_loss"]) for r in data["tasks"]["t"]["runs"])
+    # seed 0 copied; seed 1 already there (kept as it was); the other family and the task the file lacks left out
+    assert got == [("adamw", 0, 1.0), ("gen-adamw", 0, 0.5), ("gen-adamw", 1, 0.61)]
+    assert set(data["tasks"]) == {"t"}
+    assert data["meta"]["commands"] == ["python q.py", "python benchmarks/relabel.py " + " ".join(argv)]
+
+
+def test_copy_refuses_a_task_configured_differently_and_writes_nothing(tmp_path, capsys):
+    source = tmp_path / "option.json"
+    source.write_text(json.dumps({"tasks": {"t": block({"steps": 3000}, [run("gen-adamw", 0, 0.5)])}, "meta": {}}))
+    same = tmp_path / "a.json"
+    same.write_text(json.dumps({"tasks": {"t": block({"steps": 3000}, [])}, "meta": {}}))
+    other = tmp_path / "b.json"
+    other.write_text(json.dumps({"tasks": {"t": block({"steps": 200}, [])}, "meta": {}}))
+    before = same.read_text()
+    with pytest.raises(SystemExit):
+        relabel.main(["--copy", "gen-adamw", "--copy-from", str(source), "--files", str(same), str(other)])
+    assert "task 't' is configured differently" in capsys.readouterr().err
+    assert same.read_text() == before  # the file that matched is not written either
+
+
+def test_copy_needs_its_source_and_the_files(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        relabel.main(["--copy", "gen-adamw", "--files", str(tmp_path / "a.json")])
+    assert "pass --copy FAMILY and --copy-from FILE together" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        relabel.main(["--copy", "gen-adamw", "--copy-from", str(tmp_path / "a.json")])
+    assert "--copy takes the files to copy into as --files" in capsys.readouterr().err
