@@ -14,7 +14,9 @@ task metric. Data loading reuses ``scripts/run_classification.py`` and ``scripts
 
 The wider suite adds MLPs on scikit-learn's other bundled tables, MiniLM on Shakespeare speeches (play, genre, and the
 play with LoRA), a code LM on the standard library, and ``fortunes``: MiniLM telling which of eight collections of
-Debian's ``fortunes`` package an entry comes from (the package's files, found or unpacked by :func:`fortunes_dir`).
+Debian's ``fortunes`` package an entry comes from (the package's files, found or unpacked by :func:`fortunes_dir`), and
+``glosses``: MiniLM telling which of eight supersenses a WordNet noun definition belongs to (Debian's ``wordnet-base``,
+by :func:`wordnet_dir`).
 """
 
 from __future__ import annotations
@@ -537,41 +539,49 @@ def fortune_entries(text: str, min_chars: int = 20) -> list[str]:
     return [e for e in entries if len(e) >= min_chars]
 
 
-def fortunes_dir() -> Path:
-    """The folder of the fortune files: ``$HF_GEN_FORTUNES`` if set (it must hold them); else the installed
-    package's ``/usr/share/games/fortunes``; else a copy unpacked from ``apt-get download fortunes`` into
-    ``~/.cache/hf-gen/fortunes`` (Debian's archive is reachable where PyPI is; nothing is installed). The results
-    were measured on the package's version 1:1.99.1-7.3."""
+def debian_files(package: str, inside: str, files: tuple[str, ...], env: str, system_dir: Path) -> Path:
+    """The folder that holds ``files`` of Debian's ``package`` (``inside``: their folder's path in the package):
+    ``$env`` if set (it must hold them); else the installed package's ``system_dir``; else a copy unpacked from
+    ``apt-get download package`` into ``~/.cache/hf-gen/package`` (Debian's archive is reachable where PyPI is;
+    nothing is installed)."""
     import os
     import subprocess
 
-    named = os.environ.get("HF_GEN_FORTUNES")
+    named = os.environ.get(env)
     if named:
-        missing = [f for f in FORTUNE_FILES if not (Path(named) / f).is_file()]
+        missing = [f for f in files if not (Path(named) / f).is_file()]
         if missing:
             raise RuntimeError(
-                f"HF_GEN_FORTUNES={named} lacks the fortune files {', '.join(missing)}: set it to the folder that "
-                f"holds them (usr/share/games/fortunes of the unpacked '{FORTUNES_DEB}' package), or unset it"
+                f"{env}={named} lacks the files {', '.join(missing)}: set it to the folder that holds them "
+                f"({inside} of the unpacked '{package}' package), or unset it"
             )
         return Path(named)
-    if all((FORTUNES_SYSTEM_DIR / f).is_file() for f in FORTUNE_FILES):
-        return FORTUNES_SYSTEM_DIR
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hf-gen" / "fortunes"
-    unpacked = cache / "usr" / "share" / "games" / "fortunes"
-    if all((unpacked / f).is_file() for f in FORTUNE_FILES):
+    if all((system_dir / f).is_file() for f in files):
+        return system_dir
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hf-gen" / package
+    unpacked = cache / inside
+    if all((unpacked / f).is_file() for f in files):
         return unpacked
     cache.mkdir(parents=True, exist_ok=True)
     try:
-        subprocess.run(["apt-get", "download", FORTUNES_DEB], cwd=cache, check=True, capture_output=True)
-        deb = sorted(cache.glob(f"{FORTUNES_DEB}_*.deb"))[-1]
+        subprocess.run(["apt-get", "download", package], cwd=cache, check=True, capture_output=True)
+        deb = sorted(cache.glob(f"{package}_*.deb"))[-1]
         subprocess.run(["dpkg-deb", "-x", str(deb), str(cache)], check=True, capture_output=True)
     except (OSError, subprocess.CalledProcessError, IndexError) as error:
         raise RuntimeError(
-            f"the fortunes task needs Debian's '{FORTUNES_DEB}' package: install it (apt-get install fortunes), or "
-            f"unpack it (apt-get download fortunes && dpkg-deb -x fortunes_*.deb DIR) and set "
-            f"HF_GEN_FORTUNES=DIR/usr/share/games/fortunes ({error})"
+            f"this task needs Debian's '{package}' package: install it (apt-get install {package}), or unpack it "
+            f"(apt-get download {package} && dpkg-deb -x {package}_*.deb DIR) and set "
+            f"{env}=DIR/{inside} ({error})"
         ) from error
     return unpacked
+
+
+def fortunes_dir() -> Path:
+    """The folder of the fortune files (:func:`debian_files`, ``$HF_GEN_FORTUNES`` first). The results were measured
+    on the package's version 1:1.99.1-7.3."""
+    return debian_files(
+        FORTUNES_DEB, "usr/share/games/fortunes", FORTUNE_FILES, "HF_GEN_FORTUNES", FORTUNES_SYSTEM_DIR
+    )
 
 
 def fortunes_task(
@@ -594,6 +604,53 @@ def fortunes_task(
         "fortune-cookie entries labelled by collection",
         "Debian package fortunes, main, BSD licence",
         rows, names, steps, batch_size, max_length, train_rows, eval_rows,
+    )  # fmt: skip
+
+
+# ---- (g) MiniLM on WordNet's noun definitions: which supersense (held out) ---------------------------------------
+
+#: The lexicographer files (supersenses) of WordNet's nouns told apart, by number (lexnames(5WN)): the eight with the
+#: most synsets in WordNet 3.0, largest first.
+GLOSS_FILES = {6: "artifact", 18: "person", 20: "plant", 5: "animal", 4: "act", 10: "communication", 26: "state",
+               15: "location"}  # fmt: skip
+WORDNET_DEB = "wordnet-base"  # Debian main; the package's copyright file gives the WordNet 3.0 licence
+WORDNET_SYSTEM_DIR = Path("/usr/share/wordnet")  # where the installed package keeps the database
+
+
+def noun_glosses(text: str) -> list[tuple[str, int]]:
+    """``(gloss, lexicographer file number)`` of each synset of WordNet's ``data.noun`` (wndb(5WN): the file number
+    is the second field, the gloss follows ``|``; the licence's lines at the top start with two spaces)."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith("  ") or "|" not in line:
+            continue
+        out.append((line.split("|", 1)[1].strip(), int(line.split(" ", 2)[1])))
+    return out
+
+
+def wordnet_dir() -> Path:
+    """The folder of WordNet's database (:func:`debian_files`, ``$HF_GEN_WORDNET`` first). The results were measured
+    on the package's version 1:3.0-37."""
+    return debian_files(WORDNET_DEB, "usr/share/wordnet", ("data.noun",), "HF_GEN_WORDNET", WORDNET_SYSTEM_DIR)
+
+
+def glosses_task(
+    steps: int, batch_size: int = 16, max_length: int = 64, train_rows: int = 4000, eval_rows: int = 1000
+) -> Task:
+    """MiniLM fine-tuned to tell a WordNet noun definition's supersense, one of eight (held out: added after the
+    defaults were last changed, and not used to choose anything)."""
+    import random
+
+    text = (wordnet_dir() / "data.noun").read_text(encoding="utf-8", errors="replace")
+    numbers = list(GLOSS_FILES)
+    rows = [(gloss, numbers.index(number)) for gloss, number in noun_glosses(text) if number in GLOSS_FILES]
+    random.Random(0).shuffle(rows)
+    return _minilm_labelled_task(
+        "glosses",
+        "WordNet noun definitions labelled by supersense",
+        "Debian package wordnet-base, main, WordNet 3.0 licence",
+        rows, [f"noun.{GLOSS_FILES[n]}" for n in numbers], steps, batch_size, max_length, train_rows, eval_rows,
+        unit="definitions",
     )  # fmt: skip
 
 
@@ -637,6 +694,7 @@ TASKS = {
     "plays-lora": lambda steps, **kw: speeches_task(steps, by="play", lora=True, **kw),
     "code": code_task,
     "fortunes": fortunes_task,
+    "glosses": glosses_task,
 }
 
 

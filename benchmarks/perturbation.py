@@ -44,6 +44,7 @@ BEST_GRID = {
     "minilm": "adamw-linear@0.0003",
     "plays-lora": "adamw-cosine-warmup@0.003",
     "minilm-long": "adamw-linear@0.0001",
+    "fortunes": "adamw-linear@0.0003",
 }
 
 

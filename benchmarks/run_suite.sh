@@ -8,11 +8,12 @@
 # machine, one core: the main profile (digits, gpt2, minilm: 3 seeds of every contender and the starting-lr sweep)
 # about 85 minutes; each MiniLM task of the wider suite (plays, genres, plays-lora: 150 steps, about 4 minutes a
 # run) about 100 minutes for its grids, the Trainer's defaults and the peers at 1 seed and GeN at 3, then about 30
-# minutes for GeN's default and the best grid point on 5 seeds (the spread over seeds); fortunes (held out, 200
-# steps, 26 runs of about 4 minutes with two processes sharing the machine) about 100 minutes; code about 25 minutes;
+# minutes for GeN's default and the best grid point on 5 seeds (the spread over seeds); fortunes (200 steps, 26 runs
+# of about 4 minutes with two processes sharing the machine) about 100 minutes; glosses (held out, 150 steps, 31 runs
+# of about 3 minutes) about 90 minutes; code about 25 minutes;
 # diabetes, cancer and wine about 3 minutes each; the 3,000-step GPT-2 row about 140 minutes (8 to 10 minutes a
 # run); the 3,000-step fine-tune (minilm-long) about 4 hours (20 to 30 minutes a run); about 16 hours in all. Every
-# run is kept in benchmarks/results/*.json as it finishes, and a rerun skips what is there. Each task but fortunes
+# run is kept in benchmarks/results/*.json as it finishes, and a rerun skips what is there. Each task but fortunes and glosses
 # also runs earlier defaults for the tables' comparison: the cosine shape on the same window
 # lines (gen-adamw-cosine), and with it the one-step fast start (gen-adamw-averages-next), one-step lines throughout
 # (gen-adamw-next) and the fast start on window lines alone (gen-adamw-windows).
@@ -22,7 +23,7 @@ export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 PY=${PYTHON:-python}
 Q="$PY benchmarks/quality.py --threads 1 --resume"
 PEERS="prodigy dadapt-adam schedulefree-adamw mechanic dog gen-optim"
-TASKS=${TASKS:-"digits gpt2 minilm diabetes cancer wine plays genres plays-lora code fortunes gpt2-3000 minilm-long"}
+TASKS=${TASKS:-"digits gpt2 minilm diabetes cancer wine plays genres plays-lora code fortunes glosses gpt2-3000 minilm-long"}
 # five_seeds JSON MD TASK: GeN's default and the best grid point so far (as the suite's table picks it) on 5 seeds, for
 # the spread of a fine-tune over seeds
 five_seeds() {
@@ -64,14 +65,18 @@ for task in $TASKS; do
         five_seeds $json $md $task
       fi
       ;;
-    fortunes)
-      # Held out (added after the defaults were last changed): the grids, the Trainer's defaults and the peers at 1
-      # seed; GeN's default and the best grid point on 5 seeds. No earlier default ran on it.
-      json=benchmarks/results/suite_fortunes.json
-      md=benchmarks/RESULTS_suite_fortunes.md
-      $Q --tasks fortunes --no-robustness --seeds 1 --json $json --markdown $md \
+    fortunes | glosses)
+      # Fine-tunes added after a change of the defaults (fortunes before the fast start's charge, glosses after it):
+      # the grids, the Trainer's defaults and the peers at 1 seed; GeN's default and the best grid point on 5 seeds;
+      # on glosses the default before the charge (gen-adamw-uncharged) on 5 seeds too.
+      json=benchmarks/results/suite_$task.json
+      md=benchmarks/RESULTS_suite_$task.md
+      $Q --tasks $task --no-robustness --seeds 1 --json $json --markdown $md \
         --families adamw-linear adamw-cosine-warmup trainer-default $PEERS
-      five_seeds $json $md fortunes
+      five_seeds $json $md $task
+      if [ $task = glosses ]; then
+        $Q --tasks $task --no-robustness --seeds 5 --json $json --markdown $md --families gen-adamw-uncharged
+      fi
       ;;
     gpt2-3000)
       # The long horizon: 15 times the profile's steps, on the grid around where the best lr moved. GeN on 2 seeds,
@@ -79,7 +84,7 @@ for task in $TASKS; do
       A="--json benchmarks/results/horizon_gpt2_a.json --markdown /tmp/horizon_gpt2_a.md --plots /tmp/horizon_plots"
       B="--json benchmarks/results/horizon_gpt2_b.json --markdown /tmp/horizon_gpt2_b.md --plots /tmp/horizon_plots"
       H="--tasks gpt2 --steps gpt2=3000 --no-robustness"
-      # GeN's default in its own file (the previous default's runs are gen-adamw-keep in _c)
+      # GeN's default in its own file, with the previous default's runs (gen-adamw-uncharged; gen-adamw-keep in _c)
       D="--json benchmarks/results/horizon_gpt2_d.json --markdown /tmp/horizon_gpt2_d.md --plots /tmp/horizon_plots"
       $Q $H --seeds gpt2=2 --families gen-adamw $D
       $Q $H --seeds gpt2=2 --families gen-adamw-cosine gen-adamw-next gen-adamw-same gen-adamw-averages-next \
@@ -100,7 +105,8 @@ for task in $TASKS; do
       B="--json benchmarks/results/horizon_minilm_b.json --markdown /tmp/horizon_minilm_b.md --plots /tmp/horizon_plots"
       C="--json benchmarks/results/horizon_minilm_c.json --markdown /tmp/horizon_minilm_c.md --plots /tmp/horizon_plots"
       D="--json benchmarks/results/horizon_minilm_d.json --markdown /tmp/horizon_minilm_d.md --plots /tmp/horizon_plots"
-      # GeN's default in its own file (the previous defaults: gen-adamw-keep in _f, gen-adamw-last in _a)
+      # GeN's default in its own file (the previous defaults: gen-adamw-uncharged there, gen-adamw-keep in _f,
+      # gen-adamw-last in _a)
       G="--json benchmarks/results/horizon_minilm_g.json --markdown /tmp/horizon_minilm_g.md --plots /tmp/horizon_plots"
       $Q $L --families gen-adamw $G
       $Q $L --families trainer-default adamw-linear --grid minilm-long=3e-5 $A
@@ -112,7 +118,7 @@ for task in $TASKS; do
       $Q $L --families dog $E
       ;;
     *)
-      echo "unknown task $task: pass some of digits gpt2 minilm diabetes cancer wine plays genres plays-lora code fortunes gpt2-3000 minilm-long" >&2
+      echo "unknown task $task: pass some of digits gpt2 minilm diabetes cancer wine plays genres plays-lora code fortunes glosses gpt2-3000 minilm-long" >&2
       exit 2
       ;;
   esac

@@ -40,7 +40,7 @@ def test_fortunes_dir_refuses_a_named_folder_without_the_files(tmp_path, monkeyp
     (named / "science").unlink()
     monkeypatch.setattr(_tasks, "FORTUNES_SYSTEM_DIR", _collections(tmp_path / "system"))
     monkeypatch.setenv("HF_GEN_FORTUNES", str(named))
-    with pytest.raises(RuntimeError, match=r"lacks the fortune files science: set it to the folder"):
+    with pytest.raises(RuntimeError, match=r"HF_GEN_FORTUNES=.* lacks the files science: set it to the folder"):
         fortunes_dir()
 
 
