@@ -271,42 +271,31 @@ def test_the_default_tail_average_follows_the_decay_shape(tmp_path, kwargs, tail
 
 
 @pytest.mark.parametrize(
-    "kwargs,undo",
+    "name,kwargs,on",
     [
-        ({}, True),  # the window lines hold the previous window's mean the undo goes back to
-        ({"gen_probe_batch": "next"}, False),
-        ({"gen_probe_batch": "same"}, False),
-        ({"gen_mode": "exact"}, False),
-        ({"gen_undo_lost_windows": False}, False),
+        # the undo: the window lines hold the previous window's mean it goes back to
+        ("gen_undo_lost_windows", {}, True),
+        ("gen_undo_lost_windows", {"gen_probe_batch": "next"}, False),
+        ("gen_undo_lost_windows", {"gen_probe_batch": "same"}, False),
+        ("gen_undo_lost_windows", {"gen_mode": "exact"}, False),
+        ("gen_undo_lost_windows", {"gen_undo_lost_windows": False}, False),
+        # the jitter charge: the fast start on window lines, whose lines are charged
+        ("gen_fast_start_jitter", {}, True),
+        ("gen_fast_start_jitter", {"gen_fast_start_lines": "windows"}, True),
+        ("gen_fast_start_jitter", {"gen_fast_start_lines": "next"}, False),  # one-step lines: no means to charge
+        ("gen_fast_start_jitter", {"gen_fast_start": False}, False),
+        ("gen_fast_start_jitter", {"gen_probe_batch": "next"}, False),
+        ("gen_fast_start_jitter", {"gen_probe_batch": "same"}, False),
+        ("gen_fast_start_jitter", {"gen_mode": "exact"}, False),
+        ("gen_fast_start_jitter", {"gen_fast_start_jitter": False}, False),
     ],
 )
-def test_the_undo_is_on_by_default_with_the_window_lines_only(tmp_path, kwargs, undo):
-    assert args(tmp_path, **kwargs).gen_undo_lost_windows is undo
+def test_window_line_options_are_on_by_default_only_where_they_apply(tmp_path, name, kwargs, on):
+    assert getattr(args(tmp_path, **kwargs), name) is on
     (parsed,) = HfArgumentParser(GeNTrainingArguments).parse_args_into_dataclasses(
         ["--output_dir", str(tmp_path), "--lr_scheduler", "gen"] + [f"--{k}={v}" for k, v in kwargs.items()]
     )
-    assert parsed.gen_undo_lost_windows is undo
-
-
-@pytest.mark.parametrize(
-    "kwargs,charged",
-    [
-        ({}, True),  # the fast start on window lines: its lines are charged with the jitter
-        ({"gen_fast_start_lines": "windows"}, True),
-        ({"gen_fast_start_lines": "next"}, False),  # a one-step fast start has no window means to charge
-        ({"gen_fast_start": False}, False),
-        ({"gen_probe_batch": "next"}, False),
-        ({"gen_probe_batch": "same"}, False),
-        ({"gen_mode": "exact"}, False),
-        ({"gen_fast_start_jitter": False}, False),
-    ],
-)
-def test_the_fast_starts_jitter_charge_is_on_by_default_with_a_window_fast_start_only(tmp_path, kwargs, charged):
-    assert args(tmp_path, **kwargs).gen_fast_start_jitter is charged
-    (parsed,) = HfArgumentParser(GeNTrainingArguments).parse_args_into_dataclasses(
-        ["--output_dir", str(tmp_path), "--lr_scheduler", "gen"] + [f"--{k}={v}" for k, v in kwargs.items()]
-    )
-    assert parsed.gen_fast_start_jitter is charged
+    assert getattr(parsed, name) is on
 
 
 def test_an_undo_without_the_window_lines_says_what_to_pass(tmp_path):
