@@ -451,31 +451,26 @@ class GeNTrainingArguments(TrainingArguments):
                 "gen_jitter_cost charges the lines through two windows' means of gen_probe_batch='averages'; got "
                 f"gen_probe_batch={self.gen_probe_batch!r}: pass gen_probe_batch='averages', or gen_jitter_cost=False"
             )
+        # The fast start on window lines, which the two options below act on (the charge is on by default there)
+        window_start = (
+            self.gen_probe_batch == "averages" and self.gen_fast_start and self.gen_fast_start_lines != "next"
+        )
         if self.gen_fast_start_jitter is None:
-            self.gen_fast_start_jitter = (
-                self.gen_probe_batch == "averages" and self.gen_fast_start and self.gen_fast_start_lines != "next"
-            )
+            self.gen_fast_start_jitter = window_start
         if not isinstance(self.gen_fast_start_jitter, bool):
             raise ValueError(f"gen_fast_start_jitter must be True, False or None, got {self.gen_fast_start_jitter!r}")
-        if self.gen_fast_start_jitter and (
-            self.gen_probe_batch != "averages" or self.gen_fast_start_lines == "next" or not self.gen_fast_start
-        ):
-            raise ValueError(
-                "gen_fast_start_jitter charges the fast start's lines through two windows' means: it needs "
-                "gen_probe_batch='averages', gen_fast_start=True and gen_fast_start_lines 'both' or 'windows' (got "
-                f"gen_probe_batch={self.gen_probe_batch!r}, gen_fast_start={self.gen_fast_start!r}, "
-                f"gen_fast_start_lines={self.gen_fast_start_lines!r}); pass those, or gen_fast_start_jitter=False"
-            )
-        if self.gen_fast_start_confirm and (
-            self.gen_probe_batch != "averages" or self.gen_fast_start_lines == "next" or not self.gen_fast_start
-        ):
-            raise ValueError(
-                "gen_fast_start_confirm checks the fast start's jumps along lines through two windows' means against "
-                "the training gradients: it needs gen_probe_batch='averages', gen_fast_start=True and "
-                "gen_fast_start_lines 'both' or 'windows' (got "
-                f"gen_probe_batch={self.gen_probe_batch!r}, gen_fast_start={self.gen_fast_start!r}, "
-                f"gen_fast_start_lines={self.gen_fast_start_lines!r}); pass those, or gen_fast_start_confirm=False"
-            )
+        for name, what in (
+            ("gen_fast_start_jitter", "charges the fast start's lines through two windows' means"),
+            ("gen_fast_start_confirm", "checks the fast start's jumps along lines through two windows' means against "
+             "the training gradients"),
+        ):  # fmt: skip
+            if getattr(self, name) and not window_start:
+                raise ValueError(
+                    f"{name} {what}: it needs gen_probe_batch='averages', gen_fast_start=True and "
+                    f"gen_fast_start_lines 'both' or 'windows' (got gen_probe_batch={self.gen_probe_batch!r}, "
+                    f"gen_fast_start={self.gen_fast_start!r}, gen_fast_start_lines={self.gen_fast_start_lines!r}); "
+                    f"pass those, or {name}=False"
+                )
         if self.gen_probe_batch in ("next", "averages") and (
             self.gen_mode != "approx" or offsets != [1.0] or not self.gen_use_slope
         ):
