@@ -607,6 +607,30 @@ def fortunes_task(
     )  # fmt: skip
 
 
+# ---- (f) GPT-2 on Python's own standard library (a code LM) -------------------------------------------------------
+
+
+def code_task(steps: int, batch_size: int = 16, block: int = 128, eval_blocks: int = 128, n_embd: int = 128,
+              n_layer: int = 2) -> Task:  # fmt: skip
+    """GPT-2 from a config on the bytes of the running Python's standard library (``*.py`` outside ``test``)."""
+    import sysconfig
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    parts = [p.relative_to(root).parts for p in root.rglob("*.py")]
+    files = sorted(str(root.joinpath(*q)) for q in parts if q[0] not in ("test", "site-packages", "idlelib"))
+    held = files[3::10]
+    train = [f for f in files if f not in held]
+    train_bytes, eval_bytes = _bytes_of(train), _bytes_of(held)
+    return _byte_lm_task(
+        "code",
+        f"GPT-2 from a config (n_layer={n_layer}, n_embd={n_embd}, byte vocabulary 256) on the Python standard "
+        f"library's own source ({len(train)} files for training, {len(held)} held out; PSF licence), blocks of "
+        f"{block} bytes, batch {batch_size}, {steps} steps; perplexity on {eval_blocks} held-out blocks",
+        train_bytes, eval_bytes, steps=steps, batch_size=batch_size, block=block, eval_blocks=eval_blocks,
+        n_embd=n_embd, n_layer=n_layer, info={},
+    )  # fmt: skip
+
+
 # ---- (g) MiniLM on WordNet's noun definitions: which supersense (held out) ---------------------------------------
 
 #: The lexicographer files (supersenses) of WordNet's nouns told apart, by number (lexnames(5WN)): the eight with the
@@ -651,30 +675,6 @@ def glosses_task(
         "Debian package wordnet-base, main, WordNet 3.0 licence",
         rows, [f"noun.{GLOSS_FILES[n]}" for n in numbers], steps, batch_size, max_length, train_rows, eval_rows,
         unit="definitions",
-    )  # fmt: skip
-
-
-# ---- (f) GPT-2 on Python's own standard library (a code LM) -------------------------------------------------------
-
-
-def code_task(steps: int, batch_size: int = 16, block: int = 128, eval_blocks: int = 128, n_embd: int = 128,
-              n_layer: int = 2) -> Task:  # fmt: skip
-    """GPT-2 from a config on the bytes of the running Python's standard library (``*.py`` outside ``test``)."""
-    import sysconfig
-
-    root = Path(sysconfig.get_paths()["stdlib"])
-    parts = [p.relative_to(root).parts for p in root.rglob("*.py")]
-    files = sorted(str(root.joinpath(*q)) for q in parts if q[0] not in ("test", "site-packages", "idlelib"))
-    held = files[3::10]
-    train = [f for f in files if f not in held]
-    train_bytes, eval_bytes = _bytes_of(train), _bytes_of(held)
-    return _byte_lm_task(
-        "code",
-        f"GPT-2 from a config (n_layer={n_layer}, n_embd={n_embd}, byte vocabulary 256) on the Python standard "
-        f"library's own source ({len(train)} files for training, {len(held)} held out; PSF licence), blocks of "
-        f"{block} bytes, batch {batch_size}, {steps} steps; perplexity on {eval_blocks} held-out blocks",
-        train_bytes, eval_bytes, steps=steps, batch_size=batch_size, block=block, eval_blocks=eval_blocks,
-        n_embd=n_embd, n_layer=n_layer, info={},
     )  # fmt: skip
 
 

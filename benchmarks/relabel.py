@@ -11,16 +11,17 @@ seeds, and name a family or one contender (``FAMILY[:TASK[:SEED,...]]``):
     python benchmarks/relabel.py --drop gen-adamw:plays:1,2,4 gen-adamw@0.01:diabetes
 
 removes the default's plays runs of seeds 1, 2 and 4 (main and robustness) and the diabetes runs of the contender
-``gen-adamw@0.01``, for ``quality.py --resume`` to run again after a change that altered only them. When an option
-that ran across the suite into a file of its own becomes the default, its runs join the tasks' files:
+``gen-adamw@0.01``, for ``quality.py --resume`` to run again after a change that altered only them. Every renaming
+is simultaneous, so two families can swap names. When an option that ran across the suite into a file of its own
+becomes the default, its runs join the tasks' files:
 
     python benchmarks/relabel.py gen-adamw=gen-adamw-uncharged gen-adamw-jitter-start=gen-adamw
-    python benchmarks/relabel.py --copy gen-adamw --copy-from results/jitter_start.json --files results/quality.json
+    R=benchmarks/results
+    python benchmarks/relabel.py --copy gen-adamw --copy-from $R/jitter_start.json --files $R/quality.json
 
 copies the (renamed) family's runs of every task of the ``--copy-from`` file into each of ``--files`` that holds the
-same task with the same configuration (a different one is refused), leaving out runs already there (the same
-contender, role and seed). Every renaming is
-simultaneous, so two families can swap names. Each file that changes records the command in its ``commands`` (as
+same task with the same configuration (a different one is refused and nothing is written), leaving out runs already
+there (the same contender, role and seed). Each file that changes records the command in its ``commands`` (as
 ``quality.py`` does) so that its report says what was done to it. Nothing trains here. Files: every
 ``results/*.json`` with quality.py's layout (and perturbation.py's, where only renames apply), or those passed with
 ``--files``.
