@@ -12,10 +12,10 @@
 # of about 4 minutes with two processes sharing the machine) about 100 minutes; glosses (held out, 150 steps, 31 runs
 # of about 3 minutes) about 90 minutes; code about 25 minutes;
 # diabetes, cancer and wine about 3 minutes each; the 3,000-step GPT-2 row about 140 minutes (8 to 10 minutes a
-# run); the 3,000-step fine-tune (minilm-long) about 4 hours (20 to 30 minutes a run); about 16 hours in all. Every
-# run is kept in benchmarks/results/*.json as it finishes, and a rerun skips what is there. Each task but fortunes and glosses
-# also runs earlier defaults for the tables' comparison: the cosine shape on the same window
-# lines (gen-adamw-cosine), and with it the one-step fast start (gen-adamw-averages-next), one-step lines throughout
+# run); the 3,000-step fine-tune (minilm-long) about 4 hours (20 to 30 minutes a run); about 17.5 hours in all. Every
+# run is kept in benchmarks/results/*.json as it finishes, and a rerun skips what is there. Each task but fortunes
+# and glosses also runs earlier defaults for the tables' comparison: the cosine shape on the same window lines
+# (gen-adamw-cosine), and with it the one-step fast start (gen-adamw-averages-next), one-step lines throughout
 # (gen-adamw-next) and the fast start on window lines alone (gen-adamw-windows).
 set -euo pipefail
 cd "$(dirname "$0")/.."

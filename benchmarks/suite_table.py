@@ -26,9 +26,8 @@ from pathlib import Path
 from _contenders import LR_FREE
 from _report import GEN_DEFAULT, GRID_FAMILIES, _pct, summarize
 
-PREVIOUS_DEFAULT = (
-    "gen-adamw-uncharged@5e-05"  # the default before the fast start's lines were charged with the jitter
-)
+# The default before the fast start's lines were charged with the jitter
+PREVIOUS_DEFAULT = "gen-adamw-uncharged@5e-05"
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
