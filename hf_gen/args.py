@@ -18,7 +18,7 @@ GEN_MODES = ("approx", "exact")
 PROBE_BATCHES = ("next", "same", "averages")
 FAST_START_LINES = ("both", "windows", "next")
 # The on/off options read by the trainer and its line schemes (the scheduler checks its own: GEN_SETTINGS).
-SCHEME_FLAGS = ("gen_use_slope", "gen_grow_windows", "gen_jitter_cost", "gen_fast_start_confirm",
+SCHEME_FLAGS = ("gen_use_slope", "gen_grow_windows", "gen_fast_start_confirm",
                 "gen_raise_needs_progress", "gen_offload_snapshot")  # fmt: skip
 DEFAULT_TAIL = 0.2  # gen_tail_average with no decay shape: the last fifth of the run, the cooldown's fraction
 
@@ -104,10 +104,11 @@ class GeNTrainingArguments(TrainingArguments):
         gen_probe_offsets: approx, same batch: probe points in units of the current lr.
         gen_use_slope: approx: use the backward slope in the fit.
         gen_jitter_cost: ``"averages"``: charge each line through two windows' means with what a longer step costs in
-            jitter (the live weights' loss above the line's parabola, times the step's length).
-        gen_fast_start_jitter: ``"averages"`` with the fast start: charge only the fast start's window lines with
-            the jitter's cost, as ``gen_jitter_cost`` charges every window line. Default: on with ``"averages"`` and
-            the fast start on window lines; off otherwise.
+            jitter (the live weights' loss above the line's parabola, times the step's length). Default: on with
+            ``"averages"``; off otherwise.
+        gen_fast_start_jitter: ``"averages"`` with the fast start: charge the fast start's window lines with the
+            jitter's cost (with ``gen_jitter_cost=False``, only those). Default: on with ``"averages"`` and the fast
+            start on window lines; off otherwise.
         gen_fast_start_confirm: ``"averages"``: a fast-start jump to the change bound is taken only when the
             training gradients since the last window closed agree with its direction (their mean slope along the last
             line opened); otherwise the level holds.
@@ -267,23 +268,24 @@ class GeNTrainingArguments(TrainingArguments):
         "decides the level for the next window (three forwards on each of the N batches, and the earlier window's "
         "mean held over them: one more copy of the weights for N - 1 steps).",
     )
-    gen_jitter_cost: bool = _option(
-        False,
+    gen_jitter_cost: bool | None = _option(
+        None,
         "gen_probe_batch='averages': a line through two windows' means sees the progress of the steps, not the "
         "jitter of the weights about it, which the means average out. The live weights carry it: their loss on the "
         "line's batch (the training step's, free) lies above the line's parabola, where their progress has brought "
         "them, by the jitter's cost. At a constant lr that cost grows in proportion to the lr, so each probe at c "
-        "times the level is charged c times it, and the line's minimiser trades progress against jitter. No extra "
-        "forward.",
+        "times the level is charged c times it, and the line's minimiser trades progress against jitter. On a "
+        "pretrained fine-tune held at too high an lr the live weights lie well above the line, on a model trained "
+        "from a config much less, so the charge tells them apart. No extra forward. Default: on with "
+        "gen_probe_batch='averages'; off otherwise.",
     )
     gen_fast_start_jitter: bool | None = _option(
         None,
-        "gen_probe_batch='averages' with gen_fast_start: charge the fast start's window lines (only those) with the "
-        "jitter's cost, as gen_jitter_cost charges every window line. The line that ends the fast start sets the "
-        "level the first long window runs at, unmeasured; the settled lines are smoothed and measured again every "
-        "window, and the run ends on the tail's mean, which averages the settled level's jitter out. No extra "
-        "forward. Default: on with 'averages' and the fast start on window lines (gen_fast_start_lines 'both' or "
-        "'windows'); off otherwise.",
+        "gen_probe_batch='averages' with gen_fast_start: charge the fast start's window lines with the jitter's "
+        "cost, as gen_jitter_cost charges every window line; with gen_jitter_cost=False, only those (the default "
+        "before every line was charged). The line that ends the fast start sets the level the first long window "
+        "runs at, unmeasured. No extra forward. Default: on with 'averages' and the fast start on window lines "
+        "(gen_fast_start_lines 'both' or 'windows'); off otherwise.",
     )
     gen_fast_start_confirm: bool = _option(
         False,
@@ -446,6 +448,10 @@ class GeNTrainingArguments(TrainingArguments):
                 f"through; got gen_probe_batch={self.gen_probe_batch!r}: pass gen_probe_batch='averages', or "
                 "gen_grow_windows=False"
             )
+        if self.gen_jitter_cost is None:
+            self.gen_jitter_cost = self.gen_probe_batch == "averages"
+        if not isinstance(self.gen_jitter_cost, bool):
+            raise ValueError(f"gen_jitter_cost must be True, False or None, got {self.gen_jitter_cost!r}")
         if self.gen_jitter_cost and self.gen_probe_batch != "averages":
             raise ValueError(
                 "gen_jitter_cost charges the lines through two windows' means of gen_probe_batch='averages'; got "

@@ -367,14 +367,15 @@ class Averages(NextBatch):
     holds and the fast start goes on (:meth:`GeNScheduler.apply_estimate`, ``slope``). Costs: one dot product of the
     gradients per fast-start step, and the earlier mean held (one more copy of the weights) until the fast start ends.
 
-    With ``jitter_cost``, each line is charged with what a longer step costs in jitter: the means average the jitter
-    out, so the line sees the steps' progress only, while the live weights carry it. Their loss on the line's batch
-    (the training step's) above the parabola, at the point of the line they have reached, is the cost at the level
-    the windows ran at; it grows in proportion to the lr, so the probe at ``c`` is charged ``c`` times it
-    (:func:`hf_gen.core.jitter_cost`, :func:`hf_gen.core.charge_jitter`). With ``fast_start_jitter``, only the fast
+    With ``jitter_cost`` (``gen_jitter_cost``, the default), each line is charged with what a longer step costs in
+    jitter: the means average the jitter out, so the line sees the steps' progress only, while the live weights carry
+    it. Their loss on the line's batch (the training step's) above the parabola, at the point of the line they have
+    reached, is the cost at the level the windows ran at; it grows in proportion to the lr, so the probe at ``c`` is
+    charged ``c`` times it (:func:`hf_gen.core.jitter_cost`, :func:`hf_gen.core.charge_jitter`). A pretrained
+    fine-tune held at too high an lr jitters well above its lines, a model from a config much less: the charge tells
+    them apart where the uncharged line cannot. With ``fast_start_jitter`` alone (the default before), only the fast
     start's window lines are charged: the line that ends the fast start sets the level the first long window runs at
-    unmeasured, while the settled lines are smoothed, measured again every window, and the run ends on the tail's
-    mean, which averages the settled level's jitter out of the final weights.
+    unmeasured, while the settled lines are smoothed and measured again every window.
 
     A line whose fit is concave and whose later probes all lie at or above its start did not descend over the
     windows: the level goes down (:func:`hf_gen.core.no_descent_seen`).

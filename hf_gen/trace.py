@@ -12,9 +12,10 @@ and the tests all go through it. A record holds:
 * approx mode: ``probe_batch`` (``"next"``/``"same"``/``"averages"``) and ``probe_losses``, ``[distance along the
   line, loss]`` (``line_batches``: the batches they are the mean over, when more than one); with
   ``gen_fast_start_confirm``, ``gradient_slope``: the gradients' mean slope that witnessed a fast-start update (a jump
-  it did not confirm is the fallback ``"unconfirmed"``); with ``gen_jitter_cost`` (``gen_fast_start_jitter``: on the
-  fast start's lines only), ``jitter_cost``: the charge per unit of the line, already added to ``probe_losses`` (the
-  probe at ``c`` times ``probe_lr`` holds ``c * jitter_cost`` more than the loss measured there); with
+  it did not confirm is the fallback ``"unconfirmed"``); with ``gen_jitter_cost`` (the default with the window lines;
+  ``gen_fast_start_jitter`` alone: on the fast start's lines only), ``jitter_cost``: the charge per unit of the line,
+  already added to ``probe_losses`` (the probe at ``c`` times ``probe_lr`` holds ``c * jitter_cost`` more than the
+  loss measured there); with
   ``gen_undo_lost_windows``, a window taken back is the fallback ``"lost_window"``, with ``window_losses`` (the mean
   training loss of the window it went back to and of the window taken back) and ``window_loss_se`` (the standard error
   of their difference); with ``gen_raise_needs_progress``, every settled line records the same two fields for the

@@ -59,7 +59,7 @@ def test_unknown_scheduler_name_lists_gen_among_the_choices(tmp_path):
         ({"gen_max_change": 0.5}, "gen_max_change must be >= 1"),
         ({"gen_fallback": "constant"}, "gen_fallback must be one of"),
         ({"gen_lower_at_once": "yes"}, "gen_lower_at_once must be True or False"),
-        ({"gen_jitter_cost": "yes"}, "gen_jitter_cost must be True or False, got 'yes'"),
+        ({"gen_jitter_cost": "yes"}, "gen_jitter_cost must be True, False or None, got 'yes'"),
         ({"gen_fast_start_jitter": 1}, "gen_fast_start_jitter must be True, False or None, got 1"),
         ({"gen_undo_lost_windows": "no"}, "gen_undo_lost_windows must be True, False or None, got 'no'"),
         ({"gen_probe_offsets": [0.0]}, "non-zero finite multiples"),
@@ -279,7 +279,15 @@ def test_the_default_tail_average_follows_the_decay_shape(tmp_path, kwargs, tail
         ("gen_undo_lost_windows", {"gen_probe_batch": "same"}, False),
         ("gen_undo_lost_windows", {"gen_mode": "exact"}, False),
         ("gen_undo_lost_windows", {"gen_undo_lost_windows": False}, False),
-        # the jitter charge: the fast start on window lines, whose lines are charged
+        # the jitter charge on every window line: the window lines, whose means average the jitter out
+        ("gen_jitter_cost", {}, True),
+        ("gen_jitter_cost", {"gen_fast_start": False}, True),
+        ("gen_jitter_cost", {"gen_fast_start_lines": "next"}, True),
+        ("gen_jitter_cost", {"gen_probe_batch": "next"}, False),
+        ("gen_jitter_cost", {"gen_probe_batch": "same"}, False),
+        ("gen_jitter_cost", {"gen_mode": "exact"}, False),
+        ("gen_jitter_cost", {"gen_jitter_cost": False}, False),
+        # the charge on the fast start's lines (alone with gen_jitter_cost=False): the fast start on window lines
         ("gen_fast_start_jitter", {}, True),
         ("gen_fast_start_jitter", {"gen_fast_start_lines": "windows"}, True),
         ("gen_fast_start_jitter", {"gen_fast_start_lines": "next"}, False),  # one-step lines: no means to charge
