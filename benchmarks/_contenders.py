@@ -95,17 +95,21 @@ FAMILIES = {
     "mechanic": "Mechanic (defaults) on AdamW at base lr 1",
     "dog": "DoG (defaults), evaluated on its polynomial-decay iterate average as its authors recommend",
     "gen-optim": "gen-optim 0.1.1 (authors' GeN, AdamW, lazy_freq 4)",
-    "gen-adamw": "hf-gen GeN-AdamW (defaults: the fast start's lines charged with the jitter; a window that lost "
+    "gen-adamw": "hf-gen GeN-AdamW (defaults: every window line charged with the jitter; a window that lost "
     "ground is taken back; ends on the mean of the last 20% of the steps' weights)",
-    "gen-adamw-uncharged": "hf-gen GeN-AdamW with gen_fast_start_jitter=False (the fast start's lines not charged "
-    "with the jitter: the default before the charge)",
+    "gen-adamw-start-charged": "hf-gen GeN-AdamW with gen_jitter_cost=False (only the fast start's lines charged "
+    "with the jitter: the default before every line was)",
+    "gen-adamw-uncharged": "hf-gen GeN-AdamW with gen_jitter_cost=False and gen_fast_start_jitter=False (no line "
+    "charged with the jitter: the default before the fast start's charge)",
     "gen-adamw-keep": "hf-gen GeN-AdamW with gen_undo_lost_windows=False (no window taken back: the default before "
     "the undo)",
     "gen-adamw-last": "hf-gen GeN-AdamW with gen_tail_average=0 and gen_undo_lost_windows=False (ends on the last "
     "iterate: the default before the tail average)",
     "gen-sgd": "hf-gen GeN-SGD (defaults, momentum 0.9)",
-    "gen-sgd-uncharged": "hf-gen GeN-SGD with gen_fast_start_jitter=False (momentum 0.9; the default before the "
-    "fast start's charge)",
+    "gen-sgd-start-charged": "hf-gen GeN-SGD with gen_jitter_cost=False (momentum 0.9; the default before every "
+    "line was charged)",
+    "gen-sgd-uncharged": "hf-gen GeN-SGD with gen_jitter_cost=False and gen_fast_start_jitter=False (momentum 0.9; "
+    "the default before the fast start's charge)",
     "gen-sgd-keep": "hf-gen GeN-SGD with gen_undo_lost_windows=False (momentum 0.9; the default before the undo)",
     "gen-sgd-last": "hf-gen GeN-SGD with gen_tail_average=0 and gen_undo_lost_windows=False (momentum 0.9; the "
     "default before the tail average)",
@@ -127,11 +131,11 @@ FAMILIES = {
     "gen-adamw-linebatches": f"hf-gen GeN-AdamW with gen_line_batches={GEN_INTERVAL} (each settled line measured on "
     "the batch after its windows and the next ones; not a default; ending on the last iterate)",
     "gen-adamw-jitter": "hf-gen GeN-AdamW with gen_jitter_cost (each window line charged with what a longer step "
-    "costs in jitter; not a default; ending on the last iterate)",
+    "costs in jitter; ending on the last iterate, no window taken back: measured before those defaults)",
     "gen-adamw-progress": "hf-gen GeN-AdamW with gen_raise_needs_progress (once settled, a line raises the lr only "
     "after a window whose training loss fell; on the default before the fast start's charge; not a default)",
-    "gen-adamw-jitter-tail": "hf-gen GeN-AdamW with gen_jitter_cost (every window line charged with the jitter, "
-    "windows taken back, ending on the tail's mean; not a default)",
+    "gen-adamw-jitter-tail": "hf-gen GeN-AdamW with gen_jitter_cost=True (every window line charged with the "
+    "jitter, windows taken back, ending on the tail's mean: the option's name before it became the default)",
     "gen-adamw-lower": "hf-gen GeN-AdamW with gen_lower_at_once (once settled, a lower level is taken at once, only "
     "raises are smoothed; on the default before the fast start's charge; not a default)",
     "gen-adamw-grow": "hf-gen GeN-AdamW with gen_grow_windows (the windows after the fast start double from "
@@ -143,18 +147,21 @@ FAMILIES = {
     },
 }
 # The GeN families: the gen_* arguments each sets on top of hf-gen's defaults (gen-sgd differs in its optimizer only).
-# The families measured before a default changed keep what they ran with: the fast start's lines not charged with the
-# jitter (UNCHARGED), no window taken back (KEEP), and the options measured before the tail average ending on the last
-# iterate (LAST).
-UNCHARGED = {"gen_fast_start_jitter": False}
+# The families measured before a default changed keep what they ran with: only the fast start's lines charged with
+# the jitter (START_CHARGED), no line charged (UNCHARGED), no window taken back (KEEP), and the options measured
+# before the tail average ending on the last iterate (LAST).
+START_CHARGED = {"gen_jitter_cost": False}
+UNCHARGED = {"gen_fast_start_jitter": False, **START_CHARGED}
 KEEP = {"gen_undo_lost_windows": False, **UNCHARGED}
 LAST = {"gen_tail_average": 0.0, **KEEP}
 GEN_VARIANTS = {
     "gen-adamw": {},
+    "gen-adamw-start-charged": START_CHARGED,
     "gen-adamw-uncharged": UNCHARGED,
     "gen-adamw-keep": KEEP,
     "gen-adamw-last": LAST,
     "gen-sgd": {},
+    "gen-sgd-start-charged": START_CHARGED,
     "gen-sgd-uncharged": UNCHARGED,
     "gen-sgd-keep": KEEP,
     "gen-sgd-last": LAST,
@@ -163,7 +170,7 @@ GEN_VARIANTS = {
     "gen-adamw-batches": {"gen_fast_start_batches": GEN_INTERVAL, **LAST},
     "gen-adamw-confirm": {"gen_fast_start_confirm": True, **LAST},
     "gen-adamw-grow": {"gen_grow_windows": True, **LAST},
-    "gen-adamw-jitter": {"gen_jitter_cost": True, **LAST},
+    "gen-adamw-jitter": {**LAST, "gen_jitter_cost": True},  # after LAST, whose gen_jitter_cost is False
     "gen-adamw-linebatches": {"gen_line_batches": GEN_INTERVAL, **LAST},
     "gen-adamw-progress": {"gen_raise_needs_progress": True, **UNCHARGED},
     "gen-adamw-lower": {"gen_lower_at_once": True, **UNCHARGED},

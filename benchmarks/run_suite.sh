@@ -23,7 +23,7 @@ export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 PY=${PYTHON:-python}
 Q="$PY benchmarks/quality.py --threads 1 --resume"
 PEERS="prodigy dadapt-adam schedulefree-adamw mechanic dog gen-optim"
-TASKS=${TASKS:-"digits gpt2 minilm diabetes cancer wine plays genres plays-lora code fortunes glosses gpt2-3000 minilm-long"}
+TASKS=${TASKS:-"digits gpt2 minilm diabetes cancer wine plays genres plays-lora code fortunes glosses verbs gpt2-3000 minilm-long"}
 # five_seeds JSON MD TASK: GeN's default and the best grid point so far (as the suite's table picks it) on 5 seeds, for
 # the spread of a fine-tune over seeds
 five_seeds() {
@@ -65,17 +65,19 @@ for task in $TASKS; do
         five_seeds $json $md $task
       fi
       ;;
-    fortunes | glosses)
-      # Fine-tunes added after a change of the defaults (fortunes before the fast start's charge, glosses after it):
+    fortunes | glosses | verbs)
+      # Fine-tunes added after a change of the defaults (fortunes before the fast start's charge, glosses after it,
+      # verbs after every line was charged):
       # the grids, the Trainer's defaults and the peers at 1 seed; GeN's default and the best grid point on 5 seeds;
-      # on glosses the default before the charge (gen-adamw-uncharged) on 5 seeds too.
+      # on glosses the two defaults before (only the fast start charged, and no charge) on 5 seeds too.
       json=benchmarks/results/suite_$task.json
       md=benchmarks/RESULTS_suite_$task.md
       $Q --tasks $task --no-robustness --seeds 1 --json $json --markdown $md \
         --families adamw-linear adamw-cosine-warmup trainer-default $PEERS
       five_seeds $json $md $task
       if [ $task = glosses ]; then
-        $Q --tasks $task --no-robustness --seeds 5 --json $json --markdown $md --families gen-adamw-uncharged
+        $Q --tasks $task --no-robustness --seeds 5 --json $json --markdown $md --families gen-adamw-start-charged \
+          gen-adamw-uncharged
       fi
       ;;
     gpt2-3000)
@@ -84,7 +86,8 @@ for task in $TASKS; do
       A="--json benchmarks/results/horizon_gpt2_a.json --markdown /tmp/horizon_gpt2_a.md --plots /tmp/horizon_plots"
       B="--json benchmarks/results/horizon_gpt2_b.json --markdown /tmp/horizon_gpt2_b.md --plots /tmp/horizon_plots"
       H="--tasks gpt2 --steps gpt2=3000 --no-robustness"
-      # GeN's default in its own file, with the previous default's runs (gen-adamw-uncharged; gen-adamw-keep in _c)
+      # GeN's default in its own file, with the previous defaults' runs (gen-adamw-start-charged and
+      # gen-adamw-uncharged; gen-adamw-keep in _c)
       D="--json benchmarks/results/horizon_gpt2_d.json --markdown /tmp/horizon_gpt2_d.md --plots /tmp/horizon_plots"
       $Q $H --seeds gpt2=2 --families gen-adamw $D
       $Q $H --seeds gpt2=2 --families gen-adamw-cosine gen-adamw-next gen-adamw-same gen-adamw-averages-next \
@@ -105,8 +108,8 @@ for task in $TASKS; do
       B="--json benchmarks/results/horizon_minilm_b.json --markdown /tmp/horizon_minilm_b.md --plots /tmp/horizon_plots"
       C="--json benchmarks/results/horizon_minilm_c.json --markdown /tmp/horizon_minilm_c.md --plots /tmp/horizon_plots"
       D="--json benchmarks/results/horizon_minilm_d.json --markdown /tmp/horizon_minilm_d.md --plots /tmp/horizon_plots"
-      # GeN's default in its own file (the previous defaults: gen-adamw-uncharged there, gen-adamw-keep in _f,
-      # gen-adamw-last in _a)
+      # GeN's default in its own file (the previous defaults: gen-adamw-start-charged and gen-adamw-uncharged there,
+      # gen-adamw-keep in _f, gen-adamw-last in _a)
       G="--json benchmarks/results/horizon_minilm_g.json --markdown /tmp/horizon_minilm_g.md --plots /tmp/horizon_plots"
       $Q $L --families gen-adamw $G
       $Q $L --families trainer-default adamw-linear --grid minilm-long=3e-5 $A
@@ -118,7 +121,7 @@ for task in $TASKS; do
       $Q $L --families dog $E
       ;;
     *)
-      echo "unknown task $task: pass some of digits gpt2 minilm diabetes cancer wine plays genres plays-lora code fortunes glosses gpt2-3000 minilm-long" >&2
+      echo "unknown task $task: pass some of digits gpt2 minilm diabetes cancer wine plays genres plays-lora code fortunes glosses verbs gpt2-3000 minilm-long" >&2
       exit 2
       ;;
   esac
