@@ -369,6 +369,14 @@ class GeNTrainingArguments(TrainingArguments):
         """Whether the lr is chosen by GeN (``lr_scheduler_type == "gen"``)."""
         return self.lr_scheduler_type == GEN_SCHEDULER_NAME
 
+    def _resolve_flag(self, name: str, default: bool) -> None:
+        """An on/off option whose ``None`` means "on where it applies": set it to ``default`` then, and refuse
+        anything but a bool."""
+        if getattr(self, name) is None:
+            setattr(self, name, default)
+        if not isinstance(getattr(self, name), bool):
+            raise ValueError(f"{name} must be True, False or None, got {getattr(self, name)!r}")
+
     def _validate_gen(self) -> None:
         if self.gen_mode not in GEN_MODES:
             raise ValueError(f"gen_mode must be one of {GEN_MODES}, got {self.gen_mode!r}")
@@ -448,10 +456,7 @@ class GeNTrainingArguments(TrainingArguments):
                 f"through; got gen_probe_batch={self.gen_probe_batch!r}: pass gen_probe_batch='averages', or "
                 "gen_grow_windows=False"
             )
-        if self.gen_jitter_cost is None:
-            self.gen_jitter_cost = self.gen_probe_batch == "averages"
-        if not isinstance(self.gen_jitter_cost, bool):
-            raise ValueError(f"gen_jitter_cost must be True, False or None, got {self.gen_jitter_cost!r}")
+        self._resolve_flag("gen_jitter_cost", self.gen_probe_batch == "averages")
         if self.gen_jitter_cost and self.gen_probe_batch != "averages":
             raise ValueError(
                 "gen_jitter_cost charges the lines through two windows' means of gen_probe_batch='averages'; got "
@@ -461,10 +466,7 @@ class GeNTrainingArguments(TrainingArguments):
         window_start = (
             self.gen_probe_batch == "averages" and self.gen_fast_start and self.gen_fast_start_lines != "next"
         )
-        if self.gen_fast_start_jitter is None:
-            self.gen_fast_start_jitter = window_start
-        if not isinstance(self.gen_fast_start_jitter, bool):
-            raise ValueError(f"gen_fast_start_jitter must be True, False or None, got {self.gen_fast_start_jitter!r}")
+        self._resolve_flag("gen_fast_start_jitter", window_start)
         for name, what in (
             ("gen_fast_start_jitter", "charges the fast start's lines through two windows' means"),
             ("gen_fast_start_confirm", "checks the fast start's jumps along lines through two windows' means against "
@@ -485,10 +487,7 @@ class GeNTrainingArguments(TrainingArguments):
                 "weights) and the slope from the next backward: use it with gen_mode='approx' and the default "
                 "gen_probe_offsets and gen_use_slope"
             )
-        if self.gen_undo_lost_windows is None:
-            self.gen_undo_lost_windows = self.gen_probe_batch == "averages"
-        if not isinstance(self.gen_undo_lost_windows, bool):
-            raise ValueError(f"gen_undo_lost_windows must be True, False or None, got {self.gen_undo_lost_windows!r}")
+        self._resolve_flag("gen_undo_lost_windows", self.gen_probe_batch == "averages")
         if self.gen_undo_lost_windows and self.gen_probe_batch != "averages":
             raise ValueError(
                 "gen_undo_lost_windows takes a window back to the previous window's mean, which "
