@@ -128,6 +128,10 @@ FAMILIES = {
     "on the next window's batches too; not a default; ending on the last iterate, as measured)",
     "gen-adamw-confirm": "hf-gen GeN-AdamW with gen_fast_start_confirm (a fast-start jump taken only in the direction "
     "the training gradients' slope along the last line confirms; not a default; ending on the last iterate)",
+    "gen-adamw-start-batches": f"hf-gen GeN-AdamW with gen_fast_start_batches={GEN_INTERVAL} on the current "
+    "defaults (each fast-start line measured on the next window's batches too; not a default)",
+    "gen-adamw-pace": "hf-gen GeN-AdamW with gen_pace_unit (each window line in units of the lr its steps ran at, "
+    "not the level at its close; not a default)",
     "gen-adamw-linebatches": f"hf-gen GeN-AdamW with gen_line_batches={GEN_INTERVAL} (each settled line measured on "
     "the batch after its windows and the next ones; not a default; ending on the last iterate)",
     "gen-adamw-jitter": "hf-gen GeN-AdamW with gen_jitter_cost (each window line charged with what a longer step "
@@ -168,6 +172,8 @@ GEN_VARIANTS = {
     "gen-adamw-cosine": {"gen_decay": "cosine", **KEEP},
     "gen-adamw-cooldown": {"gen_decay": "cooldown", **KEEP},
     "gen-adamw-batches": {"gen_fast_start_batches": GEN_INTERVAL, **LAST},
+    "gen-adamw-start-batches": {"gen_fast_start_batches": GEN_INTERVAL},
+    "gen-adamw-pace": {"gen_pace_unit": True},
     "gen-adamw-confirm": {"gen_fast_start_confirm": True, **LAST},
     "gen-adamw-grow": {"gen_grow_windows": True, **LAST},
     "gen-adamw-jitter": {**LAST, "gen_jitter_cost": True},  # after LAST, whose gen_jitter_cost is False

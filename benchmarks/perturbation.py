@@ -45,6 +45,7 @@ BEST_GRID = {
     "plays-lora": "adamw-cosine-warmup@0.003",
     "minilm-long": "adamw-linear@0.0001",
     "fortunes": "adamw-linear@0.0003",
+    "glosses": "adamw-linear@0.0003",
 }
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "fit_line",
     "fit_parabola",
     "jitter_cost",
+    "line_pace",
     "lost_ground",
     "made_progress",
     "measure_line",
@@ -247,6 +248,26 @@ def fit_line(
         return LineEstimate(None, float(slope), math.nan, loss0, False, "nonfinite_loss")
     _, _, curvature = fit_parabola([a - known_at for a in points], losses, loss0=loss, slope=slope)
     return estimate_from_curvature(float(slope) + curvature * known_at, curvature, loss0=loss0)
+
+
+def line_pace(earlier: Sequence[float], later: Sequence[float], now: Sequence[float]) -> tuple[float, float]:
+    """The lr a line through two windows' mean weights was walked at, and where the live weights lie on it.
+
+    The steps' clocks (:class:`hf_gen.line.Pace`) are ``(sum of the lrs, number of steps)`` over the optimizer steps
+    taken so far; ``earlier`` and ``later`` are their means over the two windows, ``now`` their value after the last
+    step. With ``u_s = lr_s d_s`` the step ``s`` took, the distance between the two means of the weights is
+    ``sum_s w_s u_s``, and the same weights ``w_s`` (0 before the earlier window, rising to 1 across it, falling back
+    across the later one) make the difference of the clocks' means: ``sum_s w_s lr_s`` and ``sum_s w_s``. So the line
+    is the walk of ``sum_s w_s`` steps at their weighted mean lr, the line's unit: ``c`` times it moves the later mean
+    ``c`` times as far. At a constant lr that is the lr itself; after a change of the lr between the windows (the fast
+    start doubles it) it is a mean of the lrs before and after, not the lr now.
+
+    Returns:
+        ``(unit, position)``: the unit, and the live weights' place on the line (``(now - earlier) / (later -
+        earlier)`` on the lr clock: the later mean is 1, and the live weights lie past it by the steps since).
+    """
+    moved, steps = float(later[0]) - float(earlier[0]), float(later[1]) - float(earlier[1])
+    return moved / steps, (float(now[0]) - float(earlier[0])) / moved
 
 
 def jitter_cost(losses: Sequence[float], position: float, loss: float) -> float:

@@ -23,7 +23,16 @@ import torch
 
 from .core import WindowStats
 
-__all__ = ["BufferGuard", "LineSnapshot", "RngState", "WindowLosses", "WindowMeans", "directional_dot", "reshard"]
+__all__ = [
+    "BufferGuard",
+    "LineSnapshot",
+    "Pace",
+    "RngState",
+    "WindowLosses",
+    "WindowMeans",
+    "directional_dot",
+    "reshard",
+]
 
 
 def _full(value: torch.Tensor) -> torch.Tensor:
@@ -386,6 +395,40 @@ class WindowMeans:
         self.previous = rebuilt(state["previous"]) if "previous" in state else None
         self.total = rebuilt(state["total"]) if "total" in state else None
         self.count = int(state.get("count", 0))
+
+
+class Pace:
+    """The steps' two clocks, kept beside :class:`WindowMeans` (``gen_pace_unit``): the sum of the lrs (group 0's
+    level) of every optimizer step so far, and the number of steps; and their means over the open window and the
+    reference one, as the weights' means are kept. :func:`hf_gen.core.line_pace` reads from them the lr a line through
+    two windows' means was walked at. Plain floats: the same on every process.
+    """
+
+    def __init__(self) -> None:
+        self.now = [0.0, 0.0]  # (sum of the lrs, steps) after the last step
+        self.total = [0.0, 0.0]  # the open window's sum of ``now`` after each of its steps
+        self.count = 0
+        self.previous: list[float] | None = None  # the reference window's mean of the clocks
+
+    def add(self, lr: float) -> None:
+        """One optimizer step at ``lr``, in the open window."""
+        self.now = [self.now[0] + float(lr), self.now[1] + 1.0]
+        self.total = [t + n for t, n in zip(self.total, self.now, strict=True)]
+        self.count += 1
+
+    def close(self) -> list[float]:
+        """End the open window: the mean of its clocks; the next window starts empty."""
+        mean = [t / self.count for t in self.total]
+        self.total, self.count = [0.0, 0.0], 0
+        return mean
+
+    def state(self) -> dict:
+        return {"now": list(self.now), "total": list(self.total), "count": self.count, "previous": self.previous}
+
+    def load_state(self, state: dict) -> None:
+        self.now, self.total = [float(v) for v in state["now"]], [float(v) for v in state["total"]]
+        self.count = int(state["count"])
+        self.previous = None if state["previous"] is None else [float(v) for v in state["previous"]]
 
 
 class WindowLosses:

@@ -29,12 +29,22 @@ from .core import (
     cut_back,
     estimate_from_curvature,
     jitter_cost,
+    line_pace,
     lost_ground,
     made_progress,
     measure_line,
     no_descent_seen,
 )
-from .line import LineSnapshot, RngState, WindowLosses, WindowMeans, directional_dot, laid_out_like, local_copies
+from .line import (
+    LineSnapshot,
+    Pace,
+    RngState,
+    WindowLosses,
+    WindowMeans,
+    directional_dot,
+    laid_out_like,
+    local_copies,
+)
 from .scheduler import GeNEstimateError
 from .support import check_linear_optimizer
 
@@ -402,6 +412,7 @@ class Averages(NextBatch):
         undo_lost_windows: bool = False,
         raise_needs_progress: bool = False,
         fast_start_jitter: bool = False,
+        pace_unit: bool = False,
     ) -> None:
         super().__init__()
         self.window = window
@@ -421,6 +432,9 @@ class Averages(NextBatch):
         self.needs_progress = raise_needs_progress
         self.progress = True  # whether the last settled window's training loss fell (raise_needs_progress)
         self.trend: list | None = None  # its mean training loss, the previous window's, and the test's standard error
+        self.pace_unit = pace_unit  # a line's unit: the lr its steps were walked at (else the level at its close)
+        self.pace = Pace()  # the steps' clocks, beside the weights' means
+        self.paced: tuple[list[float], list[float]] | None = None  # the clocks' means of the line being measured
 
     def _one_step(self, trainer: GeNMixin) -> bool:
         """Whether one-step lines are in charge (``fast_start_lines="next"``, until the fast start has settled and
@@ -509,10 +523,12 @@ class Averages(NextBatch):
 
     def _add(self, trainer: GeNMixin, optimizer, record: StepRecord | None) -> None:
         self.means.add(trainer._gen_params(optimizer))
+        self.pace.add(trainer.lr_scheduler.level)  # the level the step just taken ran at
         if self._tracks_losses:
             self.losses.add(record.loss if record is not None else None)
         if self.means.previous is None and self.means.count == self._span(trainer):
             self.means.previous = self.means.close()
+            self.pace.previous = self.pace.close()
             if self._tracks_losses:
                 self.losses.previous = self._close_losses(trainer)
 
@@ -562,6 +578,10 @@ class Averages(NextBatch):
             self.trend = [before.mean, after.mean, trend_se] if both and self.needs_progress else None
         previous, mean = self.means.previous, self.means.close()
         self.means.previous = mean
+        self.paced = (self.pace.previous, self.pace.close())
+        self.pace.previous = self.paced[1]
+        if self.pace_unit:  # the lr the steps between the two means ran at, not the level at the close
+            at = line_pace(*self.paced, self.pace.now)[0]
         slope = self.witness.take(trainer)  # the gradients' slope since the last close, along the line opened then
         self._measure(trainer, record, optimizer, at, span, previous, mean, slope, suspect)
         if self.grow and self.growing is not None:  # the window opening now is twice the one that closed
@@ -579,6 +599,8 @@ class Averages(NextBatch):
         state (Adam's moments) is kept."""
         self.means.previous = previous  # the lost window's mean is dropped
         WindowMeans.put(trainer._gen_params(optimizer), previous)
+        earlier = self.paced[0]  # the weights are the earlier mean: so are the clocks
+        self.pace.previous, self.pace.now = earlier, list(earlier)
         if self.pending is not None:
             self.pending[0].release()
             self.pending = None
@@ -637,10 +659,15 @@ class Averages(NextBatch):
         (:func:`hf_gen.core.jitter_cost`). The live weights are the closed window's last: at a steady pace
         they lie ``(span - 1) / 2`` steps past its mean, ``(span - 1) / (2 span)`` of the way to the next one.
         Their loss is the training step's on this batch (same dropout masks as the probes), so this is free.
+        With ``pace_unit`` their place is read from the steps' clocks (:func:`hf_gen.core.line_pace`), which also
+        holds when the level changed between the windows or the windows differ in length.
         With ``fast_start_jitter`` alone, only the lines measured before the fast start has settled are charged."""
         if not (self.jitter or (self.start_jitter and not trainer.lr_scheduler.settled)):
             return None
-        position = 1.0 + (span - 1) / (2.0 * span)
+        if self.pace_unit:
+            position = line_pace(*self.paced, self.pace.now)[1]
+        else:
+            position = 1.0 + (span - 1) / (2.0 * span)
         return jitter_cost(losses, position, trainer._gen_reduce(record.loss))
 
     def apply_line(self, trainer: GeNMixin, result, at: float, span: int, one_step, batches: int = 1,
@@ -685,6 +712,8 @@ class Averages(NextBatch):
             state["window_now"] = self.growing
         if self.line is not None:
             state["open_line"] = self.line.local_state()
+        if self.pace_unit:
+            state["pace"] = self.pace.state()
         if self._tracks_losses:
             state["window_losses"] = self.losses.local_state()
             state["progress"], state["trend"] = self.progress, self.trend
@@ -699,6 +728,13 @@ class Averages(NextBatch):
             super().load_state(trainer, saved)
         params = trainer._gen_params(check_linear_optimizer(trainer.optimizer))
         self.means.load_local_state(params, saved)
+        if self.pace_unit:
+            if "pace" not in saved:
+                raise ValueError(
+                    "gen_pace_unit reads each line's unit from the steps' clocks, which this checkpoint was saved "
+                    "without (by a run with gen_pace_unit=False): resume it with gen_pace_unit=False, or start again"
+                )
+            self.pace.load_state(saved["pace"])
         if self.grow:  # the open window keeps the length it opened with
             self.growing = saved.get("window_now")
         if self._tracks_losses and "window_losses" in saved:

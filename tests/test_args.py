@@ -106,6 +106,11 @@ def test_unknown_scheduler_name_lists_gen_among_the_choices(tmp_path):
             "gen_jitter_cost charges the lines .* got gen_probe_batch='next': pass gen_probe_batch='averages'",
         ),
         (
+            {"gen_pace_unit": True, "gen_probe_batch": "same"},
+            "gen_pace_unit sets the unit .* got gen_probe_batch='same': pass gen_probe_batch='averages'",
+        ),
+        ({"gen_pace_unit": 1}, "gen_pace_unit must be True or False"),
+        (
             {"gen_raise_needs_progress": True, "gen_probe_batch": "next"},
             "gen_raise_needs_progress compares .* got gen_probe_batch='next': pass gen_probe_batch='averages'",
         ),

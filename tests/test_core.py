@@ -12,8 +12,10 @@ from hf_gen.core import (
     fit_line,
     fit_parabola,
     jitter_cost,
+    line_pace,
     no_descent_seen,
 )
+from hf_gen.line import Pace
 
 
 def parabola(loss0, slope, curvature):
@@ -154,3 +156,72 @@ def test_jitter_charge_reads_live_weights_below_the_parabola_as_no_cost():
     assert estimate_from_losses([0.0, 1.0, 2.0], charged).alpha_star == pytest.approx(
         estimate_from_losses([0.0, 1.0, 2.0], losses).alpha_star
     )
+
+
+@pytest.mark.parametrize(
+    ("earlier", "later"),
+    [
+        ([1.0] * 4, [1.0] * 4),  # a constant level: the unit is that level
+        ([0.5] * 4, [1.0] * 4),  # a fast-start doubling between the windows
+        ([2.0, 2.0, 1.0, 1.0], [1.0, 0.5, 0.5, 0.5, 0.5, 0.25]),  # levels that move inside windows of two lengths
+        ([3.0], [1.0, 2.0]),
+    ],
+)
+def test_line_pace_is_the_lr_whose_steps_walk_the_same_line(earlier, later):
+    # Steps along one direction d: the weights after each step are the running sum of the lrs times d. Walked again
+    # at one constant lr (the unit), the steps of the two windows must move the later mean exactly as far from the
+    # earlier one, and the live weights must lie at `position` on the line. The oracle sums positions; the clocks do
+    # not see them.
+    rng = np.random.default_rng(0)
+    d, x0 = rng.normal(size=3), rng.normal(size=3)
+    before = [0.7, 1.3]  # steps before both windows move the two means alike
+
+    def means(lrs):
+        x = x0 + np.cumsum(lrs)[:, None] * d
+        a = len(before)
+        earlier_mean = x[a : a + len(earlier)].mean(0)
+        later_mean = x[a + len(earlier) :].mean(0)
+        return earlier_mean, later_mean, x[-1]
+
+    pace = Pace()
+    for lr in before:
+        pace.add(lr)
+    pace.close()
+    for lr in earlier:
+        pace.add(lr)
+    first = pace.close()
+    for lr in later:
+        pace.add(lr)
+    unit, position = line_pace(first, pace.close(), pace.now)
+
+    m0, m1, live = means(np.array(before + earlier + later))
+    c0, c1, _ = means(np.array(before + [unit] * (len(earlier) + len(later))))
+    np.testing.assert_allclose(m1 - m0, c1 - c0, rtol=1e-12)
+    np.testing.assert_allclose(live, m0 + position * (m1 - m0), rtol=1e-12)
+    if len(set(earlier + later)) == 1:
+        assert unit == pytest.approx(earlier[0], rel=1e-15)
+        assert position == pytest.approx(1.0 + (len(later) - 1) / (len(earlier) + len(later)), rel=1e-12)
+
+
+def test_line_pace_after_the_weights_return_to_the_earlier_mean():
+    # A window taken back puts the weights at the earlier window's mean, and the clocks at their mean over it: the
+    # next window's line runs from there, and its unit is again the lr that walks it.
+    d = np.array([1.0, -2.0])
+    x = list(np.cumsum([1.0, 1.0, 2.0, 2.0])[:, None] * d)  # the earlier window (2 steps) and a lost one (2)
+    pace = Pace()
+    for lr in (1.0, 1.0):
+        pace.add(lr)
+    earlier = pace.close()
+    for lr in (2.0, 2.0):
+        pace.add(lr)
+    pace.close()
+    m0 = np.mean(x[:2], 0)
+    pace.previous, pace.now = earlier, list(earlier)  # taken back (hf_gen.schemes.Averages._undo)
+    after = [0.5, 0.5, 0.25]
+    for lr in after:
+        pace.add(lr)
+    unit, position = line_pace(earlier, pace.close(), pace.now)
+    steps = m0 + np.cumsum(after)[:, None] * d
+    walked = m0 + np.cumsum([unit] * 3)[:, None] * d
+    np.testing.assert_allclose(steps.mean(0) - m0, walked.mean(0) - m0, rtol=1e-12)
+    np.testing.assert_allclose(steps[-1], m0 + position * (steps.mean(0) - m0), rtol=1e-12)

@@ -290,7 +290,7 @@ def test_the_decay_shape_anneals_the_gen_level(tmp_path, decay):
 # ---- the line through two windows' mean weights ------------------------------------------------------------------
 def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change, fast_start, lines="windows",
                     batches=1, confirm=False, tilt=0.0, grow=False, line_batches=1, jitter=False,
-                    fast_start_jitter=False):  # fmt: skip
+                    fast_start_jitter=False, pace=False):  # fmt: skip
     """Train the exact quadratic with gen_probe_batch="averages" and no smoothing, and replay it with a plain
     optimizer: at each measured step the oracle computes ``c*``, the exact minimiser of ``L(m0 + c (m1 - m0))`` for
     the two windows' means, and moves the level as the scheduler must (to ``c*`` times it, clipped to the change
@@ -315,7 +315,9 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
     from the close on. With ``jitter`` (``gen_jitter_cost``) each line is charged with the live weights' excess, on
     the batch it opens on, over the loss at ``1 + (W - 1) / (2 W)`` on the line for the window of ``W`` steps that
     closed (zero if below): ``c*`` minimises ``L(m0 + c (m1 - m0)) + c * excess``. With ``fast_start_jitter``
-    (``gen_fast_start_jitter``) only the lines measured before the fast start has settled are charged."""
+    (``gen_fast_start_jitter``) only the lines measured before the fast start has settled are charged. With ``pace``
+    (``gen_pace_unit``) a line's unit is not the level at its close but the oracle's own weighting of the lrs the
+    steps of its two windows ran at (``walk``), and the live weights' place on it comes from the same weights."""
     model = Quadratic(seed=5)
     start = copy.deepcopy(model)
     optimizer = OPTIMIZERS[name](grouped(model, lr0))
@@ -325,7 +327,7 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
                     gen_fast_start_lines=lines, gen_fast_start_batches=batches,
                     gen_fast_start_confirm=confirm, gen_grow_windows=grow,
                     gen_line_batches=line_batches, gen_jitter_cost=jitter,
-                    gen_fast_start_jitter=fast_start_jitter)  # fmt: skip
+                    gen_fast_start_jitter=fast_start_jitter, gen_pace_unit=pace)  # fmt: skip
     data = Tilted(scale=tilt) if tilt else Dummy()
     trainer = RecordingGeNTrainer(model=model, args=args, train_dataset=data, optimizers=(optimizer, None))
     trainer.train()
@@ -390,15 +392,29 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
     def loss_at(theta, k):
         return float(0.5 * theta @ oracle.A @ theta - b_of(k) @ theta)
 
-    def cost_of(start, line, k, closed):
+    def walk(earlier, later):
+        """The line through the means of two windows run at the lrs ``earlier`` and ``later`` (one per step): the
+        unit lr of its walk and the live weights' place on it. With ``u_s`` the step ``s`` took, the later mean minus
+        the earlier one is ``sum_s w_s u_s``, with ``w = i / a`` for the ``i``-th step (from 0) of the earlier window
+        of ``a`` steps and ``(b - j) / b`` for the ``j``-th of the later one of ``b`` steps; the live weights lie past
+        the later mean by ``sum_j (j / b) u_j``."""
+        a, b = len(earlier), len(later)
+        weights = [i / a for i in range(a)] + [(b - j) / b for j in range(b)]
+        moved = sum(w * lr for w, lr in zip(weights, earlier + later, strict=True))
+        beyond = sum(j / b * lr for j, lr in enumerate(later))
+        return moved / sum(weights), 1.0 + beyond / moved
+
+    def cost_of(start, line, k, closed, position):
         """The live weights' excess on step k's batch over the point of the line they have reached (``None``: the
         line is not charged)."""
         if not (jitter or (fast_start_jitter and not settled)):
             return None
-        position = 1.0 + (closed - 1) / (2.0 * closed)
+        if position is None:
+            position = 1.0 + (closed - 1) / (2.0 * closed)
         return max(loss_at(oracle.theta().detach(), k) - loss_at(start + position * line, k), 0.0)
 
     settled_line = None  # a settled line opened at a close, still being measured (line_batches > 1)
+    previous_lrs, window_lrs = None, []  # the lrs the reference window's and the open window's steps ran at
     for k, lr in enumerate(lrs, start=1):
         if settled_line is not None and k == settled_line[2] + line_batches - 1:  # its last batch: applied now
             start, line, first, at_opened, cost = settled_line
@@ -407,13 +423,14 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
         elif previous is not None and count >= span:  # this step's batch measures the line through the two means
             mean = window_sum / count
             delta = mean - previous
-            cost = cost_of(previous, delta, k, span)
+            unit, position = walk(previous_lrs, window_lrs) if pace else (level, None)
+            cost = cost_of(previous, delta, k, span, position)
             c_star = minimiser(previous, delta, k, k, cost)
             one_step = None
             if before is not None:  # the last step's line, theta = before + (a / last_lr) s: its exact minimiser
                 step = oracle.theta().detach() - before
                 one_step = last_lr * float(-(oracle.A @ before - b_of(k)) @ step / (step @ oracle.A @ step))
-            at = level
+            at = unit
             slope = witness_sum / witness_count if witness is not None else None
             witness, witness_sum, witness_count = None, 0.0, 0
             if opened is not None:  # the line opened at the last close, measured on this window's batches too
@@ -433,6 +450,7 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
             if confirm and not settled:  # the next steps' gradients witness the line opened at this close
                 witness = delta
             previous, window_sum, count, before = mean, torch.zeros(5, dtype=torch.float64), 0, None
+            previous_lrs, window_lrs = window_lrs, []
             span = (min(window, 2 * span) if grow else window) if settled else interval  # the window opening now
         else:
             assert k not in trace
@@ -449,9 +467,11 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
             group["lr"] = lr * ratio
         oracle_opt.step()
         window_sum += oracle.theta().detach()
+        window_lrs.append(lr)
         count += 1
         if previous is None and count == span:  # the first window: the reference
             previous, window_sum, count = window_sum / count, torch.zeros(5, dtype=torch.float64), 0
+            previous_lrs, window_lrs = window_lrs, []
     assert sorted(trace) == sorted(levels)
     # The probes put the live weights back exactly: the run ends where the replay does.
     torch.testing.assert_close(model.theta().detach(), oracle.theta().detach(), rtol=1e-10, atol=1e-12)
@@ -655,3 +675,24 @@ def test_averages_fast_start_climbs_only_as_far_as_the_last_steps_line_allows(tm
         assert capped == [fast[-1]] and levels[fast[-1]] < 2.0 * levels[fast[-2]]
         steps = sorted(trace)
         assert steps[steps.index(capped[0]) + 1] - capped[0] == 5  # settled there: the long windows follow
+
+
+@pytest.mark.parametrize(
+    ("name", "lines", "batches", "grow", "jitter"),
+    [
+        ("adamw", "windows", 1, False, False),
+        ("sgd_nesterov_wd", "both", 1, False, True),
+        ("adamw", "windows", 2, True, True),
+    ],
+)
+def test_lines_in_units_of_the_lr_their_steps_ran_at_match_the_replay(tmp_path, name, lines, batches, grow, jitter):
+    # gen_pace_unit: each line's unit is the oracle's own weighting of the lrs its two windows' steps ran at, not the
+    # level at its close, and the live weights' place on it (for the jitter's charge) comes from the same weights.
+    # During the fast start the level doubles between windows, so the unit lies below the level the line closed at.
+    trace, levels, _, _ = replay_averages(tmp_path, name, lr0=1e-4, steps=90, window=6, interval=3, max_change=2.0,
+                                          fast_start=True, lines=lines, batches=batches, tilt=1.0, grow=grow,
+                                          jitter=jitter, pace=True)  # fmt: skip
+    steps = sorted(trace)
+    level_before = {k: (levels[j] if j else 1e-4) for j, k in zip([None, *steps], steps, strict=False)}
+    below = [k for k in steps if trace[k]["probe_lr"] < 0.95 * level_before[k]]
+    assert below and len(steps) >= 10

@@ -98,6 +98,29 @@ def test_resume_of_the_averages_scheme_keeps_its_windows(tmp_path):
     assert run(resume=str(tmp_path / "checkpoint-14"))[0] != full_trace
 
 
+def test_resume_keeps_the_clocks_of_the_lines_in_units_of_their_steps_lr(tmp_path):
+    """gen_pace_unit: the steps' clocks (the sums of their lrs and their count, and their window means) go into the
+    checkpoint with the windows, taken during the fast start, where the level moves between windows: the resumed run
+    is the uninterrupted one, bit for bit. A checkpoint without them is refused with what to pass."""
+
+    run = functools.partial(train_averages, tmp_path, learning_rate=1e-5, max_steps=30, save_steps=10,
+                            gen_pace_unit=True)  # fmt: skip
+
+    full_trace, full_weights = run()
+    path = tmp_path / "checkpoint-10" / "gen_pending_line-rank0.pt"
+    saved = torch.load(path, weights_only=True)
+    assert saved["pace"]["count"] == saved["count"] > 0 and saved["pace"]["previous"] is not None
+    assert full_trace[0]["interval"] == 1 and full_trace[1]["lr"] != full_trace[0]["lr"]  # the fast start moved it
+    resumed_trace, resumed_weights = run(resume=str(tmp_path / "checkpoint-10"))
+    assert resumed_trace == full_trace
+    for n in full_weights:
+        torch.testing.assert_close(resumed_weights[n], full_weights[n], rtol=0, atol=0)
+    del saved["pace"]
+    torch.save(saved, path)
+    with pytest.raises(ValueError, match="saved without .* resume it with gen_pace_unit=False, or start again"):
+        run(resume=str(tmp_path / "checkpoint-10"))
+
+
 def test_resume_inside_a_fast_start_line_measured_on_several_batches(tmp_path):
     """gen_fast_start_batches > 1: a fast-start line opened at a window's close is measured on the next window's
     batches too; a checkpoint taken while it is open keeps its start mean and loss sums, and the resumed run is the
