@@ -5,7 +5,9 @@ grid, the Trainer's default schedule and the lr-free peers.
 
 Reads the raw JSON that ``quality.py`` wrote (nothing here trains). Each row is one task at one horizon; a
 ``--source LABEL=FILE[,FILE...]:TASK`` adds or replaces one (several files of the same task are merged, as when a
-second seed was run into another file). The defaults are the committed results. To rerun the whole suite, see
+second seed was run into another file). ``--gen CONTENDER --also FILE...`` puts another GeN contender (an option's
+family, e.g. ``gen-adamw-pace@5e-05``) in the default's place, its runs read from the extra files beside each row's
+own; rows where it did not run read "not run". The defaults are the committed results. To rerun the whole suite, see
 ``run_suite.sh``.
 
 Per row: the best grid point (lowest mean eval loss over the AdamW linear, cosine and cosine-with-warmup grids) and
@@ -91,10 +93,11 @@ KIND = {
 }
 
 
-def load(files: list[Path], task: str) -> dict | None:
-    """The task's block from ``files`` (runs concatenated), or None when no file has it."""
+def load(files: list[Path], task: str, also: list[Path] = ()) -> dict | None:
+    """The task's block from ``files`` (runs concatenated), or None when no file has it; then the runs of ``also``
+    whose block has the same steps and batch size (the same task at another horizon is another row)."""
     block = None
-    for path in files:
+    for path in [*files, *also]:
         if not path.exists():
             continue
         with open(path) as handle:
@@ -102,11 +105,16 @@ def load(files: list[Path], task: str) -> dict | None:
         if task not in data.get("tasks", {}):
             continue
         found = data["tasks"][task]
+        if path in also and (block is None or any(found["config"][k] != block["config"][k] for k in SAME)):
+            continue
         if block is None:
             block = {"config": found["config"], "runs": list(found["runs"])}
         else:
             block["runs"] += found["runs"]
     return block
+
+
+SAME = ("steps", "batch_size")  # what makes a results block the same row
 
 
 def _seeds(runs: list[dict], contender: str) -> list[dict]:
@@ -118,8 +126,8 @@ def _spread_points(runs: list[dict]) -> float:
     return 100.0 * (max(r["metric"] for r in runs) - min(r["metric"] for r in runs))
 
 
-def row(label: str, block: dict, use: str) -> dict:
-    """The numbers of one table row."""
+def row(label: str, block: dict, use: str, gen_contender: str = GEN_DEFAULT) -> dict:
+    """The numbers of one table row, with ``gen_contender`` as GeN (the default's contender unless given)."""
     cfg = block["config"]
     summary = summarize(block["runs"])
     grid = {n: s for n, s in summary.items() if s["family"] in GRID_FAMILIES and math.isfinite(s["eval_loss"])}
@@ -133,9 +141,9 @@ def row(label: str, block: dict, use: str) -> dict:
         "best_summary": grid.get(best),
         "accuracy": accuracy,
     }
-    gen_runs = _seeds(block["runs"], GEN_DEFAULT)
+    gen_runs = _seeds(block["runs"], gen_contender)
     out["gen_seeds"] = [(r["seed"], r["eval_loss"], r["metric"]) for r in gen_runs]
-    gen = summary.get(GEN_DEFAULT)
+    gen = summary.get(gen_contender)
     out["gen"] = gen
     if gen and best:
         out["gen_pct"] = _pct(gen["eval_loss"], grid[best]["eval_loss"])
@@ -220,6 +228,11 @@ def main() -> None:
         help="add or replace a row (files relative to benchmarks/results unless absolute)",
     )  # fmt: skip
     parser.add_argument("--markdown", default=None, help="also write the table there")
+    parser.add_argument("--gen", default=GEN_DEFAULT, help="the GeN contender in the default's place")
+    parser.add_argument(
+        "--also", nargs="+", default=[], metavar="FILE",
+        help="results files read beside every row's own (an option's runs; relative to benchmarks/results)",
+    )  # fmt: skip
     opts = parser.parse_args()
     sources = {label: (files, task, use) for label, files, task, use in SOURCES}
     for item in opts.source:
@@ -231,20 +244,22 @@ def main() -> None:
         sources[label] = (files.split(","), task, use)
     rows = []
     for label, (files, task, use) in sources.items():
-        block = load([Path(f) if os.path.isabs(f) else RESULTS / f for f in files], task)
+        paths = [Path(f) if os.path.isabs(f) else RESULTS / f for f in files]
+        block = load(paths, task, [Path(f) if os.path.isabs(f) else RESULTS / f for f in opts.also])
         if block is None:
             print(f"{label}: no results in {', '.join(files)}; skipped")
             continue
-        rows.append(row(label, block, use))
+        rows.append(row(label, block, use, opts.gen))
     lines = render(rows)
     scored = [r for r in rows if "gen_pct" in r]
     good = [r for r in scored if verdict(r) != "loses"]
     ahead = [r for r in scored if verdict(r) == "**ahead**"]
     majority = [r for r in scored if r["peers"] and 2 * len(r["ahead_of"]) > len(r["peers"])]
     with_peers = [r for r in scored if r["peers"]]
+    who = "GeN's default" if opts.gen == GEN_DEFAULT else f"GeN as {opts.gen}"
     summary = [
         "",
-        f"GeN's default is within 1% (and 1 accuracy point) of the best grid point or ahead of it on {len(good)} of "
+        f"{who} is within 1% (and 1 accuracy point) of the best grid point or ahead of it on {len(good)} of "
         f"{len(scored)} rows, ahead on {len(ahead)}; it is ahead of a majority of the lr-free peers on "
         f"{len(majority)} of the {len(with_peers)} rows where they ran.",
     ]

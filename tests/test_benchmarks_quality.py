@@ -8,9 +8,11 @@ first product; DoG's eta grows from its tiny first step and its evaluation is of
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -250,3 +252,35 @@ def test_suite_table_reads_the_quick_run(quick):
         )
         verdict = "**ahead**" if gen < grid[best] else "within" if gen <= 1.01 * grid[best] else "loses"
         assert cells[12] == (verdict if kept else "loses")
+
+
+@pytest.mark.slow
+def test_suite_table_puts_another_gen_contender_in_the_defaults_place(quick, tmp_path):
+    # --gen/--also: an option's runs, read from extra files, take GeN's place in each row; a block of the same task at
+    # another step count (another row's horizon) is not merged. The numbers are recomputed here from the files.
+    out, data = quick
+    task = TASKS[0]
+    block = copy.deepcopy(data["tasks"][task])
+    option = [dict(r, family="gen-adamw-x", contender="gen-adamw-x@5e-05", eval_loss=1.5 * r["eval_loss"])
+              for r in block["runs"] if r["contender"] == "gen-adamw@5e-05"]  # fmt: skip
+    other = copy.deepcopy(option)
+    for r in other:
+        r["eval_loss"] *= 2.0
+    same = {"tasks": {task: {"config": block["config"], "runs": option}}}
+    longer = {"tasks": {task: {"config": dict(block["config"], steps=block["config"]["steps"] + 1), "runs": other}}}
+    (tmp_path / "same.json").write_text(json.dumps(same))
+    (tmp_path / "longer.json").write_text(json.dumps(longer))
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "suite_table.py"), "--source",
+                           f"{task}={out / 'quality.json'}:{task}", "--gen", "gen-adamw-x@5e-05", "--also",
+                           str(tmp_path / "same.json"), str(tmp_path / "longer.json"), "--markdown",
+                           str(tmp_path / "suite.md")], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT / "benchmarks")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    loss = {r["contender"]: r["eval_loss"] for r in block["runs"] if r["role"] == "main"}
+    grid = {n: v for n, v in loss.items() if n.split("@")[0] in ("adamw-linear", "adamw-cosine", "adamw-constant")}
+    best = min(grid, key=grid.get)
+    gen = statistics.mean(r["eval_loss"] for r in option)
+    (row,) = [line for line in (tmp_path / "suite.md").read_text().splitlines() if line.startswith(f"| {task} |")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[7].startswith(f"{100 * (gen - grid[best]) / grid[best]:+.1f}%")
+    assert "GeN as gen-adamw-x@5e-05 is within" in (tmp_path / "suite.md").read_text()
