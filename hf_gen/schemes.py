@@ -523,12 +523,14 @@ class Averages(NextBatch):
 
     def _add(self, trainer: GeNMixin, optimizer, record: StepRecord | None) -> None:
         self.means.add(trainer._gen_params(optimizer))
-        self.pace.add(trainer.lr_scheduler.level)  # the level the step just taken ran at
+        if self.pace_unit:
+            self.pace.add(trainer.lr_scheduler.level)  # the level the step just taken ran at
         if self._tracks_losses:
             self.losses.add(record.loss if record is not None else None)
         if self.means.previous is None and self.means.count == self._span(trainer):
             self.means.previous = self.means.close()
-            self.pace.previous = self.pace.close()
+            if self.pace_unit:
+                self.pace.previous = self.pace.close()
             if self._tracks_losses:
                 self.losses.previous = self._close_losses(trainer)
 
@@ -578,9 +580,9 @@ class Averages(NextBatch):
             self.trend = [before.mean, after.mean, trend_se] if both and self.needs_progress else None
         previous, mean = self.means.previous, self.means.close()
         self.means.previous = mean
-        self.paced = (self.pace.previous, self.pace.close())
-        self.pace.previous = self.paced[1]
         if self.pace_unit:  # the lr the steps between the two means ran at, not the level at the close
+            self.paced = (self.pace.previous, self.pace.close())
+            self.pace.previous = self.paced[1]
             at = line_pace(*self.paced, self.pace.now)[0]
         slope = self.witness.take(trainer)  # the gradients' slope since the last close, along the line opened then
         self._measure(trainer, record, optimizer, at, span, previous, mean, slope, suspect)
@@ -599,8 +601,9 @@ class Averages(NextBatch):
         state (Adam's moments) is kept."""
         self.means.previous = previous  # the lost window's mean is dropped
         WindowMeans.put(trainer._gen_params(optimizer), previous)
-        earlier = self.paced[0]  # the weights are the earlier mean: so are the clocks
-        self.pace.previous, self.pace.now = earlier, list(earlier)
+        if self.pace_unit:  # the weights are the earlier mean: so are the clocks
+            earlier = self.paced[0]
+            self.pace.previous, self.pace.now = earlier, list(earlier)
         if self.pending is not None:
             self.pending[0].release()
             self.pending = None

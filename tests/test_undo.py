@@ -167,3 +167,15 @@ def test_a_resume_between_the_jump_and_the_undo_takes_the_same_window_back(tmp_p
     forgot, _, _ = shifted_run(tmp_path, undo=True, save_strategy="steps", save_steps=18,
                                resume=str(tmp_path / "checkpoint-18"))  # fmt: skip
     assert not any(r["fallback"] == "lost_window" for r in forgot)
+
+
+def test_a_window_taken_back_puts_the_lines_clocks_back_too(tmp_path):
+    """gen_pace_unit: after the window of steps 16-20 is taken back on step 21, the weights are the mean of steps 11-15
+    and so are the steps' clocks. The next line, through that mean and the mean of steps 21-25 (all at the halved
+    level), was walked from the restored mean at that level alone: its unit is that level. Clocks left at the lost
+    window would mix in the level before the halving."""
+    trace, _, _ = shifted_run(tmp_path, undo=True, gen_pace_unit=True)
+    assert [r["step"] for r in trace if r["fallback"] == "lost_window"] == [21]
+    lost = next(r for r in trace if r["step"] == 21)
+    line = next(r for r in trace if r["step"] == 26)
+    assert line["probe_lr"] == pytest.approx(lost["lr"], rel=1e-12)
