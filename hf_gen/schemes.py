@@ -434,7 +434,7 @@ class Averages(NextBatch):
         self.trend: list | None = None  # its mean training loss, the previous window's, and the test's standard error
         self.pace_unit = pace_unit  # a line's unit: the lr its steps were walked at (else the level at its close)
         self.pace = Pace()  # the steps' clocks, beside the weights' means
-        self.paced: tuple[list[float], list[float]] | None = None  # the clocks' means of the line being measured
+        self.paced: tuple[list[float], float] | None = None  # the earlier window's clocks, and the live weights' place
 
     def _one_step(self, trainer: GeNMixin) -> bool:
         """Whether one-step lines are in charge (``fast_start_lines="next"``, until the fast start has settled and
@@ -581,9 +581,10 @@ class Averages(NextBatch):
         previous, mean = self.means.previous, self.means.close()
         self.means.previous = mean
         if self.pace_unit:  # the lr the steps between the two means ran at, not the level at the close
-            self.paced = (self.pace.previous, self.pace.close())
-            self.pace.previous = self.paced[1]
-            at = line_pace(*self.paced, self.pace.now)[0]
+            earlier, later = self.pace.previous, self.pace.close()
+            self.pace.previous = later
+            at, position = line_pace(earlier, later, self.pace.now)
+            self.paced = (earlier, position)
         slope = self.witness.take(trainer)  # the gradients' slope since the last close, along the line opened then
         self._measure(trainer, record, optimizer, at, span, previous, mean, slope, suspect)
         if self.grow and self.growing is not None:  # the window opening now is twice the one that closed
@@ -668,7 +669,7 @@ class Averages(NextBatch):
         if not (self.jitter or (self.start_jitter and not trainer.lr_scheduler.settled)):
             return None
         if self.pace_unit:
-            position = line_pace(*self.paced, self.pace.now)[1]
+            position = self.paced[1]
         else:
             position = 1.0 + (span - 1) / (2.0 * span)
         return jitter_cost(losses, position, trainer._gen_reduce(record.loss))
