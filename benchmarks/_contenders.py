@@ -97,6 +97,8 @@ FAMILIES = {
     "gen-optim": "gen-optim 0.1.1 (authors' GeN, AdamW, lazy_freq 4)",
     "gen-adamw": "hf-gen GeN-AdamW (defaults: every window line charged with the jitter; a window that lost "
     "ground is taken back; ends on the mean of the last 20% of the steps' weights)",
+    "gen-adamw-level-unit": "hf-gen GeN-AdamW with gen_pace_unit=False (each window line in units of the level at "
+    "its close: the default before the lines' unit was the lr their steps ran at)",
     "gen-adamw-start-charged": "hf-gen GeN-AdamW with gen_jitter_cost=False (only the fast start's lines charged "
     "with the jitter: the default before every line was)",
     "gen-adamw-uncharged": "hf-gen GeN-AdamW with gen_jitter_cost=False and gen_fast_start_jitter=False (no line "
@@ -106,6 +108,8 @@ FAMILIES = {
     "gen-adamw-last": "hf-gen GeN-AdamW with gen_tail_average=0 and gen_undo_lost_windows=False (ends on the last "
     "iterate: the default before the tail average)",
     "gen-sgd": "hf-gen GeN-SGD (defaults, momentum 0.9)",
+    "gen-sgd-level-unit": "hf-gen GeN-SGD with gen_pace_unit=False (momentum 0.9; the default before the lines' "
+    "unit was the lr their steps ran at)",
     "gen-sgd-start-charged": "hf-gen GeN-SGD with gen_jitter_cost=False (momentum 0.9; the default before every "
     "line was charged)",
     "gen-sgd-uncharged": "hf-gen GeN-SGD with gen_jitter_cost=False and gen_fast_start_jitter=False (momentum 0.9; "
@@ -128,18 +132,20 @@ FAMILIES = {
     "on the next window's batches too; not a default; ending on the last iterate, as measured)",
     "gen-adamw-confirm": "hf-gen GeN-AdamW with gen_fast_start_confirm (a fast-start jump taken only in the direction "
     "the training gradients' slope along the last line confirms; not a default; ending on the last iterate)",
-    "gen-adamw-start-batches": f"hf-gen GeN-AdamW with gen_fast_start_batches={GEN_INTERVAL} on the current "
-    "defaults (each fast-start line measured on the next window's batches too; not a default)",
-    "gen-adamw-pace": "hf-gen GeN-AdamW with gen_pace_unit (each window line in units of the lr its steps ran at, "
-    "not the level at its close; not a default)",
+    "gen-adamw-start-batches": f"hf-gen GeN-AdamW with gen_fast_start_batches={GEN_INTERVAL} and gen_pace_unit=False "
+    "(each fast-start line measured on the next window's batches too, on the default before the lines' unit "
+    "changed; not a default)",
+    "gen-adamw-pace": "hf-gen GeN-AdamW with gen_pace_unit=True (each window line in units of the lr its steps ran "
+    "at: the option's name before it became the default)",
     "gen-adamw-linebatches": f"hf-gen GeN-AdamW with gen_line_batches={GEN_INTERVAL} (each settled line measured on "
     "the batch after its windows and the next ones; not a default; ending on the last iterate)",
     "gen-adamw-jitter": "hf-gen GeN-AdamW with gen_jitter_cost (each window line charged with what a longer step "
     "costs in jitter; ending on the last iterate, no window taken back: measured before those defaults)",
     "gen-adamw-progress": "hf-gen GeN-AdamW with gen_raise_needs_progress (once settled, a line raises the lr only "
     "after a window whose training loss fell; on the default before the fast start's charge; not a default)",
-    "gen-adamw-jitter-tail": "hf-gen GeN-AdamW with gen_jitter_cost=True (every window line charged with the "
-    "jitter, windows taken back, ending on the tail's mean: the option's name before it became the default)",
+    "gen-adamw-jitter-tail": "hf-gen GeN-AdamW with gen_jitter_cost=True and gen_pace_unit=False (every window "
+    "line charged with the jitter, windows taken back, ending on the tail's mean: the option's name before it became "
+    "the default)",
     "gen-adamw-lower": "hf-gen GeN-AdamW with gen_lower_at_once (once settled, a lower level is taken at once, only "
     "raises are smoothed; on the default before the fast start's charge; not a default)",
     "gen-adamw-grow": "hf-gen GeN-AdamW with gen_grow_windows (the windows after the fast start double from "
@@ -151,20 +157,24 @@ FAMILIES = {
     },
 }
 # The GeN families: the gen_* arguments each sets on top of hf-gen's defaults (gen-sgd differs in its optimizer only).
-# The families measured before a default changed keep what they ran with: only the fast start's lines charged with
-# the jitter (START_CHARGED), no line charged (UNCHARGED), no window taken back (KEEP), and the options measured
-# before the tail average ending on the last iterate (LAST).
-START_CHARGED = {"gen_jitter_cost": False}
+# The families measured before a default changed keep what they ran with: each window line in units of the level at
+# its close (LEVEL_UNIT), only the fast start's lines charged with the jitter (START_CHARGED), no line charged
+# (UNCHARGED), no window taken back (KEEP), and the options measured before the tail average ending on the last
+# iterate (LAST).
+LEVEL_UNIT = {"gen_pace_unit": False}
+START_CHARGED = {"gen_jitter_cost": False, **LEVEL_UNIT}
 UNCHARGED = {"gen_fast_start_jitter": False, **START_CHARGED}
 KEEP = {"gen_undo_lost_windows": False, **UNCHARGED}
 LAST = {"gen_tail_average": 0.0, **KEEP}
 GEN_VARIANTS = {
     "gen-adamw": {},
+    "gen-adamw-level-unit": LEVEL_UNIT,
     "gen-adamw-start-charged": START_CHARGED,
     "gen-adamw-uncharged": UNCHARGED,
     "gen-adamw-keep": KEEP,
     "gen-adamw-last": LAST,
     "gen-sgd": {},
+    "gen-sgd-level-unit": LEVEL_UNIT,
     "gen-sgd-start-charged": START_CHARGED,
     "gen-sgd-uncharged": UNCHARGED,
     "gen-sgd-keep": KEEP,
@@ -172,7 +182,7 @@ GEN_VARIANTS = {
     "gen-adamw-cosine": {"gen_decay": "cosine", **KEEP},
     "gen-adamw-cooldown": {"gen_decay": "cooldown", **KEEP},
     "gen-adamw-batches": {"gen_fast_start_batches": GEN_INTERVAL, **LAST},
-    "gen-adamw-start-batches": {"gen_fast_start_batches": GEN_INTERVAL},
+    "gen-adamw-start-batches": {"gen_fast_start_batches": GEN_INTERVAL, **LEVEL_UNIT},
     "gen-adamw-pace": {"gen_pace_unit": True},
     "gen-adamw-confirm": {"gen_fast_start_confirm": True, **LAST},
     "gen-adamw-grow": {"gen_grow_windows": True, **LAST},
@@ -180,7 +190,7 @@ GEN_VARIANTS = {
     "gen-adamw-linebatches": {"gen_line_batches": GEN_INTERVAL, **LAST},
     "gen-adamw-progress": {"gen_raise_needs_progress": True, **UNCHARGED},
     "gen-adamw-lower": {"gen_lower_at_once": True, **UNCHARGED},
-    "gen-adamw-jitter-tail": {"gen_jitter_cost": True},
+    "gen-adamw-jitter-tail": {"gen_jitter_cost": True, **LEVEL_UNIT},
     "gen-adamw-same": {"gen_probe_batch": "same"},
     "gen-adamw-averages": {"gen_probe_batch": "averages", "gen_decay": "cosine", **KEEP},
     "gen-adamw-next": {"gen_probe_batch": "next"},

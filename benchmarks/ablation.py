@@ -43,10 +43,10 @@ from _contenders import (  # noqa: E402
 from _tasks import Task, build_task  # noqa: E402
 from quality import FULL, SUITE  # noqa: E402
 
-# Each lever changed from the defaults (lines through window means, each charged with the jitter, a fast start on
-# 4-step window lines capped by the last step's line, no decay shape, the mean of the last 20% of the steps' weights
-# at the end, a window that lost ground taken back, interval 4, gamma 0.9, max change 2), one at a time; "bf16" runs
-# the defaults under bf16 autocast (where the loss's precision matters).
+# Each lever changed from the defaults (lines through window means in units of the lr their steps ran at, each
+# charged with the jitter, a fast start on 4-step window lines capped by the last step's line, no decay shape, the
+# mean of the last 20% of the steps' weights at the end, a window that lost ground taken back, interval 4, gamma 0.9,
+# max change 2), one at a time; "bf16" runs the defaults under bf16 autocast (where the loss's precision matters).
 VARIANTS = {
     "defaults": {},
     "fast_start_lines=windows": {"gen_fast_start_lines": "windows"},
@@ -70,6 +70,7 @@ VARIANTS = {
     "jitter=off": {"gen_jitter_cost": False},  # only the fast start's lines charged (the default before)
     "charge=off": {"gen_jitter_cost": False, "gen_fast_start_jitter": False},  # no line charged (the one before)
     "lower=on": {"gen_lower_at_once": True},  # once settled, a lower level taken at once, only raises smoothed
+    "pace=off": {"gen_pace_unit": False},  # each window line in units of the level at its close (the default before)
     # adaptive recompute (not a default): the gap doubles after each steady update up to the cap, as in quality.py
     **{f"max_interval={cap}": GEN_VARIANTS[f"gen-adamw-adaptive{cap}"] for cap in ADAPTIVE_CAPS},
 }

@@ -28,8 +28,8 @@ from pathlib import Path
 from _contenders import LR_FREE
 from _report import GEN_DEFAULT, GRID_FAMILIES, _pct, summarize
 
-# The default before every window line was charged with the jitter (only the fast start's lines were)
-PREVIOUS_DEFAULT = "gen-adamw-start-charged@5e-05"
+# The default before the window lines' unit was the lr their steps ran at (the level at each line's close)
+PREVIOUS_DEFAULT = "gen-adamw-level-unit@5e-05"
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -37,7 +37,8 @@ RESULTS = HERE / "results"
 # What the task was used for. The decay shape was dropped after GeN with and without it had run on every task but
 # the last; the tasks before that only reported the defaults, apart from the fast start's choice, made on all of them.
 # The fast start's jitter charge was chosen on every row then in the table (the fortunes fine-tune first); glosses was
-# added after it, and then chose, with the rest, the charge on every line; verbs was added after that.
+# added after it, and then chose, with the rest, the charge on every line; verbs was added after that, and chose,
+# with the rest, the lines' unit.
 SEEN = "seen when the defaults were last chosen"
 # (label, files, task in those files, what the task was used for)
 SOURCES = [
@@ -51,7 +52,13 @@ SOURCES = [
     ("code", ["suite_code.json"], "code", SEEN),
     (
         "gpt2, 3,000 steps",
-        ["horizon_gpt2_a.json", "horizon_gpt2_b.json", "horizon_gpt2_c.json", "horizon_gpt2_d.json"],
+        [
+            "horizon_gpt2_a.json",
+            "horizon_gpt2_b.json",
+            "horizon_gpt2_c.json",
+            "horizon_gpt2_d.json",
+            "pace_gpt2_3000.json",
+        ],
         "gpt2",
         SEEN,
     ),
@@ -60,7 +67,7 @@ SOURCES = [
     ("fortunes", ["suite_fortunes.json"], "fortunes", SEEN),
     ("glosses", ["suite_glosses.json"], "glosses", SEEN),
     # the peers ran into a file of their own, beside the grid's process
-    ("verbs", ["suite_verbs.json", "suite_verbs_peers.json"], "verbs", "held out: added after the last change"),
+    ("verbs", ["suite_verbs.json", "suite_verbs_peers.json"], "verbs", SEEN),
     (
         "minilm, 3,000 steps",
         [
@@ -71,6 +78,7 @@ SOURCES = [
             "horizon_minilm_e.json",
             "horizon_minilm_f.json",
             "horizon_minilm_g.json",
+            "pace_minilm_long.json",
         ],
         "minilm-long",
         SEEN,
@@ -193,8 +201,8 @@ def render(rows: list[dict]) -> list[str]:
     lines = [
         "| task | kind | used to | steps x batch | best grid point (seeds): eval loss (accuracy) "
         "| the Trainer's defaults | GeN default: mean eval loss (accuracy) | GeN vs best | GeN by seed "
-        "| previous default (only the fast start charged) vs best | best lr-free peer | GeN ahead of peers "
-        "| verdict |",
+        "| previous default (each line in units of the level at its close) vs best | best lr-free peer "
+        "| GeN ahead of peers | verdict |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:

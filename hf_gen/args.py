@@ -19,7 +19,7 @@ PROBE_BATCHES = ("next", "same", "averages")
 FAST_START_LINES = ("both", "windows", "next")
 # The on/off options read by the trainer and its line schemes (the scheduler checks its own: GEN_SETTINGS).
 SCHEME_FLAGS = ("gen_use_slope", "gen_grow_windows", "gen_fast_start_confirm",
-                "gen_raise_needs_progress", "gen_pace_unit", "gen_offload_snapshot")  # fmt: skip
+                "gen_raise_needs_progress", "gen_offload_snapshot")  # fmt: skip
 DEFAULT_TAIL = 0.2  # gen_tail_average with no decay shape: the last fifth of the run, the cooldown's fraction
 
 
@@ -126,6 +126,7 @@ class GeNTrainingArguments(TrainingArguments):
         gen_pace_unit: ``"averages"``: a line through two windows' means is in units of the lr its steps were walked
             at (the steps' lrs, weighted as they move the later mean away from the earlier one), not of the level at
             its close; the two differ after the level changed between the windows (every fast-start climb).
+            Default: on with ``"averages"``; off otherwise.
         gen_offload_snapshot: Keep GeN's copy of the trainable parameters in CPU memory.
     """
 
@@ -335,8 +336,8 @@ class GeNTrainingArguments(TrainingArguments):
         "means, which average the noise out, cannot see it. Lower lrs are taken as usual. Costs nothing more: the "
         "losses are kept on the device and read once per window.",
     )
-    gen_pace_unit: bool = _option(
-        False,
+    gen_pace_unit: bool | None = _option(
+        None,
         "gen_probe_batch='averages': the unit of a line through two windows' means is the lr its steps were walked "
         "at: the steps' lrs weighted as each moves the later mean away from the earlier one (a step early in the "
         "earlier window hardly does, one early in the later window fully), read from two running sums per step. "
@@ -344,7 +345,8 @@ class GeNTrainingArguments(TrainingArguments):
         "raise between the windows (by 23% at each doubling of the fast start, with its 4-step windows) "
         "and understates it after a cut, so each move of the level inflates the next estimate in its own direction. "
         "The live weights' place on the line (gen_jitter_cost) is read from the same sums. Costs two additions per "
-        "step.",
+        "step. Default: on with 'averages'; off otherwise. A checkpoint saved without the sums (by a run with "
+        "gen_pace_unit=False, or an hf-gen release before this default) resumes only with gen_pace_unit=False.",
     )
     gen_offload_snapshot: bool = _option(
         False,
@@ -508,6 +510,7 @@ class GeNTrainingArguments(TrainingArguments):
                 f"gen_probe_batch='averages' holds; got gen_probe_batch={self.gen_probe_batch!r}: pass "
                 "gen_probe_batch='averages', or gen_undo_lost_windows=False"
             )
+        self._resolve_flag("gen_pace_unit", self.gen_probe_batch == "averages")
         if self.gen_pace_unit and self.gen_probe_batch != "averages":
             raise ValueError(
                 "gen_pace_unit sets the unit of the lines through two windows' means of "

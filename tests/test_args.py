@@ -109,7 +109,7 @@ def test_unknown_scheduler_name_lists_gen_among_the_choices(tmp_path):
             {"gen_pace_unit": True, "gen_probe_batch": "same"},
             "gen_pace_unit sets the unit .* got gen_probe_batch='same': pass gen_probe_batch='averages'",
         ),
-        ({"gen_pace_unit": 1}, "gen_pace_unit must be True or False"),
+        ({"gen_pace_unit": 1}, "gen_pace_unit must be True, False or None"),
         (
             {"gen_raise_needs_progress": True, "gen_probe_batch": "next"},
             "gen_raise_needs_progress compares .* got gen_probe_batch='next': pass gen_probe_batch='averages'",
@@ -301,6 +301,13 @@ def test_the_default_tail_average_follows_the_decay_shape(tmp_path, kwargs, tail
         ("gen_fast_start_jitter", {"gen_probe_batch": "same"}, False),
         ("gen_fast_start_jitter", {"gen_mode": "exact"}, False),
         ("gen_fast_start_jitter", {"gen_fast_start_jitter": False}, False),
+        # the lines' unit from the steps' clocks: the window lines, whose two means the steps walked apart
+        ("gen_pace_unit", {}, True),
+        ("gen_pace_unit", {"gen_fast_start": False}, True),
+        ("gen_pace_unit", {"gen_probe_batch": "next"}, False),
+        ("gen_pace_unit", {"gen_probe_batch": "same"}, False),
+        ("gen_pace_unit", {"gen_mode": "exact"}, False),
+        ("gen_pace_unit", {"gen_pace_unit": False}, False),
     ],
 )
 def test_window_line_options_are_on_by_default_only_where_they_apply(tmp_path, name, kwargs, on):
