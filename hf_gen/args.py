@@ -393,6 +393,14 @@ class GeNTrainingArguments(TrainingArguments):
         if not isinstance(getattr(self, name), bool):
             raise ValueError(f"{name} must be True, False or None, got {getattr(self, name)!r}")
 
+    def _needs_averages(self, name: str, what: str) -> None:
+        """Refuse an option of the window lines (``what`` says what it does there) when it is on without them."""
+        if getattr(self, name) and self.gen_probe_batch != "averages":
+            raise ValueError(
+                f"{name} {what}; got gen_probe_batch={self.gen_probe_batch!r}: pass gen_probe_batch='averages', or "
+                f"{name}=False"
+            )
+
     def _validate_gen(self) -> None:
         if self.gen_mode not in GEN_MODES:
             raise ValueError(f"gen_mode must be one of {GEN_MODES}, got {self.gen_mode!r}")
@@ -466,18 +474,11 @@ class GeNTrainingArguments(TrainingArguments):
                 "gen_line_batches > 1 measures the settled lines through two windows' means on several batches: it "
                 f"needs gen_probe_batch='averages' (got {self.gen_probe_batch!r}); pass it, or gen_line_batches=1"
             )
-        if self.gen_grow_windows and self.gen_probe_batch != "averages":
-            raise ValueError(
-                "gen_grow_windows lengthens the windows whose means the lines of gen_probe_batch='averages' run "
-                f"through; got gen_probe_batch={self.gen_probe_batch!r}: pass gen_probe_batch='averages', or "
-                "gen_grow_windows=False"
-            )
+        self._needs_averages("gen_grow_windows", "lengthens the windows whose means the lines of "
+                             "gen_probe_batch='averages' run through")  # fmt: skip
         self._resolve_flag("gen_jitter_cost", self.gen_probe_batch == "averages")
-        if self.gen_jitter_cost and self.gen_probe_batch != "averages":
-            raise ValueError(
-                "gen_jitter_cost charges the lines through two windows' means of gen_probe_batch='averages'; got "
-                f"gen_probe_batch={self.gen_probe_batch!r}: pass gen_probe_batch='averages', or gen_jitter_cost=False"
-            )
+        self._needs_averages("gen_jitter_cost", "charges the lines through two windows' means of "
+                             "gen_probe_batch='averages'")  # fmt: skip
         # The fast start on window lines, which the two options below act on (the charge is on by default there)
         window_start = (
             self.gen_probe_batch == "averages" and self.gen_fast_start and self.gen_fast_start_lines != "next"
@@ -504,25 +505,13 @@ class GeNTrainingArguments(TrainingArguments):
                 "gen_probe_offsets and gen_use_slope"
             )
         self._resolve_flag("gen_undo_lost_windows", self.gen_probe_batch == "averages")
-        if self.gen_undo_lost_windows and self.gen_probe_batch != "averages":
-            raise ValueError(
-                "gen_undo_lost_windows takes a window back to the previous window's mean, which "
-                f"gen_probe_batch='averages' holds; got gen_probe_batch={self.gen_probe_batch!r}: pass "
-                "gen_probe_batch='averages', or gen_undo_lost_windows=False"
-            )
+        self._needs_averages("gen_undo_lost_windows", "takes a window back to the previous window's mean, which "
+                             "gen_probe_batch='averages' holds")  # fmt: skip
         self._resolve_flag("gen_pace_unit", self.gen_probe_batch == "averages")
-        if self.gen_pace_unit and self.gen_probe_batch != "averages":
-            raise ValueError(
-                "gen_pace_unit sets the unit of the lines through two windows' means of "
-                f"gen_probe_batch='averages'; got gen_probe_batch={self.gen_probe_batch!r}: pass "
-                "gen_probe_batch='averages', or gen_pace_unit=False"
-            )
-        if self.gen_raise_needs_progress and self.gen_probe_batch != "averages":
-            raise ValueError(
-                "gen_raise_needs_progress compares the training losses of the windows of gen_probe_batch='averages'; "
-                f"got gen_probe_batch={self.gen_probe_batch!r}: pass gen_probe_batch='averages', or "
-                "gen_raise_needs_progress=False"
-            )
+        self._needs_averages("gen_pace_unit", "sets the unit of the lines through two windows' means of "
+                             "gen_probe_batch='averages'")  # fmt: skip
+        self._needs_averages("gen_raise_needs_progress", "compares the training losses of the windows of "
+                             "gen_probe_batch='averages'")  # fmt: skip
         if self.gen_tail_average is None:
             # Without a shape the last iterate jitters at the level; the tail's mean anneals it.
             # 0.2 is the cooldown's fraction (Hagele et al., arXiv:2405.18392), not a fitted value.
