@@ -95,8 +95,9 @@ FAMILIES = {
     "mechanic": "Mechanic (defaults) on AdamW at base lr 1",
     "dog": "DoG (defaults), evaluated on its polynomial-decay iterate average as its authors recommend",
     "gen-optim": "gen-optim 0.1.1 (authors' GeN, AdamW, lazy_freq 4)",
-    "gen-adamw": "hf-gen GeN-AdamW (defaults: every window line charged with the jitter; a window that lost "
-    "ground is taken back; ends on the mean of the last 20% of the steps' weights)",
+    "gen-adamw": "hf-gen GeN-AdamW (defaults: every window line in units of the lr its steps ran at and charged "
+    "with the jitter; a window that lost ground is taken back; ends on the mean of the last 20% of the steps' "
+    "weights)",
     "gen-adamw-level-unit": "hf-gen GeN-AdamW with gen_pace_unit=False (each window line in units of the level at "
     "its close: the default before the lines' unit was the lr their steps ran at)",
     "gen-adamw-start-charged": "hf-gen GeN-AdamW with gen_jitter_cost=False (only the fast start's lines charged "
