@@ -36,7 +36,7 @@ from quality import FULL, SUITE  # noqa: E402
 PROFILES = {**FULL, **SUITE}  # steps and builder options per task, as quality.py runs them
 # The best point of each task's AdamW grid in the suite table (benchmarks/RESULTS_suite.md).
 BEST_GRID = {
-    "digits": "adamw-linear@0.03",
+    "digits": "adamw-cosine-warmup@0.03",
     "diabetes": "adamw-cosine-warmup@0.0003",
     "cancer": "adamw-linear@0.0003",
     "wine": "adamw-cosine@0.01",

@@ -68,7 +68,8 @@ def test_a_real_run_and_its_render(tmp_path, monkeypatch):
                        "--threads", str(torch.get_num_threads())])  # keeps the process thread count  # fmt: skip
     data = json.loads(out.read_text())
     assert {(r["contender"], r["perturbation"]) for r in data["records"]} == {
-        ("gen-adamw@5e-05", 0), ("gen-adamw@5e-05", 1), ("adamw-linear@0.03", 0), ("adamw-linear@0.03", 1)
+        ("gen-adamw@5e-05", 0), ("gen-adamw@5e-05", 1),
+        ("adamw-cosine-warmup@0.03", 0), ("adamw-cosine-warmup@0.03", 1),
     }  # fmt: skip
     assert all(r["eval_loss"] > 0 for r in data["records"])
     perturbation.main(["--render", str(out), "--markdown", str(tmp_path / "r.md")])
