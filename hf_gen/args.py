@@ -97,6 +97,9 @@ class GeNTrainingArguments(TrainingArguments):
             batch) or the fast start's line search (same batch). ``0`` = none.
         gen_fast_decrease: Clip only increases.
         gen_lower_at_once: Smooth only raises of the level: a lower target is taken at once (within the change bound).
+        gen_smooth_by_count: Once settled, weigh the ``k``-th smoothed estimate by at least ``1 / (k + 1)``: the level
+            is the geometric mean of the level the fast start settled at and the estimates since, until ``gen_gamma``'s
+            memory is the shorter.
         gen_decay: Annealing shape composed with the level: ``"none"``, ``"cosine"``, ``"linear"`` or
             ``"cooldown"`` (constant, then down to 0 over the last 20% of the run). Default:
             ``"none"`` with ``"averages"`` (its window lines lower the level themselves late in a run), ``"cosine"``
@@ -198,6 +201,12 @@ class GeNTrainingArguments(TrainingArguments):
         False,
         "Smooth only raises of the lr: once settled, an estimate below the level is taken at once (within "
         "lr / gen_max_change), one above it is smoothed by gen_gamma as usual.",
+    )
+    gen_smooth_by_count: bool = _option(
+        False,
+        "Once settled, the k-th smoothed estimate gets a weight of at least 1/(k+1): the level is the geometric mean "
+        "of the level the fast start settled at and the estimates since, until gen_gamma's own weight is larger. The "
+        "settling level is one estimate; plain smoothing weighs it as the mean of about 1/(1 - gen_gamma) of them.",
     )
     gen_decay: str | None = _option(
         None,

@@ -63,6 +63,7 @@ GEN_SETTINGS = (
     "fast_start",
     "fast_decrease",
     "lower_at_once",
+    "smooth_by_count",
     "decay",
 )
 
@@ -165,6 +166,12 @@ class GeNScheduler(LRScheduler):
             loss rises without bound above the stable lr, and a pretrained model's features, once lost, do not come
             back; too low only slows the run), so with noisy estimates the level should err low. Measured, it did not
             hold: on models trained from scratch it cost the lead over a tuned schedule (benchmarks/RESULTS.md).
+        smooth_by_count: Once settled, the ``k``-th smoothed update gives its target a weight of at least
+            ``1 / (k + 1)``: the level is the geometric mean of the level it settled at and the targets since, until
+            ``gamma``'s own weight is larger. The level the fast start settles at is one estimate, not the mean of
+            many; folding the first settled estimates in with ``1 - gamma`` weighs it as if it were the mean of about
+            ``1 / (1 - gamma)`` of them (the same correction as Adam's for its moments' start, here for a start at one
+            sample rather than at zero).
         decay: Annealing shape composed with the GeN level: ``"none"``, ``"linear"``, ``"cosine"`` or ``"cooldown"``
             (constant, then ``1 - sqrt`` over the last ``COOLDOWN_FRACTION`` of the run).
         num_training_steps: Total optimizer steps (needed by ``decay``).
@@ -185,6 +192,7 @@ class GeNScheduler(LRScheduler):
         fast_start: bool = True,
         fast_decrease: bool = False,
         lower_at_once: bool = False,
+        smooth_by_count: bool = False,
         decay: str = "cosine",
         num_training_steps: int | None = None,
         last_epoch: int = -1,
@@ -213,6 +221,8 @@ class GeNScheduler(LRScheduler):
         self.fast_start = bool(fast_start)
         self.fast_decrease = bool(fast_decrease)
         self.lower_at_once = bool(lower_at_once)
+        self.smooth_by_count = bool(smooth_by_count)
+        self.smoothed = 0  # settled updates folded in so far (smooth_by_count)
         self.decay = decay
         self.num_training_steps = int(num_training_steps) if num_training_steps is not None else None
         self.ratios = [float(group.get("initial_lr", group["lr"])) / first_lr for group in optimizer.param_groups]
@@ -332,6 +342,7 @@ class GeNScheduler(LRScheduler):
                 f"GeN estimate unusable at step {step + 1} ({estimate.reason}: slope={estimate.slope}, "
                 f"curvature={estimate.curvature}); set gen_fallback='keep' or 'shrink' to train on"
             )
+        was_settled = self.settled
         new_lr, reason, inside = self._fold(estimate, at, gamma)
         if measured_at is not None:
             low, high = measured_at / self.max_change, measured_at * self.max_change
@@ -356,6 +367,7 @@ class GeNScheduler(LRScheduler):
             self.undo_ceiling = min(self.undo_ceiling, self.level)
         self.last_update_step = step
         self.num_updates += 1
+        self.smoothed += was_settled
         self.num_fallbacks += reason is not None
         self.last_alpha_star = estimate.alpha_star
         self.last_curvature = float(estimate.curvature)
@@ -367,10 +379,13 @@ class GeNScheduler(LRScheduler):
         lr = self.level  # GeN moves the level; the decay shape (if any) anneals what is applied
         if at is not None:
             lr = min(max(at, self.lr_min), self.lr_max)
+        gamma = (self.gamma if gamma is None else gamma) if self.settled else 0.0
+        if self.smooth_by_count and self.settled:
+            gamma = min(gamma, (self.smoothed + 1) / (self.smoothed + 2))  # the (smoothed + 1)-th: at least 1/(k+1)
         return next_level(
             lr,
             estimate,
-            gamma=(self.gamma if gamma is None else gamma) if self.settled else 0.0,
+            gamma=gamma,
             max_change=self.max_change,
             lr_min=self.lr_min,
             lr_max=self.lr_max,
@@ -427,12 +442,14 @@ def validate_gen_settings(
     fast_decrease: bool,
     decay: str,
     lower_at_once: bool = False,
+    smooth_by_count: bool = False,
 ) -> None:
     """Check the scheduler's settings (``GEN_SETTINGS``); raise ``ValueError`` saying what to pass instead."""
     flags = (
         ("gen_fast_start", fast_start),
         ("gen_fast_decrease", fast_decrease),
         ("gen_lower_at_once", lower_at_once),
+        ("gen_smooth_by_count", smooth_by_count),
     )
     for name, value in flags:
         if not isinstance(value, bool):

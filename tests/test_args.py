@@ -59,6 +59,7 @@ def test_unknown_scheduler_name_lists_gen_among_the_choices(tmp_path):
         ({"gen_max_change": 0.5}, "gen_max_change must be >= 1"),
         ({"gen_fallback": "constant"}, "gen_fallback must be one of"),
         ({"gen_lower_at_once": "yes"}, "gen_lower_at_once must be True or False"),
+        ({"gen_smooth_by_count": 1}, "gen_smooth_by_count must be True or False"),
         ({"gen_jitter_cost": "yes"}, "gen_jitter_cost must be True, False or None, got 'yes'"),
         ({"gen_fast_start_jitter": 1}, "gen_fast_start_jitter must be True, False or None, got 1"),
         ({"gen_undo_lost_windows": "no"}, "gen_undo_lost_windows must be True, False or None, got 'no'"),

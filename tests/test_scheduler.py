@@ -388,3 +388,43 @@ def test_a_settled_level_held_from_rising_without_progress_still_comes_down():
     assert s.apply_estimate(est(1.0), step=3) == pytest.approx(low * 2**0.1, rel=1e-12)  # allowed: up to the bound
     _, fast = make(lr=0.1, gamma=0.9, max_change=2.0, fast_start=True)
     assert fast.apply_estimate(est(1.0), step=0, may_raise=False) == pytest.approx(0.2, rel=1e-12)
+
+
+def test_smooth_by_count_weighs_the_kth_settled_target_by_one_over_k_plus_one():
+    # gamma 0.9, no bound: plain smoothing moves 10% of the way (log scale); by count, the k-th settled target weighs
+    # max(1/(k+1), 0.1): the level is the geometric mean of the start and every target so far, up to k = 9.
+    opt, s = make(lr=1.0, gamma=0.9, max_change=math.inf, lr_max=100.0, fast_start=False, smooth_by_count=True)
+    targets = [2.0, 0.5, 4.0, 3.0, 1.5, 0.25, 8.0, 2.0, 1.0, 0.5, 5.0, 0.2]
+    logs = [0.0]
+    for k, t in enumerate(targets, start=1):
+        level = s.apply_estimate(est(t), step=k - 1)
+        if k <= 9:  # 1/(k+1) >= 0.1: the plain mean of the logs
+            logs.append(math.log(t))
+            expected = math.exp(sum(logs) / len(logs))
+        else:  # from the 10th on, gamma's own weight: 0.9 * log(level) + 0.1 * log(t)
+            expected = math.exp(0.9 * math.log(expected) + 0.1 * math.log(t))
+        assert level == pytest.approx(expected, rel=1e-12), k
+    assert s.smoothed == len(targets)
+    # The count travels with the scheduler's state: a resumed run weighs its next target as the uninterrupted one.
+    _, fresh = make(lr=1.0, gamma=0.9, max_change=math.inf, lr_max=100.0, fast_start=False, smooth_by_count=True)
+    fresh.load_state_dict(s.state_dict())
+    assert fresh.smoothed == s.smoothed and fresh.level == s.level
+    # Without the option the first target already moves the level by gamma's weight only.
+    _, plain = make(lr=1.0, gamma=0.9, max_change=math.inf, lr_max=100.0, fast_start=False)
+    assert plain.apply_estimate(est(2.0), step=0) == pytest.approx(2.0**0.1)
+
+
+def test_smooth_by_count_starts_counting_when_the_fast_start_settles():
+    # The fast start takes its estimates whole and counts none; the level it settles at is the first sample.
+    opt, s = make(lr=0.01, gamma=0.9, max_change=2.0, smooth_by_count=True)
+    assert s.apply_estimate(est(1.0), step=0) == pytest.approx(0.02)  # outside the bound: doubled, not settled
+    assert not s.settled and s.smoothed == 0
+    assert s.apply_estimate(est(0.03), step=1) == pytest.approx(0.03)  # inside: taken whole, settles
+    assert s.settled and s.smoothed == 0
+    assert s.apply_estimate(est(0.06), step=2) == pytest.approx(math.sqrt(0.03 * 0.06))  # the first: weight 1/2
+    assert s.apply_estimate(est(0.025), step=3) == pytest.approx((0.03 * 0.06 * 0.025) ** (1 / 3))  # the second: 1/3
+
+
+def test_smooth_by_count_must_be_a_bool():
+    with pytest.raises(ValueError, match="gen_smooth_by_count must be True or False"):
+        make(lr=0.1, smooth_by_count="yes")
