@@ -38,7 +38,7 @@ RESULTS = HERE / "results"
 # the last; the tasks before that only reported the defaults, apart from the fast start's choice, made on all of them.
 # The fast start's jitter charge was chosen on every row then in the table (the fortunes fine-tune first); glosses was
 # added after it, and then chose, with the rest, the charge on every line; verbs was added after that, and chose,
-# with the rest, the lines' unit.
+# with the rest, the lines' unit; docstrings was added after that.
 SEEN = "seen when the defaults were last chosen"
 # (label, files, task in those files, what the task was used for)
 SOURCES = [
@@ -69,6 +69,12 @@ SOURCES = [
     # the peers ran into a file of their own, beside the grid's process
     ("verbs", ["suite_verbs.json", "suite_verbs_peers.json"], "verbs", SEEN),
     (
+        "docstrings",
+        ["suite_docstrings.json", "suite_docstrings_peers.json"],
+        "docstrings",
+        "held out: added after the last change",
+    ),
+    (
         "minilm, 3,000 steps",
         [
             "horizon_minilm_a.json",
@@ -98,6 +104,7 @@ KIND = {
     "fortunes": "pretrained fine-tune, 8 classes",
     "glosses": "pretrained fine-tune, 8 classes",
     "verbs": "pretrained fine-tune, 10 classes",
+    "docstrings": "pretrained fine-tune, 10 classes",
 }
 
 
