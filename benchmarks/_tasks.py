@@ -16,7 +16,8 @@ The wider suite adds MLPs on scikit-learn's other bundled tables, MiniLM on Shak
 play with LoRA), a code LM on the standard library, and ``fortunes``: MiniLM telling which of eight collections of
 Debian's ``fortunes`` package an entry comes from (the package's files, found or unpacked by :func:`fortunes_dir`), and
 ``glosses``: MiniLM telling which of eight supersenses a WordNet noun definition belongs to (Debian's ``wordnet-base``,
-by :func:`wordnet_dir`).
+by :func:`wordnet_dir`), ``verbs``: the same for ten supersenses of WordNet's verbs, and ``docstrings``: MiniLM telling
+which of ten packages of the running Python's standard library a function's or class's docstring comes from.
 """
 
 from __future__ import annotations

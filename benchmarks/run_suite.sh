@@ -23,7 +23,7 @@ export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 PY=${PYTHON:-python}
 Q="$PY benchmarks/quality.py --threads 1 --resume"
 PEERS="prodigy dadapt-adam schedulefree-adamw mechanic dog gen-optim"
-TASKS=${TASKS:-"digits gpt2 minilm diabetes cancer wine plays genres plays-lora code fortunes glosses verbs gpt2-3000 minilm-long"}
+TASKS=${TASKS:-"digits gpt2 minilm diabetes cancer wine plays genres plays-lora code fortunes glosses verbs docstrings gpt2-3000 minilm-long"}
 # five_seeds JSON MD TASK: GeN's default and the best grid point so far (as the suite's table picks it) on 5 seeds, for
 # the spread of a fine-tune over seeds
 five_seeds() {
@@ -80,6 +80,15 @@ for task in $TASKS; do
           gen-adamw-uncharged
       fi
       ;;
+    docstrings)
+      # Held out, added after the lines' unit became the default: the grids, the Trainer's defaults, the peers and
+      # GeN's default on 3 seeds; GeN's default and the best grid point on 5.
+      json=benchmarks/results/suite_docstrings.json
+      md=benchmarks/RESULTS_suite_docstrings.md
+      $Q --tasks $task --no-robustness --seeds 3 --json $json --markdown $md \
+        --families adamw-linear adamw-cosine-warmup trainer-default $PEERS gen-adamw
+      five_seeds $json $md $task
+      ;;
     gpt2-3000)
       # The long horizon: 15 times the profile's steps, on the grid around where the best lr moved. GeN on 2 seeds,
       # the two best linear points on 2, the rest on 1.
@@ -121,7 +130,7 @@ for task in $TASKS; do
       $Q $L --families dog $E
       ;;
     *)
-      echo "unknown task $task: pass some of digits gpt2 minilm diabetes cancer wine plays genres plays-lora code fortunes glosses verbs gpt2-3000 minilm-long" >&2
+      echo "unknown task $task: pass some of digits gpt2 minilm diabetes cancer wine plays genres plays-lora code fortunes glosses verbs docstrings gpt2-3000 minilm-long" >&2
       exit 2
       ;;
   esac
