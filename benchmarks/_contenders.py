@@ -103,7 +103,6 @@ FAMILIES = {
     "gen-adamw-count": "hf-gen GeN-AdamW with gen_smooth_by_count (once settled, the k-th smoothed line weighs at "
     "least 1/(k+1): the level is the mean of the settling level and the lines since until gen_gamma's memory is "
     "shorter)",
-    "gen-sgd-count": "hf-gen GeN-SGD with gen_smooth_by_count",
     "gen-adamw-start-charged": "hf-gen GeN-AdamW with gen_jitter_cost=False (only the fast start's lines charged "
     "with the jitter: the default before every line was)",
     "gen-adamw-uncharged": "hf-gen GeN-AdamW with gen_jitter_cost=False and gen_fast_start_jitter=False (no line "
@@ -190,7 +189,6 @@ GEN_VARIANTS = {
     "gen-adamw-start-batches": {"gen_fast_start_batches": GEN_INTERVAL, **LEVEL_UNIT},
     "gen-adamw-pace": {"gen_pace_unit": True},
     "gen-adamw-count": {"gen_smooth_by_count": True},
-    "gen-sgd-count": {"gen_smooth_by_count": True},
     "gen-adamw-confirm": {"gen_fast_start_confirm": True, **LAST},
     "gen-adamw-grow": {"gen_grow_windows": True, **LAST},
     "gen-adamw-jitter": {**LAST, "gen_jitter_cost": True},  # after LAST, whose gen_jitter_cost is False
