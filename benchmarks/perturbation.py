@@ -65,7 +65,7 @@ def perturbed(model: torch.nn.Module, scale: float, generator_seed: int) -> torc
     return model
 
 
-def run_task(name: str, contenders: list[Contender], seeds: int, perturbations: int, scale: float) -> list[dict]:
+def run_task(name: str, contenders: list[Contender], seeds: list[int], perturbations: int, scale: float) -> list[dict]:
     task = build_task(name, PROFILES[name]["steps"], **PROFILES[name]["options"])
     unperturbed = task.model
     records = []
@@ -75,7 +75,7 @@ def run_task(name: str, contenders: list[Contender], seeds: int, perturbations: 
             task.model = (
                 unperturbed if k == 0 else (lambda seed, k=k: perturbed(unperturbed(seed), scale, 7919 * k + seed))
             )
-            for seed in range(seeds):
+            for seed in seeds:
                 for contender in contenders:
                     record = run_contender(contender, task, seed, workdir)
                     records.append(
@@ -187,7 +187,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--tasks", nargs="+", default=["digits", "diabetes", "cancer", "wine"], choices=sorted(BEST_GRID)
     )
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="run seeds 0 to N - 1")
+    parser.add_argument(
+        "--seed-list", type=int, nargs="+", metavar="SEED", help="run these seeds instead (e.g. a suite row's worst)"
+    )
     parser.add_argument("--perturbations", type=int, default=4)
     parser.add_argument("--scale", type=float, default=2.0**-23)
     parser.add_argument(
@@ -221,6 +224,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.seeds < 1 or args.perturbations < 1 or not args.scale > 0:
         parser.error("--seeds and --perturbations must be at least 1, and --scale positive")
+    if args.seed_list is not None and (min(args.seed_list) < 0 or len(set(args.seed_list)) != len(args.seed_list)):
+        parser.error(f"--seed-list takes distinct seeds >= 0; got {args.seed_list}")
+    seeds = args.seed_list if args.seed_list is not None else list(range(args.seeds))
     if args.gen_family not in GEN_VARIANTS:
         parser.error(f"--gen-family takes one of {', '.join(GEN_VARIANTS)}; got {args.gen_family!r}")
     best = dict(BEST_GRID)
@@ -235,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
         contenders = [Contender(args.gen_family, TRAINER_DEFAULT_LR)]
         if not args.gen_only:
             contenders.append(parse_contender(best[name]))
-        records += run_task(name, contenders, args.seeds, args.perturbations, args.scale)
+        records += run_task(name, contenders, seeds, args.perturbations, args.scale)
     meta = {
         "commands": ["python benchmarks/perturbation.py " + " ".join(argv if argv is not None else sys.argv[1:])],
         "scale": args.scale,

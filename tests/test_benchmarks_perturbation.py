@@ -80,3 +80,17 @@ def test_a_bad_contender_says_what_to_pass(capsys):
     with pytest.raises(SystemExit):
         perturbation.main(["--contender", "digits:adamw-linear"])
     assert "TASK=FAMILY@LR" in capsys.readouterr().err
+
+
+def test_a_seed_list_runs_those_seeds_only(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(perturbation.PROFILES, "digits", {"steps": 6, "options": {}})
+    out = tmp_path / "p.json"
+    perturbation.main(["--tasks", "digits", "--seed-list", "2", "--perturbations", "1", "--gen-only", "--json",
+                       str(out), "--markdown", str(tmp_path / "p.md"),
+                       "--threads", str(torch.get_num_threads())])  # fmt: skip
+    records = json.loads(out.read_text())["records"]
+    assert sorted((r["seed"], r["perturbation"]) for r in records) == [(2, 0), (2, 1)]
+    for bad in (["3", "3"], ["-1"]):
+        with pytest.raises(SystemExit):
+            perturbation.main(["--tasks", "digits", "--seed-list", *bad])
+        assert "--seed-list takes distinct seeds >= 0" in capsys.readouterr().err
