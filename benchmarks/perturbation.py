@@ -29,24 +29,22 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import suite_table  # noqa: E402
 from _contenders import GEN_VARIANTS, TRAINER_DEFAULT_LR, Contender, run_contender  # noqa: E402
 from _tasks import build_task  # noqa: E402
 from quality import FULL, SUITE  # noqa: E402
 
 PROFILES = {**FULL, **SUITE}  # steps and builder options per task, as quality.py runs them
-# The best point of each task's AdamW grid in the suite table (benchmarks/RESULTS_suite.md).
-BEST_GRID = {
-    "digits": "adamw-cosine-warmup@0.03",
-    "diabetes": "adamw-cosine-warmup@0.0003",
-    "cancer": "adamw-linear@0.0003",
-    "wine": "adamw-cosine@0.01",
-    "gpt2": "adamw-linear@0.001",
-    "minilm": "adamw-linear@0.0003",
-    "plays-lora": "adamw-cosine-warmup@0.003",
-    "minilm-long": "adamw-linear@0.0001",
-    "fortunes": "adamw-linear@0.0003",
-    "glosses": "adamw-linear@0.0003",
-}
+
+
+def best_grid_point(task: str) -> str | None:
+    """The task's best AdamW grid point as the suite table picks it (``suite_table.row``), at the horizon this script
+    runs the task at; None when no results file has that row."""
+    for label, files, name, use in suite_table.SOURCES:
+        block = suite_table.load([suite_table.RESULTS / f for f in files], name) if name == task else None
+        if block is not None and block["config"]["steps"] == PROFILES[task]["steps"]:
+            return suite_table.row(label, block, use)["best"]
+    return None
 
 
 def parse_contender(text: str) -> Contender:
@@ -185,7 +183,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--tasks", nargs="+", default=["digits", "diabetes", "cancer", "wine"], choices=sorted(BEST_GRID)
+        "--tasks", nargs="+", default=["digits", "diabetes", "cancer", "wine"], choices=sorted(PROFILES)
     )
     parser.add_argument("--seeds", type=int, default=3, help="run seeds 0 to N - 1")
     parser.add_argument(
@@ -229,12 +227,19 @@ def main(argv: list[str] | None = None) -> None:
     seeds = args.seed_list if args.seed_list is not None else list(range(args.seeds))
     if args.gen_family not in GEN_VARIANTS:
         parser.error(f"--gen-family takes one of {', '.join(GEN_VARIANTS)}; got {args.gen_family!r}")
-    best = dict(BEST_GRID)
+    best = {}
     for item in args.contender:
         task, sep, contender = item.partition("=")
-        if not sep or task not in BEST_GRID or "@" not in contender:
-            parser.error(f"--contender takes TASK=FAMILY@LR with TASK one of {sorted(BEST_GRID)}; got {item!r}")
+        if not sep or task not in PROFILES or "@" not in contender:
+            parser.error(f"--contender takes TASK=FAMILY@LR with TASK one of {sorted(PROFILES)}; got {item!r}")
         best[task] = contender
+    for task in [] if args.gen_only else args.tasks:
+        best[task] = best.get(task) or best_grid_point(task)
+        if best[task] is None:
+            parser.error(
+                f"no results file has {task}'s grid at {PROFILES[task]['steps']} steps to take its best point from; "
+                f"pass --contender {task}=FAMILY@LR, or --gen-only"
+            )
     torch.set_num_threads(args.threads)
     records = []
     for name in args.tasks:

@@ -64,6 +64,7 @@ def test_a_real_run_and_its_render(tmp_path, monkeypatch):
     monkeypatch.setitem(perturbation.PROFILES, "digits", {"steps": 12, "options": {}})
     out = tmp_path / "p.json"
     perturbation.main(["--tasks", "digits", "--seeds", "1", "--perturbations", "1", "--json", str(out),
+                       "--contender", "digits=adamw-cosine-warmup@0.03",  # the row's best point (at 300 steps)
                        "--markdown", str(tmp_path / "p.md"),
                        "--threads", str(torch.get_num_threads())])  # keeps the process thread count  # fmt: skip
     data = json.loads(out.read_text())
@@ -94,3 +95,24 @@ def test_a_seed_list_runs_those_seeds_only(tmp_path, monkeypatch, capsys):
         with pytest.raises(SystemExit):
             perturbation.main(["--tasks", "digits", "--seed-list", *bad])
         assert "--seed-list takes distinct seeds >= 0" in capsys.readouterr().err
+
+
+def test_the_default_grid_point_is_the_suite_tables():
+    # RESULTS_suite.md, written by suite_table.py, names each row's best grid point in its fifth column
+    table = (perturbation.HERE / "RESULTS_suite.md").read_text().splitlines()
+    named = {}
+    for line in table:
+        cells = [c.strip() for c in line.split("|")[1:-1]]
+        if len(cells) > 4 and "@" in cells[4]:
+            named[cells[0]] = cells[4].split(" (")[0]
+    rows = {"minilm-long": "minilm, 3,000 steps"}
+    assert len(named) == 16
+    for task in perturbation.PROFILES:
+        assert perturbation.best_grid_point(task) == named[rows.get(task, task)], task
+
+
+def test_a_task_without_a_grid_says_what_to_pass(monkeypatch, capsys):
+    monkeypatch.setitem(perturbation.PROFILES, "digits", {"steps": 7, "options": {}})
+    with pytest.raises(SystemExit):
+        perturbation.main(["--tasks", "digits"])
+    assert "pass --contender digits=FAMILY@LR, or --gen-only" in capsys.readouterr().err
