@@ -199,8 +199,12 @@ def main(argv: list[str] | None = None) -> None:
         help="replace a task's best grid point (default: the suite table's)",
     )
     parser.add_argument("--gen-family", default="gen-adamw", help="the GeN family to run (default: the defaults)")
-    parser.add_argument(
+    alone = parser.add_mutually_exclusive_group()
+    alone.add_argument(
         "--gen-only", action="store_true", help="run GeN alone (the comparison with the grid point is then left out)"
+    )
+    alone.add_argument(
+        "--grid-only", action="store_true", help="run the grid point alone (its own spread, beside a GeN run's file)"
     )
     parser.add_argument("--json", default=str(HERE / "results" / "perturbation.json"))
     parser.add_argument("--markdown", default=str(HERE / "RESULTS_perturbation.md"))
@@ -243,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     records = []
     for name in args.tasks:
-        contenders = [Contender(args.gen_family, TRAINER_DEFAULT_LR)]
+        contenders = [] if args.grid_only else [Contender(args.gen_family, TRAINER_DEFAULT_LR)]
         if not args.gen_only:
             contenders.append(parse_contender(best[name]))
         records += run_task(name, contenders, seeds, args.perturbations, args.scale)

@@ -116,3 +116,17 @@ def test_a_task_without_a_grid_says_what_to_pass(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         perturbation.main(["--tasks", "digits"])
     assert "pass --contender digits=FAMILY@LR, or --gen-only" in capsys.readouterr().err
+
+
+def test_grid_only_runs_the_grid_point_alone(tmp_path, monkeypatch):
+    monkeypatch.setitem(perturbation.PROFILES, "digits", {"steps": 6, "options": {}})
+    out = tmp_path / "p.json"
+    perturbation.main(["--tasks", "digits", "--seed-list", "1", "--perturbations", "1", "--grid-only",
+                       "--contender", "digits=adamw-linear@0.01", "--json", str(out), "--markdown",
+                       str(tmp_path / "p.md"), "--threads", str(torch.get_num_threads())])  # fmt: skip
+    records = json.loads(out.read_text())["records"]
+    assert {(r["contender"], r["seed"], r["perturbation"]) for r in records} == {
+        ("adamw-linear@0.01", 1, 0), ("adamw-linear@0.01", 1, 1)
+    }  # fmt: skip
+    with pytest.raises(SystemExit):
+        perturbation.main(["--tasks", "digits", "--gen-only", "--grid-only"])
