@@ -96,13 +96,14 @@ FAMILIES = {
     "dog": "DoG (defaults), evaluated on its polynomial-decay iterate average as its authors recommend",
     "gen-optim": "gen-optim 0.1.1 (authors' GeN, AdamW, lazy_freq 4)",
     "gen-adamw": "hf-gen GeN-AdamW (defaults: every window line in units of the lr its steps ran at and charged "
-    "with the jitter; a window that lost ground is taken back; ends on the mean of the last 20% of the steps' "
-    "weights)",
+    "with the jitter; once settled, the k-th smoothed line weighs at least 1/(k+1); a window that lost ground is "
+    "taken back; ends on the mean of the last 20% of the steps' weights)",
+    "gen-adamw-uncounted": "hf-gen GeN-AdamW with gen_smooth_by_count=False (plain smoothing from the first settled "
+    "line: the default before the count)",
     "gen-adamw-level-unit": "hf-gen GeN-AdamW with gen_pace_unit=False (each window line in units of the level at "
     "its close: the default before the lines' unit was the lr their steps ran at)",
-    "gen-adamw-count": "hf-gen GeN-AdamW with gen_smooth_by_count (once settled, the k-th smoothed line weighs at "
-    "least 1/(k+1): the level is the mean of the settling level and the lines since until gen_gamma's memory is "
-    "shorter)",
+    "gen-adamw-count": "hf-gen GeN-AdamW with gen_smooth_by_count=True (once settled, the k-th smoothed line "
+    "weighs at least 1/(k+1): the option's name before it became the default)",
     "gen-adamw-start-charged": "hf-gen GeN-AdamW with gen_jitter_cost=False (only the fast start's lines charged "
     "with the jitter: the default before every line was)",
     "gen-adamw-uncharged": "hf-gen GeN-AdamW with gen_jitter_cost=False and gen_fast_start_jitter=False (no line "
@@ -112,6 +113,7 @@ FAMILIES = {
     "gen-adamw-last": "hf-gen GeN-AdamW with gen_tail_average=0 and gen_undo_lost_windows=False (ends on the last "
     "iterate: the default before the tail average)",
     "gen-sgd": "hf-gen GeN-SGD (defaults, momentum 0.9)",
+    "gen-sgd-uncounted": "hf-gen GeN-SGD with gen_smooth_by_count=False (momentum 0.9; the default before the count)",
     "gen-sgd-level-unit": "hf-gen GeN-SGD with gen_pace_unit=False (momentum 0.9; the default before the lines' "
     "unit was the lr their steps ran at)",
     "gen-sgd-start-charged": "hf-gen GeN-SGD with gen_jitter_cost=False (momentum 0.9; the default before every "
@@ -164,20 +166,23 @@ FAMILIES = {
 # The families measured before a default changed keep what they ran with: each window line in units of the level at
 # its close (LEVEL_UNIT), only the fast start's lines charged with the jitter (START_CHARGED), no line charged
 # (UNCHARGED), no window taken back (KEEP), and the options measured before the tail average ending on the last
-# iterate (LAST).
-LEVEL_UNIT = {"gen_pace_unit": False}
+# iterate (LAST); all of them, and the options measured before the count, smooth plainly (UNCOUNTED).
+UNCOUNTED = {"gen_smooth_by_count": False}
+LEVEL_UNIT = {"gen_pace_unit": False, **UNCOUNTED}
 START_CHARGED = {"gen_jitter_cost": False, **LEVEL_UNIT}
 UNCHARGED = {"gen_fast_start_jitter": False, **START_CHARGED}
 KEEP = {"gen_undo_lost_windows": False, **UNCHARGED}
 LAST = {"gen_tail_average": 0.0, **KEEP}
 GEN_VARIANTS = {
     "gen-adamw": {},
+    "gen-adamw-uncounted": UNCOUNTED,
     "gen-adamw-level-unit": LEVEL_UNIT,
     "gen-adamw-start-charged": START_CHARGED,
     "gen-adamw-uncharged": UNCHARGED,
     "gen-adamw-keep": KEEP,
     "gen-adamw-last": LAST,
     "gen-sgd": {},
+    "gen-sgd-uncounted": UNCOUNTED,
     "gen-sgd-level-unit": LEVEL_UNIT,
     "gen-sgd-start-charged": START_CHARGED,
     "gen-sgd-uncharged": UNCHARGED,
@@ -187,7 +192,7 @@ GEN_VARIANTS = {
     "gen-adamw-cooldown": {"gen_decay": "cooldown", **KEEP},
     "gen-adamw-batches": {"gen_fast_start_batches": GEN_INTERVAL, **LAST},
     "gen-adamw-start-batches": {"gen_fast_start_batches": GEN_INTERVAL, **LEVEL_UNIT},
-    "gen-adamw-pace": {"gen_pace_unit": True},
+    "gen-adamw-pace": {"gen_pace_unit": True, **UNCOUNTED},
     "gen-adamw-count": {"gen_smooth_by_count": True},
     "gen-adamw-confirm": {"gen_fast_start_confirm": True, **LAST},
     "gen-adamw-grow": {"gen_grow_windows": True, **LAST},
@@ -196,9 +201,9 @@ GEN_VARIANTS = {
     "gen-adamw-progress": {"gen_raise_needs_progress": True, **UNCHARGED},
     "gen-adamw-lower": {"gen_lower_at_once": True, **UNCHARGED},
     "gen-adamw-jitter-tail": {"gen_jitter_cost": True, **LEVEL_UNIT},
-    "gen-adamw-same": {"gen_probe_batch": "same"},
+    "gen-adamw-same": {"gen_probe_batch": "same", **UNCOUNTED},
     "gen-adamw-averages": {"gen_probe_batch": "averages", "gen_decay": "cosine", **KEEP},
-    "gen-adamw-next": {"gen_probe_batch": "next"},
+    "gen-adamw-next": {"gen_probe_batch": "next", **UNCOUNTED},
     "gen-adamw-averages-next": {
         "gen_probe_batch": "averages",
         "gen_fast_start_lines": "next",
@@ -208,7 +213,12 @@ GEN_VARIANTS = {
     "gen-adamw-windows": {"gen_fast_start_lines": "windows", "gen_decay": "cosine", **KEEP},
     # adaptive recompute acts on one-step lines (the window lines are measured once per window, and refuse it)
     **{
-        f"gen-adamw-adaptive{cap}": {"gen_interval": GEN_INTERVAL, "gen_max_interval": cap, "gen_probe_batch": "next"}
+        f"gen-adamw-adaptive{cap}": {
+            "gen_interval": GEN_INTERVAL,
+            "gen_max_interval": cap,
+            "gen_probe_batch": "next",
+            **UNCOUNTED,
+        }
         for cap in ADAPTIVE_CAPS
     },
 }

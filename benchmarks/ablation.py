@@ -71,6 +71,7 @@ VARIANTS = {
     "charge=off": {"gen_jitter_cost": False, "gen_fast_start_jitter": False},  # no line charged (the one before)
     "lower=on": {"gen_lower_at_once": True},  # once settled, a lower level taken at once, only raises smoothed
     "pace=off": {"gen_pace_unit": False},  # each window line in units of the level at its close (the default before)
+    "count=off": {"gen_smooth_by_count": False},  # plain smoothing from the first settled line (the default before)
     # adaptive recompute (not a default): the gap doubles after each steady update up to the cap, as in quality.py
     **{f"max_interval={cap}": GEN_VARIANTS[f"gen-adamw-adaptive{cap}"] for cap in ADAPTIVE_CAPS},
 }

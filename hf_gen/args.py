@@ -99,7 +99,7 @@ class GeNTrainingArguments(TrainingArguments):
         gen_lower_at_once: Smooth only raises of the level: a lower target is taken at once (within the change bound).
         gen_smooth_by_count: Once settled, weigh the ``k``-th smoothed estimate by at least ``1 / (k + 1)``: the level
             is the geometric mean of the level the fast start settled at and the estimates since, until ``gen_gamma``'s
-            memory is the shorter.
+            memory is the shorter. Default: on (off: plain smoothing from the first settled estimate).
         gen_decay: Annealing shape composed with the level: ``"none"``, ``"cosine"``, ``"linear"`` or
             ``"cooldown"`` (constant, then down to 0 over the last 20% of the run). Default:
             ``"none"`` with ``"averages"`` (its window lines lower the level themselves late in a run), ``"cosine"``
@@ -203,10 +203,11 @@ class GeNTrainingArguments(TrainingArguments):
         "lr / gen_max_change), one above it is smoothed by gen_gamma as usual.",
     )
     gen_smooth_by_count: bool = _option(
-        False,
+        True,
         "Once settled, the k-th smoothed estimate gets a weight of at least 1/(k+1): the level is the geometric mean "
         "of the level the fast start settled at and the estimates since, until gen_gamma's own weight is larger. The "
-        "settling level is one estimate; plain smoothing weighs it as the mean of about 1/(1 - gen_gamma) of them.",
+        "settling level is one estimate; plain smoothing (False) weighs it as the mean of about 1/(1 - gen_gamma) of "
+        "them. A checkpoint saved by an hf-gen release before this option resumes with plain smoothing, as it ran.",
     )
     gen_decay: str | None = _option(
         None,

@@ -192,7 +192,7 @@ class GeNScheduler(LRScheduler):
         fast_start: bool = True,
         fast_decrease: bool = False,
         lower_at_once: bool = False,
-        smooth_by_count: bool = False,
+        smooth_by_count: bool = True,
         decay: str = "cosine",
         num_training_steps: int | None = None,
         last_epoch: int = -1,
@@ -239,6 +239,11 @@ class GeNScheduler(LRScheduler):
         # not tried again, so the level stays at or below it from then on.
         self.undo_ceiling = math.inf
         super().__init__(optimizer, last_epoch)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore a saved scheduler. Its saved settings are the run's: a checkpoint saved by an hf-gen release before
+        ``smooth_by_count`` smoothed plainly, and resumes so (the option off, its count at 0)."""
+        super().load_state_dict({"smooth_by_count": False, "smoothed": 0, **state_dict})
 
     # ---- schedule ----------------------------------------------------------------------------
 

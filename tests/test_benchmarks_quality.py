@@ -186,13 +186,21 @@ def test_gen_families_set_their_arguments(tmp_path):
         assert isinstance(trainer.args, GeNTrainingArguments) and trainer.args.lr_scheduler_type == "gen"
         # hf-gen's defaults as they resolve with the family's own arguments (the decay shape follows the probe)
         expected = GeNTrainingArguments(output_dir=str(tmp_path), lr_scheduler_type="gen", **variant)
-        for name in ("gen_interval", "gen_max_interval", "gen_decay", "gen_probe_batch", "gen_fast_start_lines"):
+        names = ("gen_interval", "gen_max_interval", "gen_decay", "gen_probe_batch", "gen_fast_start_lines")
+        for name in (*names, "gen_smooth_by_count", "gen_pace_unit"):
             assert getattr(trainer.args, name) == getattr(expected, name), (family, name)
     assert GEN_VARIANTS["gen-adamw-adaptive16"] == {
         "gen_interval": 4,
         "gen_max_interval": 16,
         "gen_probe_batch": "next",
+        "gen_smooth_by_count": False,
     }
+    # the families measured before the count keep plain smoothing; the default and its old option name count
+    for family in ("gen-adamw-uncounted", "gen-sgd-uncounted", "gen-adamw-level-unit", "gen-adamw-last"):
+        assert GEN_VARIANTS[family]["gen_smooth_by_count"] is False, family
+    for family in ("gen-adamw", "gen-adamw-count", "gen-sgd"):
+        trainer, _ = _make_trainer(Contender(family, 5e-5), task, 0, str(tmp_path / f"{family}-c"), task.model(0))
+        assert trainer.args.gen_smooth_by_count is True, family
     # the previous default's runs, and the variants run under it, keep the cosine shape they ran with
     for family in ("gen-adamw-cosine", "gen-adamw-averages-next", "gen-adamw-windows", "gen-adamw-same"):
         trainer, _ = _make_trainer(Contender(family, 5e-5), task, 0, str(tmp_path / family), task.model(0))

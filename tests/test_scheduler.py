@@ -11,11 +11,11 @@ from hf_gen.scheduler import GEN_SETTINGS, GeNEstimateError, GeNScheduler
 
 
 def make(lr=0.1, ratio=0.25, **kwargs):
-    """A scheduler on two param groups; the rules under test are the level's, so no shape and no ceiling unless
-    asked for."""
+    """A scheduler on two param groups; the rules under test are the level's, so no shape, no ceiling and plain
+    smoothing (gamma's weight from the first settled estimate, not the count's) unless asked for."""
     a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
     opt = torch.optim.SGD([{"params": [a], "lr": lr}, {"params": [b], "lr": lr * ratio}], lr=lr)
-    return opt, GeNScheduler(opt, **{"decay": "none", "lr_max": math.inf, **kwargs})
+    return opt, GeNScheduler(opt, **{"decay": "none", "lr_max": math.inf, "smooth_by_count": False, **kwargs})
 
 
 def test_defaults_used_alone_are_the_arguments_defaults():
@@ -410,8 +410,31 @@ def test_smooth_by_count_weighs_the_kth_settled_target_by_one_over_k_plus_one():
     fresh.load_state_dict(s.state_dict())
     assert fresh.smoothed == s.smoothed and fresh.level == s.level
     # Without the option the first target already moves the level by gamma's weight only.
-    _, plain = make(lr=1.0, gamma=0.9, max_change=math.inf, lr_max=100.0, fast_start=False)
+    _, plain = make(lr=1.0, gamma=0.9, max_change=math.inf, lr_max=100.0, fast_start=False, smooth_by_count=False)
     assert plain.apply_estimate(est(2.0), step=0) == pytest.approx(2.0**0.1)
+
+
+def test_a_checkpoint_from_before_smooth_by_count_resumes_with_plain_smoothing():
+    # A release before the option saved neither the flag nor the count; its run smoothed plainly, and goes on so
+    # under today's default (on): the next settled target weighs gamma's 0.1, not the count's 1/2.
+    _, old = make(lr=1.0, gamma=0.9, max_change=math.inf, lr_max=100.0, fast_start=False, smooth_by_count=False)
+    old.apply_estimate(est(2.0), step=0)
+    saved = old.state_dict()
+    del saved["smooth_by_count"], saved["smoothed"]
+    buffer = io.BytesIO()
+    torch.save(saved, buffer)
+    buffer.seek(0)
+    _, resumed = make(lr=1.0, gamma=0.9, max_change=math.inf, lr_max=100.0, fast_start=False, smooth_by_count=True)
+    resumed.load_state_dict(torch.load(buffer, weights_only=False))
+    assert not resumed.smooth_by_count and resumed.smoothed == 0
+    level = resumed.level
+    assert resumed.apply_estimate(est(4.0), step=4) == pytest.approx(level**0.9 * 4.0**0.1, rel=1e-12)
+    # A checkpoint that has them keeps them.
+    _, counted = make(lr=1.0, gamma=0.9, max_change=math.inf, lr_max=100.0, fast_start=False, smooth_by_count=True)
+    counted.apply_estimate(est(2.0), step=0)
+    again = make(lr=1.0, gamma=0.9, max_change=math.inf, lr_max=100.0, fast_start=False, smooth_by_count=False)[1]
+    again.load_state_dict(counted.state_dict())
+    assert again.smooth_by_count and again.smoothed == 1
 
 
 def test_smooth_by_count_starts_counting_when_the_fast_start_settles():

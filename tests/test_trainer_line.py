@@ -644,23 +644,34 @@ def test_only_the_fast_starts_lines_charged_with_the_jitter_cost_match_the_repla
     assert sum(trace[k]["jitter_cost"] > 0 for k in charged) >= 1 and len(trace) >= len(charged) + 8
 
 
-def test_growing_windows_keep_the_smoothing_memory_in_steps(tmp_path):
+@pytest.mark.parametrize("by_count", [False, True])
+def test_growing_windows_keep_the_smoothing_memory_in_steps(tmp_path, by_count):
     # Each settled line folds its estimate in with gamma ** (window / interval): the level keeps the same memory in
-    # steps whether its windows are 4, 8 or 16 steps long. Closed form on the trace's own estimates and levels.
+    # steps whether its windows are 4, 8 or 16 steps long. With gen_smooth_by_count (the default) the k-th update
+    # after the one that settled weighs at least 1 / (k + 1), so the old level's weight is min(gamma ** (window /
+    # interval), k / (k + 1)). Closed form on the trace's own estimates and levels.
     args = gen_args(tmp_path, learning_rate=3e-2, max_steps=160, gen_probe_batch="averages", gen_interval=2,
-                    gen_window=16, gen_grow_windows=True, per_device_train_batch_size=8)  # fmt: skip
+                    gen_window=16, gen_grow_windows=True, per_device_train_batch_size=8,
+                    gen_smooth_by_count=by_count)  # fmt: skip
     GeNTrainer(model=MLP(seed=0), args=args, train_dataset=Regression(n=256)).train()
     trace = read_trace(tmp_path)
-    checked = set()
-    for before, record in zip(trace, trace[1:], strict=False):
-        if before["interval"] == 1 or record["fallback"] is not None:
+    settling = next(i for i, record in enumerate(trace) if record["interval"] > 1)
+    checked, counted = set(), set()
+    for k, (before, record) in enumerate(zip(trace[settling:], trace[settling + 1 :], strict=False), start=1):
+        if record["fallback"] is not None:
             continue
         span, level = record["step"] - before["step"], before["lr"]
         target = min(max(record["alpha_star"], level / args.gen_max_change), level * args.gen_max_change)
         smoothing = args.gen_gamma ** (span / args.gen_interval)
-        assert record["lr"] == pytest.approx(level**smoothing * target ** (1 - smoothing), rel=1e-9)
+        if by_count and k / (k + 1) < smoothing:
+            smoothing = k / (k + 1)
+            counted.add(k)
+        assert record["lr"] == pytest.approx(level**smoothing * target ** (1 - smoothing), rel=1e-9), k
         checked.add(span)
     assert {4, 8, 16} <= checked
+    # the count binds on the first line after settling (1/2 against 0.9 ** 2); from the second on, the windows' own
+    # memory (0.9 ** 4 and shorter) is already the shorter
+    assert counted == {1} if by_count else not counted
 
 
 @pytest.mark.parametrize("name", ["sgd_nesterov_wd", "adamw"])
