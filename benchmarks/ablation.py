@@ -73,7 +73,13 @@ VARIANTS = {
     "pace=off": {"gen_pace_unit": False},  # each window line in units of the level at its close (the default before)
     "count=off": {"gen_smooth_by_count": False},  # plain smoothing from the first settled line (the default before)
     # adaptive recompute (not a default): the gap doubles after each steady update up to the cap, as in quality.py
-    **{f"max_interval={cap}": GEN_VARIANTS[f"gen-adamw-adaptive{cap}"] for cap in ADAPTIVE_CAPS},
+    # (whose families keep the plain smoothing they were measured with; here only the recompute's levers change)
+    **{
+        f"max_interval={cap}": {
+            k: v for k, v in GEN_VARIANTS[f"gen-adamw-adaptive{cap}"].items() if k != "gen_smooth_by_count"
+        }
+        for cap in ADAPTIVE_CAPS
+    },
 }
 SWEEP = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
 # quality.py's profile and its wider suite (a suite task's grid is in its own results file: pass it as --quality)

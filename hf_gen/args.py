@@ -86,7 +86,8 @@ class GeNTrainingArguments(TrainingArguments):
         gen_max_interval: Adaptive recompute of one-step lines (``"next"``, ``"same"``; refused with ``"averages"``):
             the gap doubles after each update whose estimate lands inside the bound, up to this many steps, and drops
             back to ``gen_interval`` on any other outcome. ``None``: fixed.
-        gen_gamma: Smoothing in ``[0, 1)``: the level moves as ``level**gamma * target**(1 - gamma)``.
+        gen_gamma: Smoothing in ``[0, 1)``: the level moves as ``level**gamma * target**(1 - gamma)`` (``gamma`` at
+            most ``k / (k + 1)`` on the ``k``-th settled update with ``gen_smooth_by_count``).
         gen_max_change: Per-update bound: each target lies in ``[lr / c, lr * c]``.
         gen_lr_min: Absolute lower bound on group 0's lr.
         gen_lr_max: Absolute upper bound on group 0's lr.
@@ -163,7 +164,9 @@ class GeNTrainingArguments(TrainingArguments):
         "(gen_probe_batch='next' or 'same'): the window lines are measured once per window (gen_window).",
     )
     gen_gamma: float = _option(
-        0.9, "Smoothing of the lr in [0, 1): the level moves as level**gamma * estimate**(1 - gamma)."
+        0.9,
+        "Smoothing of the lr in [0, 1): the level moves as level**gamma * estimate**(1 - gamma) (gamma at most "
+        "k/(k+1) on the k-th update after the fast start settles, with gen_smooth_by_count).",
     )
     gen_max_change: float = _option(
         2.0, "Bound on one update: each estimate is clipped to [lr / max_change, lr * max_change] (>= 1; inf = none)."
@@ -207,7 +210,10 @@ class GeNTrainingArguments(TrainingArguments):
         "Once settled, the k-th smoothed estimate gets a weight of at least 1/(k+1): the level is the geometric mean "
         "of the level the fast start settled at and the estimates since, until gen_gamma's own weight is larger. The "
         "settling level is one estimate; plain smoothing (False) weighs it as the mean of about 1/(1 - gen_gamma) of "
-        "them. A checkpoint saved by an hf-gen release before this option resumes with plain smoothing, as it ran.",
+        "them. Without a fast start, learning_rate is that first estimate. It binds only while k/(k+1) is below the "
+        "window's own weight (gen_gamma ** (window / gen_interval)): the first few lines of a run of a few hundred "
+        "steps, none at thousands. A checkpoint saved by an hf-gen release before this option resumes with plain "
+        "smoothing, as it ran.",
     )
     gen_decay: str | None = _option(
         None,

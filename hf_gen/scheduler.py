@@ -18,8 +18,10 @@ turns the raw estimate ``a*`` (in lr units of group 0) into
     target = clip(a*, level / max_change, level * max_change),   level_new = level**gamma * target**(1 - gamma),
 
 clamped to ``[lr_min, lr_max]`` (an unusable estimate has a bound as its target when it says which way to go; see
-:func:`next_level`): GeN sets the level, the shape anneals it (with a shape, the applied lr
-tracks ``a* * shape(t)``, as in the authors' examples that scale each new estimate by 1 - t/T). Until the
+:func:`next_level`). With ``smooth_by_count`` (the default) the ``k``-th update after the fast start settles uses
+``min(gamma, k / (k + 1))``: the level it settled on counts as one estimate. GeN sets the level, the shape anneals
+it (with a shape, the applied lr tracks ``a* * shape(t)``, as in the authors' examples that scale each new estimate
+by 1 - t/T). Until the
 first estimate that falls inside the change bound ("fast start", on by default) the smoothing is skipped and
 the lr is recomputed every step, so a start that is orders of magnitude off reaches the estimate in a few
 steps instead of never. Within such a step the line may also have been searched (``hf_gen.core.search_line``);
@@ -149,7 +151,8 @@ class GeNScheduler(LRScheduler):
             lands inside the change bound (the lr is steady), the gap doubles, up to ``max_interval``; any other
             outcome (a clipped estimate, a fallback) sets it back to ``interval``. ``None`` (or equal to
             ``interval``): a fixed interval.
-        gamma: Smoothing of the lr, in ``[0, 1)``: the weight of the old lr in each (geometric) update.
+        gamma: Smoothing of the lr, in ``[0, 1)``: the weight of the old lr in each (geometric) update (at most
+            ``k / (k + 1)`` on the ``k``-th settled update with ``smooth_by_count``).
         max_change: Each new estimate is clipped to ``[lr / max_change, lr * max_change]`` (>= 1).
         lr_min: Absolute lower bound on group 0's lr.
         lr_max: Absolute upper bound on group 0's lr.
@@ -171,7 +174,7 @@ class GeNScheduler(LRScheduler):
             ``gamma``'s own weight is larger. The level the fast start settles at is one estimate, not the mean of
             many; folding the first settled estimates in with ``1 - gamma`` weighs it as if it were the mean of about
             ``1 / (1 - gamma)`` of them (the same correction as Adam's for its moments' start, here for a start at one
-            sample rather than at zero).
+            sample rather than at zero). Without a fast start the starting lr is that first sample.
         decay: Annealing shape composed with the GeN level: ``"none"``, ``"linear"``, ``"cosine"`` or ``"cooldown"``
             (constant, then ``1 - sqrt`` over the last ``COOLDOWN_FRACTION`` of the run).
         num_training_steps: Total optimizer steps (needed by ``decay``).
@@ -447,7 +450,7 @@ def validate_gen_settings(
     fast_decrease: bool,
     decay: str,
     lower_at_once: bool = False,
-    smooth_by_count: bool = False,
+    smooth_by_count: bool = True,
 ) -> None:
     """Check the scheduler's settings (``GEN_SETTINGS``); raise ``ValueError`` saying what to pass instead."""
     flags = (

@@ -58,6 +58,15 @@ def test_spreads_and_the_comparison_match_their_closed_forms():
         1.6 / 1.5 - 1
     )
     assert against[last]["low"] == against[last]["high"] == pytest.approx(-0.5)  # only the pairs both ran
+    # a task merged from files run when another grid point was best: each GeN run against each grid point it shares
+    # (seed, perturbation) runs with, and a grid point with none left out
+    other, lone = "adamw-cosine-warmup@0.03", "adamw-cosine@0.1"
+    records += [{"task": "t", "contender": other, "seed": s, "perturbation": 0, "eval_loss": 3.0} for s in (0, 1)]
+    records += [{"task": "t", "contender": lone, "seed": 7, "perturbation": 0, "eval_loss": 1.0}]
+    pairs = {(row["gen"], row["best"]): row for row in perturbation.against_best(records)}
+    assert set(pairs) == {(gen, grid), (last, grid), (gen, other), (last, other)}
+    assert pairs[gen, other]["low"] == pairs[gen, other]["high"] == pytest.approx(1.5 / 3.0 - 1)  # perturbation 0
+    assert pairs[last, other]["unperturbed"] == pytest.approx(0.75 / 3.0 - 1)
 
 
 def test_a_real_run_and_its_render(tmp_path, monkeypatch):
