@@ -72,11 +72,21 @@ VARIANTS = {
     "lower=on": {"gen_lower_at_once": True},  # once settled, a lower level taken at once, only raises smoothed
     "pace=off": {"gen_pace_unit": False},  # each window line in units of the level at its close (the default before)
     "count=off": {"gen_smooth_by_count": False},  # plain smoothing from the first settled line (the default before)
+    # the count on one-step lines, where its default is off (a level that follows greedy estimates sooner loses)
+    "probe=next+count": {"gen_probe_batch": "next", "gen_smooth_by_count": True},
+    "probe=same+count": {"gen_probe_batch": "same", "gen_smooth_by_count": True},
     # adaptive recompute (not a default): the gap doubles after each steady update up to the cap, as in quality.py
     # (whose families keep the plain smoothing they were measured with; here only the recompute's levers change)
     **{
         f"max_interval={cap}": {
             k: v for k, v in GEN_VARIANTS[f"gen-adamw-adaptive{cap}"].items() if k != "gen_smooth_by_count"
+        }
+        for cap in ADAPTIVE_CAPS
+    },
+    **{
+        f"max_interval={cap}+count": {
+            **{k: v for k, v in GEN_VARIANTS[f"gen-adamw-adaptive{cap}"].items() if k != "gen_smooth_by_count"},
+            "gen_smooth_by_count": True,
         }
         for cap in ADAPTIVE_CAPS
     },

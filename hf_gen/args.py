@@ -100,7 +100,8 @@ class GeNTrainingArguments(TrainingArguments):
         gen_lower_at_once: Smooth only raises of the level: a lower target is taken at once (within the change bound).
         gen_smooth_by_count: Once settled, weigh the ``k``-th smoothed estimate by at least ``1 / (k + 1)``: the level
             is the geometric mean of the level the fast start settled at and the estimates since, until ``gen_gamma``'s
-            memory is the shorter. Default: on (off: plain smoothing from the first settled estimate).
+            memory is the shorter. Default: on with ``"averages"``, off (plain smoothing from the first settled
+            estimate) with the one-step lines.
         gen_decay: Annealing shape composed with the level: ``"none"``, ``"cosine"``, ``"linear"`` or
             ``"cooldown"`` (constant, then down to 0 over the last 20% of the run). Default:
             ``"none"`` with ``"averages"`` (its window lines lower the level themselves late in a run), ``"cosine"``
@@ -205,15 +206,17 @@ class GeNTrainingArguments(TrainingArguments):
         "Smooth only raises of the lr: once settled, an estimate below the level is taken at once (within "
         "lr / gen_max_change), one above it is smoothed by gen_gamma as usual.",
     )
-    gen_smooth_by_count: bool = _option(
-        True,
+    gen_smooth_by_count: bool | None = _option(
+        None,
         "Once settled, the k-th smoothed estimate gets a weight of at least 1/(k+1): the level is the geometric mean "
         "of the level the fast start settled at and the estimates since, until gen_gamma's own weight is larger. The "
         "settling level is one estimate; plain smoothing (False) weighs it as the mean of about 1/(1 - gen_gamma) of "
-        "them. Without a fast start, learning_rate is that first estimate. It binds only while k/(k+1) is below the "
-        "window's own weight (gen_gamma ** (window / gen_interval)): the first few lines of a run of a few hundred "
-        "steps, none at thousands. A checkpoint saved by an hf-gen release before this option resumes with plain "
-        "smoothing, as it ran.",
+        "them. Without a fast start, learning_rate is that first estimate. With the window lines it binds only while "
+        "k/(k+1) is below the window's own weight (gen_gamma ** (window / gen_interval)): the first few lines of a "
+        "run of a few hundred steps, none at thousands. Default: on with gen_probe_batch='averages'; off with the "
+        "one-step lines ('next', 'same', exact mode), whose greedy estimates are biased low over the horizon, so a "
+        "level that follows them sooner loses (benchmarks/RESULTS.md). A checkpoint saved by an hf-gen release "
+        "before this option resumes with plain smoothing, as it ran.",
     )
     gen_decay: str | None = _option(
         None,
@@ -454,6 +457,10 @@ class GeNTrainingArguments(TrainingArguments):
         if self.gen_decay is None:
             # The window lines anneal the level themselves; a greedy one-step estimate does not (benchmarks/RESULTS.md)
             self.gen_decay = "none" if self.gen_probe_batch == "averages" else "cosine"
+        if self.gen_smooth_by_count is None:
+            # A level that follows the lines sooner gains with the window lines and loses with the greedy one-step
+            # estimates, biased low over the horizon (benchmarks/RESULTS.md)
+            self.gen_smooth_by_count = self.gen_probe_batch == "averages"
         validate_gen_settings(**self.gen_scheduler_settings())
         for name in SCHEME_FLAGS:
             if not isinstance(getattr(self, name), bool):

@@ -18,11 +18,11 @@ turns the raw estimate ``a*`` (in lr units of group 0) into
     target = clip(a*, level / max_change, level * max_change),   level_new = level**gamma * target**(1 - gamma),
 
 clamped to ``[lr_min, lr_max]`` (an unusable estimate has a bound as its target when it says which way to go; see
-:func:`next_level`). With ``smooth_by_count`` (the default) the ``k``-th update after the fast start settles uses
-``min(gamma, k / (k + 1))``: the level it settled on counts as one estimate. GeN sets the level, the shape anneals
-it (with a shape, the applied lr tracks ``a* * shape(t)``, as in the authors' examples that scale each new estimate
-by 1 - t/T). Until the
-first estimate that falls inside the change bound ("fast start", on by default) the smoothing is skipped and
+:func:`next_level`). With ``smooth_by_count`` (the arguments' default with the window lines) the ``k``-th update
+after the fast start settles uses ``min(gamma, k / (k + 1))``: the level it settled on counts as one estimate. GeN
+sets the level, the shape anneals it (with a shape, the applied lr tracks ``a* * shape(t)``, as in the authors'
+examples that scale each new estimate by 1 - t/T). Until the first estimate that falls inside the change bound
+("fast start", on by default) the smoothing is skipped and
 the lr is recomputed every step, so a start that is orders of magnitude off reaches the estimate in a few
 steps instead of never. Within such a step the line may also have been searched (``hf_gen.core.search_line``);
 the estimate then comes with the distance it was measured at, and the change bound is taken around it.
@@ -174,7 +174,9 @@ class GeNScheduler(LRScheduler):
             ``gamma``'s own weight is larger. The level the fast start settles at is one estimate, not the mean of
             many; folding the first settled estimates in with ``1 - gamma`` weighs it as if it were the mean of about
             ``1 / (1 - gamma)`` of them (the same correction as Adam's for its moments' start, here for a start at one
-            sample rather than at zero). Without a fast start the starting lr is that first sample.
+            sample rather than at zero). Without a fast start the starting lr is that first sample. Off here, as
+            for the one-step estimates this scheduler takes alone; ``GeNTrainingArguments`` turns it on with the
+            window lines.
         decay: Annealing shape composed with the GeN level: ``"none"``, ``"linear"``, ``"cosine"`` or ``"cooldown"``
             (constant, then ``1 - sqrt`` over the last ``COOLDOWN_FRACTION`` of the run).
         num_training_steps: Total optimizer steps (needed by ``decay``).
@@ -195,7 +197,7 @@ class GeNScheduler(LRScheduler):
         fast_start: bool = True,
         fast_decrease: bool = False,
         lower_at_once: bool = False,
-        smooth_by_count: bool = True,
+        smooth_by_count: bool = False,
         decay: str = "cosine",
         num_training_steps: int | None = None,
         last_epoch: int = -1,
@@ -450,7 +452,7 @@ def validate_gen_settings(
     fast_decrease: bool,
     decay: str,
     lower_at_once: bool = False,
-    smooth_by_count: bool = True,
+    smooth_by_count: bool = False,
 ) -> None:
     """Check the scheduler's settings (``GEN_SETTINGS``); raise ``ValueError`` saying what to pass instead."""
     flags = (

@@ -27,13 +27,20 @@ def test_defaults_used_alone_are_the_arguments_defaults():
     fields = {f.name: f.default for f in dataclasses.fields(GeNTrainingArguments) if f.name.startswith("gen_")}
     params = inspect.signature(GeNScheduler.__init__).parameters
     assert set(params) - {"self", "optimizer", "num_training_steps", "last_epoch"} == set(GEN_SETTINGS)
-    for name in set(GEN_SETTINGS) - {"decay"}:
+    for name in set(GEN_SETTINGS) - {"decay", "smooth_by_count"}:
         assert params[name].default == fields[f"gen_{name}"], name
-    # The arguments' decay shape follows the probe scheme (None resolves to "none" on the window lines); the scheduler
-    # alone is driven by whatever estimates its caller measures, and takes the one-step estimates' shape.
-    assert fields["gen_decay"] is None
+    # The arguments' decay shape and count follow the probe scheme (None resolves to no shape and the count on the
+    # window lines); the scheduler alone is driven by whatever estimates its caller measures, and takes the one-step
+    # estimates' settings.
+    assert fields["gen_decay"] is None and fields["gen_smooth_by_count"] is None
     one_step = GeNTrainingArguments(output_dir="unused", lr_scheduler_type="gen", gen_probe_batch="same")
     assert params["decay"].default == one_step.gen_decay == "cosine"
+    assert params["smooth_by_count"].default is one_step.gen_smooth_by_count is False
+    windows = GeNTrainingArguments(output_dir="unused", lr_scheduler_type="gen")
+    assert windows.gen_probe_batch == "averages" and windows.gen_smooth_by_count is True
+    chosen = GeNTrainingArguments(output_dir="unused", lr_scheduler_type="gen", gen_probe_batch="next",
+                                  gen_smooth_by_count=True)  # fmt: skip
+    assert chosen.gen_smooth_by_count is True  # an explicit choice stands with any lines
     with pytest.raises(ValueError, match="pass num_training_steps, or decay='none'"):
         GeNScheduler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1))
 
