@@ -10,9 +10,10 @@
 # run) about 100 minutes for its grids, the Trainer's defaults and the peers at 1 seed and GeN at 3, then about 30
 # minutes for GeN's default and the best grid point on 5 seeds (the spread over seeds); fortunes (200 steps, 26 runs
 # of about 4 minutes with two processes sharing the machine) about 100 minutes; glosses (held out, 150 steps, 31 runs
-# of about 3 minutes) about 90 minutes; code about 25 minutes;
+# of about 3 minutes) about 90 minutes; manpages (held out, 120 steps, 28 runs of 4 to 6 minutes with two or three
+# processes sharing the machine) about 60 minutes on two processes; code about 25 minutes;
 # diabetes, cancer and wine about 3 minutes each; the 3,000-step GPT-2 row about 140 minutes (8 to 10 minutes a
-# run); the 3,000-step fine-tune (minilm-long) about 4 hours (20 to 30 minutes a run); about 17.5 hours in all. Every
+# run); the 3,000-step fine-tune (minilm-long) about 4 hours (20 to 30 minutes a run); about 19 hours in all. Every
 # run is kept in benchmarks/results/*.json as it finishes, and a rerun skips what is there. Each task but fortunes
 # and glosses also runs earlier defaults for the tables' comparison: the cosine shape on the same window lines
 # (gen-adamw-cosine), and with it the one-step fast start (gen-adamw-averages-next), one-step lines throughout
@@ -23,7 +24,7 @@ export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 PY=${PYTHON:-python}
 Q="$PY benchmarks/quality.py --threads 1 --resume"
 PEERS="prodigy dadapt-adam schedulefree-adamw mechanic dog gen-optim"
-TASKS=${TASKS:-"digits gpt2 minilm diabetes cancer wine plays genres plays-lora code fortunes glosses verbs docstrings gpt2-3000 minilm-long"}
+TASKS=${TASKS:-"digits gpt2 minilm diabetes cancer wine plays genres plays-lora code fortunes glosses verbs docstrings manpages gpt2-3000 minilm-long"}
 # five_seeds JSON MD TASK: GeN's default and the best grid point so far (as the suite's table picks it) on 5 seeds, for
 # the spread of a fine-tune over seeds
 five_seeds() {
@@ -89,15 +90,43 @@ for task in $TASKS; do
         --families adamw-linear adamw-cosine-warmup trainer-default $PEERS gen-adamw
       five_seeds $json $md $task
       ;;
+    manpages)
+      # Held out, added after the first settled lines were weighed by count: GeN's default on 3 seeds, the grids and
+      # the Trainer's defaults at 1 seed, the peers at 1 seed; the default before (plain smoothing) on 3; GeN's
+      # default and the best grid point on 5.
+      json=benchmarks/results/suite_manpages.json
+      md=benchmarks/RESULTS_suite_manpages.md
+      $Q --tasks $task --no-robustness --seeds 3 --json $json --markdown $md --families gen-adamw
+      $Q --tasks $task --no-robustness --seeds 1 --json $json --markdown $md --families adamw-linear trainer-default
+      # (files of their own: two processes can run at once)
+      $Q --tasks $task --no-robustness --seeds 1 --json benchmarks/results/suite_manpages_warmup.json \
+        --markdown /tmp/suite_manpages_warmup.md --families adamw-cosine-warmup
+      $Q --tasks $task --no-robustness --seeds 1 --json benchmarks/results/suite_manpages_peers.json \
+        --markdown /tmp/suite_manpages_peers.md --families $PEERS
+      $Q --tasks $task --no-robustness --seeds 3 --json benchmarks/results/suite_manpages_uncounted.json \
+        --markdown /tmp/suite_manpages_uncounted.md --families gen-adamw-uncounted
+      # GeN's default and the best grid point on 5 seeds, the grid point in the file that holds it
+      best=$($PY -c "import sys; from pathlib import Path; sys.path.insert(0, 'benchmarks'); from suite_table import load, row
+R = Path('benchmarks/results')
+print(row('manpages', load([R / 'suite_manpages.json', R / 'suite_manpages_warmup.json'], 'manpages'), '')['best'])")
+      $Q --tasks $task --no-robustness --seeds 5 --json $json --markdown $md --families gen-adamw
+      case $best in
+        adamw-cosine-warmup*) bjson=benchmarks/results/suite_manpages_warmup.json ;;
+        *) bjson=$json ;;
+      esac
+      $Q --tasks $task --no-robustness --seeds 5 --json $bjson --markdown /tmp/suite_manpages_best.md \
+        --families ${best%@*} --grid $task=${best#*@}
+      ;;
     gpt2-3000)
       # The long horizon: 15 times the profile's steps, on the grid around where the best lr moved. GeN on 2 seeds,
       # the two best linear points on 2, the rest on 1.
       A="--json benchmarks/results/horizon_gpt2_a.json --markdown /tmp/horizon_gpt2_a.md --plots /tmp/horizon_plots"
       B="--json benchmarks/results/horizon_gpt2_b.json --markdown /tmp/horizon_gpt2_b.md --plots /tmp/horizon_plots"
       H="--tasks gpt2 --steps gpt2=3000 --no-robustness"
-      # GeN's default in its own file, with the previous defaults' runs (gen-adamw-start-charged and
-      # gen-adamw-uncharged; gen-adamw-keep in _c)
-      D="--json benchmarks/results/horizon_gpt2_d.json --markdown /tmp/horizon_gpt2_d.md --plots /tmp/horizon_plots"
+      # GeN's default in the file the suite's table reads it from (count_j.json); the previous defaults' runs are in
+      # horizon_gpt2_d.json (gen-adamw-level-unit, gen-adamw-start-charged and gen-adamw-uncharged),
+      # horizon_gpt2_c.json (gen-adamw-keep) and pace_gpt2_3000.json (gen-adamw-uncounted)
+      D="--json benchmarks/results/count_j.json --markdown /tmp/horizon_gpt2_d.md --plots /tmp/horizon_plots"
       $Q $H --seeds gpt2=2 --families gen-adamw $D
       $Q $H --seeds gpt2=2 --families gen-adamw-cosine gen-adamw-next gen-adamw-same gen-adamw-averages-next \
         gen-adamw-windows $A
@@ -117,9 +146,10 @@ for task in $TASKS; do
       B="--json benchmarks/results/horizon_minilm_b.json --markdown /tmp/horizon_minilm_b.md --plots /tmp/horizon_plots"
       C="--json benchmarks/results/horizon_minilm_c.json --markdown /tmp/horizon_minilm_c.md --plots /tmp/horizon_plots"
       D="--json benchmarks/results/horizon_minilm_d.json --markdown /tmp/horizon_minilm_d.md --plots /tmp/horizon_plots"
-      # GeN's default in its own file (the previous defaults: gen-adamw-start-charged and gen-adamw-uncharged there,
-      # gen-adamw-keep in _f, gen-adamw-last in _a)
-      G="--json benchmarks/results/horizon_minilm_g.json --markdown /tmp/horizon_minilm_g.md --plots /tmp/horizon_plots"
+      # GeN's default in the file the suite's table reads it from (count_i.json; the previous defaults:
+      # gen-adamw-level-unit, gen-adamw-start-charged and gen-adamw-uncharged in _g, gen-adamw-keep in _f,
+      # gen-adamw-last in _a, gen-adamw-uncounted in pace_minilm_long.json)
+      G="--json benchmarks/results/count_i.json --markdown /tmp/horizon_minilm_g.md --plots /tmp/horizon_plots"
       $Q $L --families gen-adamw $G
       $Q $L --families trainer-default adamw-linear --grid minilm-long=3e-5 $A
       $Q $L --families adamw-linear --grid minilm-long=1e-4,3e-4 $B
@@ -130,7 +160,7 @@ for task in $TASKS; do
       $Q $L --families dog $E
       ;;
     *)
-      echo "unknown task $task: pass some of digits gpt2 minilm diabetes cancer wine plays genres plays-lora code fortunes glosses verbs docstrings gpt2-3000 minilm-long" >&2
+      echo "unknown task $task: pass some of digits gpt2 minilm diabetes cancer wine plays genres plays-lora code fortunes glosses verbs docstrings manpages gpt2-3000 minilm-long" >&2
       exit 2
       ;;
   esac

@@ -28,8 +28,8 @@ from pathlib import Path
 from _contenders import LR_FREE
 from _report import GEN_DEFAULT, GRID_FAMILIES, _pct, summarize
 
-# The default before the window lines' unit was the lr their steps ran at (the level at each line's close)
-PREVIOUS_DEFAULT = "gen-adamw-level-unit@5e-05"
+# The default before the first settled lines were weighed by count (plain smoothing from the first settled line)
+PREVIOUS_DEFAULT = "gen-adamw-uncounted@5e-05"
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -38,7 +38,8 @@ RESULTS = HERE / "results"
 # the last; the tasks before that only reported the defaults, apart from the fast start's choice, made on all of them.
 # The fast start's jitter charge was chosen on every row then in the table (the fortunes fine-tune first); glosses was
 # added after it, and then chose, with the rest, the charge on every line; verbs was added after that, and chose,
-# with the rest, the lines' unit; docstrings was added after that.
+# with the rest, the lines' unit; docstrings was added after that, and chose, with the rest, the count; manpages
+# was added after that.
 SEEN = "seen when the defaults were last chosen"
 # (label, files, task in those files, what the task was used for)
 SOURCES = [
@@ -58,6 +59,7 @@ SOURCES = [
             "horizon_gpt2_c.json",
             "horizon_gpt2_d.json",
             "pace_gpt2_3000.json",
+            "count_j.json",
         ],
         "gpt2",
         SEEN,
@@ -72,6 +74,17 @@ SOURCES = [
         "docstrings",
         ["suite_docstrings.json", "suite_docstrings_peers.json"],
         "docstrings",
+        SEEN,
+    ),
+    (
+        "manpages",
+        [
+            "suite_manpages.json",
+            "suite_manpages_warmup.json",
+            "suite_manpages_peers.json",
+            "suite_manpages_uncounted.json",
+        ],
+        "manpages",
         "held out: added after the last change",
     ),
     (
@@ -85,6 +98,7 @@ SOURCES = [
             "horizon_minilm_f.json",
             "horizon_minilm_g.json",
             "pace_minilm_long.json",
+            "count_i.json",
         ],
         "minilm-long",
         SEEN,
@@ -105,6 +119,7 @@ KIND = {
     "glosses": "pretrained fine-tune, 8 classes",
     "verbs": "pretrained fine-tune, 10 classes",
     "docstrings": "pretrained fine-tune, 10 classes",
+    "manpages": "pretrained fine-tune, 2 classes",
 }
 
 
@@ -208,17 +223,21 @@ def render(rows: list[dict]) -> list[str]:
     lines = [
         "| task | kind | used to | steps x batch | best grid point (seeds): eval loss (accuracy) "
         "| the Trainer's defaults | GeN default: mean eval loss (accuracy) | GeN vs best | GeN by seed "
-        "| previous default (each line in units of the level at its close) vs best | best lr-free peer "
+        "| previous default (plain smoothing from the first settled line) vs best | best lr-free peer "
         "| GeN ahead of peers | verdict |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         cfg, best, gen = r["task"], r["best"], r["gen"]
         base = r["label"].split(",")[0]
-        best_text = f"{best} ({r['best_summary']['seeds']}): {_loss_metric(r['best_summary'], r['accuracy'])}"
+        best_text = (
+            f"{best} ({r['best_summary']['seeds']}): {_loss_metric(r['best_summary'], r['accuracy'])}"
+            if best
+            else "not run"
+        )
         if gen:
             points = f", {r['gen_points']:+.1f} pt" if r.get("gen_points") is not None else ""
-            vs = f"{r['gen_pct']:+.1f}%{points}"
+            vs = f"{r['gen_pct']:+.1f}%{points}" if "gen_pct" in r else "-"
             seeds = " / ".join("diverged" if loss is None else f"{loss:.3f}" for _, loss, _ in r["gen_seeds"])
             ahead = f"{len(r['ahead_of'])} of {len(r['peers'])}" if r["peers"] else "not run"
         else:
