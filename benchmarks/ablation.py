@@ -45,8 +45,9 @@ from quality import FULL, SUITE  # noqa: E402
 
 # Each lever changed from the defaults (lines through window means in units of the lr their steps ran at, each
 # charged with the jitter, a fast start on 4-step window lines capped by the last step's line, no decay shape, the
-# mean of the last 20% of the steps' weights at the end, a window that lost ground taken back, interval 4, gamma 0.9,
-# max change 2), one at a time; "bf16" runs the defaults under bf16 autocast (where the loss's precision matters).
+# mean of the last 20% of the steps' weights at the end, a window that lost ground taken back, interval 4, gamma 0.9
+# with the first settled lines weighed by count, max change 2), one at a time; "bf16" runs the defaults under bf16
+# autocast (where the loss's precision matters).
 VARIANTS = {
     "defaults": {},
     "fast_start_lines=windows": {"gen_fast_start_lines": "windows"},
