@@ -190,6 +190,7 @@ def row(label: str, block: dict, use: str, gen_contender: str = GEN_DEFAULT) -> 
             n for n, s in peers.items() if not math.isfinite(s["eval_loss"]) or gen["eval_loss"] < s["eval_loss"]
         ]
     best_seeds = _seeds(block["runs"], best) if best else []
+    out["seed_counts"] = (len(gen_runs), len(best_seeds))
     if accuracy and len(gen_runs) > 1 and len(best_seeds) > 1:
         out["spread_points"] = (_spread_points(gen_runs), _spread_points(best_seeds))
         out["spread_seeds"] = (len(gen_runs), len(best_seeds))
@@ -306,6 +307,14 @@ def main() -> None:
             f"- {r['label']}: spread of accuracy over seeds (max - min), GeN {g:.1f} points ({n_gen} seeds) against "
             f"the best grid point's {b:.1f} ({n_best} seeds): {within} twice the tuned schedule's."
         )
+    # the best point is the lowest mean whatever its seeds, so a row whose best point ran on fewer seeds than GeN
+    # rests on those seeds' luck (one seed per lr put a held-out row 4 points on the wrong side once)
+    thin = [r for r in scored if r["seed_counts"][1] < r["seed_counts"][0]]
+    summary.append(
+        "- Rows whose best grid point ran on fewer seeds than GeN: "
+        + (", ".join(f"{r['label']} ({r['seed_counts'][1]} against {r['seed_counts'][0]})" for r in thin) or "none")
+        + "."
+    )
     worse = [r for r in scored if r.get("below_trainer")]
     summary.append(
         "- GeN seeds that end worse than the Trainer's defaults: "

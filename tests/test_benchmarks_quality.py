@@ -292,3 +292,31 @@ def test_suite_table_puts_another_gen_contender_in_the_defaults_place(quick, tmp
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[7].startswith(f"{100 * (gen - grid[best]) / grid[best]:+.1f}%")
     assert "GeN as gen-adamw-x@5e-05 is within" in (tmp_path / "suite.md").read_text()
+
+
+@pytest.mark.slow
+def test_suite_table_names_rows_whose_best_point_ran_on_fewer_seeds(quick, tmp_path):
+    # The best grid point is the lowest mean whatever its seeds; the summary names every row where it ran on fewer
+    # seeds than GeN. Here GeN's runs get two more seeds (copies under new seed numbers) in a second file.
+    out, data = quick
+    task = TASKS[0]
+    block = copy.deepcopy(data["tasks"][task])
+    extra = [dict(r, seed=r["seed"] + k) for k in (1, 2) for r in block["runs"] if r["contender"] == "gen-adamw@5e-05"]
+    (tmp_path / "more.json").write_text(json.dumps({"tasks": {task: {"config": block["config"], "runs": extra}}}))
+    sources = [
+        f"{task}={out / 'quality.json'},{tmp_path / 'more.json'}:{task}",
+        f"{TASKS[1]}={out / 'quality.json'}:{TASKS[1]}",
+    ]
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "suite_table.py"), "--source", *sources,
+                           "--markdown", str(tmp_path / "suite.md")], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT / "benchmarks")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = (tmp_path / "suite.md").read_text()
+    (line,) = [
+        x for x in text.splitlines() if x.startswith("- Rows whose best grid point ran on fewer seeds than GeN: ")
+    ]
+    named = line.split(": ", 1)[1].rstrip(".").split(", ")  # the --source rows replace the stored ones of that name
+    assert f"{task} (1 against 3)" in named
+    assert not any(n.startswith(f"{TASKS[1]} (") for n in named)  # one seed each: not named
+    (row,) = [line for line in text.splitlines() if line.startswith(f"| {task} |")]
+    assert "(1): " in row.split("|")[5]
