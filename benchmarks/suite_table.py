@@ -193,7 +193,6 @@ def row(label: str, block: dict, use: str, gen_contender: str = GEN_DEFAULT) -> 
     out["seed_counts"] = (len(gen_runs), len(best_seeds))
     if accuracy and len(gen_runs) > 1 and len(best_seeds) > 1:
         out["spread_points"] = (_spread_points(gen_runs), _spread_points(best_seeds))
-        out["spread_seeds"] = (len(gen_runs), len(best_seeds))
     trainer = out["trainer"]
     if gen_runs and trainer and math.isfinite(trainer["eval_loss"]):
         # the goal's floor: no GeN seed ends worse than the Trainer's default schedule at its default lr
@@ -301,7 +300,7 @@ def main() -> None:
     spreads = [r for r in scored if "spread_points" in r]
     for r in spreads:
         g, b = r["spread_points"]
-        n_gen, n_best = r["spread_seeds"]
+        n_gen, n_best = r["seed_counts"]
         within = "within" if g <= 2 * b else "wider than"
         summary.append(
             f"- {r['label']}: spread of accuracy over seeds (max - min), GeN {g:.1f} points ({n_gen} seeds) against "
