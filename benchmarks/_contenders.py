@@ -147,6 +147,8 @@ FAMILIES = {
     "the batch after its windows and the next ones; not a default; ending on the last iterate)",
     "gen-adamw-jitter": "hf-gen GeN-AdamW with gen_jitter_cost (each window line charged with what a longer step "
     "costs in jitter; ending on the last iterate, no window taken back: measured before those defaults)",
+    "gen-adamw-kalman": "hf-gen GeN-AdamW with gen_kalman_gain (each settled window line weighed as the steady-state "
+    "Kalman gain of a drifting level measured with one batch's noise, not with the same memory in steps)",
     "gen-adamw-progress": "hf-gen GeN-AdamW with gen_raise_needs_progress (once settled, a line raises the lr only "
     "after a window whose training loss fell; on the default before the fast start's charge; not a default)",
     "gen-adamw-jitter-tail": "hf-gen GeN-AdamW with gen_jitter_cost=True and gen_pace_unit=False (every window "
@@ -199,6 +201,7 @@ GEN_VARIANTS = {
     "gen-adamw-jitter": {**LAST, "gen_jitter_cost": True},  # after LAST, whose gen_jitter_cost is False
     "gen-adamw-linebatches": {"gen_line_batches": GEN_INTERVAL, **LAST},
     "gen-adamw-progress": {"gen_raise_needs_progress": True, **UNCHARGED},
+    "gen-adamw-kalman": {"gen_kalman_gain": True},
     "gen-adamw-lower": {"gen_lower_at_once": True, **UNCHARGED},
     "gen-adamw-jitter-tail": {"gen_jitter_cost": True, **LEVEL_UNIT},
     "gen-adamw-same": {"gen_probe_batch": "same", **UNCOUNTED},

@@ -45,7 +45,7 @@ from .line import (
     laid_out_like,
     local_copies,
 )
-from .scheduler import GeNEstimateError
+from .scheduler import GeNEstimateError, line_gamma
 from .support import check_linear_optimizer
 
 if TYPE_CHECKING:
@@ -413,6 +413,7 @@ class Averages(NextBatch):
         raise_needs_progress: bool = False,
         fast_start_jitter: bool = False,
         pace_unit: bool = False,
+        kalman_gain: bool = False,
     ) -> None:
         super().__init__()
         self.window = window
@@ -435,6 +436,7 @@ class Averages(NextBatch):
         self.pace_unit = pace_unit  # a line's unit: the lr its steps were walked at (else the level at its close)
         self.pace = Pace()  # the steps' clocks, beside the weights' means
         self.paced: tuple[list[float], float] | None = None  # the earlier window's clocks, and the live weights' place
+        self.kalman = kalman_gain  # a settled line's weight: the gain of a noisy measurement (else memory in steps)
 
     def _one_step(self, trainer: GeNMixin) -> bool:
         """Whether one-step lines are in charge (``fast_start_lines="next"``, until the fast start has settled and
@@ -680,8 +682,9 @@ class Averages(NextBatch):
         ``slope`` is the training gradients' witness of a fast-start jump (``fast_start_confirm``)."""
         scheduler = trainer.lr_scheduler
         estimate = no_descent_seen(result.estimate, result.probes)
-        # The level keeps the same memory in steps as with a one-step line every interval: gamma per interval.
-        gamma = scheduler.gamma ** (span / scheduler.interval)
+        # gamma is the smoothing of a one-step line every interval; a line over span steps is weighed from it
+        # (scheduler.line_gamma: the same memory in steps, or with kalman_gain the gain of a noisy measurement).
+        gamma = line_gamma(scheduler.gamma, span, scheduler.interval, self.kalman)
         extra = {"probe_batch": self.name, "probe_losses": [list(p) for p in result.probes]}
         if batches > 1:
             extra["line_batches"] = batches

@@ -89,7 +89,7 @@ class GeNMixin:
                             self.args.gen_grow_windows, self.args.gen_line_batches,
                             self.args.gen_jitter_cost, self.args.gen_undo_lost_windows,
                             self.args.gen_raise_needs_progress, self.args.gen_fast_start_jitter,
-                            self.args.gen_pace_unit)  # fmt: skip
+                            self.args.gen_pace_unit, self.args.gen_kalman_gain)  # fmt: skip
         return NextBatch() if probe_batch == "next" else SameBatch()
 
     def _gen_check_launch(self) -> None:

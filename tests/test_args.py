@@ -112,6 +112,11 @@ def test_unknown_scheduler_name_lists_gen_among_the_choices(tmp_path):
         ),
         ({"gen_pace_unit": 1}, "gen_pace_unit must be True, False or None"),
         (
+            {"gen_kalman_gain": True, "gen_probe_batch": "same"},
+            "gen_kalman_gain weighs the lines .* got gen_probe_batch='same': pass gen_probe_batch='averages'",
+        ),
+        ({"gen_kalman_gain": "yes"}, "gen_kalman_gain must be True or False"),
+        (
             {"gen_raise_needs_progress": True, "gen_probe_batch": "next"},
             "gen_raise_needs_progress compares .* got gen_probe_batch='next': pass gen_probe_batch='averages'",
         ),

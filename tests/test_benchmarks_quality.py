@@ -187,7 +187,7 @@ def test_gen_families_set_their_arguments(tmp_path):
         # hf-gen's defaults as they resolve with the family's own arguments (the decay shape follows the probe)
         expected = GeNTrainingArguments(output_dir=str(tmp_path), lr_scheduler_type="gen", **variant)
         names = ("gen_interval", "gen_max_interval", "gen_decay", "gen_probe_batch", "gen_fast_start_lines")
-        for name in (*names, "gen_smooth_by_count", "gen_pace_unit"):
+        for name in (*names, "gen_smooth_by_count", "gen_pace_unit", "gen_kalman_gain"):
             assert getattr(trainer.args, name) == getattr(expected, name), (family, name)
     assert GEN_VARIANTS["gen-adamw-adaptive16"] == {
         "gen_interval": 4,
@@ -195,10 +195,12 @@ def test_gen_families_set_their_arguments(tmp_path):
         "gen_probe_batch": "next",
         "gen_smooth_by_count": False,
     }
-    # the families measured before the count keep plain smoothing; the default and its old option name count
-    for family in set(GEN_VARIANTS) - {"gen-adamw", "gen-adamw-count", "gen-sgd"}:
+    # the families measured before the count keep plain smoothing; the default, its old option name and the options
+    # measured on it count
+    counting = ("gen-adamw", "gen-adamw-count", "gen-sgd", "gen-adamw-kalman")
+    for family in set(GEN_VARIANTS) - set(counting):
         assert GEN_VARIANTS[family]["gen_smooth_by_count"] is False, family
-    for family in ("gen-adamw", "gen-adamw-count", "gen-sgd"):
+    for family in counting:
         trainer, _ = _make_trainer(Contender(family, 5e-5), task, 0, str(tmp_path / f"{family}-c"), task.model(0))
         assert trainer.args.gen_smooth_by_count is True, family
     # the previous default's runs, and the variants run under it, keep the cosine shape they ran with
@@ -207,6 +209,7 @@ def test_gen_families_set_their_arguments(tmp_path):
         assert trainer.args.gen_decay == "cosine", family
     trainer, _ = _make_trainer(Contender("gen-adamw", 5e-5), task, 0, str(tmp_path / "default"), task.model(0))
     assert trainer.args.gen_decay == "none" and trainer.args.gen_probe_batch == "averages"
+    assert not trainer.args.gen_kalman_gain
 
 
 def test_a_gen_variant_asked_for_by_name_joins_the_comparison():

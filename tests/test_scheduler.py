@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hf_gen.core import LineEstimate, estimate_from_curvature
-from hf_gen.scheduler import GEN_SETTINGS, GeNEstimateError, GeNScheduler
+from hf_gen.scheduler import GEN_SETTINGS, GeNEstimateError, GeNScheduler, line_gamma
 
 
 def make(lr=0.1, ratio=0.25, **kwargs):
@@ -458,3 +458,35 @@ def test_smooth_by_count_starts_counting_when_the_fast_start_settles():
 def test_smooth_by_count_must_be_a_bool():
     with pytest.raises(ValueError, match="gen_smooth_by_count must be True or False"):
         make(lr=0.1, smooth_by_count="yes")
+
+
+@pytest.mark.parametrize("gamma, interval", [(0.9, 4), (0.5, 1), (0.99, 8)])
+def test_line_gamma_is_the_steady_state_kalman_gain_of_a_noisy_line(gamma, interval):
+    # Without noise: the same memory in steps, gamma ** (span / interval).
+    for span in (1, 4, 7, 150):
+        assert line_gamma(gamma, span, interval) == pytest.approx(gamma ** (span / interval), rel=1e-12)
+    # With noise: K = 1 - line_gamma is the steady-state gain of a random walk (variance q per step) measured with
+    # variance r every span steps. Iterating the filter's own recursion, P <- P + q * span, K = P / (P + r),
+    # P <- (1 - K) P, from P = 0 until it settles, is the oracle; q / r is fixed by K = 1 - gamma at span = interval.
+    rho = (1.0 - gamma) ** 2 / gamma / interval
+    for span in (1, interval, 3 * interval, 150):
+        covariance = 0.0
+        for _ in range(100_000):
+            prior = covariance + rho * span  # r = 1
+            gain = prior / (prior + 1.0)
+            covariance = (1.0 - gain) * prior
+        assert 1.0 - line_gamma(gamma, span, interval, noisy=True) == pytest.approx(gain, rel=1e-9), span
+    assert line_gamma(gamma, interval, interval, noisy=True) == pytest.approx(gamma, rel=1e-12)
+    # Longer lines weigh more, but less than the noiseless memory gives them past one interval, and never all.
+    spans = (interval, 2 * interval, 10 * interval, 1000 * interval)
+    noisy = [line_gamma(gamma, span, interval, noisy=True) for span in spans]
+    assert noisy == sorted(noisy, reverse=True) and noisy[-1] > 0.0
+    assert all(n > gamma ** (span / interval) for n, span in zip(noisy[1:], spans[1:], strict=True))
+
+
+def test_line_gamma_at_the_defaults_and_without_smoothing():
+    # gamma 0.9 every 4 steps: the 150-step windows of a 3,000-step run weigh a line 0.47, not 0.98
+    assert line_gamma(0.9, 150, 4, noisy=True) == pytest.approx(0.530, abs=1e-3)
+    assert line_gamma(0.9, 150, 4) == pytest.approx(0.019, abs=1e-3)
+    assert line_gamma(0.9, 8, 4, noisy=True) == pytest.approx(0.862, abs=1e-3)
+    assert line_gamma(0.0, 150, 4, noisy=True) == 0.0 and line_gamma(0.0, 150, 4) == 0.0

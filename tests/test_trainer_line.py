@@ -644,15 +644,27 @@ def test_only_the_fast_starts_lines_charged_with_the_jitter_cost_match_the_repla
     assert sum(trace[k]["jitter_cost"] > 0 for k in charged) >= 1 and len(trace) >= len(charged) + 8
 
 
-@pytest.mark.parametrize("by_count", [False, True])
-def test_growing_windows_keep_the_smoothing_memory_in_steps(tmp_path, by_count):
+def kalman_smoothing(gamma: float, span: int, interval: int) -> float:
+    """1 - K for the steady-state gain K with K**2 / (1 - K) = rho * span, rho fixed by K = 1 - gamma at span =
+    interval; found by bisection, not by the library's closed form."""
+    rho = (1.0 - gamma) ** 2 / gamma / interval
+    low, high = 0.0, 1.0
+    for _ in range(200):
+        mid = (low + high) / 2.0
+        low, high = (mid, high) if mid * mid / (1.0 - mid) < rho * span else (low, mid)
+    return 1.0 - (low + high) / 2.0
+
+
+@pytest.mark.parametrize("by_count, kalman", [(False, False), (True, False), (True, True)])
+def test_growing_windows_keep_the_smoothing_memory_in_steps(tmp_path, by_count, kalman):
     # Each settled line folds its estimate in with gamma ** (window / interval): the level keeps the same memory in
     # steps whether its windows are 4, 8 or 16 steps long. With gen_smooth_by_count (the default) the k-th update
     # after the one that settled weighs at least 1 / (k + 1), so the old level's weight is min(gamma ** (window /
-    # interval), k / (k + 1)). Closed form on the trace's own estimates and levels.
+    # interval), k / (k + 1)). With gen_kalman_gain the window's weight is the steady-state Kalman gain instead
+    # (kalman_smoothing). Closed form on the trace's own estimates and levels.
     args = gen_args(tmp_path, learning_rate=3e-2, max_steps=160, gen_probe_batch="averages", gen_interval=2,
                     gen_window=16, gen_grow_windows=True, per_device_train_batch_size=8,
-                    gen_smooth_by_count=by_count)  # fmt: skip
+                    gen_smooth_by_count=by_count, gen_kalman_gain=kalman)  # fmt: skip
     GeNTrainer(model=MLP(seed=0), args=args, train_dataset=Regression(n=256)).train()
     trace = read_trace(tmp_path)
     settling = next(i for i, record in enumerate(trace) if record["interval"] > 1)
@@ -662,7 +674,10 @@ def test_growing_windows_keep_the_smoothing_memory_in_steps(tmp_path, by_count):
             continue
         span, level = record["step"] - before["step"], before["lr"]
         target = min(max(record["alpha_star"], level / args.gen_max_change), level * args.gen_max_change)
-        smoothing = args.gen_gamma ** (span / args.gen_interval)
+        if kalman:
+            smoothing = kalman_smoothing(args.gen_gamma, span, args.gen_interval)
+        else:
+            smoothing = args.gen_gamma ** (span / args.gen_interval)
         if by_count and k / (k + 1) < smoothing:
             smoothing = k / (k + 1)
             counted.add(k)
@@ -671,7 +686,10 @@ def test_growing_windows_keep_the_smoothing_memory_in_steps(tmp_path, by_count):
     assert {4, 8, 16} <= checked
     # the count binds on the first line after settling (1/2 against 0.9 ** 2); from the second on, the windows' own
     # memory (0.9 ** 4 and shorter) is already the shorter
-    assert counted == {1} if by_count else not counted
+    if kalman:  # the windows keep more of the old level (0.86, 0.82 and 0.74 at 4, 8 and 16 steps): the count binds
+        assert {1, 2} <= counted  # longer, on the first two lines at least
+    else:
+        assert counted == {1} if by_count else not counted
 
 
 @pytest.mark.parametrize("name", ["sgd_nesterov_wd", "adamw"])
