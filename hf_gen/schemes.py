@@ -352,8 +352,10 @@ class Averages(NextBatch):
 
     The fast start measures the same lines, through windows of ``gen_interval`` steps (the level is set to the
     estimate, clipped to the probed span, until one lands inside it); once settled the windows are ``gen_window``
-    steps long and the level is smoothed. With ``fast_start_lines="both"`` (the default) the last step's line is
-    measured on the same batch too, and a window's line may raise the level only as far as it also goes: the
+    steps long and the level is smoothed, each line by :func:`hf_gen.scheduler.line_gamma` for its span (the same
+    memory in steps as one-step lines; with ``kalman_gain`` the steady-state gain of a measurement with one batch's
+    noise, which weighs a long window's line far less). With ``fast_start_lines="both"`` (the default) the last step's
+    line is measured on the same batch too, and a window's line may raise the level only as far as it also goes: the
     one-step estimate overshoots on fine-tunes and the short window early in a run from scratch; the cap keeps the
     lower of the two on the way up. A level held at the cap has settled, unless the last step's line had no minimiser
     of its own (it rose, or was straight, on this batch): at a level far below the useful one, as on a LoRA fine-tune
