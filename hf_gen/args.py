@@ -216,8 +216,9 @@ class GeNTrainingArguments(TrainingArguments):
         "of the level the fast start settled at and the estimates since, until gen_gamma's own weight is larger. The "
         "settling level is one estimate; plain smoothing (False) weighs it as the mean of about 1/(1 - gen_gamma) of "
         "them. Without a fast start, learning_rate is that first estimate. With the window lines it binds only while "
-        "k/(k+1) is below the window's own weight (gen_gamma ** (window / gen_interval)): the first few lines of a "
-        "run of a few hundred steps, none at thousands. Default: on with gen_probe_batch='averages'; off with the "
+        "k/(k+1) is below the window's own weight (gen_gamma ** (window / gen_interval), or the gain of "
+        "gen_kalman_gain): the first few lines of a run of a few hundred steps, none at thousands (the first, with "
+        "gen_kalman_gain). Default: on with gen_probe_batch='averages'; off with the "
         "one-step lines ('next', 'same', exact mode), whose greedy estimates are biased low over the horizon, so a "
         "level that follows them sooner loses (benchmarks/RESULTS.md). A checkpoint saved by an hf-gen release "
         "before this option resumes with plain smoothing, as it ran.",
