@@ -96,8 +96,11 @@ FAMILIES = {
     "dog": "DoG (defaults), evaluated on its polynomial-decay iterate average as its authors recommend",
     "gen-optim": "gen-optim 0.1.1 (authors' GeN, AdamW, lazy_freq 4)",
     "gen-adamw": "hf-gen GeN-AdamW (defaults: every window line in units of the lr its steps ran at and charged "
-    "with the jitter; once settled, the k-th smoothed line weighs at least 1/(k+1); a window that lost ground is "
-    "taken back; ends on the mean of the last 20% of the steps' weights)",
+    "with the jitter; once settled, the k-th smoothed line weighs at least 1/(k+1), each as the steady-state Kalman "
+    "gain of a measurement with one batch's noise; a window that lost ground is taken back; ends on the mean of the "
+    "last 20% of the steps' weights)",
+    "gen-adamw-no-kalman": "hf-gen GeN-AdamW with gen_kalman_gain=False (each settled window line weighed with the "
+    "same memory in steps as a one-step line every gen_interval steps: the default before the Kalman gain)",
     "gen-adamw-uncounted": "hf-gen GeN-AdamW with gen_smooth_by_count=False (plain smoothing from the first settled "
     "line: the default before the count)",
     "gen-adamw-level-unit": "hf-gen GeN-AdamW with gen_pace_unit=False (each window line in units of the level at "
@@ -113,6 +116,8 @@ FAMILIES = {
     "gen-adamw-last": "hf-gen GeN-AdamW with gen_tail_average=0 and gen_undo_lost_windows=False (ends on the last "
     "iterate: the default before the tail average)",
     "gen-sgd": "hf-gen GeN-SGD (defaults, momentum 0.9)",
+    "gen-sgd-no-kalman": "hf-gen GeN-SGD with gen_kalman_gain=False (momentum 0.9; the default before the Kalman "
+    "gain)",
     "gen-sgd-uncounted": "hf-gen GeN-SGD with gen_smooth_by_count=False (momentum 0.9; the default before the count)",
     "gen-sgd-level-unit": "hf-gen GeN-SGD with gen_pace_unit=False (momentum 0.9; the default before the lines' "
     "unit was the lr their steps ran at)",
@@ -147,8 +152,9 @@ FAMILIES = {
     "the batch after its windows and the next ones; not a default; ending on the last iterate)",
     "gen-adamw-jitter": "hf-gen GeN-AdamW with gen_jitter_cost (each window line charged with what a longer step "
     "costs in jitter; ending on the last iterate, no window taken back: measured before those defaults)",
-    "gen-adamw-kalman": "hf-gen GeN-AdamW with gen_kalman_gain (each settled window line weighed as the steady-state "
-    "Kalman gain of a drifting level measured with one batch's noise, not with the same memory in steps)",
+    "gen-adamw-kalman": "hf-gen GeN-AdamW with gen_kalman_gain=True (each settled window line weighed as the "
+    "steady-state Kalman gain of a drifting level measured with one batch's noise: the option's name before it became "
+    "the default)",
     "gen-adamw-progress": "hf-gen GeN-AdamW with gen_raise_needs_progress (once settled, a line raises the lr only "
     "after a window whose training loss fell; on the default before the fast start's charge; not a default)",
     "gen-adamw-jitter-tail": "hf-gen GeN-AdamW with gen_jitter_cost=True and gen_pace_unit=False (every window "
@@ -168,8 +174,10 @@ FAMILIES = {
 # The families measured before a default changed keep what they ran with: each window line in units of the level at
 # its close (LEVEL_UNIT), only the fast start's lines charged with the jitter (START_CHARGED), no line charged
 # (UNCHARGED), no window taken back (KEEP), and the options measured before the tail average ending on the last
-# iterate (LAST); all of them, and the options measured before the count, smooth plainly (UNCOUNTED).
-UNCOUNTED = {"gen_smooth_by_count": False}
+# iterate (LAST); all of them, and the options measured before the count, smooth plainly (UNCOUNTED); all of those,
+# and the options measured before the Kalman gain, weigh each settled line with the same memory in steps (NO_KALMAN).
+NO_KALMAN = {"gen_kalman_gain": False}
+UNCOUNTED = {"gen_smooth_by_count": False, **NO_KALMAN}
 LEVEL_UNIT = {"gen_pace_unit": False, **UNCOUNTED}
 START_CHARGED = {"gen_jitter_cost": False, **LEVEL_UNIT}
 UNCHARGED = {"gen_fast_start_jitter": False, **START_CHARGED}
@@ -177,6 +185,7 @@ KEEP = {"gen_undo_lost_windows": False, **UNCHARGED}
 LAST = {"gen_tail_average": 0.0, **KEEP}
 GEN_VARIANTS = {
     "gen-adamw": {},
+    "gen-adamw-no-kalman": NO_KALMAN,
     "gen-adamw-uncounted": UNCOUNTED,
     "gen-adamw-level-unit": LEVEL_UNIT,
     "gen-adamw-start-charged": START_CHARGED,
@@ -184,6 +193,7 @@ GEN_VARIANTS = {
     "gen-adamw-keep": KEEP,
     "gen-adamw-last": LAST,
     "gen-sgd": {},
+    "gen-sgd-no-kalman": NO_KALMAN,
     "gen-sgd-uncounted": UNCOUNTED,
     "gen-sgd-level-unit": LEVEL_UNIT,
     "gen-sgd-start-charged": START_CHARGED,
@@ -195,7 +205,7 @@ GEN_VARIANTS = {
     "gen-adamw-batches": {"gen_fast_start_batches": GEN_INTERVAL, **LAST},
     "gen-adamw-start-batches": {"gen_fast_start_batches": GEN_INTERVAL, **LEVEL_UNIT},
     "gen-adamw-pace": {"gen_pace_unit": True, **UNCOUNTED},
-    "gen-adamw-count": {"gen_smooth_by_count": True},
+    "gen-adamw-count": {"gen_smooth_by_count": True, **NO_KALMAN},
     "gen-adamw-confirm": {"gen_fast_start_confirm": True, **LAST},
     "gen-adamw-grow": {"gen_grow_windows": True, **LAST},
     "gen-adamw-jitter": {**LAST, "gen_jitter_cost": True},  # after LAST, whose gen_jitter_cost is False

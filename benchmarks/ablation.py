@@ -46,8 +46,8 @@ from quality import FULL, SUITE  # noqa: E402
 # Each lever changed from the defaults (lines through window means in units of the lr their steps ran at, each
 # charged with the jitter, a fast start on 4-step window lines capped by the last step's line, no decay shape, the
 # mean of the last 20% of the steps' weights at the end, a window that lost ground taken back, interval 4, gamma 0.9
-# with the first settled lines weighed by count, max change 2), one at a time; "bf16" runs the defaults under bf16
-# autocast (where the loss's precision matters).
+# with the first settled lines weighed by count and each as the Kalman gain of one batch's measurement, max change
+# 2), one at a time; "bf16" runs the defaults under bf16 autocast (where the loss's precision matters).
 VARIANTS = {
     "defaults": {},
     "fast_start_lines=windows": {"gen_fast_start_lines": "windows"},
@@ -73,6 +73,9 @@ VARIANTS = {
     "lower=on": {"gen_lower_at_once": True},  # once settled, a lower level taken at once, only raises smoothed
     "pace=off": {"gen_pace_unit": False},  # each window line in units of the level at its close (the default before)
     "count=off": {"gen_smooth_by_count": False},  # plain smoothing from the first settled line (the default before)
+    "kalman=off": {
+        "gen_kalman_gain": False
+    },  # each settled line weighed with the same memory in steps (the one before)
     # the count on one-step lines, where its default is off (a level that follows greedy estimates sooner loses)
     "probe=next+count": {"gen_probe_batch": "next", "gen_smooth_by_count": True},
     "probe=same+count": {"gen_probe_batch": "same", "gen_smooth_by_count": True},

@@ -19,7 +19,7 @@ PROBE_BATCHES = ("next", "same", "averages")
 FAST_START_LINES = ("both", "windows", "next")
 # The on/off options read by the trainer and its line schemes (the scheduler checks its own: GEN_SETTINGS).
 SCHEME_FLAGS = ("gen_use_slope", "gen_grow_windows", "gen_fast_start_confirm",
-                "gen_raise_needs_progress", "gen_kalman_gain", "gen_offload_snapshot")  # fmt: skip
+                "gen_raise_needs_progress", "gen_offload_snapshot")  # fmt: skip
 DEFAULT_TAIL = 0.2  # gen_tail_average with no decay shape: the last fifth of the run, the cooldown's fraction
 
 
@@ -135,7 +135,8 @@ class GeNTrainingArguments(TrainingArguments):
         gen_kalman_gain: ``"averages"``: weigh each settled line as the steady-state Kalman gain of a drifting level
             measured with one batch's noise (:func:`hf_gen.scheduler.line_gamma`), instead of with the same memory in
             steps as a one-step line every ``gen_interval`` steps; the two agree at short windows and part at long
-            ones (a weight of 0.47 instead of 0.98 on the 150-step windows of a 3,000-step run).
+            ones (a weight of 0.47 instead of 0.98 on the 150-step windows of a 3,000-step run). Default: on with
+            ``"averages"``; off otherwise.
         gen_offload_snapshot: Keep GeN's copy of the trainable parameters in CPU memory.
     """
 
@@ -372,15 +373,16 @@ class GeNTrainingArguments(TrainingArguments):
         "step. Default: on with 'averages'; off otherwise. A checkpoint saved without the sums (by a run with "
         "gen_pace_unit=False, or an hf-gen release before this default) resumes only with gen_pace_unit=False.",
     )
-    gen_kalman_gain: bool = _option(
-        False,
+    gen_kalman_gain: bool | None = _option(
+        None,
         "gen_probe_batch='averages': the weight of each settled line through two windows' means. Off: gamma ** "
         "(window / gen_interval), the same memory in steps as a one-step line every gen_interval steps, which treats "
         "each line as exact; on the 150-step windows of a 3,000-step run one batch's line then sets the level almost "
         "alone (weight 0.98). On: the steady-state Kalman gain K of a level that drifts as a random walk and is "
         "measured once per line with one batch's noise, K**2 / (1 - K) proportional to the window, fixed so that a "
         "line every gen_interval steps still weighs 1 - gen_gamma (weights 0.14 at 8 steps, 0.18 at 15, 0.47 at "
-        "150). No new constant and no cost.",
+        "150). No new constant and no cost. Default: on with 'averages'; off otherwise (False: the default before, "
+        "which a run resumed from a checkpoint saved before this default ran with).",
     )
     gen_offload_snapshot: bool = _option(
         False,
@@ -548,6 +550,7 @@ class GeNTrainingArguments(TrainingArguments):
         self._resolve_flag("gen_pace_unit", self.gen_probe_batch == "averages")
         self._needs_averages("gen_pace_unit", "sets the unit of the lines through two windows' means of "
                              "gen_probe_batch='averages'")  # fmt: skip
+        self._resolve_flag("gen_kalman_gain", self.gen_probe_batch == "averages")
         self._needs_averages("gen_kalman_gain", "weighs the lines through two windows' means of "
                              "gen_probe_batch='averages'")  # fmt: skip
         self._needs_averages("gen_raise_needs_progress", "compares the training losses of the windows of "

@@ -115,7 +115,7 @@ def test_unknown_scheduler_name_lists_gen_among_the_choices(tmp_path):
             {"gen_kalman_gain": True, "gen_probe_batch": "same"},
             "gen_kalman_gain weighs the lines .* got gen_probe_batch='same': pass gen_probe_batch='averages'",
         ),
-        ({"gen_kalman_gain": "yes"}, "gen_kalman_gain must be True or False"),
+        ({"gen_kalman_gain": "yes"}, "gen_kalman_gain must be True, False or None"),
         (
             {"gen_raise_needs_progress": True, "gen_probe_batch": "next"},
             "gen_raise_needs_progress compares .* got gen_probe_batch='next': pass gen_probe_batch='averages'",
@@ -314,6 +314,13 @@ def test_the_default_tail_average_follows_the_decay_shape(tmp_path, kwargs, tail
         ("gen_pace_unit", {"gen_probe_batch": "same"}, False),
         ("gen_pace_unit", {"gen_mode": "exact"}, False),
         ("gen_pace_unit", {"gen_pace_unit": False}, False),
+        # each settled window line weighed as one batch's measurement: the window lines only
+        ("gen_kalman_gain", {}, True),
+        ("gen_kalman_gain", {"gen_fast_start": False}, True),
+        ("gen_kalman_gain", {"gen_probe_batch": "next"}, False),
+        ("gen_kalman_gain", {"gen_probe_batch": "same"}, False),
+        ("gen_kalman_gain", {"gen_mode": "exact"}, False),
+        ("gen_kalman_gain", {"gen_kalman_gain": False}, False),
     ],
 )
 def test_window_line_options_are_on_by_default_only_where_they_apply(tmp_path, name, kwargs, on):

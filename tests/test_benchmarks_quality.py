@@ -194,22 +194,35 @@ def test_gen_families_set_their_arguments(tmp_path):
         "gen_max_interval": 16,
         "gen_probe_batch": "next",
         "gen_smooth_by_count": False,
+        "gen_kalman_gain": False,
     }
     # the families measured before the count keep plain smoothing; the default, its old option name and the options
     # measured on it count
-    counting = ("gen-adamw", "gen-adamw-count", "gen-sgd", "gen-adamw-kalman")
+    counting = (
+        "gen-adamw",
+        "gen-adamw-count",
+        "gen-sgd",
+        "gen-adamw-kalman",
+        "gen-adamw-no-kalman",
+        "gen-sgd-no-kalman",
+    )
     for family in set(GEN_VARIANTS) - set(counting):
         assert GEN_VARIANTS[family]["gen_smooth_by_count"] is False, family
+    # and the families measured before the Kalman gain weigh each line with the same memory in steps
+    kalman = ("gen-adamw", "gen-sgd", "gen-adamw-kalman")
+    for family in set(GEN_VARIANTS) - set(kalman):
+        assert GEN_VARIANTS[family]["gen_kalman_gain"] is False, family
     for family in counting:
         trainer, _ = _make_trainer(Contender(family, 5e-5), task, 0, str(tmp_path / f"{family}-c"), task.model(0))
         assert trainer.args.gen_smooth_by_count is True, family
+        assert trainer.args.gen_kalman_gain is (family in kalman), family
     # the previous default's runs, and the variants run under it, keep the cosine shape they ran with
     for family in ("gen-adamw-cosine", "gen-adamw-averages-next", "gen-adamw-windows", "gen-adamw-same"):
         trainer, _ = _make_trainer(Contender(family, 5e-5), task, 0, str(tmp_path / family), task.model(0))
         assert trainer.args.gen_decay == "cosine", family
     trainer, _ = _make_trainer(Contender("gen-adamw", 5e-5), task, 0, str(tmp_path / "default"), task.model(0))
     assert trainer.args.gen_decay == "none" and trainer.args.gen_probe_batch == "averages"
-    assert not trainer.args.gen_kalman_gain
+    assert trainer.args.gen_kalman_gain
 
 
 def test_a_gen_variant_asked_for_by_name_joins_the_comparison():
