@@ -28,8 +28,8 @@ from pathlib import Path
 from _contenders import LR_FREE
 from _report import GEN_DEFAULT, GRID_FAMILIES, _pct, summarize
 
-# The default before the first settled lines were weighed by count (plain smoothing from the first settled line)
-PREVIOUS_DEFAULT = "gen-adamw-uncounted@5e-05"
+# The default before each settled line was weighed as one batch's measurement (the same memory in steps)
+PREVIOUS_DEFAULT = "gen-adamw-no-kalman@5e-05"
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -39,7 +39,7 @@ RESULTS = HERE / "results"
 # The fast start's jitter charge was chosen on every row then in the table (the fortunes fine-tune first); glosses was
 # added after it, and then chose, with the rest, the charge on every line; verbs was added after that, and chose,
 # with the rest, the lines' unit; docstrings was added after that, and chose, with the rest, the count; manpages
-# was added after that.
+# was added after that, and chose, with the rest, the Kalman gain.
 SEEN = "seen when the defaults were last chosen"
 # (label, files, task in those files, what the task was used for)
 SOURCES = [
@@ -50,7 +50,7 @@ SOURCES = [
     ("plays", ["suite_plays.json"], "plays", SEEN),
     ("genres", ["suite_genres.json"], "genres", SEEN),
     ("plays-lora", ["suite_plays_lora.json"], "plays-lora", SEEN),
-    ("code", ["suite_code.json"], "code", SEEN),
+    ("code", ["suite_code.json", "kalman_b.json"], "code", SEEN),
     (
         "gpt2, 3,000 steps",
         [
@@ -60,6 +60,7 @@ SOURCES = [
             "horizon_gpt2_d.json",
             "pace_gpt2_3000.json",
             "count_j.json",
+            "kalman_gpt2_3000.json",
         ],
         "gpt2",
         SEEN,
@@ -83,9 +84,10 @@ SOURCES = [
             "suite_manpages_warmup.json",
             "suite_manpages_peers.json",
             "suite_manpages_uncounted.json",
+            "kalman_c.json",
         ],
         "manpages",
-        "held out: added after the last change",
+        SEEN,
     ),
     (
         "minilm, 3,000 steps",
@@ -99,6 +101,7 @@ SOURCES = [
             "horizon_minilm_g.json",
             "pace_minilm_long.json",
             "count_i.json",
+            "kalman_long.json",
         ],
         "minilm-long",
         SEEN,
@@ -125,8 +128,10 @@ KIND = {
 
 def load(files: list[Path], task: str, also: list[Path] = ()) -> dict | None:
     """The task's block from ``files`` (runs concatenated), or None when no file has it; then the runs of ``also``
-    whose block has the same steps and batch size (the same task at another horizon is another row)."""
+    whose block has the same steps and batch size (the same task at another horizon is another row). A run is read
+    once: a later file's run of the same contender, role and seed (a copy kept in two files) is left out."""
     block = None
+    seen = set()
     for path in [*files, *also]:
         if not path.exists():
             continue
@@ -138,9 +143,12 @@ def load(files: list[Path], task: str, also: list[Path] = ()) -> dict | None:
         if path in also and (block is None or any(found["config"][k] != block["config"][k] for k in SAME)):
             continue
         if block is None:
-            block = {"config": found["config"], "runs": list(found["runs"])}
-        else:
-            block["runs"] += found["runs"]
+            block = {"config": found["config"], "runs": []}
+        for run in found["runs"]:
+            key = (run["contender"], run["role"], run["seed"])
+            if key not in seen:
+                seen.add(key)
+                block["runs"].append(run)
     return block
 
 
@@ -223,7 +231,7 @@ def render(rows: list[dict]) -> list[str]:
     lines = [
         "| task | kind | used to | steps x batch | best grid point (seeds): eval loss (accuracy) "
         "| the Trainer's defaults | GeN default: mean eval loss (accuracy) | GeN vs best | GeN by seed "
-        "| previous default (plain smoothing from the first settled line) vs best | best lr-free peer "
+        "| previous default (each settled line weighed with the same memory in steps) vs best | best lr-free peer "
         "| GeN ahead of peers | verdict |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]

@@ -281,7 +281,8 @@ def test_suite_table_reads_the_quick_run(quick):
 @pytest.mark.slow
 def test_suite_table_puts_another_gen_contender_in_the_defaults_place(quick, tmp_path):
     # --gen/--also: an option's runs, read from extra files, take GeN's place in each row; a block of the same task at
-    # another step count (another row's horizon) is not merged. The numbers are recomputed here from the files.
+    # another step count (another row's horizon) is not merged, and a run kept in two files is read once. The numbers
+    # are recomputed here from the files.
     out, data = quick
     task = TASKS[0]
     block = copy.deepcopy(data["tasks"][task])
@@ -296,7 +297,8 @@ def test_suite_table_puts_another_gen_contender_in_the_defaults_place(quick, tmp
     (tmp_path / "longer.json").write_text(json.dumps(longer))
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "suite_table.py"), "--source",
                            f"{task}={out / 'quality.json'}:{task}", "--gen", "gen-adamw-x@5e-05", "--also",
-                           str(tmp_path / "same.json"), str(tmp_path / "longer.json"), "--markdown",
+                           str(tmp_path / "same.json"), str(tmp_path / "longer.json"), str(tmp_path / "same.json"),
+                           "--markdown",
                            str(tmp_path / "suite.md")], capture_output=True, text=True, timeout=120,
                           cwd=ROOT / "benchmarks")  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
@@ -307,6 +309,7 @@ def test_suite_table_puts_another_gen_contender_in_the_defaults_place(quick, tmp
     (row,) = [line for line in (tmp_path / "suite.md").read_text().splitlines() if line.startswith(f"| {task} |")]
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[7].startswith(f"{100 * (gen - grid[best]) / grid[best]:+.1f}%")
+    assert cells[8] == " / ".join(f"{r['eval_loss']:.3f}" for r in sorted(option, key=lambda r: r["seed"]))
     assert "GeN as gen-adamw-x@5e-05 is within" in (tmp_path / "suite.md").read_text()
 
 
