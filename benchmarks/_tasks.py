@@ -887,8 +887,8 @@ def manpages_task(
     steps: int, batch_size: int = 16, max_length: int = 64, train_rows: int = 4000, eval_rows: int = 1000
 ) -> Task:
     """MiniLM fine-tuned to tell whether a paragraph of a Linux manual page describes a system call (section 2) or a
-    library function (section 3) (held out: added after the defaults were last changed, and not used to choose
-    anything). Two classes, which no other fine-tune here has, and technical prose."""
+    library function (section 3) (held out when added, after the count was chosen; seen since, when the Kalman gain
+    was). Two classes, which no other fine-tune here has, and technical prose."""
     import random
 
     rows = section_paragraphs(manpages_dir(), tuple(MANPAGE_SECTIONS), MANPAGE_PARAGRAPHS_PER_SECTION)
