@@ -73,9 +73,7 @@ VARIANTS = {
     "lower=on": {"gen_lower_at_once": True},  # once settled, a lower level taken at once, only raises smoothed
     "pace=off": {"gen_pace_unit": False},  # each window line in units of the level at its close (the default before)
     "count=off": {"gen_smooth_by_count": False},  # plain smoothing from the first settled line (the default before)
-    "kalman=off": {
-        "gen_kalman_gain": False
-    },  # each settled line weighed with the same memory in steps (the one before)
+    "kalman=off": {"gen_kalman_gain": False},  # each settled line weighed as exact (the default before)
     # the count on one-step lines, where its default is off (a level that follows greedy estimates sooner loses)
     "probe=next+count": {"gen_probe_batch": "next", "gen_smooth_by_count": True},
     "probe=same+count": {"gen_probe_batch": "same", "gen_smooth_by_count": True},
