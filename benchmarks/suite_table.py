@@ -50,7 +50,7 @@ SOURCES = [
     ("plays", ["suite_plays.json"], "plays", SEEN),
     ("genres", ["suite_genres.json"], "genres", SEEN),
     ("plays-lora", ["suite_plays_lora.json"], "plays-lora", SEEN),
-    ("code", ["suite_code.json", "kalman_b.json"], "code", SEEN),
+    ("code", ["suite_code.json"], "code", SEEN),
     (
         "gpt2, 3,000 steps",
         [
@@ -84,7 +84,6 @@ SOURCES = [
             "suite_manpages_warmup.json",
             "suite_manpages_peers.json",
             "suite_manpages_uncounted.json",
-            "kalman_c.json",
         ],
         "manpages",
         SEEN,
