@@ -11,7 +11,8 @@
 # minutes for GeN's default and the best grid point on 5 seeds (the spread over seeds); fortunes (200 steps, 26 runs
 # of about 4 minutes with two processes sharing the machine) about 100 minutes; glosses (held out, 150 steps, 31 runs
 # of about 3 minutes) about 90 minutes; manpages (held out, 120 steps, 28 runs of 4 to 6 minutes with two or three
-# processes sharing the machine) about 60 minutes on two processes; code about 25 minutes;
+# processes sharing the machine) about 60 minutes on two processes; foldoc (held out, 150 steps, 34 runs of 3 to 4
+# minutes with two processes sharing the machine) about 65 minutes on two processes; code about 25 minutes;
 # diabetes, cancer and wine about 3 minutes each; the 3,000-step GPT-2 row about 140 minutes (8 to 10 minutes a
 # run); the 3,000-step fine-tune (minilm-long) about 4 hours (20 to 30 minutes a run); about 19 hours in all. Every
 # run is kept in benchmarks/results/*.json as it finishes, and a rerun skips what is there. Each task but fortunes
@@ -24,7 +25,7 @@ export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 PY=${PYTHON:-python}
 Q="$PY benchmarks/quality.py --threads 1 --resume"
 PEERS="prodigy dadapt-adam schedulefree-adamw mechanic dog gen-optim"
-TASKS=${TASKS:-"digits gpt2 minilm diabetes cancer wine plays genres plays-lora code fortunes glosses verbs docstrings manpages gpt2-3000 minilm-long"}
+TASKS=${TASKS:-"digits gpt2 minilm diabetes cancer wine plays genres plays-lora code fortunes glosses verbs docstrings manpages foldoc gpt2-3000 minilm-long"}
 # five_seeds JSON MD TASK: GeN's default and the best grid point so far (as the suite's table picks it) on 5 seeds, for
 # the spread of a fine-tune over seeds
 five_seeds() {
@@ -117,6 +118,34 @@ print(row('manpages', load([R / 'suite_manpages.json', R / 'suite_manpages_warmu
       $Q --tasks $task --no-robustness --seeds 5 --json $bjson --markdown /tmp/suite_manpages_best.md \
         --families ${best%@*} --grid $task=${best#*@}
       ;;
+    foldoc)
+      # Held out, added after the Kalman gain became the default: GeN's default on 5 seeds, the grids and the
+      # Trainer's defaults at 1 seed, the peers at 1 seed, the two defaults before (the cosine grid, the peers and
+      # those in files of their own, so that two processes can run at once); then the best grid point on 5 seeds, in
+      # the file that holds it.
+      json=benchmarks/results/suite_foldoc.json
+      md=benchmarks/RESULTS_suite_foldoc.md
+      $Q --tasks $task --no-robustness --seeds 5 --json $json --markdown $md --families gen-adamw
+      $Q --tasks $task --no-robustness --seeds 1 --json $json --markdown $md --families adamw-linear trainer-default
+      $Q --tasks $task --no-robustness --seeds 1 --json benchmarks/results/suite_foldoc_warmup.json \
+        --markdown /tmp/suite_foldoc_warmup.md --families adamw-cosine-warmup
+      $Q --tasks $task --no-robustness --seeds 1 --json benchmarks/results/suite_foldoc_peers.json \
+        --markdown /tmp/suite_foldoc_peers.md --families $PEERS
+      # the two defaults before (each settled line weighed with the same memory in steps; and plain smoothing too)
+      $Q --tasks $task --no-robustness --seeds 5 --json benchmarks/results/suite_foldoc_previous.json \
+        --markdown /tmp/suite_foldoc_previous.md --families gen-adamw-no-kalman
+      $Q --tasks $task --no-robustness --seeds 3 --json benchmarks/results/suite_foldoc_previous.json \
+        --markdown /tmp/suite_foldoc_previous.md --families gen-adamw-uncounted
+      best=$($PY -c "import sys; from pathlib import Path; sys.path.insert(0, 'benchmarks'); from suite_table import load, row
+R = Path('benchmarks/results')
+print(row('foldoc', load([R / 'suite_foldoc.json', R / 'suite_foldoc_warmup.json'], 'foldoc'), '')['best'])")
+      case $best in
+        adamw-cosine-warmup*) bjson=benchmarks/results/suite_foldoc_warmup.json ;;
+        *) bjson=$json ;;
+      esac
+      $Q --tasks $task --no-robustness --seeds 5 --json $bjson --markdown /tmp/suite_foldoc_best.md \
+        --families ${best%@*} --grid $task=${best#*@}
+      ;;
     gpt2-3000)
       # The long horizon: 15 times the profile's steps, on the grid around where the best lr moved. GeN on 2 seeds,
       # the two best linear points on 2, the rest on 1.
@@ -160,7 +189,7 @@ print(row('manpages', load([R / 'suite_manpages.json', R / 'suite_manpages_warmu
       $Q $L --families dog $E
       ;;
     *)
-      echo "unknown task $task: pass some of digits gpt2 minilm diabetes cancer wine plays genres plays-lora code fortunes glosses verbs docstrings manpages gpt2-3000 minilm-long" >&2
+      echo "unknown task $task: pass some of digits gpt2 minilm diabetes cancer wine plays genres plays-lora code fortunes glosses verbs docstrings manpages foldoc gpt2-3000 minilm-long" >&2
       exit 2
       ;;
   esac
