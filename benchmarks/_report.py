@@ -191,7 +191,10 @@ def _verdicts(analysis: dict) -> list[str]:
         "2. Ahead of every lr-free peer's default on at least two of three tasks: "
         + ("**met**" if wins >= 2 else "**not met**")
         + f" (ahead of all peers on {wins} of {len(ahead)}: "
-        + ", ".join(f"{n}: {'yes' if v else 'no'}" for n, v in ahead.items())
+        + ", ".join(
+            f"{n}: {('yes' if v else 'no') if tasks[n]['gen_vs_peer_pct'] else 'no peer ran in this file'}"
+            for n, v in ahead.items()
+        )
         + ")."
     )
     flat = targets["flatter_than_adamw_cosine"]
@@ -213,6 +216,12 @@ def _verdicts(analysis: dict) -> list[str]:
             continue
         better = [p for p, v in entry["gen_vs_peer_pct"].items() if v < 0]
         worse = [p for p, v in entry["gen_vs_peer_pct"].items() if v >= 0]
+        if not entry["gen_vs_peer_pct"]:  # the peers ran into another file (the suite's table reads both)
+            lines.append(
+                f"- **{name}**: no lr-free peer ran in this file; vs the best tuned grid point "
+                f"{entry.get('gen_vs_best_pct', math.nan):+.2f}% eval loss."
+            )
+            continue
         lines.append(
             f"- **{name}**: GeN-AdamW {'wins against' if better else 'beats none of the lr-free peers'}"
             + (f" {', '.join(better)}" if better else "")

@@ -170,6 +170,28 @@ def test_versions_of_a_resumed_run_name_their_commands():
     assert _versions({"command": "x", "versions": {"torch": "2"}}) == "torch 2"
 
 
+def test_verdicts_say_when_no_peer_ran_in_the_file():
+    """A task whose peers ran into another file (the suite's rows read several) is not reported as losing to them."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _report import _verdicts, analyse
+
+    def run(family, lr, loss, contender=None):
+        contender = contender or (f"{family}@{lr:g}" if lr else family)
+        return {"family": family, "lr": lr, "contender": contender, "role": "main", "seed": 0, "eval_loss": loss,
+                "metric": 0.5, "wall_s": 1.0}  # fmt: skip
+
+    grid_and_gen = [run("adamw-linear", 3e-4, 1.0), run("gen-adamw", 5e-5, 1.1, "gen-adamw@5e-05")]
+    alone = {"tasks": {"t": {"runs": grid_and_gen}}}
+    text = "\n".join(_verdicts(analyse(alone)))
+    assert "- **t**: no lr-free peer ran in this file; vs the best tuned grid point +10.00% eval loss." in text
+    assert "(ahead of all peers on 0 of 1: t: no peer ran in this file)" in text
+    # with a peer in the file: ahead of it (1.1 against 1.2), then behind one (1.1 against 1.05)
+    beside = {"tasks": {"t": {"runs": [*grid_and_gen, run("prodigy", None, 1.2), run("mechanic", None, 1.05)]}}}
+    text = "\n".join(_verdicts(analyse(beside)))
+    assert "- **t**: GeN-AdamW wins against prodigy; loses to mechanic; vs the best tuned grid point +10.00%" in text
+    assert "(ahead of all peers on 0 of 1: t: no)" in text
+
+
 def test_gen_families_set_their_arguments(tmp_path):
     """Each GeN family trains through GeNTrainer with hf-gen's defaults plus exactly its own gen_* arguments."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
