@@ -115,7 +115,7 @@ def test_the_default_grid_point_is_the_suite_tables():
         if len(cells) > 4 and "@" in cells[4]:
             named[cells[0]] = cells[4].split(" (")[0]
     rows = {"minilm-long": "minilm, 3,000 steps"}
-    assert len(named) == 17
+    assert len(named) == 18
     for task in perturbation.PROFILES:
         assert perturbation.best_grid_point(task) == named[rows.get(task, task)], task
 
