@@ -35,6 +35,30 @@ print(row('$3', load([Path('$1')], '$3'), '')['best'])")
   $Q --tasks $3 --no-robustness --seeds 5 --json $1 --markdown $2 --families gen-adamw
   $Q --tasks $3 --no-robustness --seeds 5 --json $1 --markdown $2 --families ${best%@*} --grid $3=${best#*@}
 }
+# held_out_grids TASK: a held-out fine-tune's grids and the Trainer's defaults at 1 seed (linear beside GeN's default
+# in results/suite_TASK.json; cosine with warmup in _warmup.json) and the peers at 1 seed (_peers.json): files of
+# their own, so that two processes can run at once
+held_out_grids() {
+  $Q --tasks $1 --no-robustness --seeds 1 --json benchmarks/results/suite_$1.json \
+    --markdown benchmarks/RESULTS_suite_$1.md --families adamw-linear trainer-default
+  $Q --tasks $1 --no-robustness --seeds 1 --json benchmarks/results/suite_$1_warmup.json \
+    --markdown /tmp/suite_$1_warmup.md --families adamw-cosine-warmup
+  $Q --tasks $1 --no-robustness --seeds 1 --json benchmarks/results/suite_$1_peers.json \
+    --markdown /tmp/suite_$1_peers.md --families $PEERS
+}
+# held_out_best TASK: the best grid point of both grids (as the suite's table picks it) on 5 seeds, in the file that
+# holds it
+held_out_best() {
+  local best bjson=benchmarks/results/suite_$1.json
+  best=$($PY -c "import sys; from pathlib import Path; sys.path.insert(0, 'benchmarks'); from suite_table import load, row
+R = Path('benchmarks/results')
+print(row('$1', load([R / 'suite_$1.json', R / 'suite_$1_warmup.json'], '$1'), '')['best'])")
+  case $best in
+    adamw-cosine-warmup*) bjson=benchmarks/results/suite_$1_warmup.json ;;
+  esac
+  $Q --tasks $1 --no-robustness --seeds 5 --json $bjson --markdown /tmp/suite_$1_best.md \
+    --families ${best%@*} --grid $1=${best#*@}
+}
 main_done=0
 for task in $TASKS; do
   case $task in
@@ -92,59 +116,30 @@ for task in $TASKS; do
       five_seeds $json $md $task
       ;;
     manpages)
-      # Held out, added after the first settled lines were weighed by count: GeN's default on 3 seeds, the grids and
-      # the Trainer's defaults at 1 seed, the peers at 1 seed; the default before (plain smoothing) on 3; GeN's
-      # default and the best grid point on 5.
+      # Held out, added after the first settled lines were weighed by count: GeN's default on 3 seeds, the grids, the
+      # Trainer's defaults and the peers at 1 seed; the default before (plain smoothing) on 3; GeN's default and the
+      # best grid point on 5.
       json=benchmarks/results/suite_manpages.json
       md=benchmarks/RESULTS_suite_manpages.md
       $Q --tasks $task --no-robustness --seeds 3 --json $json --markdown $md --families gen-adamw
-      $Q --tasks $task --no-robustness --seeds 1 --json $json --markdown $md --families adamw-linear trainer-default
-      # (files of their own: two processes can run at once)
-      $Q --tasks $task --no-robustness --seeds 1 --json benchmarks/results/suite_manpages_warmup.json \
-        --markdown /tmp/suite_manpages_warmup.md --families adamw-cosine-warmup
-      $Q --tasks $task --no-robustness --seeds 1 --json benchmarks/results/suite_manpages_peers.json \
-        --markdown /tmp/suite_manpages_peers.md --families $PEERS
+      held_out_grids $task
       $Q --tasks $task --no-robustness --seeds 3 --json benchmarks/results/suite_manpages_uncounted.json \
         --markdown /tmp/suite_manpages_uncounted.md --families gen-adamw-uncounted
-      # GeN's default and the best grid point on 5 seeds, the grid point in the file that holds it
-      best=$($PY -c "import sys; from pathlib import Path; sys.path.insert(0, 'benchmarks'); from suite_table import load, row
-R = Path('benchmarks/results')
-print(row('manpages', load([R / 'suite_manpages.json', R / 'suite_manpages_warmup.json'], 'manpages'), '')['best'])")
       $Q --tasks $task --no-robustness --seeds 5 --json $json --markdown $md --families gen-adamw
-      case $best in
-        adamw-cosine-warmup*) bjson=benchmarks/results/suite_manpages_warmup.json ;;
-        *) bjson=$json ;;
-      esac
-      $Q --tasks $task --no-robustness --seeds 5 --json $bjson --markdown /tmp/suite_manpages_best.md \
-        --families ${best%@*} --grid $task=${best#*@}
+      held_out_best $task
       ;;
     foldoc)
-      # Held out, added after the Kalman gain became the default: GeN's default on 5 seeds, the grids and the
-      # Trainer's defaults at 1 seed, the peers at 1 seed, the two defaults before (the cosine grid, the peers and
-      # those in files of their own, so that two processes can run at once); then the best grid point on 5 seeds, in
-      # the file that holds it.
-      json=benchmarks/results/suite_foldoc.json
-      md=benchmarks/RESULTS_suite_foldoc.md
-      $Q --tasks $task --no-robustness --seeds 5 --json $json --markdown $md --families gen-adamw
-      $Q --tasks $task --no-robustness --seeds 1 --json $json --markdown $md --families adamw-linear trainer-default
-      $Q --tasks $task --no-robustness --seeds 1 --json benchmarks/results/suite_foldoc_warmup.json \
-        --markdown /tmp/suite_foldoc_warmup.md --families adamw-cosine-warmup
-      $Q --tasks $task --no-robustness --seeds 1 --json benchmarks/results/suite_foldoc_peers.json \
-        --markdown /tmp/suite_foldoc_peers.md --families $PEERS
-      # the two defaults before (each settled line weighed with the same memory in steps; and plain smoothing too)
+      # Held out, added after the Kalman gain became the default: GeN's default on 5 seeds; the grids, the Trainer's
+      # defaults and the peers at 1 seed; the two defaults before (each settled line weighed with the same memory in
+      # steps, on 5 seeds; and without the count too, on 3) in a file of their own; the best grid point on 5 seeds.
+      $Q --tasks $task --no-robustness --seeds 5 --json benchmarks/results/suite_foldoc.json \
+        --markdown benchmarks/RESULTS_suite_foldoc.md --families gen-adamw
+      held_out_grids $task
       $Q --tasks $task --no-robustness --seeds 5 --json benchmarks/results/suite_foldoc_previous.json \
         --markdown /tmp/suite_foldoc_previous.md --families gen-adamw-no-kalman
       $Q --tasks $task --no-robustness --seeds 3 --json benchmarks/results/suite_foldoc_previous.json \
         --markdown /tmp/suite_foldoc_previous.md --families gen-adamw-uncounted
-      best=$($PY -c "import sys; from pathlib import Path; sys.path.insert(0, 'benchmarks'); from suite_table import load, row
-R = Path('benchmarks/results')
-print(row('foldoc', load([R / 'suite_foldoc.json', R / 'suite_foldoc_warmup.json'], 'foldoc'), '')['best'])")
-      case $best in
-        adamw-cosine-warmup*) bjson=benchmarks/results/suite_foldoc_warmup.json ;;
-        *) bjson=$json ;;
-      esac
-      $Q --tasks $task --no-robustness --seeds 5 --json $bjson --markdown /tmp/suite_foldoc_best.md \
-        --families ${best%@*} --grid $task=${best#*@}
+      held_out_best $task
       ;;
     gpt2-3000)
       # The long horizon: 15 times the profile's steps, on the grid around where the best lr moved. GeN on 2 seeds,
