@@ -12,7 +12,11 @@ The lr applied at optimizer step ``t`` (0-based) to param group ``i`` is
 where ``ratio_i`` is the group's starting lr over group 0's (the Trainer's decay / no-decay split or
 layer-wise lr ratios keep their proportions), ``shape`` is an optional annealing factor
 (``decay="linear"``: 1 - t/T; ``"cosine"``: (1 + cos(pi t/T)) / 2; ``"cooldown"``: 1, then 1 - sqrt(u) over the
-last ``COOLDOWN_FRACTION`` of the run, ``u`` going from 0 to 1 there), and ``level`` is what GeN moves. An update
+last ``COOLDOWN_FRACTION`` of the run, ``u`` going from 0 to 1 there), and ``level`` is what GeN moves. With
+``warmup_steps = W > 0`` the shape is also multiplied by a linear rise, ``(t + 1) / (W + 1)`` until it reaches 1 at
+step ``W``, and the decay runs over the steps after the warmup (``t`` from ``W``, ``T`` less ``W``), as the Trainer's
+own schedules with a warmup do; the rise starts one step in rather than at 0, because the first step's lr is also the
+first distance probed. An update
 turns the raw estimate ``a*`` (in lr units of group 0) into
 
     target = clip(a*, level / max_change, level * max_change),   level_new = level**gamma * target**(1 - gamma),
@@ -206,6 +210,10 @@ class GeNScheduler(LRScheduler):
             window lines.
         decay: Annealing shape composed with the GeN level: ``"none"``, ``"linear"``, ``"cosine"`` or ``"cooldown"``
             (constant, then ``1 - sqrt`` over the last ``COOLDOWN_FRACTION`` of the run).
+        warmup_steps: A linear warmup composed with the shape, over this many optimizer steps (the Trainer's
+            ``warmup_steps``, resolved to steps): the applied lr is ``level * (t + 1) / (W + 1)`` until step ``W``.
+            GeN measures and moves the level during the warmup as at any other time; the lines are in units of the
+            level, so the warmup damps what is applied without biasing the estimate. 0: no warmup.
         num_training_steps: Total optimizer steps (needed by ``decay``).
         last_epoch: As in ``LRScheduler``.
     """
@@ -227,10 +235,15 @@ class GeNScheduler(LRScheduler):
         smooth_by_count: bool = False,
         decay: str = "cosine",
         num_training_steps: int | None = None,
+        warmup_steps: int = 0,
         last_epoch: int = -1,
     ) -> None:
         settings = locals()
         validate_gen_settings(**{name: settings[name] for name in GEN_SETTINGS})
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+            raise ValueError(
+                f"warmup_steps must be a whole number of optimizer steps >= 0 (0: no warmup), got {warmup_steps!r}"
+            )
         if decay != "none" and (num_training_steps is None or num_training_steps < 1):
             raise ValueError(
                 f"decay={decay!r} needs num_training_steps >= 1 (the horizon it anneals over), got "
@@ -257,6 +270,7 @@ class GeNScheduler(LRScheduler):
         self.smoothed = 0  # settled updates folded in so far (smooth_by_count)
         self.decay = decay
         self.num_training_steps = int(num_training_steps) if num_training_steps is not None else None
+        self.warmup_steps = warmup_steps
         self.ratios = [float(group.get("initial_lr", group["lr"])) / first_lr for group in optimizer.param_groups]
         self.level = min(max(first_lr, self.lr_min), self.lr_max)
         self.settled = not self.fast_start
@@ -274,22 +288,28 @@ class GeNScheduler(LRScheduler):
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Restore a saved scheduler. Its saved settings are the run's: a checkpoint saved by an hf-gen release before
-        ``smooth_by_count`` smoothed plainly, and resumes so (the option off, its count at 0)."""
-        super().load_state_dict({"smooth_by_count": False, "smoothed": 0, **state_dict})
+        ``smooth_by_count`` smoothed plainly, and resumes so (the option off, its count at 0); one saved before the
+        warmup could be composed had none."""
+        super().load_state_dict({"smooth_by_count": False, "smoothed": 0, "warmup_steps": 0, **state_dict})
 
     # ---- schedule ----------------------------------------------------------------------------
 
     def shape(self, step: int) -> float:
-        """The annealing factor at 0-based optimizer step ``step``."""
+        """The annealing factor at 0-based optimizer step ``step``: the warmup's rise times the decay's shape."""
+        warmup = self.warmup_steps
+        rise = min((max(step, 0) + 1) / (warmup + 1), 1.0)
         if self.decay == "none":
-            return 1.0
-        progress = min(max(step, 0), self.num_training_steps) / self.num_training_steps
+            return rise
+        span = self.num_training_steps - warmup  # the decay runs over the steps after the warmup
+        progress = min(max(step - warmup, 0) / span, 1.0) if span > 0 else 0.0
         if self.decay == "linear":
-            return max(1.0 - progress, 0.0)
+            return rise * max(1.0 - progress, 0.0)
         if self.decay == "cooldown":
             start = 1.0 - COOLDOWN_FRACTION
-            return 1.0 if progress <= start else max(1.0 - math.sqrt((progress - start) / COOLDOWN_FRACTION), 0.0)
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
+            if progress <= start:
+                return rise
+            return rise * max(1.0 - math.sqrt((progress - start) / COOLDOWN_FRACTION), 0.0)
+        return rise * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     def lr_at(self, step: int) -> float:
         """Group 0's lr at 0-based optimizer step ``step`` with the current level."""

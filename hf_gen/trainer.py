@@ -117,7 +117,10 @@ class GeNMixin:
             optimizer = self.optimizer if optimizer is None else optimizer
             inner = check_linear_optimizer(optimizer)
             self.lr_scheduler = GeNScheduler(
-                optimizer, **self.args.gen_scheduler_settings(), num_training_steps=num_training_steps
+                optimizer,
+                **self.args.gen_scheduler_settings(),
+                num_training_steps=num_training_steps,
+                warmup_steps=self.args.get_warmup_steps(num_training_steps),
             )
             self._created_lr_scheduler = True
             for handle in self._gen_hooks:

@@ -66,7 +66,6 @@ def test_unknown_scheduler_name_lists_gen_among_the_choices(tmp_path):
         ({"gen_probe_offsets": [0.0]}, "non-zero finite multiples"),
         ({"gen_probe_offsets": [1.0], "gen_use_slope": False}, "at least two probe offsets"),
         ({"learning_rate": 0.0}, "learning_rate > 0"),
-        ({"warmup_steps": 10}, "warmup_steps=0"),
         ({"gen_probe_batch": "fresh"}, "gen_probe_batch must be one of 'next', 'same', 'averages'"),
         ({"gen_probe_batch": "next", "gen_mode": "exact"}, "approx-mode scheme"),
         ({"gen_probe_batch": "averages", "gen_mode": "exact"}, "approx-mode scheme"),

@@ -26,7 +26,9 @@ def test_defaults_used_alone_are_the_arguments_defaults():
 
     fields = {f.name: f.default for f in dataclasses.fields(GeNTrainingArguments) if f.name.startswith("gen_")}
     params = inspect.signature(GeNScheduler.__init__).parameters
-    assert set(params) - {"self", "optimizer", "num_training_steps", "last_epoch"} == set(GEN_SETTINGS)
+    # The run's length and warmup are the Trainer's own arguments (num_training_steps, get_warmup_steps), not gen_*.
+    assert set(params) - {"self", "optimizer", "num_training_steps", "warmup_steps", "last_epoch"} == set(GEN_SETTINGS)
+    assert params["warmup_steps"].default == GeNTrainingArguments(output_dir="unused").warmup_steps == 0
     for name in set(GEN_SETTINGS) - {"decay", "smooth_by_count"}:
         assert params[name].default == fields[f"gen_{name}"], name
     # The arguments' decay shape and count follow the probe scheme (None resolves to no shape and the count on the
@@ -250,6 +252,74 @@ def test_decay_shape_composes_with_the_level(decay, shape):
     assert s.get_last_lr()[0] == pytest.approx(0.05 * shape(6, T))
 
 
+@pytest.mark.parametrize(
+    "decay,after",
+    [
+        ("none", lambda u: 1.0),
+        ("linear", lambda u: 1 - u),
+        ("cosine", lambda u: 0.5 * (1 + math.cos(math.pi * u))),
+        ("cooldown", lambda u: 1.0 if u <= 0.8 else 1 - math.sqrt((u - 0.8) / 0.2)),
+    ],
+)
+def test_a_warmup_rises_linearly_and_the_decay_runs_over_the_steps_after_it(decay, after):
+    T, W = 13, 3  # the decay spans steps 3..13: u = (t - 3) / 10
+
+    def shape(t):
+        return min((t + 1) / (W + 1), 1.0) * after(max(t - W, 0) / (T - W))
+
+    opt, s = make(lr=0.2, decay=decay, num_training_steps=T, warmup_steps=W, fast_start=False, gamma=0.0)
+    lrs = []
+    for _ in range(T):
+        lrs.append(s.get_last_lr()[0])
+        opt.step()
+        s.step()
+    assert lrs[: W + 1] == pytest.approx([0.05, 0.1, 0.15, 0.2])  # the rise: (t + 1) / (W + 1), never 0
+    assert lrs == pytest.approx([0.2 * shape(t) for t in range(T)])
+    # An estimate during the warmup sets the level; what is applied is the level times the rise.
+    opt, s = make(lr=0.2, decay=decay, num_training_steps=T, warmup_steps=W, fast_start=False, gamma=0.0,
+                  max_change=math.inf, lr_max=100.0)  # fmt: skip
+    opt.step()
+    s.step()
+    assert s.apply_estimate(est(0.4), step=1) == pytest.approx(0.4 * 0.5)
+    assert s.level == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("decay", ["linear", "cosine"])
+def test_after_the_warmup_the_shape_is_the_trainers_own_schedule(decay):
+    # The oracle: transformers' schedules with a warmup, which decay over the steps after it. The rise differs by
+    # design (theirs starts at 0, ours one step in); from step W on, the two must agree.
+    from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    T, W = 40, 7
+    build = get_linear_schedule_with_warmup if decay == "linear" else get_cosine_schedule_with_warmup
+    theirs_opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    theirs = build(theirs_opt, num_warmup_steps=W, num_training_steps=T)
+    opt, s = make(lr=1.0, decay=decay, num_training_steps=T, warmup_steps=W, fast_start=False)
+    for t in range(T):
+        if t >= W:
+            assert s.get_last_lr()[0] == pytest.approx(theirs.get_last_lr()[0], abs=1e-12), t
+        else:
+            assert s.get_last_lr()[0] == pytest.approx((t + 1) / (W + 1))
+        for o, sched in ((opt, s), (theirs_opt, theirs)):
+            o.step()
+            sched.step()
+
+
+def test_a_warmup_longer_than_the_run_only_rises():
+    opt, s = make(lr=0.3, decay="cosine", num_training_steps=4, warmup_steps=9, fast_start=False)
+    assert [s.shape(t) for t in range(4)] == pytest.approx([0.1, 0.2, 0.3, 0.4])
+
+
+def test_a_checkpoint_saved_before_the_warmup_option_resumes_without_one():
+    opt, s = make(lr=0.1, decay="linear", num_training_steps=10, warmup_steps=4)
+    state = s.state_dict()
+    del state["warmup_steps"]  # as saved by a release without it
+    opt2, s2 = make(lr=0.1, decay="linear", num_training_steps=10, warmup_steps=4)
+    s2.load_state_dict(state)
+    assert s2.warmup_steps == 0
+    assert s2.shape(0) == 1.0
+
+
 def test_state_round_trips_through_a_weights_only_checkpoint():
     opt, s = make(lr=0.1, interval=2)
     s.apply_estimate(est(0.13), step=0)
@@ -280,6 +350,8 @@ def test_state_round_trips_through_a_weights_only_checkpoint():
         ({"decay": "step"}, "gen_decay"),
         ({"decay": "linear"}, "num_training_steps"),
         ({"max_change": math.inf}, "finite gen_max_change"),  # with the helper's lr_max=inf: unbounded
+        ({"warmup_steps": -1}, "warmup_steps must be a whole number of optimizer steps >= 0"),
+        ({"warmup_steps": 0.1}, "warmup_steps must be a whole number"),
     ],
 )
 def test_bad_settings_say_what_to_pass(kwargs, match):

@@ -256,22 +256,28 @@ def test_next_batch_fit_of_the_previous_line_matches_the_quadratic_closed_form(t
     torch.testing.assert_close(model.theta().detach(), oracle.theta().detach(), rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("decay", ["cosine", "none"])
-def test_the_decay_shape_anneals_the_gen_level(tmp_path, decay):
-    # "none" is the default with the default window lines: the level GeN sets is applied as it is.
+@pytest.mark.parametrize("decay,warmup", [("cosine", 0), ("none", 0), ("cosine", 0.25), ("none", 0.25)])
+def test_the_decay_shape_anneals_the_gen_level(tmp_path, decay, warmup):
+    # "none" is the default with the default window lines: the level GeN sets is applied as it is. The Trainer's
+    # warmup_steps (here a fraction: ceil(0.25 * 24) = 6 steps) rises linearly to step 6, and the decay runs after it.
     steps = 24
     extra = {} if decay == "none" else {"gen_decay": decay}
     args = GeNTrainingArguments(output_dir=str(tmp_path), lr_scheduler_type="gen", report_to="none", use_cpu=True,
                                 save_strategy="no", logging_steps=1, per_device_train_batch_size=4, max_steps=steps,
-                                learning_rate=1e-2, seed=0, **extra)  # fmt: skip
+                                learning_rate=1e-2, seed=0, warmup_steps=warmup, **extra)  # fmt: skip
     assert args.gen_decay == decay
     trainer = GeNTrainer(model=MLP(), args=args, train_dataset=Regression())
     trainer.train()
     trace = {r["step"]: r for r in read_trace(tmp_path)}
     lrs = logged_lrs(trainer)
+    W = 6 if warmup else 0
 
     def shape(t):  # 0-based step t of T
-        return 0.5 * (1 + math.cos(math.pi * t / steps)) if decay == "cosine" else 1.0
+        rise = min((t + 1) / (W + 1), 1.0)
+        return rise * (0.5 * (1 + math.cos(math.pi * max(t - W, 0) / (steps - W))) if decay == "cosine" else 1.0)
+
+    if warmup:
+        assert lrs[0] == pytest.approx(args.learning_rate / 7)  # the first step runs at a seventh of the start
 
     # Out of sample by default: the first line runs through the mean weights of steps 1-4 and 5-8 (windows of
     # gen_interval steps) and is measured on the 9th batch; a window closes every 4 steps after it (24 / 20 < 4).
@@ -284,7 +290,7 @@ def test_the_decay_shape_anneals_the_gen_level(tmp_path, decay):
     if decay == "cosine":
         assert lrs[-1] < 0.05 * max(lrs)
     else:  # held between updates
-        assert all(lrs[k] == lrs[k - 1] for k in range(1, steps) if k + 1 not in trace)
+        assert all(lrs[k] == lrs[k - 1] for k in range(W + 1, steps) if k + 1 not in trace)  # after any warmup
 
 
 # ---- the line through two windows' mean weights ------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Resume, logs, the offloaded copy and the model card: the state GeN leaves behind is exact and visible."""
 
 import functools
+import json
 
 import pytest
 import torch
@@ -119,6 +120,25 @@ def test_resume_keeps_the_clocks_of_the_lines_in_units_of_their_steps_lr(tmp_pat
     torch.save(saved, path)
     with pytest.raises(ValueError, match="saved without .* resume it with gen_pace_unit=False, or start again"):
         run(resume=str(tmp_path / "checkpoint-10"))
+
+
+def test_resume_inside_a_warmup_gives_the_uninterrupted_run(tmp_path):
+    """The Trainer's warmup_steps composed with GeN: a checkpoint saved inside the warmup resumes onto the same rise
+    and the same lines, bit for bit, and the logged lrs before the first line are the rise's closed form."""
+
+    run = functools.partial(train_averages, tmp_path, learning_rate=1e-3, max_steps=30, save_steps=5,
+                            warmup_steps=10)  # fmt: skip
+
+    full_trace, full_weights = run()
+    first = full_trace[0]["step"]  # no line before the first two windows have closed
+    assert first > 5
+    resumed_trace, resumed_weights = run(resume=str(tmp_path / "checkpoint-5"))
+    assert resumed_trace == full_trace
+    for n in full_weights:
+        torch.testing.assert_close(resumed_weights[n], full_weights[n], rtol=0, atol=0)
+    state = json.loads((tmp_path / "checkpoint-5" / "trainer_state.json").read_text())
+    logged = [r["learning_rate"] for r in state["log_history"] if "learning_rate" in r]
+    assert logged == pytest.approx([1e-3 * (t + 1) / 11 for t in range(len(logged))])
 
 
 def test_resume_inside_a_fast_start_line_measured_on_several_batches(tmp_path):
