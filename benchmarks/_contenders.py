@@ -115,6 +115,8 @@ FAMILIES = {
     "the undo)",
     "gen-adamw-last": "hf-gen GeN-AdamW with gen_tail_average=0 and gen_undo_lost_windows=False (ends on the last "
     "iterate: the default before the tail average)",
+    "gen-adamw-warmup": "hf-gen GeN-AdamW with the Trainer's warmup_steps at the grid's own (5% of the steps): the "
+    "applied lr rises linearly over them, the level measured and moved as usual (not a default)",
     "gen-sgd": "hf-gen GeN-SGD (defaults, momentum 0.9)",
     "gen-sgd-no-kalman": "hf-gen GeN-SGD with gen_kalman_gain=False (momentum 0.9; the default before the Kalman "
     "gain)",
@@ -192,6 +194,7 @@ GEN_VARIANTS = {
     "gen-adamw-uncharged": UNCHARGED,
     "gen-adamw-keep": KEEP,
     "gen-adamw-last": LAST,
+    "gen-adamw-warmup": {},  # the defaults, with the Trainer's warmup_steps set in _make_trainer
     "gen-sgd": {},
     "gen-sgd-no-kalman": NO_KALMAN,
     "gen-sgd-uncounted": UNCOUNTED,
@@ -436,6 +439,8 @@ def _make_trainer(contender: Contender, task, seed: int, run_dir: str, model):
         variant = gen_settings(family, contender.options)
         args = _args(GeNTrainingArguments, task, seed, run_dir, learning_rate=lr, lr_scheduler_type="gen", **variant)
         trainer_cls = BenchGeNTrainer
+        if family == "gen-adamw-warmup":  # the same warmup as the adamw-cosine-warmup grid's
+            args.warmup_steps = max(1, round(WARMUP_FRACTION * task.steps))
         if family.startswith("gen-sgd"):
             optimizers = (torch.optim.SGD(model.parameters(), lr=lr, momentum=SGD_MOMENTUM), None)
     else:
