@@ -5,6 +5,7 @@ can alter before rerunning anything.
     python benchmarks/fast_start_ends.py --ended unmeasured-cap   # list the runs that ended that way
     python benchmarks/fast_start_ends.py --against-best --families gen-adamw   # each run's level where it settled
     python benchmarks/fast_start_ends.py --settled-lines --families gen-adamw  # which way the settled lines point
+    python benchmarks/fast_start_ends.py --level-response --families gen-adamw --files results/suite_*.json
     python benchmarks/fast_start_ends.py --departs-from gen-adamw-uncharged --families gen-adamw --files ...
 
 The fast start ends at the first measurement after which the scheduler's interval is no longer 1 (the trace's
@@ -26,6 +27,15 @@ one (an estimate above it, or a line with no positive curvature along a descent)
 level) of the lines with an estimate. The other outcomes (a change below the loss's precision, a window taken back)
 are counted in neither share.
 
+``--level-response`` asks whether those lines see the level at all, per task: over the settled lines with an
+estimate, the least-squares fit of ``log c*`` on ``log(level / best lr)`` (the level the windows ran at over the best
+grid point's lr) and on the share of the run gone (``step / steps``: the lines call for less as a run goes on, and the
+level falls as it does, so the two must be fitted together). It prints the number of lines, the response with its
+standard error (``-1``: a line reads the level's error in full, as a Newton step would; ``0``: it does not see the
+level, and the level stays where the fast start left it, whatever the lines' count), the trend over the run (the
+change of ``log c*`` from its start to its end at a fixed level), and the lines' noise (the residuals' standard
+deviation, in ``log c*``: 0.69 is a factor of 2).
+
 ``--departs-from FAMILY`` pairs each run with the run of ``FAMILY`` on the same task, seed, starting lr and step
 count (from any of the files) and gives the first step whose lr differs (relative 1e-9): before it the two runs are
 the same run. ``fast start`` when that step is at or before the line that ended the paired run's fast start,
@@ -41,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 from collections import Counter
@@ -98,6 +109,26 @@ def settled_lines(run: dict) -> list[tuple[str, float | None]]:
     return lines
 
 
+def level_response(points: list[tuple[float, float, float]]) -> tuple[float, float, float, float] | None:
+    """The least-squares fit of ``log c*`` on ``[1, log(level / best lr), share of the run gone]`` over ``points``
+    (``(level / best lr, share, c*)`` each): ``(response, its standard error, trend, residual sd)``; ``None`` with
+    fewer than four lines or regressors that do not vary apart."""
+    if len(points) < 4:
+        return None
+    import numpy as np
+
+    x = np.array([[1.0, math.log(ratio), share] for ratio, share, _ in points])
+    y = np.array([math.log(c) for _, _, c in points])
+    gram = x.T @ x
+    if np.linalg.matrix_rank(gram) < 3:
+        return None
+    coef = np.linalg.solve(gram, x.T @ y)
+    residual = y - x @ coef
+    variance = float(residual @ residual) / (len(y) - 3)
+    error = math.sqrt(variance * float(np.linalg.inv(gram)[1, 1]))
+    return float(coef[1]), error, float(coef[2]), math.sqrt(variance)
+
+
 def departure(run: dict, reference: dict) -> tuple[int | None, str]:
     """The first step whose lr in ``run`` differs from ``reference``'s (relative 1e-9; ``None``: none does), and the
     phase of ``reference`` it fell in: ``"fast start"`` (at or before the line that ended its fast start),
@@ -121,6 +152,9 @@ def main(argv: list[str] | None = None) -> None:
         "--settled-lines", action="store_true", help="per task, which way the lines after the fast start pointed"
     )
     parser.add_argument(
+        "--level-response", action="store_true", help="per task, how the settled lines' c* answers the level"
+    )
+    parser.add_argument(
         "--departs-from", default=None, metavar="FAMILY", help="each run's first step off the same seed's FAMILY run"
     )
     opts = parser.parse_args(argv)
@@ -129,6 +163,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     counts: dict[tuple[str, str], Counter] = {}
     lines: dict[tuple[str, str], list] = {}
+    responses: dict[tuple[str, str], list] = {}
     if opts.against_best:
         print("| file | task | contender | seed | ended | settled level | x best lr | eval loss vs best |")
         print("|---|---|---|---|---|---|---|---|")
@@ -136,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
         with open(path) as handle:
             data = json.load(handle)
         for task, block in data.get("tasks", {}).items():
-            summary = summarize(block.get("runs", [])) if opts.against_best else {}
+            summary = summarize(block.get("runs", [])) if opts.against_best or opts.level_response else {}
             best = _best_grid(summary)
             for run in block.get("runs", []):
                 if "gen_trace" not in run or (opts.families and run.get("family") not in opts.families):
@@ -145,6 +180,13 @@ def main(argv: list[str] | None = None) -> None:
                 counts.setdefault((path.name, task), Counter())[how] += 1
                 if run["role"] == "main":
                     lines.setdefault((path.name, task), []).extend(settled_lines(run))
+                if opts.level_response and best is not None and run["role"] == "main" and where is not None:
+                    best_lr, trace = summary[best]["lr"], run["gen_trace"]
+                    found = responses.setdefault((path.name, task), [])
+                    for entry in trace[trace.index(where) + 1 :]:
+                        estimate, level = entry.get("alpha_star"), entry.get("probe_lr")
+                        if estimate and level and estimate > 0.0:
+                            found.append((level / best_lr, entry["step"] / run["steps"], estimate / level))
                 if opts.against_best and best is not None and run["role"] == "main":
                     reference = summary[best]
                     level = "-" if where is None else f"{where['lr']:.2g}"
@@ -170,6 +212,16 @@ def main(argv: list[str] | None = None) -> None:
                 for d in ("lower", "higher")
             }
             print(f"| {name} | {task} | {len(found)} | {share['lower']} | {share['higher']} | {median} |")
+    elif opts.level_response:
+        print("| file | task | settled lines | d log c* / d log level | trend over the run | line noise (sd) |")
+        print("|---|---|---|---|---|---|")
+        for (name, task), found in responses.items():
+            fit = level_response(found)
+            if fit is None:
+                print(f"| {name} | {task} | {len(found)} | - | - | - |")
+                continue
+            response, error, trend, noise = fit
+            print(f"| {name} | {task} | {len(found)} | {response:+.2f} ± {error:.2f} | {trend:+.2f} | {noise:.2f} |")
     elif opts.ended is None and not opts.against_best:
         print("| file | task | " + " | ".join(ENDINGS) + " |")
         print("|---" * (len(ENDINGS) + 2) + "|")

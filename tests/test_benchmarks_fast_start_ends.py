@@ -115,3 +115,52 @@ def test_departs_from_gives_the_first_step_off_the_same_seeds_reference_and_its_
         "| t | 1 | x@5e-05 | 19 | settled | 0.8000 | 1.0000 |",
         "| t | 2 | x@5e-05 | - | none | 1.0000 | 1.0000 |",
     ]
+
+
+def test_level_response_fits_log_c_star_on_the_level_and_the_runs_progress(tmp_path, capsys):
+    import math
+
+    import pytest
+    import torch
+
+    best = {"family": "adamw-linear", "contender": "adamw-linear@0.0003", "lr": 3e-4, "seed": 0, "role": "main",
+            "eval_loss": 0.5, "metric": 0.5, "wall_s": 1.0}  # fmt: skip
+
+    def settled_run(seed, points, noise=()):
+        # the fast start settles at step 17 (RUNS[0]); each later line at (level, step) has
+        # log c* = 0.2 - 0.6 log(level / 3e-4) - 1.5 step / 100, plus the given noise
+        lines = []
+        for k, (level, step) in enumerate(points):
+            c = math.exp(0.2 - 0.6 * math.log(level / 3e-4) - 1.5 * step / 100 + (noise[k] if noise else 0.0))
+            lines.append({**record(step, level, level, c * level, 4, fast=False), "fallback": None})
+        lines.append({**record(99, 3e-4, 3e-4, None, 4, fast=False), "fallback": "not_descent"})  # no c*: left out
+        return {**run(seed, [*RUNS[0]["gen_trace"], *lines]), "lr": 5e-5, "steps": 100, "eval_loss": 0.6,
+                "metric": 0.5, "wall_s": 1.0}  # fmt: skip
+
+    points = [(6e-4, 25), (3e-4, 40), (4.5e-4, 55), (1.5e-4, 70), (2e-4, 85), (9e-4, 90)]
+    exact = settled_run(0, points)
+    response, error, trend, sd = fast_start_ends.level_response(
+        [
+            (level / 3e-4, step / 100, e["alpha_star"] / level)
+            for (level, step), e in zip(points, exact["gen_trace"][3:], strict=False)
+        ]  # fmt: skip
+    )
+    assert (response, trend) == pytest.approx((-0.6, -1.5), abs=1e-9)
+    assert error == pytest.approx(0.0, abs=1e-7) and sd == pytest.approx(0.0, abs=1e-7)
+    # With noise the fit is the least-squares one: torch's solver on the same design is the oracle.
+    noise = [0.3, -0.2, 0.1, 0.4, -0.5, 0.05]
+    noisy = settled_run(1, points, noise)
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"tasks": {"t": {"runs": [best, noisy]}}, "meta": {}}))
+    fast_start_ends.main(["--files", str(path), "--level-response"])
+    design = torch.tensor([[1.0, math.log(level / 3e-4), step / 100] for level, step in points], dtype=torch.float64)
+    target = torch.tensor([0.2 - 0.6 * math.log(level / 3e-4) - 1.5 * step / 100 + n
+                           for (level, step), n in zip(points, noise, strict=True)], dtype=torch.float64)  # fmt: skip
+    coef = torch.linalg.lstsq(design, target.unsqueeze(1)).solution.squeeze(1)
+    residual = target - design @ coef
+    variance = float(residual @ residual) / 3
+    error = math.sqrt(variance * float(torch.linalg.inv(design.T @ design)[1, 1]))
+    expected = (f"| r.json | t | 6 | {float(coef[1]):+.2f} ± {error:.2f} | {float(coef[2]):+.2f} | "
+                f"{math.sqrt(variance):.2f} |")  # fmt: skip
+    assert capsys.readouterr().out.splitlines()[-1] == expected
+    assert fast_start_ends.level_response([(1.0, 0.1, 1.0)] * 5) is None  # nothing varies: no fit
