@@ -212,8 +212,10 @@ class GeNScheduler(LRScheduler):
             (constant, then ``1 - sqrt`` over the last ``COOLDOWN_FRACTION`` of the run).
         warmup_steps: A linear warmup composed with the shape, over this many optimizer steps (the Trainer's
             ``warmup_steps``, resolved to steps): the applied lr is ``level * (t + 1) / (W + 1)`` until step ``W``.
-            GeN measures and moves the level during the warmup as at any other time; the lines are in units of the
-            level, so the warmup damps what is applied without biasing the estimate. 0: no warmup.
+            GeN measures and moves the level during the warmup as at any other time. An estimate is of the lr the
+            steps should run at, and the level is set to it: while the warmup lasts, what is applied is damped below
+            it. The lines through windows' means are in units of the lr their steps ran at, rise included
+            (:meth:`rise`), so steps damped by the warmup do not read as steps too short. 0: no warmup.
         num_training_steps: Total optimizer steps (needed by ``decay``).
         last_epoch: As in ``LRScheduler``.
     """
@@ -294,10 +296,13 @@ class GeNScheduler(LRScheduler):
 
     # ---- schedule ----------------------------------------------------------------------------
 
+    def rise(self, step: int) -> float:
+        """The warmup's factor at 0-based optimizer step ``step``: ``(step + 1) / (W + 1)`` up to 1 (1 without one)."""
+        return min((max(step, 0) + 1) / (self.warmup_steps + 1), 1.0)
+
     def shape(self, step: int) -> float:
         """The annealing factor at 0-based optimizer step ``step``: the warmup's rise times the decay's shape."""
-        warmup = self.warmup_steps
-        rise = min((max(step, 0) + 1) / (warmup + 1), 1.0)
+        warmup, rise = self.warmup_steps, self.rise(step)
         if self.decay == "none":
             return rise
         span = self.num_training_steps - warmup  # the decay runs over the steps after the warmup

@@ -527,8 +527,9 @@ class Averages(NextBatch):
 
     def _add(self, trainer: GeNMixin, optimizer, record: StepRecord | None) -> None:
         self.means.add(trainer._gen_params(optimizer))
-        if self.pace_unit:
-            self.pace.add(trainer.lr_scheduler.level)  # the level the step just taken ran at
+        if self.pace_unit:  # the lr the step just taken ran at, less the decay shape (GeN sets the level it anneals)
+            scheduler = trainer.lr_scheduler
+            self.pace.add(scheduler.level * scheduler.rise(scheduler.last_epoch))
         if self._tracks_losses:
             self.losses.add(record.loss if record is not None else None)
         if self.means.previous is None and self.means.count == self._span(trainer):
@@ -566,7 +567,9 @@ class Averages(NextBatch):
 
     def measure_means(self, trainer: GeNMixin, record: StepRecord, optimizer) -> None:
         scheduler = trainer.lr_scheduler
-        at = scheduler.level  # the level the closing window ran at: the estimate is c* times it
+        # The lr the closing window ended at (less the decay shape; a warmup's rise included): the estimate is c* times
+        # it. With pace_unit, the lr its steps ran at, from their clocks (below).
+        at = scheduler.level * scheduler.rise(scheduler.last_epoch - 1)
         span = self._span(trainer)
         suspect = None  # a window whose training loss rose: taken back if the line's batch agrees (_measure)
         if self._tracks_losses:

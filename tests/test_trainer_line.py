@@ -278,6 +278,10 @@ def test_the_decay_shape_anneals_the_gen_level(tmp_path, decay, warmup):
 
     if warmup:
         assert lrs[0] == pytest.approx(args.learning_rate / 7)  # the first step runs at a seventh of the start
+    # The first line's unit is the lr its steps ran at, the warmup's rise included (not the decay shape): the clocks'
+    # sums C_k = sum of the first k steps' lrs, meaned over each window, give the walk between the means (line_pace).
+    clock = [sum(args.learning_rate * min(s / (W + 1), 1.0) for s in range(1, k + 1)) for k in range(1, 9)]
+    assert trace[9]["probe_lr"] == pytest.approx((sum(clock[4:]) / 4 - sum(clock[:4]) / 4) / 4, rel=1e-12)
 
     # Out of sample by default: the first line runs through the mean weights of steps 1-4 and 5-8 (windows of
     # gen_interval steps) and is measured on the 9th batch; a window closes every 4 steps after it (24 / 20 < 4).
