@@ -190,6 +190,34 @@ def test_verdicts_say_when_no_peer_ran_in_the_file():
     text = "\n".join(_verdicts(analyse(beside)))
     assert "- **t**: GeN-AdamW wins against prodigy; loses to mechanic; vs the best tuned grid point +10.00%" in text
     assert "(ahead of all peers on 0 of 1: t: no)" in text
+    # the peers alone (GeN ran into another file): neither target reads a GeN number
+    peers = {"tasks": {"t": {"runs": [run("adamw-linear", 3e-4, 1.0), run("prodigy", None, 1.2)]}}}
+    text = "\n".join(_verdicts(analyse(peers)))
+    assert "**not met** (t: GeN did not run in this file)." in text
+    assert "(ahead of all peers on 0 of 1: t: GeN did not run in this file)." in text
+    # no starting-lr sweep ran: nothing to compare (it used to read "spread diverged vs diverged")
+    assert (
+        "3. A flatter robustness curve than AdamW + cosine: not measured (no starting-lr sweep in this file)." in text
+    )
+
+
+def test_the_robustness_target_reads_each_sweep_and_names_the_tasks_without_one():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _report import _verdicts, analyse
+
+    def run(family, lr, loss, role="main"):
+        return {"family": family, "lr": lr, "contender": f"{family}@{lr:g}", "role": role, "seed": 0,
+                "eval_loss": loss, "metric": 0.5, "wall_s": 1.0}  # fmt: skip
+
+    base = [run("adamw-linear", 3e-4, 1.0), run("gen-adamw", 5e-5, 1.1)]
+    # GeN's sweep spans 1.3 - 1.1 = 0.2, cosine's 2.0 - 1.0 = 1.0: flatter on "a"; "b" has no sweep
+    sweep = [run("gen-adamw", 1e-5, 1.3, "robustness"), run("gen-adamw", 1e-3, 1.1, "robustness"),
+             run("adamw-cosine", 1e-5, 2.0, "robustness"), run("adamw-cosine", 1e-3, 1.0, "robustness")]  # fmt: skip
+    text = "\n".join(_verdicts(analyse({"tasks": {"a": {"runs": [*base, *sweep]}}})))
+    assert "3. A flatter robustness curve than AdamW + cosine: **met** (a: spread 0.2000 vs 1.0000)." in text
+    text = "\n".join(_verdicts(analyse({"tasks": {"a": {"runs": [*base, *sweep]}, "b": {"runs": base}}})))
+    assert ("3. A flatter robustness curve than AdamW + cosine: **not met** (a: spread 0.2000 vs 1.0000, b: no "
+            "starting-lr sweep in this file).") in text  # fmt: skip
 
 
 def test_gen_families_set_their_arguments(tmp_path):
