@@ -117,6 +117,8 @@ FAMILIES = {
     "iterate: the default before the tail average)",
     "gen-adamw-warmup": "hf-gen GeN-AdamW with the Trainer's warmup_steps at the grid's own (5% of the steps): the "
     "applied lr rises linearly over them, the level measured and moved as usual (not a default)",
+    "gen-adamw-warmup20": "hf-gen GeN-AdamW with the Trainer's warmup_steps at 20% of the steps (on the 150-step "
+    "fine-tunes, the first 30 steps, where the new head's transient shows in the window lines; not a default)",
     "gen-sgd": "hf-gen GeN-SGD (defaults, momentum 0.9)",
     "gen-sgd-no-kalman": "hf-gen GeN-SGD with gen_kalman_gain=False (momentum 0.9; the default before the Kalman "
     "gain)",
@@ -194,7 +196,8 @@ GEN_VARIANTS = {
     "gen-adamw-uncharged": UNCHARGED,
     "gen-adamw-keep": KEEP,
     "gen-adamw-last": LAST,
-    "gen-adamw-warmup": {},  # the defaults, with the Trainer's warmup_steps set in _make_trainer
+    "gen-adamw-warmup": {},  # the defaults, with the Trainer's warmup_steps set in _make_trainer (GEN_WARMUP)
+    "gen-adamw-warmup20": {},
     "gen-sgd": {},
     "gen-sgd-no-kalman": NO_KALMAN,
     "gen-sgd-uncounted": UNCOUNTED,
@@ -238,6 +241,11 @@ GEN_VARIANTS = {
         for cap in ADAPTIVE_CAPS
     },
 }
+
+
+# The GeN families run with the Trainer's warmup, as a fraction of the steps: the adamw-cosine-warmup grid's own, and
+# one that spans the new head's transient on the 150-step fine-tunes (their first three 8-step windows).
+GEN_WARMUP = {"gen-adamw-warmup": WARMUP_FRACTION, "gen-adamw-warmup20": 0.2}
 
 
 def gen_settings(family: str, options) -> dict:
@@ -439,8 +447,8 @@ def _make_trainer(contender: Contender, task, seed: int, run_dir: str, model):
         variant = gen_settings(family, contender.options)
         args = _args(GeNTrainingArguments, task, seed, run_dir, learning_rate=lr, lr_scheduler_type="gen", **variant)
         trainer_cls = BenchGeNTrainer
-        if family == "gen-adamw-warmup":  # the same warmup as the adamw-cosine-warmup grid's
-            args.warmup_steps = max(1, round(WARMUP_FRACTION * task.steps))
+        if family in GEN_WARMUP:
+            args.warmup_steps = max(1, round(GEN_WARMUP[family] * task.steps))
         if family.startswith("gen-sgd"):
             optimizers = (torch.optim.SGD(model.parameters(), lr=lr, momentum=SGD_MOMENTUM), None)
     else:

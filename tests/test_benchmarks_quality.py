@@ -256,11 +256,12 @@ def test_gen_families_set_their_arguments(tmp_path):
         "gen-adamw-no-kalman",
         "gen-sgd-no-kalman",
         "gen-adamw-warmup",
+        "gen-adamw-warmup20",
     )
     for family in set(GEN_VARIANTS) - set(counting):
         assert GEN_VARIANTS[family]["gen_smooth_by_count"] is False, family
     # and the families measured before the Kalman gain weigh each line with the same memory in steps
-    kalman = ("gen-adamw", "gen-sgd", "gen-adamw-kalman", "gen-adamw-warmup")
+    kalman = ("gen-adamw", "gen-sgd", "gen-adamw-kalman", "gen-adamw-warmup", "gen-adamw-warmup20")
     for family in set(GEN_VARIANTS) - set(kalman):
         assert GEN_VARIANTS[family]["gen_kalman_gain"] is False, family
     for family in counting:
@@ -281,6 +282,10 @@ def test_gen_families_set_their_arguments(tmp_path):
     assert trainer.args.warmup_steps == 15 and trainer.args.get_warmup_steps(300) == 15
     trainer, _ = _make_trainer(Contender("gen-adamw-warmup", 5e-5), task, 0, str(tmp_path / "w4"), task.model(0))
     assert trainer.args.warmup_steps == 1
+    trainer, _ = _make_trainer(
+        Contender("gen-adamw-warmup20", 5e-5), long_task, 0, str(tmp_path / "w2"), task.model(0)
+    )
+    assert trainer.args.warmup_steps == 60
 
 
 def test_a_gen_variant_asked_for_by_name_joins_the_comparison():
