@@ -106,9 +106,9 @@ class GeNTrainingArguments(TrainingArguments):
             ``"cooldown"`` (constant, then down to 0 over the last 20% of the run). Default:
             ``"none"`` with ``"averages"`` (its window lines lower the level themselves late in a run), ``"cosine"``
             with the greedy one-step estimates (``"next"``, ``"same"``, exact mode). The Trainer's ``warmup_steps``
-            (steps, or a fraction of the run below 1) composes with it: the applied lr rises linearly over the warmup
-            and the shape's decay runs over the steps after it, as with the Trainer's schedules. GeN measures and moves
-            the level during the warmup too. Default ``warmup_steps=0``: the first step runs at ``learning_rate``.
+            (steps, or a fraction of the run below 1) comes before GeN: the lr rises linearly to ``learning_rate``
+            over the warmup, nothing is measured, and GeN starts after it as it would on the first step; the shape's
+            decay runs over the steps after the warmup. Default ``warmup_steps=0``: GeN starts on the first step.
         gen_probe_offsets: approx, same batch: probe points in units of the current lr.
         gen_use_slope: approx: use the backward slope in the fit.
         gen_jitter_cost: ``"averages"``: charge each line through two windows' means with what a longer step costs in
@@ -233,8 +233,8 @@ class GeNTrainingArguments(TrainingArguments):
         "'linear' (1 - t/T) or 'cooldown' (1, then 1 - sqrt over the last 20% of the run). Default: 'none' with "
         "gen_probe_batch='averages', whose lines through two windows' mean weights lower the level by themselves as "
         "the steps' progress shrinks late in a run; 'cosine' with the greedy one-step estimates ('next', 'same', "
-        "exact mode), which do not anneal by themselves. warmup_steps composes with it: a linear rise over the "
-        "warmup, then the shape over the steps after it.",
+        "exact mode), which do not anneal by themselves. warmup_steps comes before GeN: a linear rise to "
+        "learning_rate with nothing measured, then GeN and the shape over the steps after it.",
         DECAY_SHAPES,
     )
     gen_probe_offsets: list[float] = field(

@@ -399,8 +399,7 @@ class WindowMeans:
 
 class Pace:
     """The steps' two clocks, kept beside :class:`WindowMeans` (``gen_pace_unit``): the sum of the lrs (group 0's
-    level, times a warmup's rise while it lasts; not the decay shape, which anneals the level GeN sets) of every
-    optimizer step so far, and the number of steps; and their means over the open window and the
+    level) of every optimizer step so far, and the number of steps; and their means over the open window and the
     reference one, as the weights' means are kept. :func:`hf_gen.core.line_pace` reads from them the lr a line through
     two windows' means was walked at. Plain floats: the same on every process.
     """

@@ -13,10 +13,10 @@ where ``ratio_i`` is the group's starting lr over group 0's (the Trainer's decay
 layer-wise lr ratios keep their proportions), ``shape`` is an optional annealing factor
 (``decay="linear"``: 1 - t/T; ``"cosine"``: (1 + cos(pi t/T)) / 2; ``"cooldown"``: 1, then 1 - sqrt(u) over the
 last ``COOLDOWN_FRACTION`` of the run, ``u`` going from 0 to 1 there), and ``level`` is what GeN moves. With
-``warmup_steps = W > 0`` the shape is also multiplied by a linear rise, ``(t + 1) / (W + 1)`` until it reaches 1 at
-step ``W``, and the decay runs over the steps after the warmup (``t`` from ``W``, ``T`` less ``W``), as the Trainer's
-own schedules with a warmup do; the rise starts one step in rather than at 0, because the first step's lr is also the
-first distance probed. An update
+``warmup_steps = W > 0`` the first ``W`` steps are a warmup, as with the Trainer's own schedules: the lr rises
+linearly, ``(t + 1) / (W + 1)`` times the starting lr (one step in rather than from 0), GeN measures nothing, and
+from step ``W`` on GeN runs as it would from step 0, with the weights and the optimizer's moments the warmup left; a
+decay shape runs over the steps after the warmup (``t`` from ``W``, ``T`` less ``W``). An update
 turns the raw estimate ``a*`` (in lr units of group 0) into
 
     target = clip(a*, level / max_change, level * max_change),   level_new = level**gamma * target**(1 - gamma),
@@ -210,12 +210,11 @@ class GeNScheduler(LRScheduler):
             window lines.
         decay: Annealing shape composed with the GeN level: ``"none"``, ``"linear"``, ``"cosine"`` or ``"cooldown"``
             (constant, then ``1 - sqrt`` over the last ``COOLDOWN_FRACTION`` of the run).
-        warmup_steps: A linear warmup composed with the shape, over this many optimizer steps (the Trainer's
-            ``warmup_steps``, resolved to steps): the applied lr is ``level * (t + 1) / (W + 1)`` until step ``W``.
-            GeN measures and moves the level during the warmup as at any other time. An estimate is of the lr the
-            steps should run at, and the level is set to it: while the warmup lasts, what is applied is damped below
-            it. The lines through windows' means are in units of the lr their steps ran at, rise included
-            (:meth:`rise`), so steps damped by the warmup do not read as steps too short. 0: no warmup.
+        warmup_steps: A linear warmup before GeN, over this many optimizer steps (the Trainer's ``warmup_steps``,
+            resolved to steps): the lr is the starting lr times ``(t + 1) / (W + 1)`` until step ``W``, and nothing is
+            measured (:meth:`is_due` is false); GeN's first step is step ``W`` (:attr:`first_step`). A line measured
+            on steps the warmup damped would read them as too short, and a fast start on it climbs by its fallbacks,
+            so the warmup is left out of every line. 0: no warmup.
         num_training_steps: Total optimizer steps (needed by ``decay``).
         last_epoch: As in ``LRScheduler``.
     """
@@ -296,6 +295,11 @@ class GeNScheduler(LRScheduler):
 
     # ---- schedule ----------------------------------------------------------------------------
 
+    @property
+    def first_step(self) -> int:
+        """GeN's first optimizer step (0-based): the first after the warmup, if any."""
+        return self.warmup_steps
+
     def rise(self, step: int) -> float:
         """The warmup's factor at 0-based optimizer step ``step``: ``(step + 1) / (W + 1)`` up to 1 (1 without one)."""
         return min((max(step, 0) + 1) / (self.warmup_steps + 1), 1.0)
@@ -331,7 +335,9 @@ class GeNScheduler(LRScheduler):
         return self.gap if self.settled else 1
 
     def is_due(self, step: int) -> bool:
-        """Whether optimizer step ``step`` (0-based) should recompute the lr."""
+        """Whether optimizer step ``step`` (0-based) should recompute the lr (never during the warmup)."""
+        if step < self.first_step:
+            return False
         if self.last_update_step is None:
             return True
         return step - self.last_update_step >= self.interval_in_force

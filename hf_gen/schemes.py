@@ -149,20 +149,25 @@ class NextBatch:
 
     def measures(self, trainer: GeNMixin) -> bool:
         # The first step is also recorded: its own batch can veto a starting lr that overshoots.
-        first = trainer.lr_scheduler.last_epoch == 0 and trainer.args.gen_search_probes > 0
+        first = (
+            trainer.lr_scheduler.last_epoch == trainer.lr_scheduler.first_step and trainer.args.gen_search_probes > 0
+        )
         return self.pending is not None or first
 
     def before_step(self, trainer: GeNMixin, record: StepRecord, optimizer) -> None:
         scheduler = trainer.lr_scheduler
         if self.pending is not None and record.measures and record.batch:
             self.measure(trainer, record)  # sets this step's lr
-        if scheduler.is_due(scheduler.last_epoch + 1):
+        if scheduler.is_due(scheduler.last_epoch + 1) and scheduler.last_epoch >= scheduler.first_step:
             snapshot = trainer._gen_snapshot(optimizer)
             self.pending = (snapshot, snapshot.a0)
 
     def wants_hook(self, trainer: GeNMixin) -> bool:
         """Whether the pre-step hook has work on a step whose batch measures nothing: a copy for the next batch."""
-        return self.pending is not None or trainer.lr_scheduler.is_due(trainer.lr_scheduler.last_epoch + 1)
+        scheduler = trainer.lr_scheduler
+        return self.pending is not None or (
+            scheduler.is_due(scheduler.last_epoch + 1) and scheduler.last_epoch >= scheduler.first_step
+        )
 
     def after_any_step(self, trainer: GeNMixin, optimizer, record: StepRecord | None) -> None:
         """After every optimizer step (measuring or not): nothing to do here."""
@@ -197,7 +202,7 @@ class NextBatch:
         where a step looks better than it is) overshot; it is cut back ``gen_max_change**3``-fold along its line
         (``hf_gen.core.cut_back``) and the lr restarted at the distance kept, which the next batch measures from."""
         scheduler = trainer.lr_scheduler
-        if self.pending is None or scheduler.last_epoch != 0 or not record.batch:
+        if self.pending is None or scheduler.last_epoch != scheduler.first_step or not record.batch:
             return
         snapshot, a0 = self.pending
         loss = float(trainer._gen_reduce(record.loss))
@@ -464,7 +469,9 @@ class Averages(NextBatch):
 
     def _first(self, trainer: GeNMixin) -> bool:
         """The first step, whose own batch can veto a starting lr that overshoots (``NextBatch.after_step``)."""
-        return trainer.lr_scheduler.last_epoch == 0 and trainer.args.gen_search_probes > 0
+        return (
+            trainer.lr_scheduler.last_epoch == trainer.lr_scheduler.first_step and trainer.args.gen_search_probes > 0
+        )
 
     def _line_open(self) -> bool:
         """Whether the open line still wants batches (``fast_start_batches`` or ``line_batches`` > 1)."""
@@ -509,7 +516,11 @@ class Averages(NextBatch):
 
     def after_step(self, trainer: GeNMixin, record: StepRecord) -> None:
         super().after_step(trainer, record)
-        if self.lines == "next" or self.pending is None or trainer.lr_scheduler.last_epoch != 0:
+        if (
+            self.lines == "next"
+            or self.pending is None
+            or trainer.lr_scheduler.last_epoch != trainer.lr_scheduler.first_step
+        ):
             return
         # The first step's check is done (no window is open yet, so no line of this step is measured): its copy goes,
         # and its weights (cut back or not) open the window.
@@ -520,16 +531,18 @@ class Averages(NextBatch):
     def after_any_step(self, trainer: GeNMixin, optimizer, record: StepRecord | None) -> None:
         """After every optimizer step outside the one-step lines: the new weights join the open window; the first
         complete window becomes the reference the next one is measured from."""
-        first_check = self.pending is not None and trainer.lr_scheduler.last_epoch == 0  # added after it, above
-        if self._one_step(trainer) or first_check:
+        scheduler = trainer.lr_scheduler
+        first_check = (
+            self.pending is not None and scheduler.last_epoch == scheduler.first_step
+        )  # added after it, above
+        if self._one_step(trainer) or first_check or scheduler.last_epoch < scheduler.first_step:  # or in the warmup
             return
         self._add(trainer, optimizer, record)
 
     def _add(self, trainer: GeNMixin, optimizer, record: StepRecord | None) -> None:
         self.means.add(trainer._gen_params(optimizer))
-        if self.pace_unit:  # the lr the step just taken ran at, less the decay shape (GeN sets the level it anneals)
-            scheduler = trainer.lr_scheduler
-            self.pace.add(scheduler.level * scheduler.rise(scheduler.last_epoch))
+        if self.pace_unit:
+            self.pace.add(trainer.lr_scheduler.level)  # the level the step just taken ran at
         if self._tracks_losses:
             self.losses.add(record.loss if record is not None else None)
         if self.means.previous is None and self.means.count == self._span(trainer):
@@ -567,9 +580,7 @@ class Averages(NextBatch):
 
     def measure_means(self, trainer: GeNMixin, record: StepRecord, optimizer) -> None:
         scheduler = trainer.lr_scheduler
-        # The lr the closing window ended at (less the decay shape; a warmup's rise included): the estimate is c* times
-        # it. With pace_unit, the lr its steps ran at, from their clocks (below).
-        at = scheduler.level * scheduler.rise(scheduler.last_epoch - 1)
+        at = scheduler.level  # the level the closing window ran at: the estimate is c* times it
         span = self._span(trainer)
         suspect = None  # a window whose training loss rose: taken back if the line's batch agrees (_measure)
         if self._tracks_losses:

@@ -275,12 +275,13 @@ def test_a_warmup_rises_linearly_and_the_decay_runs_over_the_steps_after_it(deca
         s.step()
     assert lrs[: W + 1] == pytest.approx([0.05, 0.1, 0.15, 0.2])  # the rise: (t + 1) / (W + 1), never 0
     assert lrs == pytest.approx([0.2 * shape(t) for t in range(T)])
-    # An estimate during the warmup sets the level; what is applied is the level times the rise.
+    # GeN's first estimate comes at step W, where the rise is complete: the level and the decay's start apply.
     opt, s = make(lr=0.2, decay=decay, num_training_steps=T, warmup_steps=W, fast_start=False, gamma=0.0,
                   max_change=math.inf, lr_max=100.0)  # fmt: skip
-    opt.step()
-    s.step()
-    assert s.apply_estimate(est(0.4), step=1) == pytest.approx(0.4 * 0.5)
+    for _ in range(W):
+        opt.step()
+        s.step()
+    assert s.apply_estimate(est(0.4), step=W) == pytest.approx(0.4 * after(0.0))
     assert s.level == pytest.approx(0.4)
 
 
@@ -303,6 +304,15 @@ def test_after_the_warmup_the_shape_is_the_trainers_own_schedule(decay):
         for o, sched in ((opt, s), (theirs_opt, theirs)):
             o.step()
             sched.step()
+
+
+def test_nothing_is_due_during_the_warmup_and_gen_starts_after_it():
+    opt, s = make(lr=0.1, interval=2, warmup_steps=3, fast_start=False)
+    assert s.first_step == 3
+    assert [s.is_due(t) for t in range(4)] == [False, False, False, True]
+    s.apply_estimate(est(0.1), step=3)
+    assert [s.is_due(t) for t in (4, 5)] == [False, True]
+    assert make(lr=0.1)[1].first_step == 0
 
 
 def test_a_warmup_longer_than_the_run_only_rises():

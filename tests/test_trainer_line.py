@@ -259,12 +259,16 @@ def test_next_batch_fit_of_the_previous_line_matches_the_quadratic_closed_form(t
 @pytest.mark.parametrize("decay,warmup", [("cosine", 0), ("none", 0), ("cosine", 0.25), ("none", 0.25)])
 def test_the_decay_shape_anneals_the_gen_level(tmp_path, decay, warmup):
     # "none" is the default with the default window lines: the level GeN sets is applied as it is. The Trainer's
-    # warmup_steps (here a fraction: ceil(0.25 * 24) = 6 steps) rises linearly to step 6, and the decay runs after it.
+    # warmup_steps (here a fraction: ceil(0.25 * 24) = 6 steps) comes first: the lr rises linearly to step 6 and
+    # nothing is measured; GeN then starts as on a first step, and the decay runs over the steps after the warmup.
     steps = 24
     extra = {} if decay == "none" else {"gen_decay": decay}
     args = GeNTrainingArguments(output_dir=str(tmp_path), lr_scheduler_type="gen", report_to="none", use_cpu=True,
                                 save_strategy="no", logging_steps=1, per_device_train_batch_size=4, max_steps=steps,
-                                learning_rate=1e-2, seed=0, warmup_steps=warmup, **extra)  # fmt: skip
+                                learning_rate=1e-2, seed=0, warmup_steps=warmup, gen_search_probes=0,
+                                **extra)  # fmt: skip
+    # (gen_search_probes=0: no check of GeN's first step, which after this warmup cuts 1e-2 back on its batch; the
+    # trace then holds the window lines alone)
     assert args.gen_decay == decay
     trainer = GeNTrainer(model=MLP(), args=args, train_dataset=Regression())
     trainer.train()
@@ -276,17 +280,13 @@ def test_the_decay_shape_anneals_the_gen_level(tmp_path, decay, warmup):
         rise = min((t + 1) / (W + 1), 1.0)
         return rise * (0.5 * (1 + math.cos(math.pi * max(t - W, 0) / (steps - W))) if decay == "cosine" else 1.0)
 
-    if warmup:
-        assert lrs[0] == pytest.approx(args.learning_rate / 7)  # the first step runs at a seventh of the start
-    # The first line's unit is the lr its steps ran at, the warmup's rise included (not the decay shape): the clocks'
-    # sums C_k = sum of the first k steps' lrs, meaned over each window, give the walk between the means (line_pace).
-    clock = [sum(args.learning_rate * min(s / (W + 1), 1.0) for s in range(1, k + 1)) for k in range(1, 9)]
-    assert trace[9]["probe_lr"] == pytest.approx((sum(clock[4:]) / 4 - sum(clock[:4]) / 4) / 4, rel=1e-12)
-
-    # Out of sample by default: the first line runs through the mean weights of steps 1-4 and 5-8 (windows of
-    # gen_interval steps) and is measured on the 9th batch; a window closes every 4 steps after it (24 / 20 < 4).
+    assert lrs[:W] == pytest.approx([args.learning_rate * k / (W + 1) for k in range(1, W + 1)])  # the rise
+    # Out of sample by default: the first line runs through the mean weights of GeN's steps 1-4 and 5-8 (windows of
+    # gen_interval steps) and is measured on the 9th batch; a window closes every 4 steps after it (24 / 20 < 4). The
+    # warmup's steps are in no window: the windows ran at the starting lr, which is the first line's unit.
     level = args.learning_rate
-    assert sorted(trace) == [9, 13, 17, 21]
+    assert sorted(trace) == [W + 9, W + 13, W + 17, W + 21][: (steps - W - 5) // 4]
+    assert trace[W + 9]["probe_lr"] == pytest.approx(args.learning_rate, rel=1e-12)
     for k, lr in enumerate(lrs, start=1):
         if k in trace:
             level = trace[k]["lr"] / shape(k - 1)
@@ -295,6 +295,18 @@ def test_the_decay_shape_anneals_the_gen_level(tmp_path, decay, warmup):
         assert lrs[-1] < 0.05 * max(lrs)
     else:  # held between updates
         assert all(lrs[k] == lrs[k - 1] for k in range(W + 1, steps) if k + 1 not in trace)  # after any warmup
+
+
+@pytest.mark.parametrize("probe_batch", ["same", "next"])
+def test_the_one_step_lines_start_after_the_warmup(tmp_path, probe_batch):
+    # Same batch: every gen_interval-th step from GeN's first (step W + 1, 1-based) measures its own line; next batch:
+    # the line of GeN's first step is measured on the next batch. Nothing is measured during the warmup.
+    steps, W = 20, 5
+    args = gen_args(tmp_path, max_steps=steps, warmup_steps=W, gen_probe_batch=probe_batch, gen_interval=4,
+                    logging_steps=1, learning_rate=1e-2)  # fmt: skip
+    GeNTrainer(model=MLP(), args=args, train_dataset=Regression()).train()
+    trace = read_trace(tmp_path)
+    assert trace and min(r["step"] for r in trace) == W + (1 if probe_batch == "same" else 2)
 
 
 # ---- the line through two windows' mean weights ------------------------------------------------------------------
