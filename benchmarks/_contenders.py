@@ -115,10 +115,11 @@ FAMILIES = {
     "the undo)",
     "gen-adamw-last": "hf-gen GeN-AdamW with gen_tail_average=0 and gen_undo_lost_windows=False (ends on the last "
     "iterate: the default before the tail average)",
-    "gen-adamw-warmup": "hf-gen GeN-AdamW with the Trainer's warmup_steps at the grid's own (5% of the steps): the "
-    "applied lr rises linearly over them, the level measured and moved as usual (not a default)",
-    "gen-adamw-warmup20": "hf-gen GeN-AdamW with the Trainer's warmup_steps at 20% of the steps (on the 150-step "
-    "fine-tunes, the first 30 steps, where the new head's transient shows in the window lines; not a default)",
+    "gen-adamw-warmup": "hf-gen GeN-AdamW with the Trainer's warmup_steps at the grid's own (5% of the steps): the lr "
+    "rises linearly over them with nothing measured, and GeN starts after them (not a default)",
+    "gen-adamw-warmup20": "hf-gen GeN-AdamW with the Trainer's warmup_steps at 20% of the steps, GeN starting after "
+    "them (on the 150-step fine-tunes the first 30 steps, where the new head's transient shows in the window lines; "
+    "not a default)",
     "gen-sgd": "hf-gen GeN-SGD (defaults, momentum 0.9)",
     "gen-sgd-no-kalman": "hf-gen GeN-SGD with gen_kalman_gain=False (momentum 0.9; the default before the Kalman "
     "gain)",
