@@ -158,16 +158,19 @@ class NextBatch:
         scheduler = trainer.lr_scheduler
         if self.pending is not None and record.measures and record.batch:
             self.measure(trainer, record)  # sets this step's lr
-        if scheduler.is_due(scheduler.last_epoch + 1) and scheduler.last_epoch >= scheduler.first_step:
+        if self._copy_due(scheduler):
             snapshot = trainer._gen_snapshot(optimizer)
             self.pending = (snapshot, snapshot.a0)
 
+    @staticmethod
+    def _copy_due(scheduler) -> bool:
+        """Whether the step about to be taken needs a copy before it: the next step recomputes from its line, and
+        the step is GeN's (a warmup's steps have no line)."""
+        return scheduler.is_due(scheduler.last_epoch + 1) and scheduler.last_epoch >= scheduler.first_step
+
     def wants_hook(self, trainer: GeNMixin) -> bool:
         """Whether the pre-step hook has work on a step whose batch measures nothing: a copy for the next batch."""
-        scheduler = trainer.lr_scheduler
-        return self.pending is not None or (
-            scheduler.is_due(scheduler.last_epoch + 1) and scheduler.last_epoch >= scheduler.first_step
-        )
+        return self.pending is not None or self._copy_due(trainer.lr_scheduler)
 
     def after_any_step(self, trainer: GeNMixin, optimizer, record: StepRecord | None) -> None:
         """After every optimizer step (measuring or not): nothing to do here."""
@@ -532,9 +535,7 @@ class Averages(NextBatch):
         """After every optimizer step outside the one-step lines: the new weights join the open window; the first
         complete window becomes the reference the next one is measured from."""
         scheduler = trainer.lr_scheduler
-        first_check = (
-            self.pending is not None and scheduler.last_epoch == scheduler.first_step
-        )  # added after it, above
+        first_check = self.pending is not None and scheduler.last_epoch == scheduler.first_step  # added after it
         if self._one_step(trainer) or first_check or scheduler.last_epoch < scheduler.first_step:  # or in the warmup
             return
         self._add(trainer, optimizer, record)
