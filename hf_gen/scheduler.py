@@ -306,19 +306,20 @@ class GeNScheduler(LRScheduler):
 
     def shape(self, step: int) -> float:
         """The annealing factor at 0-based optimizer step ``step``: the warmup's rise times the decay's shape."""
-        warmup, rise = self.warmup_steps, self.rise(step)
+        return self.rise(step) * self._decay(step)
+
+    def _decay(self, step: int) -> float:
+        """The decay shape at 0-based optimizer step ``step``, over the steps after the warmup."""
         if self.decay == "none":
-            return rise
-        span = self.num_training_steps - warmup  # the decay runs over the steps after the warmup
-        progress = min(max(step - warmup, 0) / span, 1.0) if span > 0 else 0.0
+            return 1.0
+        span = self.num_training_steps - self.warmup_steps
+        progress = min(max(step - self.warmup_steps, 0) / span, 1.0) if span > 0 else 0.0
         if self.decay == "linear":
-            return rise * max(1.0 - progress, 0.0)
+            return max(1.0 - progress, 0.0)
         if self.decay == "cooldown":
             start = 1.0 - COOLDOWN_FRACTION
-            if progress <= start:
-                return rise
-            return rise * max(1.0 - math.sqrt((progress - start) / COOLDOWN_FRACTION), 0.0)
-        return rise * 0.5 * (1.0 + math.cos(math.pi * progress))
+            return 1.0 if progress <= start else max(1.0 - math.sqrt((progress - start) / COOLDOWN_FRACTION), 0.0)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     def lr_at(self, step: int) -> float:
         """Group 0's lr at 0-based optimizer step ``step`` with the current level."""
