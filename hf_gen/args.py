@@ -18,7 +18,7 @@ GEN_MODES = ("approx", "exact")
 PROBE_BATCHES = ("next", "same", "averages")
 FAST_START_LINES = ("both", "windows", "next")
 # The on/off options read by the trainer and its line schemes (the scheduler checks its own: GEN_SETTINGS).
-SCHEME_FLAGS = ("gen_use_slope", "gen_grow_windows", "gen_fast_start_confirm",
+SCHEME_FLAGS = ("gen_use_slope", "gen_grow_windows", "gen_fast_start_confirm", "gen_fast_start_noise",
                 "gen_raise_needs_progress", "gen_offload_snapshot")  # fmt: skip
 DEFAULT_TAIL = 0.2  # gen_tail_average with no decay shape: the last fifth of the run, the cooldown's fraction
 
@@ -120,6 +120,10 @@ class GeNTrainingArguments(TrainingArguments):
         gen_fast_start_confirm: ``"averages"``: a fast-start jump to the change bound is taken only when the
             training gradients since the last window closed agree with its direction (their mean slope along the last
             line opened); otherwise the level holds.
+        gen_fast_start_noise: ``"averages"``: a fast-start line whose probes its batch's sampling noise does not tell
+            apart (the batch cut into about 16 chunks, each chunk's loss at each probe; no pair of probes differs by
+            more than Student's t at two standard errors) says the steps are too short to measure, as a change below
+            the loss's precision does, and raises the level by the change bound, past the last step's cap.
         gen_tail_average: End training on the mean of the trainable weights over this last fraction of the optimizer
             steps (0: the last iterate). Default: ``0.2`` with no decay shape (``gen_decay="none"``, the default
             with ``"averages"``), whose last iterate still jitters at the level; ``0`` with a shape, which anneals
@@ -330,6 +334,18 @@ class GeNTrainingArguments(TrainingArguments):
         "settled lines, are taken as they are. Costs one dot product of the gradients per fast-start step and one "
         "more copy of the weights until the fast start ends; no forward.",
     )
+    gen_fast_start_noise: bool = _option(
+        False,
+        "gen_probe_batch='averages': test each fast-start line measured on one batch against that batch's sampling "
+        "noise. The batch is cut into about 16 chunks and each chunk's loss is measured at the line's three probes; "
+        "when no two probes differ by more than Student's t at two standard errors of the chunks' paired "
+        "differences, the line says only that the steps it runs through moved this batch's loss too little to see "
+        "(fallback 'below_noise'): the level goes up by gen_max_change, as after a change below the loss's "
+        "precision, and the last step's line, a quarter as long, does not cap it. Otherwise the line is taken as "
+        "usual. At a starting lr far below the useful one (a LoRA fine-tune from the Trainer's default lr) such "
+        "lines are noise, and without the test they move the level both ways at random. Costs three forwards of the "
+        "batch in small chunks per fast-start line; settled lines are not tested.",
+    )
     gen_tail_average: float | None = _option(
         None,
         "End training on the mean of the trainable weights over the last fraction of the optimizer steps (0 = the "
@@ -532,6 +548,8 @@ class GeNTrainingArguments(TrainingArguments):
             ("gen_fast_start_jitter", "charges the fast start's lines through two windows' means"),
             ("gen_fast_start_confirm", "checks the fast start's jumps along lines through two windows' means against "
              "the training gradients"),
+            ("gen_fast_start_noise", "tests the fast start's lines through two windows' means against their batch's "
+             "noise"),
         ):  # fmt: skip
             if getattr(self, name) and not window_start:
                 raise ValueError(
@@ -540,6 +558,12 @@ class GeNTrainingArguments(TrainingArguments):
                     f"gen_fast_start={self.gen_fast_start!r}, gen_fast_start_lines={self.gen_fast_start_lines!r}); "
                     f"pass those, or {name}=False"
                 )
+        if self.gen_fast_start_noise and self.gen_fast_start_batches > 1:
+            raise ValueError(
+                "gen_fast_start_noise tests a fast-start line against the noise of the one batch it is measured on; "
+                f"with gen_fast_start_batches={self.gen_fast_start_batches} the line averages several: pass "
+                "gen_fast_start_batches=1, or gen_fast_start_noise=False"
+            )
         if self.gen_probe_batch in ("next", "averages") and (
             self.gen_mode != "approx" or offsets != [1.0] or not self.gen_use_slope
         ):

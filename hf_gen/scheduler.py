@@ -124,7 +124,8 @@ def next_level(
     the minimiser lies further out) points up, to ``level * max_change``. A step that moved the loss by less than
     its precision resolves (``"below_precision"``) says nothing about a settled level, which it keeps (late in a
     decayed run the applied lr is small by design); before the level has settled (``settled=False``, the fast start)
-    it says the lr is too small to measure, and points up. A window taken back (``"lost_window"``,
+    it says the lr is too small to measure, and points up. So does a line whose probes the batch's sampling noise does
+    not tell apart (``"below_noise"``, :func:`hf_gen.core.probes_resolved`). A window taken back (``"lost_window"``,
     ``gen_undo_lost_windows``) points down and is taken at once, like a non-finite loss. Only numerical trouble (a
     non-finite slope or curvature) is left to ``fallback``: ``"keep"`` the level or ``"shrink"`` toward the lower
     bound.
@@ -153,7 +154,7 @@ def next_level(
         target, gamma = low, 0.0
     elif minimiser_beyond(estimate):
         target = high
-    elif reason == "below_precision":
+    elif reason in ("below_precision", "below_noise"):
         target = level if settled else high
     elif reason == "not_descent":
         target = low

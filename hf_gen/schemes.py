@@ -34,6 +34,7 @@ from .core import (
     made_progress,
     measure_line,
     no_descent_seen,
+    probes_resolved,
 )
 from .line import (
     LineSnapshot,
@@ -424,6 +425,7 @@ class Averages(NextBatch):
         fast_start_jitter: bool = False,
         pace_unit: bool = False,
         kalman_gain: bool = False,
+        fast_start_noise: bool = False,
     ) -> None:
         super().__init__()
         self.window = window
@@ -447,6 +449,7 @@ class Averages(NextBatch):
         self.pace = Pace()  # the steps' clocks, beside the weights' means
         self.paced: tuple[list[float], float] | None = None  # the earlier window's clocks, and the live weights' place
         self.kalman = kalman_gain  # a settled line's weight: the gain of a noisy measurement (else memory in steps)
+        self.noise = fast_start_noise  # a fast-start line its batch's noise does not resolve points up
 
     def _one_step(self, trainer: GeNMixin) -> bool:
         """Whether one-step lines are in charge (``fast_start_lines="next"``, until the fast start has settled and
@@ -503,7 +506,7 @@ class Averages(NextBatch):
             super().before_step(trainer, record, optimizer)
             return
         if record.measures and record.batch and self._line_open():
-            self.line.add(self._probe(trainer, record, optimizer, self.line.start, self.line.end))
+            self.line.add(self._probe(trainer, record, optimizer, self.line.start, self.line.end)[0])
             record.batch = []
             if self.line.span is not None and not self._line_open():  # a settled line's last batch: applied now
                 line, self.line = self.line, None
@@ -562,22 +565,29 @@ class Averages(NextBatch):
         """The statistics of the window closing now (``settled``: it ran after the fast start)."""
         return self.losses.close(trainer._gen_reduce, trainer.lr_scheduler.settled)
 
-    def _probe(self, trainer: GeNMixin, record: StepRecord, optimizer, start, end) -> list[torch.Tensor]:
+    def _probe(self, trainer: GeNMixin, record: StepRecord, optimizer, start, end,
+               noise: bool = False) -> tuple[list[torch.Tensor], list | None]:  # fmt: skip
         """The losses of the record's batch at ``start + c (end - start)`` for ``c = 0, 1, 2``; the live weights are
-        put back after."""
+        put back after. With ``noise``, also each chunk's loss there (``GeNMixin._gen_chunk_losses``; ``None`` when
+        the batch cannot be cut), after the whole batch's, which they leave as it would be without them."""
         params = trainer._gen_params(optimizer)
         with torch.no_grad():
             live = [p.detach().clone() for p in params]
+        chunks = [] if noise else None
         try:
             losses = []
             for c in (0.0, 1.0, 2.0):  # 0-d tensors, read once all three are queued (measure_line)
                 WindowMeans.move(params, start, end, c)
                 losses.append(trainer._gen_loss_here(record))
+                if chunks is not None:
+                    chunks.append(trainer._gen_chunk_losses(record))
         finally:
             with torch.no_grad():
                 for p, x in zip(params, live, strict=True):
                     p.copy_(x)
-        return losses
+        if chunks is not None and any(chunk is None for chunk in chunks):
+            chunks = None
+        return losses, chunks
 
     def measure_means(self, trainer: GeNMixin, record: StepRecord, optimizer) -> None:
         scheduler = trainer.lr_scheduler
@@ -655,7 +665,9 @@ class Averages(NextBatch):
                 record.batch = []
                 return
         one_step = self.one_step_line(trainer, record) if self.pending is not None else None  # releases its copy
-        losses = self._probe(trainer, record, optimizer, previous, mean)
+        # A fast-start line measured on one batch: whether that batch's noise resolves its probes (fast_start_noise)
+        tested = self.noise and not scheduler.settled and self.batches == 1
+        losses, chunks = self._probe(trainer, record, optimizer, previous, mean, noise=tested)
         if suspect is not None:
             start, end = float(losses[0]), float(losses[1])
             if math.isfinite(start) and not end <= start:  # worse there, or not finite where the earlier mean is
@@ -674,8 +686,9 @@ class Averages(NextBatch):
             return
         line = OpenLine(previous, mean, at, None, 1, cost=cost)
         line.add(losses)
+        noise = None if chunks is None else probes_resolved([chunk.tolist() for chunk in chunks])
         self.apply_line(trainer, line.result(trainer._gen_precision(record)), at, span, one_step, slope=slope,
-                        cost=cost)  # fmt: skip
+                        cost=cost, noise=noise)  # fmt: skip
 
     def _jitter(self, trainer: GeNMixin, record: StepRecord, losses: list, span: int) -> float | None:
         """With ``jitter_cost``: what the live weights' jitter costs on the record's batch, per unit of the line
@@ -694,11 +707,16 @@ class Averages(NextBatch):
         return jitter_cost(losses, position, trainer._gen_reduce(record.loss))
 
     def apply_line(self, trainer: GeNMixin, result, at: float, span: int, one_step, batches: int = 1,
-                   slope: float | None = None, cost: float | None = None) -> None:  # fmt: skip
+                   slope: float | None = None, cost: float | None = None,
+                   noise: tuple[bool | None, float] | None = None) -> None:  # fmt: skip
         """Fold a window line measured at level ``at`` (and the last step's line beside it, if any) into the level;
-        ``slope`` is the training gradients' witness of a fast-start jump (``fast_start_confirm``)."""
+        ``slope`` is the training gradients' witness of a fast-start jump (``fast_start_confirm``); ``noise`` is
+        :func:`hf_gen.core.probes_resolved`'s verdict on the line's batch (``fast_start_noise``)."""
         scheduler = trainer.lr_scheduler
         estimate = no_descent_seen(result.estimate, result.probes)
+        unresolved = noise is not None and noise[0] is False and not scheduler.settled
+        if unresolved:  # the batch cannot tell the probes apart: the steps are too short to measure (below precision)
+            estimate = LineEstimate(None, estimate.slope, estimate.curvature, estimate.loss0, False, "below_noise")
         # gamma is the smoothing of a one-step line every interval; a line over span steps is weighed from it
         # (scheduler.line_gamma: the same memory in steps, or with kalman_gain the gain of a noisy measurement).
         gamma = line_gamma(scheduler.gamma, span, scheduler.interval, self.kalman)
@@ -709,6 +727,8 @@ class Averages(NextBatch):
             extra["gradient_slope"] = slope
         if cost is not None:
             extra["jitter_cost"] = cost
+        if noise is not None:
+            extra["noise_t"] = noise[1]
         if self.trend is not None and scheduler.settled:
             extra["window_losses"], extra["window_loss_se"] = self.trend[:2], self.trend[2]
         cap, cap_settles = None, True
@@ -723,6 +743,8 @@ class Averages(NextBatch):
             # A last-step line with no estimate of its own (a straight or rising line on this batch: noise, at a
             # level whose steps move the loss less than one batch's noise does) bounds this climb, but settles nothing.
             cap_settles = estimate_1.accepted
+            if unresolved:  # the last step's line spans one of the window's steps: its batch resolves it less still
+                cap = None
             extra.update(one_step_alpha_star=estimate_1.alpha_star, one_step_probe_losses=probes_1,
                          one_step_fallback=estimate_1.reason)  # fmt: skip
         new_lr = scheduler.apply_estimate(estimate, scheduler.last_epoch, gamma=gamma, cap=cap,

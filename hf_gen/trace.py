@@ -20,7 +20,9 @@ and the tests all go through it. A record holds:
   training loss of the window it went back to and of the window taken back) and ``window_loss_se`` (the standard error
   of their difference); with ``gen_raise_needs_progress``, every settled line records the same two fields for the
   windows it compared, and a raise held because the later window's loss did not fall is the fallback
-  ``"no_progress"``.
+  ``"no_progress"``; with ``gen_fast_start_noise``, every fast-start line tested records ``noise_t``, the largest
+  paired difference of two probes in standard errors of the batch's chunks, and a line the noise does not resolve is
+  the fallback ``"below_noise"``.
 """
 
 from __future__ import annotations
@@ -45,8 +47,9 @@ def make_record(
     for key in ("probe_losses", "one_step_probe_losses"):
         if key in extra:
             extra[key] = [[a, _finite_or_none(v)] for a, v in extra[key]]
-    if "one_step_alpha_star" in extra:
-        extra["one_step_alpha_star"] = _finite_or_none(extra["one_step_alpha_star"])
+    for key in ("one_step_alpha_star", "noise_t"):
+        if key in extra:
+            extra[key] = _finite_or_none(extra[key])
     return {
         "step": step,
         "lr": lr,

@@ -35,8 +35,8 @@ import torch.distributed as dist
 from transformers import Trainer
 from transformers.utils import logging
 
-from .core import LineEstimate
-from .line import BufferGuard, LineSnapshot, RngState, WindowMeans, reshard
+from .core import NOISE_CHUNKS, LineEstimate
+from .line import BufferGuard, LineSnapshot, RngState, WindowMeans, batch_rows, cut_rows, reshard
 from .scheduler import GeNScheduler
 from .schemes import Averages, NextBatch, SameBatch, StepRecord
 from .support import DEEPSPEED_REFUSAL, check_engine, check_linear_optimizer, overflowed
@@ -89,7 +89,8 @@ class GeNMixin:
                             self.args.gen_grow_windows, self.args.gen_line_batches,
                             self.args.gen_jitter_cost, self.args.gen_undo_lost_windows,
                             self.args.gen_raise_needs_progress, self.args.gen_fast_start_jitter,
-                            self.args.gen_pace_unit, self.args.gen_kalman_gain)  # fmt: skip
+                            self.args.gen_pace_unit, self.args.gen_kalman_gain,
+                            self.args.gen_fast_start_noise)  # fmt: skip
         return NextBatch() if probe_batch == "next" else SameBatch()
 
     def _gen_check_launch(self) -> None:
@@ -370,6 +371,45 @@ class GeNMixin:
             total = total + loss.detach().to(torch.float64)
         reshard(self.model)
         return total
+
+    def _gen_chunk_losses(self, record: StepRecord) -> torch.Tensor | None:
+        """The record's batch cut into chunks along the batch dimension, each chunk's own mean loss at the current
+        weights (``compute_loss`` without ``num_items_in_batch``), reduced over processes: a float64 vector whose
+        scatter is the batch's sampling noise (``hf_gen.core.probes_resolved``).
+
+        About ``NOISE_CHUNKS`` chunks of equal size over the effective batch (single examples when it is smaller).
+        The vector's length follows from the arguments, so it is the same on every rank; a chunk a rank does not have
+        (a short last batch) is ``nan`` and is left out by the test. Each chunk replays its micro-batch's random state
+        (the same dropout masks at every probe). ``None`` when a micro-batch is not a mapping with a batch dimension
+        to cut along (no test).
+        """
+        per_device = self.args.per_device_train_batch_size
+        accumulation = self.args.gradient_accumulation_steps
+        size = max(1, math.ceil(per_device * accumulation / NOISE_CHUNKS))
+        length = accumulation * math.ceil(per_device / size)
+        values = []
+        model = self.model
+        guard = BufferGuard(model)
+        model.train()
+        for inputs, rng in record.batch:
+            rows = batch_rows(inputs)
+            if rows is None:
+                return None
+            for start in range(0, rows, size):
+                piece = cut_rows(inputs, rows, start, start + size)
+                with rng.replay(), torch.no_grad(), self._gen_side_effects_undone():
+                    piece = self._prepare_inputs(piece)
+                    with self.compute_loss_context_manager():
+                        loss = self.compute_loss(model, piece)
+                    if self.args.n_gpu > 1:
+                        loss = loss.mean()
+                values.append(loss.detach().to(torch.float64).reshape(()))
+                guard.restore()
+        reshard(model)
+        values = values[:length]
+        nan = torch.tensor(float("nan"), dtype=torch.float64, device=self.args.device)
+        vector = torch.stack([v.to(self.args.device) for v in values] + [nan] * (length - len(values)))
+        return self._gen_reduce(vector) if length > 1 else None
 
     def _gen_curvature(self, record: StepRecord, params: list, step_vector: list[torch.Tensor]) -> torch.Tensor:
         """``s^T H s`` for the step ``s`` on the whole effective batch, by double backward."""
