@@ -374,18 +374,19 @@ class GeNMixin:
 
     def _gen_chunk_losses(self, record: StepRecord) -> torch.Tensor | None:
         """The record's batch cut into chunks along the batch dimension, each chunk's own mean loss at the current
-        weights (``compute_loss`` without ``num_items_in_batch``), reduced over processes: a float64 vector whose
-        scatter is the batch's sampling noise (``hf_gen.core.probes_resolved``).
+        weights (``compute_loss`` without ``num_items_in_batch``), gathered from every process: a float64 vector
+        whose scatter is the batch's sampling noise (``hf_gen.core.probes_resolved``).
 
-        About ``NOISE_CHUNKS`` chunks of equal size over the effective batch (single examples when it is smaller).
-        The vector's length follows from the arguments, so it is the same on every rank; a chunk a rank does not have
-        (a short last batch) is ``nan`` and is left out by the test. Each chunk replays its micro-batch's random state
-        (the same dropout masks at every probe). ``None`` when a micro-batch is not a mapping with a batch dimension
-        to cut along (no test).
+        About ``NOISE_CHUNKS`` chunks of equal size over the global batch (single examples when it is smaller), so
+        several processes cut it as one process would. The vector's length follows from the arguments, so it is the
+        same on every rank; a chunk a rank does not have (a short last batch) is ``nan`` and is left out by the test.
+        Each chunk replays its micro-batch's random state (the same dropout masks at every probe). ``None`` when a
+        micro-batch is not a mapping with a batch dimension to cut along (no test).
         """
         per_device = self.args.per_device_train_batch_size
         accumulation = self.args.gradient_accumulation_steps
-        size = max(1, math.ceil(per_device * accumulation / NOISE_CHUNKS))
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        size = max(1, math.ceil(per_device * accumulation * world / NOISE_CHUNKS))
         length = accumulation * math.ceil(per_device / size)
         values = []
         model = self.model
@@ -409,7 +410,11 @@ class GeNMixin:
         values = values[:length]
         nan = torch.tensor(float("nan"), dtype=torch.float64, device=self.args.device)
         vector = torch.stack([v.to(self.args.device) for v in values] + [nan] * (length - len(values)))
-        return self._gen_reduce(vector) if length > 1 else None
+        if world > 1:
+            parts = [torch.empty_like(vector) for _ in range(world)]
+            dist.all_gather(parts, vector)
+            vector = torch.cat(parts)
+        return vector if len(vector) > 1 else None
 
     def _gen_curvature(self, record: StepRecord, params: list, step_vector: list[torch.Tensor]) -> torch.Tensor:
         """``s^T H s`` for the step ``s`` on the whole effective batch, by double backward."""
