@@ -124,11 +124,13 @@ def next_level(
     the minimiser lies further out) points up, to ``level * max_change``. A step that moved the loss by less than
     its precision resolves (``"below_precision"``) says nothing about a settled level, which it keeps (late in a
     decayed run the applied lr is small by design); before the level has settled (``settled=False``, the fast start)
-    it says the lr is too small to measure, and points up. So does a line whose probes the batch's sampling noise does
-    not tell apart (``"below_noise"``, :func:`hf_gen.core.probes_resolved`). A window taken back (``"lost_window"``,
-    ``gen_undo_lost_windows``) points down and is taken at once, like a non-finite loss. Only numerical trouble (a
-    non-finite slope or curvature) is left to ``fallback``: ``"keep"`` the level or ``"shrink"`` toward the lower
-    bound.
+    it says the lr is too small to measure, and points up: rounding does not grow with the step, the change does. A
+    line whose probes the batch's sampling noise does not tell apart (``"below_noise"``,
+    :func:`hf_gen.core.probes_resolved`) keeps the level, settled or not: that noise grows with the step as the change
+    does, so a longer step would not resolve it, and the line says nothing either way. A window taken back
+    (``"lost_window"``, ``gen_undo_lost_windows``) points down and is taken at once, like a non-finite loss. Only
+    numerical trouble (a non-finite slope or curvature) is left to ``fallback``: ``"keep"`` the level or ``"shrink"``
+    toward the lower bound.
 
     The level moves geometrically, ``level_new = level**gamma * target**(1 - gamma)``: a learning rate is a scale,
     so a halving and a doubling cancel, and noise that lands as often above the level as below it does not move it.
@@ -154,8 +156,10 @@ def next_level(
         target, gamma = low, 0.0
     elif minimiser_beyond(estimate):
         target = high
-    elif reason in ("below_precision", "below_noise"):
+    elif reason == "below_precision":
         target = level if settled else high
+    elif reason == "below_noise":
+        target = level
     elif reason == "not_descent":
         target = low
     else:

@@ -449,8 +449,7 @@ class Averages(NextBatch):
         self.pace = Pace()  # the steps' clocks, beside the weights' means
         self.paced: tuple[list[float], float] | None = None  # the earlier window's clocks, and the live weights' place
         self.kalman = kalman_gain  # a settled line's weight: the gain of a noisy measurement (else memory in steps)
-        self.noise = fast_start_noise  # until a fast-start line is resolved, one its batch's noise does not points up
-        self.resolved = False  # whether a tested fast-start line has resolved (the test stops then)
+        self.noise = fast_start_noise  # a fast-start line its batch's noise does not resolve holds the level
 
     def _one_step(self, trainer: GeNMixin) -> bool:
         """Whether one-step lines are in charge (``fast_start_lines="next"``, until the fast start has settled and
@@ -667,7 +666,7 @@ class Averages(NextBatch):
                 return
         one_step = self.one_step_line(trainer, record) if self.pending is not None else None  # releases its copy
         # A fast-start line measured on one batch: whether that batch's noise resolves its probes (fast_start_noise)
-        tested = self.noise and not scheduler.settled and self.batches == 1 and not self.resolved
+        tested = self.noise and not scheduler.settled and self.batches == 1
         losses, chunks = self._probe(trainer, record, optimizer, previous, mean, noise=tested)
         if suspect is not None:
             start, end = float(losses[0]), float(losses[1])
@@ -688,7 +687,6 @@ class Averages(NextBatch):
         line = OpenLine(previous, mean, at, None, 1, cost=cost)
         line.add(losses)
         noise = None if chunks is None else probes_resolved([chunk.tolist() for chunk in chunks])
-        self.resolved = self.resolved or (noise is not None and noise[0] is True)
         self.apply_line(trainer, line.result(trainer._gen_precision(record)), at, span, one_step, slope=slope,
                         cost=cost, noise=noise)  # fmt: skip
 
@@ -717,7 +715,7 @@ class Averages(NextBatch):
         scheduler = trainer.lr_scheduler
         estimate = no_descent_seen(result.estimate, result.probes)
         unresolved = noise is not None and noise[0] is False and not scheduler.settled
-        if unresolved:  # the batch cannot tell the probes apart: the steps are too short to measure (below precision)
+        if unresolved:  # its batch cannot tell the probes apart: the line says nothing, and the level holds
             estimate = LineEstimate(None, estimate.slope, estimate.curvature, estimate.loss0, False, "below_noise")
         # gamma is the smoothing of a one-step line every interval; a line over span steps is weighed from it
         # (scheduler.line_gamma: the same memory in steps, or with kalman_gain the gain of a noisy measurement).
@@ -745,8 +743,6 @@ class Averages(NextBatch):
             # A last-step line with no estimate of its own (a straight or rising line on this batch: noise, at a
             # level whose steps move the loss less than one batch's noise does) bounds this climb, but settles nothing.
             cap_settles = estimate_1.accepted
-            if unresolved:  # the last step's line spans one of the window's steps: its batch resolves it less still
-                cap = None
             extra.update(one_step_alpha_star=estimate_1.alpha_star, one_step_probe_losses=probes_1,
                          one_step_fallback=estimate_1.reason)  # fmt: skip
         new_lr = scheduler.apply_estimate(estimate, scheduler.last_epoch, gamma=gamma, cap=cap,
@@ -765,8 +761,6 @@ class Averages(NextBatch):
         if self._tracks_losses:
             state["window_losses"] = self.losses.local_state()
             state["progress"], state["trend"] = self.progress, self.trend
-        if self.noise:
-            state["noise_resolved"] = self.resolved
         if self.witness.start is not None:
             state["witness"] = self.witness.local_state(
                 with_start=self.line is None or self.line.start is not self.witness.start
@@ -794,7 +788,6 @@ class Averages(NextBatch):
             start = [laid_out_like(p, t, self.means.device, t.dtype)
                      for p, t in zip(params, saved["open_line"]["start"], strict=True)]  # fmt: skip
             self.line = OpenLine.from_local_state(saved["open_line"], start, self.means.previous, self.batches)
-        self.resolved = bool(saved.get("noise_resolved", False))
         if "witness" in saved and self.confirm:  # a run resumed without the option does not use it
             line_start = self.line.start if self.line is not None else None
             self.witness.load_local_state(params, saved["witness"], self.means.device, line_start)
