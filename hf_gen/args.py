@@ -122,8 +122,8 @@ class GeNTrainingArguments(TrainingArguments):
             line opened); otherwise the level holds.
         gen_fast_start_noise: ``"averages"``: a fast-start line whose probes its batch's sampling noise does not tell
             apart (the batch cut into about 16 chunks, each chunk's loss at each probe; no pair of probes differs by
-            more than Student's t at two standard errors) says the steps are too short to measure, as a change below
-            the loss's precision does, and raises the level by the change bound, past the last step's cap.
+            more than Student's t at two standard errors) says nothing, and the level holds (fallback
+            ``"below_noise"``); the fast start goes on. Settled lines are not tested.
         gen_tail_average: End training on the mean of the trainable weights over this last fraction of the optimizer
             steps (0: the last iterate). Default: ``0.2`` with no decay shape (``gen_decay="none"``, the default
             with ``"averages"``), whose last iterate still jitters at the level; ``0`` with a shape, which anneals
@@ -339,12 +339,11 @@ class GeNTrainingArguments(TrainingArguments):
         "gen_probe_batch='averages': test each fast-start line measured on one batch against that batch's sampling "
         "noise. The batch is cut into about 16 chunks and each chunk's loss is measured at the line's three probes; "
         "when no two probes differ by more than Student's t at two standard errors of the chunks' paired "
-        "differences, the line says only that the steps it runs through moved this batch's loss too little to see "
-        "(fallback 'below_noise'): the level goes up by gen_max_change, as after a change below the loss's "
-        "precision, and the last step's line, a quarter as long, does not cap it. Otherwise the line is taken as "
-        "usual. At a starting lr far below the useful one (a LoRA fine-tune from the Trainer's default lr) such "
-        "lines are noise, and without the test they move the level both ways at random. Costs three forwards of the "
-        "batch in small chunks per fast-start line; settled lines are not tested.",
+        "differences, the line says nothing and the level holds (fallback 'below_noise'); the fast start goes on. "
+        "A fast-start line is taken without smoothing, so without the test such a line moves the level by up to "
+        "gen_max_change, or ends the fast start on an estimate that is noise. A longer step does not help: the "
+        "noise grows with the step as the change does. Costs three forwards of the batch in small chunks per "
+        "fast-start line; settled lines are not tested.",
     )
     gen_tail_average: float | None = _option(
         None,

@@ -632,9 +632,10 @@ def probes_resolved(chunks: Sequence[Sequence[float]], z: float = NOISE_Z) -> tu
     (:func:`student_t_quantile`); the line is resolved when any pair is. Chunks with a non-finite loss at any probe
     are left out.
 
-    This is :func:`fit_line`'s ``"below_precision"`` test with the batch's sampling noise in place of the loss's
-    rounding: a line none of whose probes differ by more than the noise says where no minimiser is, only that the
-    steps it runs through moved this batch's loss too little to see.
+    It is :func:`fit_line`'s ``"below_precision"`` test with the batch's sampling noise in place of the loss's
+    rounding, with one difference: rounding stays as a step grows, while the chunks' scatter grows with it as the
+    batch's change does (both in proportion to the step, and to its square for the curvature), so an unresolved line
+    does not say the step is too short. It says nothing.
 
     Returns:
         ``(resolved, t_max)``: ``resolved`` is ``None`` when fewer than three chunks are finite (no test), else the

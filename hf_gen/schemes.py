@@ -401,6 +401,11 @@ class Averages(NextBatch):
     A line whose fit is concave and whose later probes all lie at or above its start did not descend over the
     windows: the level goes down (:func:`hf_gen.core.no_descent_seen`).
 
+    With ``fast_start_noise``, each fast-start line measured on one batch is also measured on that batch's chunks
+    (``GeNMixin._gen_chunk_losses``, three more forwards in small pieces): when no two of its probes differ by more
+    than the chunks' noise allows (:func:`hf_gen.core.probes_resolved`), the line says nothing and the level holds
+    (``"below_noise"``), where its unsmoothed estimate would move the level or end the fast start on noise.
+
     Costs: three forwards per window (the line at ``c = 0, 1, 2``; no slope is known there), and during the fast
     start one more for the last step's line; one addition of the weights per step; two copies of the weights held
     (the open window's sum and the previous window's mean), and a third while a line is measured (the live weights,
