@@ -31,6 +31,7 @@ def main(out, engine, gen_mode, global_batch):
     world = int(os.environ.get("WORLD_SIZE", "1"))
     # "approx-averages-batches": windows of 2 steps from a small start, each fast-start line measured on 2 batches;
     # "approx-averages-confirm": the same windows, each fast-start jump witnessed by the gradients;
+    # "approx-averages-noise": the same windows over 24 steps, each fast-start line tested against its batch's noise;
     # "approx-averages-lines": no fast start, windows of 4 steps, each line measured on 2 batches and charged with
     # the jitter cost; "approx-averages-undo": plain SGD on rows read in order whose targets jump over steps 16 to 20,
     # windows of 5 steps from the start, and the window of those steps taken back (gen_undo_lost_windows);
@@ -40,6 +41,7 @@ def main(out, engine, gen_mode, global_batch):
     for suffix, option in (
         ("-batches", {"gen_fast_start_batches": 2}),
         ("-confirm", {"gen_fast_start_confirm": True}),
+        ("-noise", {"gen_fast_start_noise": True, "max_steps": 24}),
         (
             "-lines",
             {
@@ -134,6 +136,7 @@ def main(out, engine, gen_mode, global_batch):
              "world": world, "line_batches": [r.get("line_batches", 1) for r in trace],
              "jitter_costs": [r.get("jitter_cost") for r in trace],
              "gradient_slopes": [r.get("gradient_slope") for r in trace],
+             "noise": [(r["step"], r["noise_t"], r["fallback"]) for r in trace if r.get("noise_t") is not None],
              "lost": [(r["step"], r["window_losses"], r["window_loss_se"]) for r in trace
                       if r["fallback"] == "lost_window"],
              "held": [(r["step"], r["window_losses"], r["window_loss_se"]) for r in trace

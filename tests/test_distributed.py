@@ -53,11 +53,11 @@ def test_ddp_ranks_agree_and_match_one_process_on_the_global_batch(tmp_path, gen
         assert r0["weights"][name] == pytest.approx(values, rel=1e-9, abs=1e-12)
 
 
-def ddp_against_one_process(tmp_path, mode):
-    """The worker run by one process on the global batch of 4 and by two DDP ranks on 2 each: both ranks agree
+def ddp_against_one_process(tmp_path, mode, global_batch=4):
+    """The worker run by one process on the global batch (4) and by two DDP ranks on half of it each: both ranks agree
     exactly, and take the lrs and weights of the single process. Returns the single run and rank 0's."""
-    launch(tmp_path, "dist_worker.py", tmp_path / "single.json", "single", mode, 4, nproc=1)
-    launch(tmp_path, "dist_worker.py", tmp_path / "ddp.json", "ddp", mode, 4)
+    launch(tmp_path, "dist_worker.py", tmp_path / "single.json", "single", mode, global_batch, nproc=1)
+    launch(tmp_path, "dist_worker.py", tmp_path / "ddp.json", "ddp", mode, global_batch)
     single, r0, r1 = load(tmp_path / "single.json", 0), load(tmp_path / "ddp.json", 0), load(tmp_path / "ddp.json", 1)
     assert r0["world"] == r1["world"] == 2
     assert r0["lrs"] == r1["lrs"] and r0["weights"] == r1["weights"]
@@ -83,6 +83,16 @@ def test_ddp_ranks_agree_on_the_gradients_witness_of_the_fast_start(tmp_path):
         s is None for s in single["gradient_slopes"]
     ]
     assert [s for s in r0["gradient_slopes"] if s is not None] == pytest.approx(slopes, rel=1e-9)
+
+
+def test_ddp_ranks_cut_the_global_batch_into_the_chunks_one_process_cuts(tmp_path):
+    # gen_fast_start_noise: each rank measures its own rows' chunks and the ranks gather them, so the test sees the
+    # single rows one process sees on the global batch: the same statistic, the same verdicts, the same run.
+    single, r0 = ddp_against_one_process(tmp_path, "approx-averages-noise", global_batch=16)
+    assert [step for step, *_ in r0["noise"]] == [step for step, *_ in single["noise"]]
+    assert [t for _, t, _ in r0["noise"]] == pytest.approx([t for _, t, _ in single["noise"]], rel=1e-9)
+    verdicts = {fallback == "below_noise" for _, _, fallback in single["noise"]}
+    assert [f for *_, f in r0["noise"]] == [f for *_, f in single["noise"]] and verdicts == {True, False}
 
 
 def test_ddp_ranks_agree_on_settled_lines_measured_on_several_batches(tmp_path):
