@@ -160,8 +160,10 @@ FAMILIES = {
     "gen-adamw-kalman": "hf-gen GeN-AdamW with gen_kalman_gain=True (each settled window line weighed as the "
     "steady-state Kalman gain of a drifting level measured with one batch's noise: the option's name before it became "
     "the default)",
-    "gen-adamw-noise": "hf-gen GeN-AdamW with gen_fast_start_noise (a fast-start line whose probes its batch's "
-    "sampling noise does not tell apart raises the lr by the change bound; not a default)",
+    "gen-adamw-noise": "hf-gen GeN-AdamW with gen_fast_start_noise=2 (a fast-start line whose probes its batch's "
+    "sampling noise does not tell apart at two standard errors holds the lr; not a default)",
+    "gen-adamw-noise-trace": "hf-gen GeN-AdamW with gen_fast_start_noise=0 (the default's runs, each fast-start "
+    "line's resolution against its batch's noise recorded in the trace: a diagnostic)",
     "gen-adamw-progress": "hf-gen GeN-AdamW with gen_raise_needs_progress (once settled, a line raises the lr only "
     "after a window whose training loss fell; on the default before the fast start's charge; not a default)",
     "gen-adamw-jitter-tail": "hf-gen GeN-AdamW with gen_jitter_cost=True and gen_pace_unit=False (every window "
@@ -221,7 +223,8 @@ GEN_VARIANTS = {
     "gen-adamw-linebatches": {"gen_line_batches": GEN_INTERVAL, **LAST},
     "gen-adamw-progress": {"gen_raise_needs_progress": True, **UNCHARGED},
     "gen-adamw-kalman": {"gen_kalman_gain": True},
-    "gen-adamw-noise": {"gen_fast_start_noise": True},
+    "gen-adamw-noise": {"gen_fast_start_noise": 2.0},
+    "gen-adamw-noise-trace": {"gen_fast_start_noise": 0.0},
     "gen-adamw-lower": {"gen_lower_at_once": True, **UNCHARGED},
     "gen-adamw-jitter-tail": {"gen_jitter_cost": True, **LEVEL_UNIT},
     "gen-adamw-same": {"gen_probe_batch": "same", **UNCOUNTED},

@@ -18,7 +18,7 @@ GEN_MODES = ("approx", "exact")
 PROBE_BATCHES = ("next", "same", "averages")
 FAST_START_LINES = ("both", "windows", "next")
 # The on/off options read by the trainer and its line schemes (the scheduler checks its own: GEN_SETTINGS).
-SCHEME_FLAGS = ("gen_use_slope", "gen_grow_windows", "gen_fast_start_confirm", "gen_fast_start_noise",
+SCHEME_FLAGS = ("gen_use_slope", "gen_grow_windows", "gen_fast_start_confirm",
                 "gen_raise_needs_progress", "gen_offload_snapshot")  # fmt: skip
 DEFAULT_TAIL = 0.2  # gen_tail_average with no decay shape: the last fifth of the run, the cooldown's fraction
 
@@ -334,12 +334,14 @@ class GeNTrainingArguments(TrainingArguments):
         "settled lines, are taken as they are. Costs one dot product of the gradients per fast-start step and one "
         "more copy of the weights until the fast start ends; no forward.",
     )
-    gen_fast_start_noise: bool = _option(
-        False,
+    gen_fast_start_noise: float | None = _option(
+        None,
         "gen_probe_batch='averages': test each fast-start line measured on one batch against that batch's sampling "
-        "noise. The batch is cut into about 16 chunks and each chunk's loss is measured at the line's three probes; "
-        "when no two probes differ by more than Student's t at two standard errors of the chunks' paired "
-        "differences, the line says nothing and the level holds (fallback 'below_noise'); the fast start goes on. "
+        "noise, at this many standard errors (2: the usual two-sided 95%; 0: record the statistic, noise_t in "
+        "gen_trace.jsonl, and act on every line as without the test; unset: no test). The batch is cut into about "
+        "16 chunks and each chunk's loss is measured at the line's three probes; when no two probes differ by more "
+        "than Student's t at that many standard errors of the chunks' paired differences, the line says nothing "
+        "and the level holds (fallback 'below_noise'); the fast start goes on. "
         "A fast-start line is taken without smoothing, so without the test such a line moves the level by up to "
         "gen_max_change, or ends the fast start on an estimate that is noise. A longer step does not help: the "
         "noise grows with the step as the change does. Costs three forwards of the batch in small chunks per "
@@ -550,18 +552,25 @@ class GeNTrainingArguments(TrainingArguments):
             ("gen_fast_start_noise", "tests the fast start's lines through two windows' means against their batch's "
              "noise"),
         ):  # fmt: skip
-            if getattr(self, name) and not window_start:
+            if getattr(self, name) not in (None, False) and not window_start:
                 raise ValueError(
                     f"{name} {what}: it needs gen_probe_batch='averages', gen_fast_start=True and "
                     f"gen_fast_start_lines 'both' or 'windows' (got gen_probe_batch={self.gen_probe_batch!r}, "
                     f"gen_fast_start={self.gen_fast_start!r}, gen_fast_start_lines={self.gen_fast_start_lines!r}); "
-                    f"pass those, or {name}=False"
+                    f"pass those, or {name}={None if name == 'gen_fast_start_noise' else False}"
                 )
-        if self.gen_fast_start_noise and self.gen_fast_start_batches > 1:
+        noise = self.gen_fast_start_noise
+        if noise is not None and (isinstance(noise, bool) or not isinstance(noise, (int, float))
+                                  or not 0.0 <= noise < math.inf):  # fmt: skip
+            raise ValueError(
+                f"gen_fast_start_noise is the number of standard errors a fast-start line's probes must differ by "
+                f"(2: the usual two-sided 95%; 0: record the statistic only), or None for no test; got {noise!r}"
+            )
+        if noise is not None and self.gen_fast_start_batches > 1:
             raise ValueError(
                 "gen_fast_start_noise tests a fast-start line against the noise of the one batch it is measured on; "
                 f"with gen_fast_start_batches={self.gen_fast_start_batches} the line averages several: pass "
-                "gen_fast_start_batches=1, or gen_fast_start_noise=False"
+                "gen_fast_start_batches=1, or gen_fast_start_noise=None"
             )
         if self.gen_probe_batch in ("next", "averages") and (
             self.gen_mode != "approx" or offsets != [1.0] or not self.gen_use_slope

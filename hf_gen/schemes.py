@@ -401,10 +401,11 @@ class Averages(NextBatch):
     A line whose fit is concave and whose later probes all lie at or above its start did not descend over the
     windows: the level goes down (:func:`hf_gen.core.no_descent_seen`).
 
-    With ``fast_start_noise``, each fast-start line measured on one batch is also measured on that batch's chunks
+    With ``fast_start_noise=z``, each fast-start line measured on one batch is also measured on that batch's chunks
     (``GeNMixin._gen_chunk_losses``, three more forwards in small pieces): when no two of its probes differ by more
-    than the chunks' noise allows (:func:`hf_gen.core.probes_resolved`), the line says nothing and the level holds
-    (``"below_noise"``), where its unsmoothed estimate would move the level or end the fast start on noise.
+    than ``z`` standard errors of the chunks' noise (:func:`hf_gen.core.probes_resolved`), the line says nothing and
+    the level holds (``"below_noise"``), where its unsmoothed estimate would move the level or end the fast start on
+    noise. ``z = 0`` records the statistic (``noise_t``) and acts on every line as without the test.
 
     Costs: three forwards per window (the line at ``c = 0, 1, 2``; no slope is known there), and during the fast
     start one more for the last step's line; one addition of the weights per step; two copies of the weights held
@@ -430,7 +431,7 @@ class Averages(NextBatch):
         fast_start_jitter: bool = False,
         pace_unit: bool = False,
         kalman_gain: bool = False,
-        fast_start_noise: bool = False,
+        fast_start_noise: float | None = None,
     ) -> None:
         super().__init__()
         self.window = window
@@ -454,7 +455,7 @@ class Averages(NextBatch):
         self.pace = Pace()  # the steps' clocks, beside the weights' means
         self.paced: tuple[list[float], float] | None = None  # the earlier window's clocks, and the live weights' place
         self.kalman = kalman_gain  # a settled line's weight: the gain of a noisy measurement (else memory in steps)
-        self.noise = fast_start_noise  # a fast-start line its batch's noise does not resolve holds the level
+        self.noise_z = fast_start_noise  # a fast-start line its batch's noise does not resolve at z holds the level
 
     def _one_step(self, trainer: GeNMixin) -> bool:
         """Whether one-step lines are in charge (``fast_start_lines="next"``, until the fast start has settled and
@@ -671,7 +672,7 @@ class Averages(NextBatch):
                 return
         one_step = self.one_step_line(trainer, record) if self.pending is not None else None  # releases its copy
         # A fast-start line measured on one batch: whether that batch's noise resolves its probes (fast_start_noise)
-        tested = self.noise and not scheduler.settled and self.batches == 1
+        tested = self.noise_z is not None and not scheduler.settled and self.batches == 1
         losses, chunks = self._probe(trainer, record, optimizer, previous, mean, noise=tested)
         if suspect is not None:
             start, end = float(losses[0]), float(losses[1])
@@ -691,7 +692,7 @@ class Averages(NextBatch):
             return
         line = OpenLine(previous, mean, at, None, 1, cost=cost)
         line.add(losses)
-        noise = None if chunks is None else probes_resolved([chunk.tolist() for chunk in chunks])
+        noise = None if chunks is None else probes_resolved([chunk.tolist() for chunk in chunks], self.noise_z)
         self.apply_line(trainer, line.result(trainer._gen_precision(record)), at, span, one_step, slope=slope,
                         cost=cost, noise=noise)  # fmt: skip
 

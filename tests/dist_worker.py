@@ -41,7 +41,7 @@ def main(out, engine, gen_mode, global_batch):
     for suffix, option in (
         ("-batches", {"gen_fast_start_batches": 2}),
         ("-confirm", {"gen_fast_start_confirm": True}),
-        ("-noise", {"gen_fast_start_noise": True, "max_steps": 24}),
+        ("-noise", {"gen_fast_start_noise": 2.0, "max_steps": 24}),
         (
             "-lines",
             {

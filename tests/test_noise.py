@@ -4,6 +4,7 @@ closed form, and real Trainer runs (the level held on unresolved lines, and a ru
 the run without the option)."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -83,7 +84,7 @@ def test_a_micro_batch_is_cut_along_its_batch_dimension_only():
 
 def chunk_trainer(tmp_path, per_device, accumulation=1):
     args = gen_args(tmp_path, per_device_train_batch_size=per_device, gradient_accumulation_steps=accumulation,
-                    gen_probe_batch="averages", gen_fast_start_noise=True)  # fmt: skip
+                    gen_probe_batch="averages", gen_fast_start_noise=2.0)  # fmt: skip
     model = MLP(n_in=4, hidden=8, seed=0, dtype=torch.float64)
     return GeNTrainer(model=model, args=args, train_dataset=Regression(n=64, dtype=torch.float64)), model
 
@@ -141,7 +142,7 @@ def test_fast_start_lines_the_noise_does_not_resolve_hold_the_level(tmp_path):
     batch's noise at any starting lr: each such line keeps the level exactly and does not end the fast start, where
     the run without the test moves the level on them; the verdicts follow the threshold of Student's t for 16
     single-row chunks, and only the lines that resolved move the level."""
-    trace, _ = noise_run(tmp_path / "noise", True, 1e-3, steps=30)
+    trace, _ = noise_run(tmp_path / "noise", 2.0, 1e-3, steps=30)
     threshold = student_t_quantile(NOISE_Z, 16 - 1)
     tested = [r for r in trace if r.get("noise_t") is not None]
     assert tested and tested[0]["fallback"] == "below_noise" and tested[0]["lr"] == 1e-3
@@ -154,7 +155,7 @@ def test_fast_start_lines_the_noise_does_not_resolve_hold_the_level(tmp_path):
         level = r["lr"]
     moved = [r for r in tested if r["fallback"] != "below_noise"]
     assert moved and all(r["noise_t"] > threshold for r in moved)  # the level moves on resolved lines only
-    plain, _ = noise_run(tmp_path / "plain", False, 1e-3, steps=30)
+    plain, _ = noise_run(tmp_path / "plain", None, 1e-3, steps=30)
     assert all(r.get("noise_t") is None and r["fallback"] != "below_noise" for r in plain)
     assert plain[0]["lr"] != 1e-3  # the run without the test moved the level on the line the test held
 
@@ -162,9 +163,40 @@ def test_fast_start_lines_the_noise_does_not_resolve_hold_the_level(tmp_path):
 def test_a_run_whose_lines_all_resolve_is_the_run_without_the_test(tmp_path):
     """The chunks' forwards replay the batch's random state and put the buffers back: when every line resolves (the
     quadratic's rows tilt it by little), the run is bit for bit the run without the test."""
-    trace, tested = noise_run(tmp_path / "noise", True, 1e-2, quadratic=True)
+    trace, tested = noise_run(tmp_path / "noise", 2.0, 1e-2, quadratic=True)
     assert [r for r in trace if r.get("noise_t") is not None] and all(r["fallback"] != "below_noise" for r in trace)
-    plain, untested = noise_run(tmp_path / "plain", False, 1e-2, quadratic=True)
+    plain, untested = noise_run(tmp_path / "plain", None, 1e-2, quadratic=True)
     assert [r["lr"] for r in trace] == [r["lr"] for r in plain]
     for a, b in zip(tested.model.parameters(), untested.model.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_at_zero_deviations_the_statistic_is_recorded_and_every_line_acts_as_without_the_test(tmp_path):
+    """``gen_fast_start_noise=0``: the diagnostic. On the noisy regression, where two deviations hold lines, every
+    fast-start line records its statistic and the run is bit for bit the run without the test."""
+    trace, recorded = noise_run(tmp_path / "zero", 0.0, 1e-3, steps=30)
+    held, _ = noise_run(tmp_path / "two", 2.0, 1e-3, steps=30)
+    assert any(r["fallback"] == "below_noise" for r in held)
+    tested = [r for r in trace if r.get("noise_t") is not None]
+    assert tested and trace[: len(tested)] == tested and all(r["fallback"] != "below_noise" for r in trace)
+    assert tested[0]["noise_t"] == pytest.approx(held[0]["noise_t"], rel=1e-12)  # the same first line, then apart
+    plain, untested = noise_run(tmp_path / "plain", None, 1e-3, steps=30)
+    assert [r["lr"] for r in trace] == [r["lr"] for r in plain]
+    for a, b in zip(recorded.model.parameters(), untested.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"gen_fast_start_noise": -1.0}, "standard errors"),
+        ({"gen_fast_start_noise": True}, "standard errors"),
+        ({"gen_fast_start_noise": math.inf}, "standard errors"),
+        ({"gen_fast_start_noise": 2.0, "gen_fast_start_batches": 2}, "gen_fast_start_batches=1"),
+        ({"gen_fast_start_noise": 2.0, "gen_probe_batch": "next"}, "gen_probe_batch='averages'"),
+        ({"gen_fast_start_noise": 2.0, "gen_fast_start": False}, "gen_fast_start=True"),
+    ],
+)
+def test_bad_noise_settings_say_what_to_pass(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        gen_args(tmp_path, **{"gen_probe_batch": "averages", **kwargs})
