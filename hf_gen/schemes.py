@@ -692,7 +692,11 @@ class Averages(NextBatch):
             return
         line = OpenLine(previous, mean, at, None, 1, cost=cost)
         line.add(losses)
-        noise = None if chunks is None else probes_resolved([chunk.tolist() for chunk in chunks], self.noise_z)
+        noise = None
+        if chunks is not None:
+            values = [chunk.tolist() for chunk in chunks]
+            finite = sum(all(math.isfinite(v) for v in column) for column in zip(*values, strict=True))
+            noise = (*probes_resolved(values, self.noise_z), finite)
         self.apply_line(trainer, line.result(trainer._gen_precision(record)), at, span, one_step, slope=slope,
                         cost=cost, noise=noise)  # fmt: skip
 
@@ -714,10 +718,11 @@ class Averages(NextBatch):
 
     def apply_line(self, trainer: GeNMixin, result, at: float, span: int, one_step, batches: int = 1,
                    slope: float | None = None, cost: float | None = None,
-                   noise: tuple[bool | None, float] | None = None) -> None:  # fmt: skip
+                   noise: tuple[bool | None, float, int] | None = None) -> None:  # fmt: skip
         """Fold a window line measured at level ``at`` (and the last step's line beside it, if any) into the level;
         ``slope`` is the training gradients' witness of a fast-start jump (``fast_start_confirm``); ``noise`` is
-        :func:`hf_gen.core.probes_resolved`'s verdict on the line's batch (``fast_start_noise``)."""
+        :func:`hf_gen.core.probes_resolved`'s verdict and statistic on the line's batch, and its chunks
+        (``fast_start_noise``)."""
         scheduler = trainer.lr_scheduler
         estimate = no_descent_seen(result.estimate, result.probes)
         unresolved = noise is not None and noise[0] is False and not scheduler.settled
@@ -734,7 +739,7 @@ class Averages(NextBatch):
         if cost is not None:
             extra["jitter_cost"] = cost
         if noise is not None:
-            extra["noise_t"] = noise[1]
+            extra["noise_t"], extra["noise_chunks"] = noise[1], noise[2]
         if self.trend is not None and scheduler.settled:
             extra["window_losses"], extra["window_loss_se"] = self.trend[:2], self.trend[2]
         cap, cap_settles = None, True

@@ -21,8 +21,8 @@ and the tests all go through it. A record holds:
   of their difference); with ``gen_raise_needs_progress``, every settled line records the same two fields for the
   windows it compared, and a raise held because the later window's loss did not fall is the fallback
   ``"no_progress"``; with ``gen_fast_start_noise``, every fast-start line tested records ``noise_t``, the largest
-  paired difference of two probes in standard errors of the batch's chunks, and a line the noise does not resolve is
-  the fallback ``"below_noise"``.
+  paired difference of two probes in standard errors of the batch's chunks, and ``noise_chunks``, the chunks the test
+  had (the degrees of freedom plus one), and a line the noise does not resolve is the fallback ``"below_noise"``.
 """
 
 from __future__ import annotations

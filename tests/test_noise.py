@@ -147,7 +147,7 @@ def test_fast_start_lines_the_noise_does_not_resolve_hold_the_level(tmp_path):
     tested = [r for r in trace if r.get("noise_t") is not None]
     assert tested and tested[0]["fallback"] == "below_noise" and tested[0]["lr"] == 1e-3
     for r in tested:
-        assert (r["noise_t"] <= threshold) == (r["fallback"] == "below_noise")
+        assert (r["noise_t"] <= threshold) == (r["fallback"] == "below_noise") and r["noise_chunks"] == 16
     level = 1e-3
     for r in tested:
         if r["fallback"] == "below_noise":
