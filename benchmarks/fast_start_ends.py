@@ -7,6 +7,7 @@ can alter before rerunning anything.
     python benchmarks/fast_start_ends.py --settled-lines --families gen-adamw  # which way the settled lines point
     python benchmarks/fast_start_ends.py --level-response --families gen-adamw --files results/suite_*.json
     python benchmarks/fast_start_ends.py --departs-from gen-adamw-uncharged --families gen-adamw --files ...
+    python benchmarks/fast_start_ends.py --noise --files results/noise_trace.json
 
 The fast start ends at the first measurement after which the scheduler's interval is no longer 1 (the trace's
 ``interval``). With the default window lines it ends one of three ways:
@@ -42,6 +43,14 @@ the same run. ``fast start`` when that step is at or before the line that ended 
 ``settled`` after it, ``none`` when the traces agree throughout; with both eval losses. It tells which phase an
 option's change acted in.
 
+``--noise`` reads the runs made with ``gen_fast_start_noise`` (``noise_t`` in their traces: the largest paired
+difference of a fast-start line's probes in standard errors of its batch's chunks), per task: the fast-start lines
+tested, their median ``t``, the share resolved at two standard errors (Student's t for the line's
+``noise_chunks``), the moves of the level (a line after which the level differs from the level before it) and the
+share of those taken on a line that was not resolved, and the runs whose fast start ended on a resolved line. With
+``gen_fast_start_noise=0`` (family ``gen-adamw-noise-trace``) the runs are the default's, so it tells how much
+evidence the default's fast start acts on.
+
 ``never``: the run ended during its fast start. ``other``: the fast start ended on a line of another kind (one-step
 lines: ``gen_fast_start_lines="next"`` or ``gen_probe_batch="next"``/``"same"``). Runs without a ``gen_trace``
 (some results files do not keep them) are not read. Nothing trains here.
@@ -64,6 +73,7 @@ from _contenders import GEN_VARIANTS, gen_settings  # noqa: E402
 from _report import _best_grid, _pct, summarize  # noqa: E402
 
 from hf_gen.args import GeNTrainingArguments  # noqa: E402
+from hf_gen.core import NOISE_Z, student_t_quantile  # noqa: E402
 
 DEFAULT_MAX_CHANGE = GeNTrainingArguments.gen_max_change
 ENDINGS = ("inside", "measured-cap", "unmeasured-cap", "never", "other")
@@ -129,6 +139,23 @@ def level_response(points: list[tuple[float, float, float]]) -> tuple[float, flo
     return float(coef[1]), error, float(coef[2]), math.sqrt(variance)
 
 
+def noise_lines(run: dict) -> list[tuple[float, bool, bool, bool]]:
+    """The fast-start lines of ``run`` tested against their batch's noise: ``(t, resolved at NOISE_Z, moved the level,
+    ended the fast start)`` each."""
+    _, where = ending(run)
+    found, level = [], run.get("lr")
+    for entry in run["gen_trace"]:
+        t = entry.get("noise_t")
+        if t is not None or entry.get("noise_chunks"):
+            t = 0.0 if t is None else t  # a statistic that is not finite is recorded as None: no difference at all
+            chunks = entry.get("noise_chunks") or 0
+            resolved = chunks >= 3 and t > student_t_quantile(NOISE_Z, chunks - 1)
+            moved = level is not None and abs(entry["lr"] - level) > 1e-9 * level
+            found.append((t, resolved, moved, entry is where))
+        level = entry["lr"]
+    return found
+
+
 def departure(run: dict, reference: dict) -> tuple[int | None, str]:
     """The first step whose lr in ``run`` differs from ``reference``'s (relative 1e-9; ``None``: none does), and the
     phase of ``reference`` it fell in: ``"fast start"`` (at or before the line that ended its fast start),
@@ -155,6 +182,9 @@ def main(argv: list[str] | None = None) -> None:
         "--level-response", action="store_true", help="per task, how the settled lines' c* answers the level"
     )
     parser.add_argument(
+        "--noise", action="store_true", help="per task, how well the fast start's lines were resolved (noise_t)"
+    )
+    parser.add_argument(
         "--departs-from", default=None, metavar="FAMILY", help="each run's first step off the same seed's FAMILY run"
     )
     opts = parser.parse_args(argv)
@@ -164,6 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     counts: dict[tuple[str, str], Counter] = {}
     lines: dict[tuple[str, str], list] = {}
     responses: dict[tuple[str, str], list] = {}
+    noise: dict[tuple[str, str], list] = {}
     if opts.against_best:
         print("| file | task | contender | seed | ended | settled level | x best lr | eval loss vs best |")
         print("|---|---|---|---|---|---|---|---|")
@@ -180,6 +211,8 @@ def main(argv: list[str] | None = None) -> None:
                 counts.setdefault((path.name, task), Counter())[how] += 1
                 if run["role"] == "main":
                     lines.setdefault((path.name, task), []).extend(settled_lines(run))
+                    if opts.noise:
+                        noise.setdefault((path.name, task), []).append(noise_lines(run))
                 if opts.level_response and best is not None and run["role"] == "main" and where is not None:
                     best_lr, trace = summary[best]["lr"], run["gen_trace"]
                     found = responses.setdefault((path.name, task), [])
@@ -212,6 +245,21 @@ def main(argv: list[str] | None = None) -> None:
                 for d in ("lower", "higher")
             }
             print(f"| {name} | {task} | {len(found)} | {share['lower']} | {share['higher']} | {median} |")
+    elif opts.noise:
+        print("| file | task | runs | fast-start lines | median t | resolved at 2 s.e. | moves on unresolved lines "
+              "| ended on a resolved line |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|---|")
+        for (name, task), runs in noise.items():
+            found = [line for run in runs for line in run]
+            if not found:
+                continue
+            moves = [line for line in found if line[2]]
+            ends = [line for line in found if line[3]]
+            median = statistics.median(t for t, *_ in found)
+            resolved = sum(r for _, r, _, _ in found)
+            blind = sum(not r for _, r, _, _ in moves)
+            print(f"| {name} | {task} | {len(runs)} | {len(found)} | {median:.2f} | {resolved} of {len(found)} "
+                  f"| {blind} of {len(moves)} | {sum(r for _, r, _, _ in ends)} of {len(runs)} |")  # fmt: skip
     elif opts.level_response:
         print("| file | task | settled lines | d log c* / d log level | trend over the run | line noise (sd) |")
         print("|---|---|---|---|---|---|")
@@ -222,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             response, error, trend, noise = fit
             print(f"| {name} | {task} | {len(found)} | {response:+.2f} ± {error:.2f} | {trend:+.2f} | {noise:.2f} |")
-    elif opts.ended is None and not opts.against_best:
+    elif opts.ended is None and not opts.against_best and not opts.noise:
         print("| file | task | " + " | ".join(ENDINGS) + " |")
         print("|---" * (len(ENDINGS) + 2) + "|")
         for (name, task), counter in counts.items():

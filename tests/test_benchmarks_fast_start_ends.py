@@ -164,3 +164,37 @@ def test_level_response_fits_log_c_star_on_the_level_and_the_runs_progress(tmp_p
                 f"{math.sqrt(variance):.2f} |")  # fmt: skip
     assert capsys.readouterr().out.splitlines()[-1] == expected
     assert fast_start_ends.level_response([(1.0, 0.1, 1.0)] * 5) is None  # nothing varies: no fit
+
+
+def test_noise_counts_the_fast_start_lines_resolved_and_the_moves_taken_on_the_others(tmp_path, capsys):
+    from hf_gen.core import NOISE_Z, student_t_quantile
+
+    threshold = student_t_quantile(NOISE_Z, 15)  # 16 chunks: 2.2
+
+    def tested(step, probe_lr, lr, alpha_star, interval, t, one_step=None):
+        return {**record(step, probe_lr, lr, alpha_star, interval, one_step=one_step), "noise_t": t,
+                "noise_chunks": 16}  # fmt: skip
+
+    # From 5e-5: held on an unresolved line (no move), doubled on an unresolved one, doubled on a resolved one, then
+    # settled inside on a resolved line; a settled line after it is not tested.
+    first = [tested(9, 5e-5, 5e-5, None, 1, 0.5), tested(13, 5e-5, 1e-4, None, 1, threshold - 0.01),
+             tested(17, 1e-4, 2e-4, 9e-4, 1, threshold + 0.01), tested(21, 2e-4, 3e-4, 3e-4, 4, 3.0),
+             record(29, 3e-4, 3e-4, 3e-4, 4, fast=False)]  # fmt: skip
+    # A second run whose fast start ended on an unresolved line (its statistic not finite: None, no difference).
+    second = [tested(9, 5e-5, 4e-5, 4e-5, 4, None)]
+    runs = [{**run(0, first), "lr": 5e-5}, {**run(1, second), "lr": 5e-5}, {**run(2, first), "lr": 5e-5,
+            "family": "gen-adamw-next"}]  # fmt: skip
+    assert fast_start_ends.noise_lines(runs[0]) == [
+        (0.5, False, False, False),
+        (threshold - 0.01, False, True, False),
+        (threshold + 0.01, True, True, False),
+        (3.0, True, True, True),
+    ]
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"tasks": {"t": {"runs": runs}}, "meta": {}}))
+    fast_start_ends.main(["--files", str(path), "--noise", "--families", "gen-adamw"])
+    # 5 lines; median of (0.5, 2.2 - 0.01, 2.2 + 0.01, 3.0, 0.0) is 2.2 - 0.01; 2 resolved; 4 moves, 2 on unresolved
+    # lines (13 and the second run's 9); one run of two ended on a resolved line
+    median = f"{threshold - 0.01:.2f}"
+    row = f"| r.json | t | 2 | 5 | {median} | 2 of 5 | 2 of 4 | 1 of 2 |"
+    assert capsys.readouterr().out.splitlines()[2:] == [row]
