@@ -46,8 +46,9 @@ option's change acted in.
 ``--noise`` reads the runs made with ``gen_fast_start_noise`` (``noise_t`` in their traces: the largest paired
 difference of a fast-start line's probes in standard errors of its batch's chunks), per task: the fast-start lines
 tested, their median ``t``, the share resolved at two standard errors (Student's t for the line's
-``noise_chunks``), the moves of the level (a line after which the level differs from the level before it) and the
-share of those taken on a line that was not resolved, and the runs whose fast start ended on a resolved line. With
+``noise_chunks``; in a trace without them, the verdict the run acted on), the moves of the level (a line after which
+the level differs from the level before it) and the share of those taken on a line that was not resolved, and the
+runs whose fast start ended on a resolved line. With
 ``gen_fast_start_noise=0`` (family ``gen-adamw-noise-trace``) the runs are the default's, so it tells how much
 evidence the default's fast start acts on.
 
@@ -148,8 +149,11 @@ def noise_lines(run: dict) -> list[tuple[float, bool, bool, bool]]:
         t = entry.get("noise_t")
         if t is not None or entry.get("noise_chunks"):
             t = 0.0 if t is None else t  # a statistic that is not finite is recorded as None: no difference at all
-            chunks = entry.get("noise_chunks") or 0
-            resolved = chunks >= 3 and t > student_t_quantile(NOISE_Z, chunks - 1)
+            chunks = entry.get("noise_chunks")
+            if chunks:
+                resolved = chunks >= 3 and t > student_t_quantile(NOISE_Z, chunks - 1)
+            else:  # a trace written before the chunks were recorded: the verdict its run acted on
+                resolved = entry.get("fallback") != "below_noise"
             moved = level is not None and abs(entry["lr"] - level) > 1e-9 * level
             found.append((t, resolved, moved, entry is where))
         level = entry["lr"]

@@ -198,3 +198,7 @@ def test_noise_counts_the_fast_start_lines_resolved_and_the_moves_taken_on_the_o
     median = f"{threshold - 0.01:.2f}"
     row = f"| r.json | t | 2 | 5 | {median} | 2 of 5 | 2 of 4 | 1 of 2 |"
     assert capsys.readouterr().out.splitlines()[2:] == [row]
+    # a trace without the chunks: the verdict the run acted on (a held line, or one taken)
+    held = {**record(9, 5e-5, 5e-5, None, 1), "noise_t": 3.0, "fallback": "below_noise"}
+    taken = {**record(13, 5e-5, 1e-4, None, 1), "noise_t": 1.0, "fallback": None}
+    assert [r for _, r, _, _ in fast_start_ends.noise_lines({**run(0, [held, taken]), "lr": 5e-5})] == [False, True]
