@@ -324,6 +324,13 @@ class GeNMixin:
         """The loss of the record's whole batch at the current weights, reduced over processes (a 0-d tensor)."""
         return self._gen_reduce(self._gen_batch_loss(record))
 
+    def _gen_piece_loss(self, model, inputs) -> torch.Tensor:
+        """The mean loss of a run of rows on its own (``compute_loss`` without ``num_items_in_batch``)."""
+        inputs = self._prepare_inputs(inputs)
+        with self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.mean() if self.args.n_gpu > 1 else loss
+
     def _gen_scaled_loss(self, model, inputs, num_items) -> torch.Tensor:
         """The loss of one micro-batch, normalised exactly as ``Trainer.training_step`` normalises it."""
         inputs = self._prepare_inputs(inputs)
@@ -353,16 +360,27 @@ class GeNMixin:
             for name, value in saved.items():
                 setattr(self, name, value)
 
-    def _gen_replayed_losses(self, record: StepRecord, grad: bool):
+    def _gen_replayed_losses(self, record: StepRecord, grad: bool, rows: int | None = None):
         """Each micro-batch's loss at the current weights, normalised like the training loss, with its forward's
-        random state (same dropout masks); module buffers are put back after each, and trainer metrics after all."""
+        random state (same dropout masks); module buffers are put back after each, and trainer metrics after all.
+        With ``rows``: each run of that many rows of every micro-batch instead (``cut_rows``), with the run's own mean
+        loss (``compute_loss`` without ``num_items_in_batch``) and its micro-batch's random state."""
         model = self.model
         guard = BufferGuard(model)
         model.train()
         for inputs, rng in record.batch:
-            with rng.replay(), torch.set_grad_enabled(grad), self._gen_side_effects_undone():
-                yield self._gen_scaled_loss(model, inputs, record.num_items)
-            guard.restore()
+            if rows is None:
+                pieces = [inputs]
+            else:
+                size = batch_rows(inputs)
+                pieces = [cut_rows(inputs, size, start, start + rows) for start in range(0, size, rows)]
+            for piece in pieces:
+                with rng.replay(), torch.set_grad_enabled(grad), self._gen_side_effects_undone():
+                    if rows is None:
+                        yield self._gen_scaled_loss(model, piece, record.num_items)
+                    else:
+                        yield self._gen_piece_loss(model, piece)
+                guard.restore()
 
     def _gen_batch_loss(self, record: StepRecord) -> torch.Tensor:
         """Loss on the whole effective batch at the current weights, without gradients."""
@@ -388,25 +406,11 @@ class GeNMixin:
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         size = max(1, math.ceil(per_device * accumulation * world / NOISE_CHUNKS))
         length = accumulation * math.ceil(per_device / size)
-        values = []
-        model = self.model
-        guard = BufferGuard(model)
-        model.train()
-        for inputs, rng in record.batch:
-            rows = batch_rows(inputs)
-            if rows is None:
-                return None
-            for start in range(0, rows, size):
-                piece = cut_rows(inputs, rows, start, start + size)
-                with rng.replay(), torch.no_grad(), self._gen_side_effects_undone():
-                    piece = self._prepare_inputs(piece)
-                    with self.compute_loss_context_manager():
-                        loss = self.compute_loss(model, piece)
-                    if self.args.n_gpu > 1:
-                        loss = loss.mean()
-                values.append(loss.detach().to(torch.float64).reshape(()))
-                guard.restore()
-        reshard(model)
+        if any(batch_rows(inputs) is None for inputs, _ in record.batch):
+            return None
+        pieces = self._gen_replayed_losses(record, grad=False, rows=size)
+        values = [loss.detach().to(torch.float64).reshape(()) for loss in pieces]
+        reshard(self.model)
         values = values[:length]
         nan = torch.tensor(float("nan"), dtype=torch.float64, device=self.args.device)
         vector = torch.stack([v.to(self.args.device) for v in values] + [nan] * (length - len(values)))
