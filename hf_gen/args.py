@@ -120,10 +120,11 @@ class GeNTrainingArguments(TrainingArguments):
         gen_fast_start_confirm: ``"averages"``: a fast-start jump to the change bound is taken only when the
             training gradients since the last window closed agree with its direction (their mean slope along the last
             line opened); otherwise the level holds.
-        gen_fast_start_noise: ``"averages"``: a fast-start line whose probes its batch's sampling noise does not tell
-            apart (the batch cut into about 16 chunks, each chunk's loss at each probe; no pair of probes differs by
-            more than Student's t at two standard errors) says nothing, and the level holds (fallback
-            ``"below_noise"``); the fast start goes on. Settled lines are not tested.
+        gen_fast_start_noise: ``"averages"``: a number of standard errors ``z``. A fast-start line whose probes its
+            batch's sampling noise does not tell apart (the batch cut into about 16 chunks, each chunk's loss at each
+            probe; no pair of probes differs by more than Student's t at ``z`` standard errors) says nothing, and the
+            level holds (fallback ``"below_noise"``); the fast start goes on. Settled lines are not tested. ``0``
+            records the statistic only. Default: unset, no test.
         gen_tail_average: End training on the mean of the trainable weights over this last fraction of the optimizer
             steps (0: the last iterate). Default: ``0.2`` with no decay shape (``gen_decay="none"``, the default
             with ``"averages"``), whose last iterate still jitters at the level; ``0`` with a shape, which anneals
