@@ -621,7 +621,7 @@ def made_progress(before: WindowStats, after: WindowStats, z: float = LOST_WINDO
     return lost_ground(after, before, z)
 
 
-def probes_resolved(chunks: Sequence[Sequence[float]], z: float = NOISE_Z) -> tuple[bool | None, float]:
+def probes_resolved(chunks: Sequence[Sequence[float]], z: float = NOISE_Z) -> tuple[bool | None, float, int]:
     """Whether one batch tells a line's probes apart: the batch split into chunks, each chunk's loss at every probe.
 
     ``chunks[k][j]`` is chunk ``j``'s mean loss at probe ``k``. The chunks are independent samples of the data, so
@@ -638,14 +638,14 @@ def probes_resolved(chunks: Sequence[Sequence[float]], z: float = NOISE_Z) -> tu
     does not say the step is too short. It says nothing.
 
     Returns:
-        ``(resolved, t_max)``: ``resolved`` is ``None`` when fewer than three chunks are finite (no test), else the
-        verdict; ``t_max`` is the largest ``|difference| / se`` over the pairs (``inf`` for a difference with no
-        scatter at all, ``nan`` without a test).
+        ``(resolved, t_max, m)``: ``resolved`` is ``None`` when fewer than three chunks are finite (no test), else
+        the verdict; ``t_max`` is the largest ``|difference| / se`` over the pairs (``inf`` for a difference with no
+        scatter at all, ``nan`` without a test); ``m`` the chunks the test used.
     """
     columns = [column for column in zip(*chunks, strict=True) if all(math.isfinite(float(v)) for v in column)]
     m = len(columns)
     if m < 3 or len(chunks) < 2:
-        return None, math.nan
+        return None, math.nan, m
     threshold = student_t_quantile(z, m - 1)
     t_max = 0.0
     for k in range(len(chunks)):
@@ -656,4 +656,4 @@ def probes_resolved(chunks: Sequence[Sequence[float]], z: float = NOISE_Z) -> tu
             se = math.sqrt(var / m)
             t = abs(mean) / se if se > 0.0 else (math.inf if mean != 0.0 else 0.0)
             t_max = max(t_max, t)
-    return t_max > threshold, t_max
+    return t_max > threshold, t_max, m

@@ -692,11 +692,7 @@ class Averages(NextBatch):
             return
         line = OpenLine(previous, mean, at, None, 1, cost=cost)
         line.add(losses)
-        noise = None
-        if chunks is not None:
-            values = [chunk.tolist() for chunk in chunks]
-            finite = sum(all(math.isfinite(v) for v in column) for column in zip(*values, strict=True))
-            noise = (*probes_resolved(values, self.noise_z), finite)
+        noise = None if chunks is None else probes_resolved([chunk.tolist() for chunk in chunks], self.noise_z)
         self.apply_line(trainer, line.result(trainer._gen_precision(record)), at, span, one_step, slope=slope,
                         cost=cost, noise=noise)  # fmt: skip
 

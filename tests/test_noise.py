@@ -33,7 +33,8 @@ def test_a_line_is_resolved_when_scipys_paired_t_test_tells_a_pair_of_probes_apa
     sd = float(rng.uniform(0.001, 0.05))
     shift = rng.uniform(0.0, 6.0) * sd / math.sqrt(m)
     chunks = [base, base + shift + rng.normal(0.0, sd, m), base + 2 * shift + rng.normal(0.0, sd, m)]
-    resolved, t_max = probes_resolved([c.tolist() for c in chunks])
+    resolved, t_max, used = probes_resolved([c.tolist() for c in chunks])
+    assert used == m
     tests = [stats.ttest_rel(chunks[j], chunks[k]) for j in range(3) for k in range(j + 1, 3)]
     assert t_max == pytest.approx(max(abs(t.statistic) for t in tests), rel=1e-9)
     p = min(t.pvalue for t in tests)
@@ -42,14 +43,15 @@ def test_a_line_is_resolved_when_scipys_paired_t_test_tells_a_pair_of_probes_apa
 
 
 def test_no_test_without_three_finite_chunks_and_non_finite_chunks_are_left_out():
-    assert probes_resolved([[1.0, 2.0], [1.5, 2.5]]) == (None, pytest.approx(math.nan, nan_ok=True))
+    assert probes_resolved([[1.0, 2.0], [1.5, 2.5]]) == (None, pytest.approx(math.nan, nan_ok=True), 2)
     assert probes_resolved([[1.0, 2.0, math.nan], [1.5, 2.5, 3.0]])[0] is None
     clean = [[1.0, 2.0, 3.0, 4.0], [1.1, 2.05, 3.2, 4.1]]
     dirty = [[1.0, 2.0, 3.0, 4.0, math.inf], [1.1, 2.05, 3.2, 4.1, 0.0]]
     assert probes_resolved(dirty) == probes_resolved(clean)
     # a difference without scatter: resolved (infinitely many standard errors), or no difference at all: not
-    assert probes_resolved([[1.0, 2.0, 3.0], [1.5, 2.5, 3.5]]) == (True, math.inf)
-    assert probes_resolved([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]) == (False, 0.0)
+    assert probes_resolved([[1.0, 2.0, 3.0], [1.5, 2.5, 3.5]]) == (True, math.inf, 3)
+    assert probes_resolved([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]) == (False, 0.0, 3)
+    assert probes_resolved(dirty)[2] == 4  # the row with a non-finite loss is left out
 
 
 def test_the_threshold_is_students_t_at_the_normal_tail_of_two_deviations():
@@ -62,7 +64,7 @@ def test_the_threshold_is_students_t_at_the_normal_tail_of_two_deviations():
         d = factor * threshold * se
         start = [0.0] * m
         end = [d + e * (-1) ** j for j in range(m)]
-        resolved, t_max = probes_resolved([start, end])
+        resolved, t_max, _ = probes_resolved([start, end])
         assert t_max == pytest.approx(factor * threshold, rel=1e-9) and resolved is verdict
 
 
