@@ -7,7 +7,8 @@ Reads the raw JSON that ``quality.py`` wrote (nothing here trains). Each row is 
 ``--source LABEL=FILE[,FILE...]:TASK`` adds or replaces one (several files of the same task are merged, as when a
 second seed was run into another file). ``--gen CONTENDER --also FILE...`` puts another GeN contender (an option's
 family, e.g. ``gen-adamw-pace@5e-05``) in the default's place, its runs read from the extra files beside each row's
-own; rows where it did not run read "not run". The defaults are the committed results. To rerun the whole suite, see
+own; rows where it did not run read "not run". The defaults are the committed results; ``--only`` keeps the
+``--source`` rows alone. To rerun the whole suite, see
 ``run_suite.sh``.
 
 Per row: the best grid point (lowest mean eval loss over the AdamW linear, cosine and cosine-with-warmup grids) and
@@ -200,6 +201,14 @@ def row(label: str, block: dict, use: str, gen_contender: str = GEN_DEFAULT) -> 
     out["previous_pct"] = _pct(previous["eval_loss"], grid[best]["eval_loss"]) if previous and best else None
     peers = {n: s for n, s in summary.items() if s["family"] in LR_FREE}
     out["peers"] = peers
+    # the same verdict for each peer and for the Trainer's defaults (a diverged run loses)
+    out["others"] = {}
+    for s in [*peers.values(), out["trainer"]]:
+        if s and best:
+            finite = math.isfinite(s["eval_loss"])
+            points = 100.0 * (s["metric"] - grid[best]["metric"]) if accuracy and finite else None
+            pct = _pct(s["eval_loss"], grid[best]["eval_loss"]) if finite else math.inf
+            out["others"][s["family"]] = standing(pct, points)
     if gen:
         out["ahead_of"] = [
             n for n, s in peers.items() if not math.isfinite(s["eval_loss"]) or gen["eval_loss"] < s["eval_loss"]
@@ -216,14 +225,20 @@ def row(label: str, block: dict, use: str, gen_contender: str = GEN_DEFAULT) -> 
     return out
 
 
+def standing(pct: float, points: float | None) -> str:
+    """The goal's verdict on a contender ``pct`` percent of eval loss and ``points`` accuracy points (None: no
+    accuracy) from the best grid point: ahead, within (1% and 1 point), or loses."""
+    if points is not None and points < -1.0:
+        return "loses"
+    if pct < 0:
+        return "**ahead**"
+    return "within" if pct <= 1.0 else "loses"
+
+
 def verdict(r: dict) -> str:
     if "gen_pct" not in r:
         return "not run"
-    if r["gen_pct"] < 0 and (r["gen_points"] is None or r["gen_points"] >= -1.0):
-        return "**ahead**"
-    if r["gen_pct"] <= 1.0 and (r["gen_points"] is None or r["gen_points"] >= -1.0):
-        return "within"
-    return "loses"
+    return standing(r["gen_pct"], r["gen_points"])
 
 
 def _loss_metric(s: dict | None, accuracy: bool) -> str:
@@ -276,6 +291,7 @@ def main() -> None:
         "--source", nargs="+", default=[], metavar="LABEL=FILE[,FILE]:TASK",
         help="add or replace a row (files relative to benchmarks/results unless absolute)",
     )  # fmt: skip
+    parser.add_argument("--only", action="store_true", help="only the --source rows, not the committed suite's")
     parser.add_argument("--markdown", default=None, help="also write the table there")
     parser.add_argument("--gen", default=GEN_DEFAULT, help="the GeN contender in the default's place")
     parser.add_argument(
@@ -283,13 +299,16 @@ def main() -> None:
         help="results files read beside every row's own (an option's runs; relative to benchmarks/results)",
     )  # fmt: skip
     opts = parser.parse_args()
-    sources = {label: (files, task, use) for label, files, task, use in SOURCES}
+    if opts.only and not opts.source:
+        parser.error("--only reads the --source rows alone: pass --source LABEL=FILE[,FILE...]:TASK too")
+    sources = {} if opts.only else {label: (files, task, use) for label, files, task, use in SOURCES}
+    known = {label: use for label, _, _, use in SOURCES}
     for item in opts.source:
         label, _, rest = item.partition("=")
         files, _, task = rest.rpartition(":")
         if not label or not files or not task:
             parser.error(f"--source {item}: pass LABEL=FILE[,FILE...]:TASK")
-        use = sources.get(label, (None, None, "report only"))[2]
+        use = known.get(label, "report only")
         sources[label] = (files.split(","), task, use)
     rows = []
     for label, (files, task, use) in sources.items():
@@ -312,6 +331,20 @@ def main() -> None:
         f"{len(scored)} rows, ahead on {len(ahead)}; it is ahead of a majority of the lr-free peers on "
         f"{len(majority)} of the {len(with_peers)} rows where they ran.",
     ]
+    # the same count for every lr-free peer at its defaults and for the Trainer's defaults, on the rows where each ran
+    # (one seed each on most rows), so the goal's bar can be read against what any lr-free method reaches here
+    counts: dict[str, list[int]] = {}
+    for r in scored:
+        for family, said in r["others"].items():
+            c = counts.setdefault(family, [0, 0, 0])
+            c[0] += said != "loses"
+            c[1] += said == "**ahead**"
+            c[2] += 1
+    summary.append(
+        "- The same count for the others at their defaults: "
+        + "; ".join(f"{family} {c[0]} of {c[2]} (ahead on {c[1]})" for family, c in counts.items())
+        + "."
+    )
     spreads = [r for r in scored if "spread_points" in r]
     for r in spreads:
         g, b = r["spread_points"]

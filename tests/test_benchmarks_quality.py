@@ -322,14 +322,16 @@ def test_suite_table_reads_the_quick_run(quick):
     # One row per --source: the numbers recomputed here from the raw runs, independently of the table's code.
     out, data = quick
     sources = [f"{task}={out / 'quality.json'}:{task}" for task in TASKS]
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "suite_table.py"), "--source", *sources,
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "suite_table.py"), "--only", "--source", *sources,
                            "--markdown", str(out / "suite.md")], capture_output=True, text=True, timeout=120,
                           cwd=ROOT / "benchmarks")  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     table = (out / "suite.md").read_text()
+    others = {}
     for task in TASKS:
         loss = {r["contender"]: r["eval_loss"] for r in data["tasks"][task]["runs"] if r["role"] == "main"}
-        grid = {n: v for n, v in loss.items() if n.split("@")[0] in ("adamw-linear", "adamw-cosine", "adamw-constant")}
+        families = ("adamw-linear", "adamw-cosine", "adamw-cosine-warmup", "adamw-constant")
+        grid = {n: v for n, v in loss.items() if n.split("@")[0] in families}
         best = min(grid, key=grid.get)
         gen = loss["gen-adamw@5e-05"]
         peers = [n for n in loss if n.split("@")[0] in ("prodigy", "dadapt-adam", "schedulefree-adamw", "mechanic",
@@ -346,6 +348,62 @@ def test_suite_table_reads_the_quick_run(quick):
         )
         verdict = "**ahead**" if gen < grid[best] else "within" if gen <= 1.01 * grid[best] else "loses"
         assert cells[12] == (verdict if kept else "loses")
+        # the same verdict for each peer and the Trainer's defaults, counted over the rows in the summary
+        accuracy = data["tasks"][task]["config"]["metric"] == "accuracy"
+        for name in [*peers, *(["trainer-default"] if "trainer-default" in loss else [])]:
+            value = loss[name]
+            fine = value is not None and math.isfinite(value) and value <= 1.01 * grid[best]
+            fine = fine and (not accuracy or metric[name] >= metric[best] - 0.01)
+            ahead_of_best = fine and value < grid[best]
+            tally = others.setdefault(name.split("@")[0], [0, 0, 0])
+            tally[0] += fine
+            tally[1] += ahead_of_best
+            tally[2] += 1
+    for family, (fine, ahead_of_best, rows) in others.items():
+        assert f"{family} {fine} of {rows} (ahead on {ahead_of_best})" in table
+
+
+@pytest.mark.slow
+def test_suite_table_counts_each_peer_as_it_counts_gen(quick, tmp_path):
+    # The summary's count for each lr-free peer and the Trainer's defaults applies GeN's verdict to them: on a copy of
+    # one accuracy task with the peers' results set by hand around the best grid point, ahead (-1%), within (+0.5%),
+    # +0.5% with 2 accuracy points lost, diverged and +50% count as 1, 1, 0, 0 and 0, and the Trainer's defaults at
+    # -0.5% with half a point gained as 1; a second row where every one of them is ahead (-10%, no accuracy lost) adds
+    # one to each.
+    out, data = quick
+    block = copy.deepcopy(data["tasks"]["digits"])
+    assert block["config"]["metric"] == "accuracy"
+    main = [r for r in block["runs"] if r["role"] == "main"]
+    grid = [
+        r for r in main if r["family"] in ("adamw-linear", "adamw-cosine", "adamw-cosine-warmup", "adamw-constant")
+    ]
+    best = min(grid, key=lambda r: r["eval_loss"])
+    template = next(r for r in main if r["family"] == "prodigy")
+    given = {  # family: (eval loss as a multiple of the best point's, accuracy points against it)
+        "prodigy": (0.99, 0.0), "dadapt-adam": (1.005, 0.0), "schedulefree-adamw": (1.005, -2.0),
+        "mechanic": (None, 0.0), "dog": (1.5, 0.0), "trainer-default": (0.995, 0.5),
+    }  # fmt: skip
+    rows = {}
+    for label, scale in (("set", None), ("all-ahead", 0.9)):
+        runs = [r for r in block["runs"] if r["family"] not in given]
+        for family, (factor, points) in given.items():
+            factor, points = (scale, 0.0) if scale else (factor, points)
+            loss = None if factor is None else factor * best["eval_loss"]
+            runs.append(dict(template, family=family, contender=family, eval_loss=loss,
+                             metric=best["metric"] + points / 100.0))  # fmt: skip
+        path = tmp_path / f"{label}.json"
+        path.write_text(json.dumps({"tasks": {"digits": {"config": block["config"], "runs": runs}}}))
+        rows[label] = path
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "suite_table.py"), "--only", "--source",
+                           *(f"{label}={path}:digits" for label, path in rows.items()),
+                           "--markdown", str(tmp_path / "suite.md")], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT / "benchmarks")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = (tmp_path / "suite.md").read_text()
+    expected = {"prodigy": (2, 2), "dadapt-adam": (2, 1), "schedulefree-adamw": (1, 1), "mechanic": (1, 1),
+                "dog": (1, 1), "trainer-default": (2, 2)}  # fmt: skip
+    for family, (fine, ahead) in expected.items():
+        assert f"{family} {fine} of 2 (ahead on {ahead})" in table
 
 
 @pytest.mark.slow
