@@ -177,7 +177,8 @@ def row(label: str, block: dict, use: str, gen_contender: str = GEN_DEFAULT) -> 
     cfg = block["config"]
     summary = summarize(block["runs"])
     grid = {n: s for n, s in summary.items() if s["family"] in GRID_FAMILIES and math.isfinite(s["eval_loss"])}
-    best = min(grid, key=lambda n: grid[n]["eval_loss"]) if grid else None
+    ranked = sorted(grid, key=lambda n: grid[n]["eval_loss"])
+    best = ranked[0] if ranked else None
     accuracy = cfg["metric"] == "accuracy"
     out = {
         "label": label,
@@ -187,6 +188,15 @@ def row(label: str, block: dict, use: str, gen_contender: str = GEN_DEFAULT) -> 
         "best_summary": grid.get(best),
         "accuracy": accuracy,
     }
+    if len(ranked) > 1:
+        # the grid's second-best point, by the same verdict: what a tuner's next choice would have scored
+        second = grid[ranked[1]]
+        out["runner_up"] = (
+            ranked[1],
+            second["seeds"],
+            _pct(second["eval_loss"], grid[best]["eval_loss"]),
+            100.0 * (second["metric"] - grid[best]["metric"]) if accuracy else None,
+        )
     gen_runs = _seeds(block["runs"], gen_contender)
     out["gen_seeds"] = [(r["seed"], r["eval_loss"], r["metric"]) for r in gen_runs]
     gen = summary.get(gen_contender)
@@ -249,13 +259,20 @@ def _loss_metric(s: dict | None, accuracy: bool) -> str:
     return f"{s['eval_loss']:.4f}" + (f" ({s['metric']:.3f})" if accuracy else "")
 
 
+def _runner_up_text(r: dict) -> str:
+    if "runner_up" not in r:
+        return "-"
+    name, seeds, pct, points = r["runner_up"]
+    return f"{name} ({seeds}): {pct:+.1f}%" + (f", {points:+.1f} pt" if points is not None else "")
+
+
 def render(rows: list[dict]) -> list[str]:
     lines = [
         "| task | kind | used to | steps x batch | best grid point (seeds): eval loss (accuracy) "
         "| the Trainer's defaults | GeN default: mean eval loss (accuracy) | GeN vs best | GeN by seed "
         "| previous default (each settled line weighed with the same memory in steps) vs best | best lr-free peer "
-        "| GeN ahead of peers | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| GeN ahead of peers | verdict | the grid's runner-up vs best |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         cfg, best, gen = r["task"], r["best"], r["gen"]
@@ -280,7 +297,7 @@ def render(rows: list[dict]) -> list[str]:
             f"| {r['label']} | {KIND.get(base, '')} | {r['use']} | {cfg['steps']} x {cfg['batch_size']} "
             f"| {best_text} | "
             f"{_loss_metric(r['trainer'], r['accuracy'])} | {_loss_metric(gen, r['accuracy'])} | {vs} | {seeds} | "
-            f"{previous} | {top_text} | {ahead} | {verdict(r)} |"
+            f"{previous} | {top_text} | {ahead} | {verdict(r)} | {_runner_up_text(r)} |"
         )
     return lines
 
@@ -344,6 +361,14 @@ def main() -> None:
         "- The same count for the others at their defaults: "
         + "; ".join(f"{family} {c[0]} of {c[2]} (ahead on {c[1]})" for family, c in counts.items())
         + "."
+    )
+    # the bar against the tuning it stands for: how often the grid's own second-best point meets it
+    second = [r for r in scored if "runner_up" in r]
+    close = [r for r in second if standing(r["runner_up"][2], r["runner_up"][3]) != "loses"]
+    beaten = [r for r in second if r["gen_pct"] <= r["runner_up"][2]]
+    summary.append(
+        f"- The grid's own runner-up (its second-best point) is within 1% (and 1 accuracy point) of the best on "
+        f"{len(close)} of {len(second)} rows; {who} has an eval loss at or below the runner-up's on {len(beaten)}."
     )
     spreads = [r for r in scored if "spread_points" in r]
     for r in spreads:
