@@ -43,15 +43,17 @@ RESULTS = HERE / "results"
 # was added after that, and chose, with the rest, the Kalman gain; foldoc was added after that, and has chosen nothing.
 SEEN = "seen when the defaults were last chosen"
 HELD_OUT = "held out: added after the defaults were last chosen"
+# the grid's runner-up on the fine-tunes where it had run on one seed, on 3 (LoRA's on 5: it became the best point)
+RUNNER_UP = ["runner_up.json", "runner_up_b.json"]
 # (label, files, task in those files, what the task was used for)
 SOURCES = [
     ("digits", ["quality.json"], "digits", "chose the defaults"),
     ("gpt2", ["quality.json"], "gpt2", "chose the defaults"),
     ("minilm", ["quality.json"], "minilm", "chose the defaults"),
     ("diabetes", ["suite_diabetes.json"], "diabetes", SEEN),
-    ("plays", ["suite_plays.json"], "plays", SEEN),
-    ("genres", ["suite_genres.json"], "genres", SEEN),
-    ("plays-lora", ["suite_plays_lora.json"], "plays-lora", SEEN),
+    ("plays", ["suite_plays.json", *RUNNER_UP], "plays", SEEN),
+    ("genres", ["suite_genres.json", *RUNNER_UP], "genres", SEEN),
+    ("plays-lora", ["suite_plays_lora.json", *RUNNER_UP], "plays-lora", SEEN),
     ("code", ["suite_code.json"], "code", SEEN),
     (
         "gpt2, 3,000 steps",
@@ -69,10 +71,10 @@ SOURCES = [
     ),
     ("cancer", ["suite_cancer.json"], "cancer", SEEN),
     ("wine", ["suite_wine.json"], "wine", SEEN),
-    ("fortunes", ["suite_fortunes.json"], "fortunes", SEEN),
-    ("glosses", ["suite_glosses.json"], "glosses", SEEN),
+    ("fortunes", ["suite_fortunes.json", *RUNNER_UP], "fortunes", SEEN),
+    ("glosses", ["suite_glosses.json", *RUNNER_UP], "glosses", SEEN),
     # the peers ran into a file of their own, beside the grid's process
-    ("verbs", ["suite_verbs.json", "suite_verbs_peers.json"], "verbs", SEEN),
+    ("verbs", ["suite_verbs.json", "suite_verbs_peers.json", *RUNNER_UP], "verbs", SEEN),
     (
         "docstrings",
         ["suite_docstrings.json", "suite_docstrings_peers.json"],
@@ -92,7 +94,13 @@ SOURCES = [
     ),
     (
         "foldoc",
-        ["suite_foldoc.json", "suite_foldoc_warmup.json", "suite_foldoc_peers.json", "suite_foldoc_previous.json"],
+        [
+            "suite_foldoc.json",
+            "suite_foldoc_warmup.json",
+            "suite_foldoc_peers.json",
+            "suite_foldoc_previous.json",
+            *RUNNER_UP,
+        ],
         "foldoc",
         HELD_OUT,
     ),
