@@ -205,6 +205,17 @@ def row(label: str, block: dict, use: str, gen_contender: str = GEN_DEFAULT) -> 
             _pct(second["eval_loss"], grid[best]["eval_loss"]),
             100.0 * (second["metric"] - grid[best]["metric"]) if accuracy else None,
         )
+    if best:
+        # the best point's own schedule at the grid's neighbouring lrs (a factor of about 3 either way)
+        lrs = sorted(s["lr"] for s in grid.values() if s["family"] == grid[best]["family"])
+        at = lrs.index(grid[best]["lr"])
+        out["neighbours"] = [
+            (lr / grid[best]["lr"], _pct(s["eval_loss"], grid[best]["eval_loss"]), s["seeds"])
+            for lr in lrs[max(at - 1, 0) : at + 2]
+            if lr != grid[best]["lr"]
+            for s in grid.values()
+            if s["family"] == grid[best]["family"] and s["lr"] == lr
+        ]
     gen_runs = _seeds(block["runs"], gen_contender)
     out["gen_seeds"] = [(r["seed"], r["eval_loss"], r["metric"]) for r in gen_runs]
     gen = summary.get(gen_contender)
@@ -377,6 +388,16 @@ def main() -> None:
     summary.append(
         f"- The grid's own runner-up (its second-best point) is within 1% (and 1 accuracy point) of the best on "
         f"{len(close)} of {len(second)} rows; {who} has an eval loss at or below the runner-up's on {len(beaten)}."
+    )
+    summary.append(
+        "- The best point's own schedule at the grid's neighbouring lrs (eval loss against the best point; seeds): "
+        + "; ".join(
+            f"{r['label']} "
+            + ", ".join(f"{ratio:.2g}x {pct:+.1f}% ({seeds})" for ratio, pct, seeds in r["neighbours"])
+            for r in scored
+            if r.get("neighbours")
+        )
+        + "."
     )
     spreads = [r for r in scored if "spread_points" in r]
     for r in spreads:

@@ -420,6 +420,36 @@ def test_suite_table_counts_each_peer_as_it_counts_gen(quick, tmp_path):
 
 
 @pytest.mark.slow
+def test_suite_table_reads_the_best_points_neighbours_and_runner_up(quick, tmp_path):
+    # A grid set by hand: linear at 1e-3, 3e-3 (the best) and 1e-2 at 1.2, 1 and 1.5 times one loss, and cosine at
+    # 3e-3 at 1.1 times it. The runner-up is cosine at 3e-3 (+10%); the best point's neighbours are its own schedule
+    # at a third of its lr (+20%) and at 3.3 times it (+50%), not the other schedule's point.
+    out, data = quick
+    block = copy.deepcopy(data["tasks"]["digits"])
+    main = [r for r in block["runs"] if r["role"] == "main"]
+    template = next(r for r in main if r["family"] == "adamw-linear")
+    loss = template["eval_loss"]
+    grid = [("adamw-linear", 1e-3, 1.2), ("adamw-linear", 3e-3, 1.0), ("adamw-linear", 1e-2, 1.5),
+            ("adamw-cosine", 3e-3, 1.1)]  # fmt: skip
+    runs = [dict(template, family=family, lr=lr, contender=f"{family}@{lr:g}", eval_loss=factor * loss)
+            for family, lr, factor in grid]  # fmt: skip
+    runs += [r for r in main if r["contender"] == "gen-adamw@5e-05"]
+    (tmp_path / "grid.json").write_text(json.dumps({"tasks": {"digits": {"config": block["config"], "runs": runs}}}))
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "suite_table.py"), "--only", "--source",
+                           f"row={tmp_path / 'grid.json'}:digits", "--markdown", str(tmp_path / "suite.md")],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT / "benchmarks")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = (tmp_path / "suite.md").read_text()
+    (row,) = [line for line in table.splitlines() if line.startswith("| row |")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[4].startswith("adamw-linear@0.003 (1)")
+    assert cells[13] == "adamw-cosine@0.003 (1): +10.0%, +0.0 pt"
+    assert (
+        "neighbouring lrs (eval loss against the best point; seeds): row 0.33x +20.0% (1), 3.3x +50.0% (1)." in table
+    )
+
+
+@pytest.mark.slow
 def test_suite_table_puts_another_gen_contender_in_the_defaults_place(quick, tmp_path):
     # --gen/--also: an option's runs, read from extra files, take GeN's place in each row; a block of the same task at
     # another step count (another row's horizon) is not merged, and a run kept in two files is read once. The numbers
