@@ -8,14 +8,16 @@ Reads the raw JSON that ``quality.py`` wrote (nothing here trains). Each row is 
 second seed was run into another file). ``--gen CONTENDER --also FILE...`` puts another GeN contender (an option's
 family, e.g. ``gen-adamw-pace@5e-05``) in the default's place, its runs read from the extra files beside each row's
 own; rows where it did not run read "not run". The defaults are the committed results; ``--only`` keeps the
-``--source`` rows alone. To rerun the whole suite, see
-``run_suite.sh``.
+``--source`` rows alone. To rerun the whole suite, see ``run_suite.sh``.
 
 Per row: the best grid point (lowest mean eval loss over the AdamW linear, cosine and cosine-with-warmup grids) and
 its seeds; GeN's default (``gen-adamw`` from the Trainer's default lr 5e-5) as the mean of its seeds, each seed, and
 the difference in eval loss and in accuracy points; the Trainer's defaults; the lr-free peers at their defaults, and
 how many of them GeN is ahead of. "Within" means at most 1% over the best point's eval loss and at most 1 accuracy
-point under it (the project's goal); "ahead" means a lower eval loss than the best point.
+point under it (the project's goal); "ahead" means a lower eval loss than the best point. The last column is the
+grid's runner-up (its second-best point) against its best. Below the table, the same verdict counted for GeN, for each
+lr-free peer and for the Trainer's defaults; for the runner-up; and the best point's own schedule at the grid's
+neighbouring lrs: how high the goal's bar is.
 """
 
 from __future__ import annotations
