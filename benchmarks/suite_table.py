@@ -209,14 +209,12 @@ def row(label: str, block: dict, use: str, gen_contender: str = GEN_DEFAULT) -> 
         )
     if best:
         # the best point's own schedule at the grid's neighbouring lrs (a factor of about 3 either way)
-        lrs = sorted(s["lr"] for s in grid.values() if s["family"] == grid[best]["family"])
-        at = lrs.index(grid[best]["lr"])
+        own = sorted((s for s in grid.values() if s["family"] == grid[best]["family"]), key=lambda s: s["lr"])
+        at = own.index(grid[best])
         out["neighbours"] = [
-            (lr / grid[best]["lr"], _pct(s["eval_loss"], grid[best]["eval_loss"]), s["seeds"])
-            for lr in lrs[max(at - 1, 0) : at + 2]
-            if lr != grid[best]["lr"]
-            for s in grid.values()
-            if s["family"] == grid[best]["family"] and s["lr"] == lr
+            (s["lr"] / grid[best]["lr"], _pct(s["eval_loss"], grid[best]["eval_loss"]), s["seeds"])
+            for s in own[max(at - 1, 0) : at + 2]
+            if s is not grid[best]
         ]
     gen_runs = _seeds(block["runs"], gen_contender)
     out["gen_seeds"] = [(r["seed"], r["eval_loss"], r["metric"]) for r in gen_runs]
