@@ -144,35 +144,18 @@ FAMILIES = {
     "gen-adamw-cosine": "hf-gen GeN-AdamW with gen_decay='cosine' (the default before the level annealed itself)",
     "gen-adamw-cooldown": "hf-gen GeN-AdamW with gen_decay='cooldown' (the level as it is, then 1 - sqrt over the "
     "last 20% of the run; not a default)",
-    "gen-adamw-batches": f"hf-gen GeN-AdamW with gen_fast_start_batches={GEN_INTERVAL} (each fast-start line measured "
-    "on the next window's batches too; not a default; ending on the last iterate, as measured)",
-    "gen-adamw-confirm": "hf-gen GeN-AdamW with gen_fast_start_confirm (a fast-start jump taken only in the direction "
-    "the training gradients' slope along the last line confirms; not a default; ending on the last iterate)",
-    "gen-adamw-start-batches": f"hf-gen GeN-AdamW with gen_fast_start_batches={GEN_INTERVAL} and gen_pace_unit=False "
-    "(each fast-start line measured on the next window's batches too, on the default before the lines' unit "
-    "changed; not a default)",
     "gen-adamw-pace": "hf-gen GeN-AdamW with gen_pace_unit=True (each window line in units of the lr its steps ran "
     "at: the option's name before it became the default)",
-    "gen-adamw-linebatches": f"hf-gen GeN-AdamW with gen_line_batches={GEN_INTERVAL} (each settled line measured on "
-    "the batch after its windows and the next ones; not a default; ending on the last iterate)",
     "gen-adamw-jitter": "hf-gen GeN-AdamW with gen_jitter_cost (each window line charged with what a longer step "
     "costs in jitter; ending on the last iterate, no window taken back: measured before those defaults)",
     "gen-adamw-kalman": "hf-gen GeN-AdamW with gen_kalman_gain=True (each settled window line weighed as the "
     "steady-state Kalman gain of a drifting level measured with one batch's noise: the option's name before it became "
     "the default)",
-    "gen-adamw-noise": "hf-gen GeN-AdamW with gen_fast_start_noise=2 (a fast-start line whose probes its batch's "
-    "sampling noise does not tell apart at two standard errors holds the lr; not a default)",
-    "gen-adamw-noise-trace": "hf-gen GeN-AdamW with gen_fast_start_noise=0 (the default's runs, each fast-start "
-    "line's resolution against its batch's noise recorded in the trace: a diagnostic)",
-    "gen-adamw-progress": "hf-gen GeN-AdamW with gen_raise_needs_progress (once settled, a line raises the lr only "
-    "after a window whose training loss fell; on the default before the fast start's charge; not a default)",
     "gen-adamw-jitter-tail": "hf-gen GeN-AdamW with gen_jitter_cost=True and gen_pace_unit=False (every window "
     "line charged with the jitter, windows taken back, ending on the tail's mean: the option's name before it became "
     "the default)",
     "gen-adamw-lower": "hf-gen GeN-AdamW with gen_lower_at_once (once settled, a lower level is taken at once, only "
     "raises are smoothed; on the default before the fast start's charge; not a default)",
-    "gen-adamw-grow": "hf-gen GeN-AdamW with gen_grow_windows (the windows after the fast start double from "
-    f"{2 * GEN_INTERVAL} steps up to gen_window; not a default; ending on the last iterate)",
     **{
         f"gen-adamw-adaptive{cap}": f"hf-gen GeN-AdamW with adaptive recompute (gen_interval={GEN_INTERVAL} doubling "
         f"up to gen_max_interval={cap}; not a default)"
@@ -213,18 +196,10 @@ GEN_VARIANTS = {
     "gen-sgd-last": LAST,
     "gen-adamw-cosine": {"gen_decay": "cosine", **KEEP},
     "gen-adamw-cooldown": {"gen_decay": "cooldown", **KEEP},
-    "gen-adamw-batches": {"gen_fast_start_batches": GEN_INTERVAL, **LAST},
-    "gen-adamw-start-batches": {"gen_fast_start_batches": GEN_INTERVAL, **LEVEL_UNIT},
     "gen-adamw-pace": {"gen_pace_unit": True, **UNCOUNTED},
     "gen-adamw-count": {"gen_smooth_by_count": True, **NO_KALMAN},
-    "gen-adamw-confirm": {"gen_fast_start_confirm": True, **LAST},
-    "gen-adamw-grow": {"gen_grow_windows": True, **LAST},
     "gen-adamw-jitter": {**LAST, "gen_jitter_cost": True},  # after LAST, whose gen_jitter_cost is False
-    "gen-adamw-linebatches": {"gen_line_batches": GEN_INTERVAL, **LAST},
-    "gen-adamw-progress": {"gen_raise_needs_progress": True, **UNCHARGED},
     "gen-adamw-kalman": {"gen_kalman_gain": True},
-    "gen-adamw-noise": {"gen_fast_start_noise": 2.0},
-    "gen-adamw-noise-trace": {"gen_fast_start_noise": 0.0},
     "gen-adamw-lower": {"gen_lower_at_once": True, **UNCHARGED},
     "gen-adamw-jitter-tail": {"gen_jitter_cost": True, **LEVEL_UNIT},
     "gen-adamw-same": {"gen_probe_batch": "same", **UNCOUNTED},

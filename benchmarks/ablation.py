@@ -67,7 +67,6 @@ VARIANTS = {
     "bf16": {"bf16": True},
     "tail=off": {"gen_tail_average": 0.0},  # end on the last iterate (the default before the tail average)
     "undo=off": {"gen_undo_lost_windows": False},  # keep every window (the default before the undo)
-    "progress=on": {"gen_raise_needs_progress": True},  # a settled raise only after a window whose loss fell
     "jitter=off": {"gen_jitter_cost": False},  # only the fast start's lines charged (the default before)
     "charge=off": {"gen_jitter_cost": False, "gen_fast_start_jitter": False},  # no line charged (the one before)
     "lower=on": {"gen_lower_at_once": True},  # once settled, a lower level taken at once, only raises smoothed

@@ -43,14 +43,13 @@ the same run. ``fast start`` when that step is at or before the line that ended 
 ``settled`` after it, ``none`` when the traces agree throughout; with both eval losses. It tells which phase an
 option's change acted in.
 
-``--noise`` reads the runs made with ``gen_fast_start_noise`` (``noise_t`` in their traces: the largest paired
-difference of a fast-start line's probes in standard errors of its batch's chunks), per task: the fast-start lines
-tested, their median ``t``, the share resolved at two standard errors (Student's t for the line's
-``noise_chunks``; in a trace without them, the verdict the run acted on), the moves of the level (a line after which
-the level differs from the level before it) and the share of those taken on a line that was not resolved, and the
-runs whose fast start ended on a resolved line. With
-``gen_fast_start_noise=0`` (family ``gen-adamw-noise-trace``) the runs are the default's, so it tells how much
-evidence the default's fast start acts on.
+``--noise`` reads the runs made with ``gen_fast_start_noise`` (an option until hf-gen commit 1125904; ``noise_t`` in
+their traces: the largest paired difference of a fast-start line's probes in standard errors of its batch's chunks),
+per task: the fast-start lines tested, their median ``t``, the share resolved at two standard errors (Student's t for
+the line's ``noise_chunks``; in a trace without them, the verdict the run acted on), the moves of the level (a line
+after which the level differs from the level before it) and the share of those taken on a line that was not resolved,
+and the runs whose fast start ended on a resolved line. With ``gen_fast_start_noise=0`` (family
+``gen-adamw-noise-trace``) the runs are the default's, so it tells how much evidence the default's fast start acts on.
 
 ``never``: the run ended during its fast start. ``other``: the fast start ended on a line of another kind (one-step
 lines: ``gen_fast_start_lines="next"`` or ``gen_probe_batch="next"``/``"same"``). Runs without a ``gen_trace``
@@ -74,7 +73,11 @@ from _contenders import GEN_VARIANTS, gen_settings  # noqa: E402
 from _report import _best_grid, _pct, summarize  # noqa: E402
 
 from hf_gen.args import GeNTrainingArguments  # noqa: E402
-from hf_gen.core import NOISE_Z, student_t_quantile  # noqa: E402
+from hf_gen.core import student_t_quantile  # noqa: E402
+
+# The standard errors the noise test of the runs it reads used (gen_fast_start_noise=2, an option that hf-gen commit
+# 1125904 still has): the usual two-sided 95%, 1.96 rounded.
+NOISE_Z = 2.0
 
 DEFAULT_MAX_CHANGE = GeNTrainingArguments.gen_max_change
 ENDINGS = ("inside", "measured-cap", "unmeasured-cap", "never", "other")

@@ -25,13 +25,7 @@ CONFIGS = {
     # the default as it starts: the fast start's windows (of gen_interval = 1 step here) and the last step's line,
     # whose copy is held alongside the two window copies until it is measured
     "GeN approx (default: averages), fast start": {"lr_scheduler_type": "gen"},
-    # options: the fast start's lines measured on 2 batches (the line's start mean held one window longer), and the
-    # mean of the last steps' weights (gen_tail_average=1: its sum held from the first step)
-    "GeN approx (averages), fast start on 2 batches": {
-        "lr_scheduler_type": "gen",
-        "gen_interval": 2,
-        "gen_fast_start_batches": 2,
-    },
+    # an option: the mean of the last steps' weights (gen_tail_average=1: its sum held from the first step)
     "GeN approx (default: averages), tail average": {
         "lr_scheduler_type": "gen",
         "gen_fast_start": False,

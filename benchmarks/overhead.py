@@ -147,10 +147,8 @@ SETTINGS = {
     "GeN approx, averages (default), fast start": {"lr_scheduler_type": "gen", "gen_fast_start": True},
     # the default's windows in a 200-step run (a twentieth of it): what a short fine-tune pays per step once settled
     "GeN approx, averages (default), windows of 10": {"lr_scheduler_type": "gen", "gen_window": 10},
-    # options, not defaults: each fast-start line measured on the next window's 4 batches (gen_fast_start_batches);
-    # the run ending on the mean of its last steps' weights, here every step's (gen_tail_average=1: the per-step cost)
-    "GeN approx, averages, fast start on 4 batches": {"lr_scheduler_type": "gen", "gen_fast_start": True,
-                                                      "gen_fast_start_batches": 4},
+    # an option, not a default: the run ending on the mean of its last steps' weights, here every step's
+    # (gen_tail_average=1: the per-step cost)
     "GeN approx, averages (default), tail average": {"lr_scheduler_type": "gen", "gen_tail_average": 1.0},
     "GeN approx, interval 1": {"lr_scheduler_type": "gen", "gen_interval": 1, "gen_probe_batch": "next"},
     "GeN approx, interval 4": {"lr_scheduler_type": "gen", "gen_interval": 4, "gen_probe_batch": "next"},
@@ -191,10 +189,9 @@ def run_setting(name, spec, opts, data):
     else:
         trace = read_trace(args.output_dir)
         updates = [record["step"] for record in trace]
-        # probe forwards: one per next-batch line (its other point is the training forward), three per averages line
-        # and batch it was measured on, and one for the fast start's one-step line beside it (its other point is the
-        # training forward too)
-        forwards = sum(len(r.get("probe_losses", [])) * r.get("line_batches", 1) - (r.get("probe_batch") == "next")
+        # probe forwards: one per next-batch line (its other point is the training forward), three per averages line,
+        # and one for the fast start's one-step line beside it (its other point is the training forward too)
+        forwards = sum(len(r.get("probe_losses", [])) - (r.get("probe_batch") == "next")
                        + max(len(r.get("one_step_probe_losses") or []) - 1, 0)
                        for r in trace if r["step"] in window)  # fmt: skip
     in_window = [step for step in updates if step in window]

@@ -18,8 +18,7 @@ GEN_MODES = ("approx", "exact")
 PROBE_BATCHES = ("next", "same", "averages")
 FAST_START_LINES = ("both", "windows", "next")
 # The on/off options read by the trainer and its line schemes (the scheduler checks its own: GEN_SETTINGS).
-SCHEME_FLAGS = ("gen_use_slope", "gen_grow_windows", "gen_fast_start_confirm",
-                "gen_raise_needs_progress", "gen_offload_snapshot")  # fmt: skip
+SCHEME_FLAGS = ("gen_use_slope", "gen_offload_snapshot")
 DEFAULT_TAIL = 0.2  # gen_tail_average with no decay shape: the last fifth of the run, the cooldown's fraction
 
 
@@ -71,17 +70,9 @@ class GeNTrainingArguments(TrainingArguments):
             of sample), ``"next"`` (the line of one step, on the next batch)
             or ``"same"`` (the step's own line on its own batch).
         gen_window: ``"averages"``: steps per window (default: a twentieth of the run, at least ``gen_interval``).
-        gen_grow_windows: ``"averages"``: once the fast start has settled, the windows double from
-            ``2 * gen_interval`` steps up to ``gen_window`` instead of starting at ``gen_window``.
         gen_fast_start_lines: ``"averages"``: the fast start's lines: through windows of ``gen_interval`` steps,
             with each climb capped by the last step's line (``"both"``, the default), the window lines alone
             (``"windows"``), or one-step lines on the next batch (``"next"``).
-        gen_fast_start_batches: ``"averages"``: the batches each fast-start window line is measured on: 1 (the batch
-            after its windows; the default) or up to ``gen_interval`` (the next window's first batches too; the lr
-            then moves when that window closes).
-        gen_line_batches: ``"averages"``: the batches each settled line through two windows' means is measured on:
-            1 (the batch after the windows; the default) or up to ``gen_interval`` (the next ones too; the lr moves
-            after the last).
         gen_interval: Recompute every N optimizer steps.
         gen_max_interval: Adaptive recompute of one-step lines (``"next"``, ``"same"``; refused with ``"averages"``):
             the gap doubles after each update whose estimate lands inside the bound, up to this many steps, and drops
@@ -117,14 +108,6 @@ class GeNTrainingArguments(TrainingArguments):
         gen_fast_start_jitter: ``"averages"`` with the fast start: charge the fast start's window lines with the
             jitter's cost (with ``gen_jitter_cost=False``, only those). Default: on with ``"averages"`` and the fast
             start on window lines; off otherwise.
-        gen_fast_start_confirm: ``"averages"``: a fast-start jump to the change bound is taken only when the
-            training gradients since the last window closed agree with its direction (their mean slope along the last
-            line opened); otherwise the level holds.
-        gen_fast_start_noise: ``"averages"``: a number of standard errors ``z``. A fast-start line whose probes its
-            batch's sampling noise does not tell apart (the batch cut into about 16 chunks, each chunk's loss at each
-            probe; no pair of probes differs by more than Student's t at ``z`` standard errors) says nothing, and the
-            level holds (fallback ``"below_noise"``); the fast start goes on. Settled lines are not tested. ``0``
-            records the statistic only. Default: unset, no test.
         gen_tail_average: End training on the mean of the trainable weights over this last fraction of the optimizer
             steps (0: the last iterate). Default: ``0.2`` with no decay shape (``gen_decay="none"``, the default
             with ``"averages"``), whose last iterate still jitters at the level; ``0`` with a shape, which anneals
@@ -133,9 +116,6 @@ class GeNTrainingArguments(TrainingArguments):
             window's (Welch's test at the three-sigma tail) and whose mean weights are worse on the batch after it:
             the weights return to the previous window's mean, the level halves and stays at or below that. Default:
             on with ``"averages"``.
-        gen_raise_needs_progress: ``"averages"``: once settled, a line may raise the level only after a window whose
-            mean training loss fell below the previous window's (the same test, the other way); otherwise the level
-            holds (fallback ``"no_progress"``).
         gen_pace_unit: ``"averages"``: a line through two windows' means is in units of the lr its steps were walked
             at (the steps' lrs, weighted as they move the later mean away from the earlier one), not of the level at
             its close; the two differ after the level changed between the windows (every fast-start climb).
@@ -270,15 +250,6 @@ class GeNTrainingArguments(TrainingArguments):
         "gen_probe_batch='averages': optimizer steps per window whose mean weights the line runs through. Default: "
         "a twentieth of the run, at least gen_interval.",
     )
-    gen_grow_windows: bool = _option(
-        False,
-        "gen_probe_batch='averages': once the fast start has settled, the windows double in length, from "
-        "2 * gen_interval steps up to gen_window, instead of starting at gen_window. The level the fast start ends on "
-        "is fitted on windows of gen_interval steps; the first long window otherwise runs a twentieth of the run on "
-        "it before the next line. Each window's length is fixed when it opens; the smoothing keeps the same memory "
-        "in steps (gamma per interval). Costs three forwards per extra window (about log2(gen_window / "
-        "gen_interval) of them).",
-    )
     gen_fast_start_lines: str = _option(
         "both",
         "gen_probe_batch='averages': the lines the fast start measures. 'both': lines through the means of windows "
@@ -287,24 +258,6 @@ class GeNTrainingArguments(TrainingArguments):
         "fine-tune; a short window early in a run from scratch still sees its steep start). 'windows': the window "
         "lines alone. 'next': one-step lines on the next batch (the averages scheme's fast start before windows).",
         FAST_START_LINES,
-    )
-    gen_fast_start_batches: int = _option(
-        1,
-        "gen_probe_batch='averages': the batches each fast-start line through two windows' means is measured on. "
-        "1: the batch after the windows, and the lr moves at once. N > 1 (at most gen_interval): the first N "
-        "batches of the window that follows too, the loss averaged over them; the lr moves when that window "
-        "closes. A fast-start line is taken without smoothing, so one batch's noise decides it: on a fine-tune "
-        "with small batches the loss moves less along a short window's line than from batch to batch (three "
-        "forwards on each of the N batches).",
-    )
-    gen_line_batches: int = _option(
-        1,
-        "gen_probe_batch='averages': the batches each line through two windows' means is measured on once the fast "
-        "start has settled. 1: the batch after the windows. N > 1 (at most gen_interval, and gen_window if set): "
-        "that batch and the next N - 1, the losses averaged; the lr moves after the N-th. A settled window is a "
-        "twentieth of the run and its line is folded in almost unsmoothed over long windows, so one batch's noise "
-        "decides the level for the next window (three forwards on each of the N batches, and the earlier window's "
-        "mean held over them: one more copy of the weights for N - 1 steps).",
     )
     gen_jitter_cost: bool | None = _option(
         None,
@@ -324,29 +277,6 @@ class GeNTrainingArguments(TrainingArguments):
         "before every line was charged). The line that ends the fast start sets the level the first long window "
         "runs at, unmeasured. No extra forward. Default: on with 'averages' and the fast start on window lines "
         "(gen_fast_start_lines 'both' or 'windows'); off otherwise.",
-    )
-    gen_fast_start_confirm: bool = _option(
-        False,
-        "gen_probe_batch='averages': a fast-start line moves the level unsmoothed, up or down the change bound, on "
-        "what one batch says. With this on, such a jump is taken only in the direction the training gradients "
-        "confirm: the mean slope, over the steps since the last window closed, of the loss along the last line "
-        "opened (negative: still descending there, so up; positive: past its minimum, so down). Otherwise the "
-        "level holds (fallback 'unconfirmed') and the fast start goes on. Estimates inside the bound, and the "
-        "settled lines, are taken as they are. Costs one dot product of the gradients per fast-start step and one "
-        "more copy of the weights until the fast start ends; no forward.",
-    )
-    gen_fast_start_noise: float | None = _option(
-        None,
-        "gen_probe_batch='averages': test each fast-start line measured on one batch against that batch's sampling "
-        "noise, at this many standard errors (2: the usual two-sided 95%; 0: record the statistic, noise_t in "
-        "gen_trace.jsonl, and act on every line as without the test; unset: no test). The batch is cut into about "
-        "16 chunks and each chunk's loss is measured at the line's three probes; when no two probes differ by more "
-        "than Student's t at that many standard errors of the chunks' paired differences, the line says nothing "
-        "and the level holds (fallback 'below_noise'); the fast start goes on. "
-        "A fast-start line is taken without smoothing, so without the test such a line moves the level by up to "
-        "gen_max_change, or ends the fast start on an estimate that is noise. A longer step does not help: the "
-        "noise grows with the step as the change does. Costs three forwards of the batch in small chunks per "
-        "fast-start line; settled lines are not tested.",
     )
     gen_tail_average: float | None = _option(
         None,
@@ -372,16 +302,6 @@ class GeNTrainingArguments(TrainingArguments):
         "from before the rise with a lower lr is what large runs do by hand. A rise the line's batch does not "
         "confirm (the data changed) is kept. The optimizer's state is kept. Costs nothing more: the previous mean "
         "is held and the probes are measured anyway. Default: on with 'averages'; off otherwise.",
-    )
-    gen_raise_needs_progress: bool = _option(
-        False,
-        "gen_probe_batch='averages': once the fast start has settled, a line may raise the lr only after a window "
-        "whose mean training loss fell below the previous window's, by the test gen_undo_lost_windows uses in the "
-        "other direction; otherwise the lr holds (fallback 'no_progress'). A run whose training loss has stopped "
-        "falling between windows is at the floor its lr's noise holds it on (Pflug's stationarity, as in SASA: "
-        "Lang, Xiao and Zhang, NeurIPS 2019); a longer step raises that floor, and the line through two windows' "
-        "means, which average the noise out, cannot see it. Lower lrs are taken as usual. Costs nothing more: the "
-        "losses are kept on the device and read once per window.",
     )
     gen_pace_unit: bool | None = _option(
         None,
@@ -511,67 +431,20 @@ class GeNTrainingArguments(TrainingArguments):
                 "gen_fast_start_lines must be one of "
                 f"{', '.join(map(repr, FAST_START_LINES))}, got {self.gen_fast_start_lines!r}"
             )
-        batches = self.gen_fast_start_batches
-        if isinstance(batches, bool) or not isinstance(batches, int) or not 1 <= batches <= self.gen_interval:
-            raise ValueError(
-                f"gen_fast_start_batches must be a whole number of batches from 1 to gen_interval "
-                f"({self.gen_interval}: a line is measured on the batches of the window after it), got {batches!r}"
-            )
-        if batches > 1 and (self.gen_probe_batch != "averages" or self.gen_fast_start_lines == "next"):
-            raise ValueError(
-                "gen_fast_start_batches > 1 measures the fast start's lines through two windows' means on several "
-                "batches: it needs gen_probe_batch='averages' with gen_fast_start_lines 'both' or 'windows' (got "
-                f"gen_probe_batch={self.gen_probe_batch!r}, gen_fast_start_lines={self.gen_fast_start_lines!r}); "
-                "pass those, or gen_fast_start_batches=1"
-            )
-        lines = self.gen_line_batches
-        most = min(self.gen_interval, self.gen_window or self.gen_interval)
-        if isinstance(lines, bool) or not isinstance(lines, int) or not 1 <= lines <= most:
-            raise ValueError(
-                f"gen_line_batches must be a whole number of batches from 1 to {most} (gen_interval, or gen_window if "
-                f"smaller: a settled line is measured on batches of the window after it), got {lines!r}"
-            )
-        if lines > 1 and self.gen_probe_batch != "averages":
-            raise ValueError(
-                "gen_line_batches > 1 measures the settled lines through two windows' means on several batches: it "
-                f"needs gen_probe_batch='averages' (got {self.gen_probe_batch!r}); pass it, or gen_line_batches=1"
-            )
-        self._needs_averages("gen_grow_windows", "lengthens the windows whose means the lines of "
-                             "gen_probe_batch='averages' run through")  # fmt: skip
         self._resolve_flag("gen_jitter_cost", self.gen_probe_batch == "averages")
         self._needs_averages("gen_jitter_cost", "charges the lines through two windows' means of "
                              "gen_probe_batch='averages'")  # fmt: skip
-        # The fast start on window lines, which the two options below act on (the charge is on by default there)
+        # The fast start on window lines, which the option below acts on (the charge is on by default there)
         window_start = (
             self.gen_probe_batch == "averages" and self.gen_fast_start and self.gen_fast_start_lines != "next"
         )
         self._resolve_flag("gen_fast_start_jitter", window_start)
-        for name, what in (
-            ("gen_fast_start_jitter", "charges the fast start's lines through two windows' means"),
-            ("gen_fast_start_confirm", "checks the fast start's jumps along lines through two windows' means against "
-             "the training gradients"),
-            ("gen_fast_start_noise", "tests the fast start's lines through two windows' means against their batch's "
-             "noise"),
-        ):  # fmt: skip
-            if getattr(self, name) not in (None, False) and not window_start:
-                raise ValueError(
-                    f"{name} {what}: it needs gen_probe_batch='averages', gen_fast_start=True and "
-                    f"gen_fast_start_lines 'both' or 'windows' (got gen_probe_batch={self.gen_probe_batch!r}, "
-                    f"gen_fast_start={self.gen_fast_start!r}, gen_fast_start_lines={self.gen_fast_start_lines!r}); "
-                    f"pass those, or {name}={None if name == 'gen_fast_start_noise' else False}"
-                )
-        noise = self.gen_fast_start_noise
-        if noise is not None and (isinstance(noise, bool) or not isinstance(noise, (int, float))
-                                  or not 0.0 <= noise < math.inf):  # fmt: skip
+        if self.gen_fast_start_jitter and not window_start:
             raise ValueError(
-                f"gen_fast_start_noise is the number of standard errors a fast-start line's probes must differ by "
-                f"(2: the usual two-sided 95%; 0: record the statistic only), or None for no test; got {noise!r}"
-            )
-        if noise is not None and self.gen_fast_start_batches > 1:
-            raise ValueError(
-                "gen_fast_start_noise tests a fast-start line against the noise of the one batch it is measured on; "
-                f"with gen_fast_start_batches={self.gen_fast_start_batches} the line averages several: pass "
-                "gen_fast_start_batches=1, or gen_fast_start_noise=None"
+                "gen_fast_start_jitter charges the fast start's lines through two windows' means: it needs "
+                "gen_probe_batch='averages', gen_fast_start=True and gen_fast_start_lines 'both' or 'windows' (got "
+                f"gen_probe_batch={self.gen_probe_batch!r}, gen_fast_start={self.gen_fast_start!r}, "
+                f"gen_fast_start_lines={self.gen_fast_start_lines!r}); pass those, or gen_fast_start_jitter=False"
             )
         if self.gen_probe_batch in ("next", "averages") and (
             self.gen_mode != "approx" or offsets != [1.0] or not self.gen_use_slope
@@ -589,8 +462,6 @@ class GeNTrainingArguments(TrainingArguments):
                              "gen_probe_batch='averages'")  # fmt: skip
         self._resolve_flag("gen_kalman_gain", self.gen_probe_batch == "averages")
         self._needs_averages("gen_kalman_gain", "weighs the lines through two windows' means of "
-                             "gen_probe_batch='averages'")  # fmt: skip
-        self._needs_averages("gen_raise_needs_progress", "compares the training losses of the windows of "
                              "gen_probe_batch='averages'")  # fmt: skip
         if self.gen_tail_average is None:
             # Without a shape the last iterate jitters at the level; the tail's mean anneals it.

@@ -45,16 +45,12 @@ __all__ = [
     "jitter_cost",
     "line_pace",
     "lost_ground",
-    "made_progress",
     "measure_line",
     "next_probe",
     "no_descent_seen",
-    "probes_resolved",
     "search_line",
     "WindowStats",
     "LOST_WINDOW_Z",
-    "NOISE_CHUNKS",
-    "NOISE_Z",
 ]
 
 #: ``g(a)``: the loss (reduced over processes, normalised like the training loss) at distance ``a`` along the line, as
@@ -75,8 +71,7 @@ class LineEstimate(NamedTuple):
         reason: ``None`` when accepted, otherwise a short tag: ``"nonfinite_loss"``,
             ``"nonfinite_slope"``, ``"nonfinite_curvature"``, ``"not_descent"``,
             ``"nonpositive_curvature"``, ``"nonfinite_estimate"``, ``"below_precision"`` (the step moved the loss
-            by less than the precision it is computed in can resolve: see :func:`fit_line`) or ``"below_noise"``
-            (the batch's sampling noise does not tell the probes apart: see :func:`probes_resolved`).
+            by less than the precision it is computed in can resolve: see :func:`fit_line`).
     """
 
     alpha_star: float | None
@@ -541,12 +536,6 @@ def cut_back(
 #: a normal deviate: that of the three-sigma rule, ``P(Z > 3)``, about once in 740 windows, so about once in 37 runs
 #: of the twenty windows the averages scheme measures. Not fitted here.
 LOST_WINDOW_Z = 3.0
-# A difference of two probes is resolved against the batch's sampling noise when it lies outside the usual two-sided
-# 95% band (1.96 standard errors, rounded), widened to Student's t for the chunks' degrees of freedom.
-NOISE_Z = 2.0
-# The chunks a batch is cut into to measure its sampling noise: 15 degrees of freedom put Student's t within about 10%
-# of the normal quantile at NOISE_Z (at 7 it is 21% above, at 3 over 60%); more chunks cost more small forwards.
-NOISE_CHUNKS = 16
 
 
 def student_t_quantile(z: float, dof: float) -> float:
@@ -605,55 +594,3 @@ def lost_ground(before: WindowStats, after: WindowStats, z: float = LOST_WINDOW_
         return rise > 0.0, se
     dof = se**4 / (parts[0] ** 2 / (before.count - 1) + parts[1] ** 2 / (after.count - 1))
     return rise > student_t_quantile(z, dof) * se, se
-
-
-def made_progress(before: WindowStats, after: WindowStats, z: float = LOST_WINDOW_Z) -> tuple[bool, float]:
-    """Whether the window ``after`` made progress on the window ``before`` it: its mean training loss is lower, by the
-    same test as :func:`lost_ground` (Welch's, at the one-sided tail of ``z`` standard normal deviations) in the other
-    direction. Windows of fewer than two steps, or a mean that is not finite, show none.
-
-    Returns:
-        ``(progress, se)``: the verdict and the standard error it used (``nan`` when there is none).
-    """
-    finite = all(math.isfinite(x) for x in (before.mean, before.var, after.mean, after.var))
-    if before.count < 2 or after.count < 2 or not finite:
-        return False, math.nan
-    return lost_ground(after, before, z)
-
-
-def probes_resolved(chunks: Sequence[Sequence[float]], z: float = NOISE_Z) -> tuple[bool | None, float, int]:
-    """Whether one batch tells a line's probes apart: the batch split into chunks, each chunk's loss at every probe.
-
-    ``chunks[k][j]`` is chunk ``j``'s mean loss at probe ``k``. The chunks are independent samples of the data, so
-    the paired differences ``chunks[k][j] - chunks[l][j]`` of two probes scatter about the batch's difference with
-    the sampling noise of one chunk, and the batch's difference (their mean over the ``m`` chunks) has the standard
-    error ``sd / sqrt(m)``. A pair is resolved when its mean difference lies outside ``t * se``, with ``t`` the
-    quantile of Student's t with ``m - 1`` degrees of freedom at the two-sided tail of ``z`` normal deviations
-    (:func:`student_t_quantile`); the line is resolved when any pair is. Chunks with a non-finite loss at any probe
-    are left out.
-
-    It is :func:`fit_line`'s ``"below_precision"`` test with the batch's sampling noise in place of the loss's
-    rounding, with one difference: rounding stays as a step grows, while the chunks' scatter grows with it as the
-    batch's change does (both in proportion to the step, and to its square for the curvature), so an unresolved line
-    does not say the step is too short. It says nothing.
-
-    Returns:
-        ``(resolved, t_max, m)``: ``resolved`` is ``None`` when fewer than three chunks are finite (no test), else
-        the verdict; ``t_max`` is the largest ``|difference| / se`` over the pairs (``inf`` for a difference with no
-        scatter at all, ``nan`` without a test); ``m`` the chunks the test used.
-    """
-    columns = [column for column in zip(*chunks, strict=True) if all(math.isfinite(float(v)) for v in column)]
-    m = len(columns)
-    if m < 3 or len(chunks) < 2:
-        return None, math.nan, m
-    threshold = student_t_quantile(z, m - 1)
-    t_max = 0.0
-    for k in range(len(chunks)):
-        for other in range(k + 1, len(chunks)):
-            diffs = [float(c[other]) - float(c[k]) for c in columns]
-            mean = sum(diffs) / m
-            var = sum((d - mean) ** 2 for d in diffs) / (m - 1)
-            se = math.sqrt(var / m)
-            t = abs(mean) / se if se > 0.0 else (math.inf if mean != 0.0 else 0.0)
-            t_max = max(t_max, t)
-    return t_max > threshold, t_max, m

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -30,8 +30,6 @@ __all__ = [
     "RngState",
     "WindowLosses",
     "WindowMeans",
-    "batch_rows",
-    "cut_rows",
     "directional_dot",
     "reshard",
 ]
@@ -434,8 +432,7 @@ class Pace:
 
 
 class WindowLosses:
-    """The training losses of the open window's optimizer steps (``gen_undo_lost_windows``,
-    ``gen_raise_needs_progress``), kept on the device.
+    """The training losses of the open window's optimizer steps (``gen_undo_lost_windows``), kept on the device.
 
     Each step's training loss (the micro-batches' sum, as the Trainer normalises them) is held as a 0-d tensor;
     nothing is read until the window closes, so the steps do not wait for the device. At the close the losses are
@@ -542,23 +539,3 @@ class BufferGuard:
     def restore(self) -> None:
         for buffer, copy in self.saved:
             buffer.copy_(copy)
-
-
-def batch_rows(inputs) -> int | None:
-    """The batch size of a micro-batch's inputs: the first dimension of its first tensor with one (``None`` when the
-    inputs are not a mapping or hold no such tensor)."""
-    if not isinstance(inputs, Mapping):
-        return None
-    for value in inputs.values():
-        if torch.is_tensor(value) and value.dim() >= 1:
-            return int(value.shape[0])
-    return None
-
-
-def cut_rows(inputs: Mapping, rows: int, start: int, stop: int) -> dict:
-    """Rows ``start:stop`` of a micro-batch: every tensor whose first dimension is the batch's ``rows`` is cut, the
-    rest (scalars, other shapes, non-tensors) is passed on as it is."""
-    return {
-        key: value[start:stop] if torch.is_tensor(value) and value.dim() >= 1 and value.shape[0] == rows else value
-        for key, value in inputs.items()
-    }

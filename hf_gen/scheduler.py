@@ -125,9 +125,7 @@ def next_level(
     its precision resolves (``"below_precision"``) says nothing about a settled level, which it keeps (late in a
     decayed run the applied lr is small by design); before the level has settled (``settled=False``, the fast start)
     it says the lr is too small to measure, and points up: rounding does not grow with the step, the change does. A
-    line whose probes the batch's sampling noise does not tell apart (``"below_noise"``,
-    :func:`hf_gen.core.probes_resolved`) keeps the level, settled or not: that noise grows with the step as the change
-    does, so a longer step would not resolve it, and the line says nothing either way. A window taken back
+    window taken back
     (``"lost_window"``, ``gen_undo_lost_windows``) points down and is taken at once, like a non-finite loss. Only
     numerical trouble (a non-finite slope or curvature) is left to ``fallback``: ``"keep"`` the level or ``"shrink"``
     toward the lower bound.
@@ -158,8 +156,6 @@ def next_level(
         target = high
     elif reason == "below_precision":
         target = level if settled else high
-    elif reason == "below_noise":
-        target = level
     elif reason == "not_descent":
         target = low
     else:
@@ -366,8 +362,6 @@ class GeNScheduler(LRScheduler):
         cap: float | None = None,
         cap_settles: bool = True,
         measured_at: float | None = None,
-        slope: float | None = None,
-        may_raise: bool = True,
     ) -> float:
         """Fold one estimate into the lr and apply it to the optimizer's param groups.
 
@@ -385,21 +379,11 @@ class GeNScheduler(LRScheduler):
                 line caps how far the window's line may raise the level). A level held at it has settled, if
                 ``cap_settles``: a cap from a line that gave no estimate of its own (a fallback's bound) holds the
                 level without ending the fast start.
-            measured_at: The level the measured steps ran at, if given. It may differ from the level now (a
-                fast-start line measured on the batches of the window after its own, ``gen_fast_start_batches``): the
-                estimate is in lr units and the level moves from where it is now, but it lands "inside" (ending the
-                fast start) when it is within the change bound of the level it measured.
-            slope: A second witness for a fast-start jump, if given: the slope of the training loss along the line
-                the jump comes from (negative: it still descends there, so a longer step is wanted). A jump to the
-                change bound (the estimate not inside it) is taken only in the direction the slope agrees with: up
-                when it is negative, down when it is positive. Otherwise the level holds, recorded as the fallback
-                ``"unconfirmed"``, and the fast start goes on. Only an accepted estimate, or a line that did not
-                descend or had no positive curvature, is witnessed: an estimate inside the bound, every settled
-                update, the other fallbacks (non-finite numbers, a change below the loss's precision) and a
-                non-finite ``slope`` ignore it.
-            may_raise: Whether a settled update may raise the level. ``False`` (``gen_raise_needs_progress``: the
-                training loss did not fall between the last two windows) holds a level the estimate would raise,
-                recorded as the fallback ``"no_progress"``; a lower level is taken as usual. The fast start ignores it.
+            measured_at: The level the measured steps ran at, if given. It may differ from the level now (a line
+                through two windows' means is in units of the lr its steps were walked at, ``gen_pace_unit``, which
+                lags the level after a fast-start climb): the estimate is in lr units and the level moves from where
+                it is now, but it lands "inside" (ending the fast start) when it is within the change bound of the
+                level it measured.
 
         A ``"lost_window"`` estimate (a window taken back, ``gen_undo_lost_windows``) is a decision, not an unusable
         measurement: ``fallback="error"`` does not raise on it. The level it sets is a ceiling for the rest of the run
@@ -423,14 +407,6 @@ class GeNScheduler(LRScheduler):
             inside = estimate.accepted and low <= estimate.alpha_star <= high
         if cap is not None and new_lr > cap:
             new_lr, inside = cap, inside or cap_settles
-        # Noise makes a line rise or flatten as well as overshoot; numerical trouble (a non-finite loss, slope or
-        # witness) and a change below the loss's precision are no noise, and their fallbacks are taken as they are.
-        witnessed = estimate.accepted or estimate.reason in ("not_descent", "nonpositive_curvature")
-        if slope is not None and math.isfinite(slope) and witnessed and not self.settled and not inside:
-            if new_lr != self.level and not (slope < 0.0 if new_lr > self.level else slope > 0.0):
-                new_lr, reason = self.level, "unconfirmed"  # a jump its witness does not confirm
-        if self.settled and not may_raise and new_lr > self.level:
-            new_lr, reason, inside = self.level, "no_progress", False  # a raise the training loss does not support
         self.gap = self._next_gap(self.settled and inside and reason is None)
         if inside:
             self.settled = True

@@ -10,19 +10,12 @@ and the tests all go through it. A record holds:
 * ``interval``: the optimizer steps until the next recompute, as in force after this update (1 during the fast
   start), so a trace shows where GeN spent its forwards;
 * approx mode: ``probe_batch`` (``"next"``/``"same"``/``"averages"``) and ``probe_losses``, ``[distance along the
-  line, loss]`` (``line_batches``: the batches they are the mean over, when more than one); with
-  ``gen_fast_start_confirm``, ``gradient_slope``: the gradients' mean slope that witnessed a fast-start update (a jump
-  it did not confirm is the fallback ``"unconfirmed"``); with ``gen_jitter_cost`` (the default with the window lines;
-  ``gen_fast_start_jitter`` alone: on the fast start's lines only), ``jitter_cost``: the charge per unit of the line,
-  already added to ``probe_losses`` (the probe at ``c`` times ``probe_lr`` holds ``c * jitter_cost`` more than the
-  loss measured there); with
+  line, loss]``; with ``gen_jitter_cost`` (the default with the window lines; ``gen_fast_start_jitter`` alone: on the
+  fast start's lines only), ``jitter_cost``: the charge per unit of the line, already added to ``probe_losses`` (the
+  probe at ``c`` times ``probe_lr`` holds ``c * jitter_cost`` more than the loss measured there); with
   ``gen_undo_lost_windows``, a window taken back is the fallback ``"lost_window"``, with ``window_losses`` (the mean
   training loss of the window it went back to and of the window taken back) and ``window_loss_se`` (the standard error
-  of their difference); with ``gen_raise_needs_progress``, every settled line records the same two fields for the
-  windows it compared, and a raise held because the later window's loss did not fall is the fallback
-  ``"no_progress"``; with ``gen_fast_start_noise``, every fast-start line tested records ``noise_t``, the largest
-  paired difference of two probes in standard errors of the batch's chunks, and ``noise_chunks``, the chunks the test
-  had (the degrees of freedom plus one), and a line the noise does not resolve is the fallback ``"below_noise"``.
+  of their difference).
 """
 
 from __future__ import annotations
@@ -47,7 +40,7 @@ def make_record(
     for key in ("probe_losses", "one_step_probe_losses"):
         if key in extra:
             extra[key] = [[a, _finite_or_none(v)] for a, v in extra[key]]
-    for key in ("one_step_alpha_star", "noise_t"):
+    for key in ("one_step_alpha_star",):
         if key in extra:
             extra[key] = _finite_or_none(extra[key])
     return {

@@ -35,8 +35,8 @@ import torch.distributed as dist
 from transformers import Trainer
 from transformers.utils import logging
 
-from .core import NOISE_CHUNKS, LineEstimate
-from .line import BufferGuard, LineSnapshot, RngState, WindowMeans, batch_rows, cut_rows, reshard
+from .core import LineEstimate
+from .line import BufferGuard, LineSnapshot, RngState, WindowMeans, reshard
 from .scheduler import GeNScheduler
 from .schemes import Averages, NextBatch, SameBatch, StepRecord
 from .support import DEEPSPEED_REFUSAL, check_engine, check_linear_optimizer, overflowed
@@ -85,12 +85,9 @@ class GeNMixin:
         if probe_batch == "averages":
             device = "cpu" if self.args.gen_offload_snapshot else None
             return Averages(self.args.gen_window, device, self.args.gen_fast_start_lines,
-                            self.args.gen_fast_start_batches, self.args.gen_fast_start_confirm,
-                            self.args.gen_grow_windows, self.args.gen_line_batches,
                             self.args.gen_jitter_cost, self.args.gen_undo_lost_windows,
-                            self.args.gen_raise_needs_progress, self.args.gen_fast_start_jitter,
-                            self.args.gen_pace_unit, self.args.gen_kalman_gain,
-                            self.args.gen_fast_start_noise)  # fmt: skip
+                            self.args.gen_fast_start_jitter, self.args.gen_pace_unit,
+                            self.args.gen_kalman_gain)  # fmt: skip
         return NextBatch() if probe_batch == "next" else SameBatch()
 
     def _gen_check_launch(self) -> None:
@@ -324,13 +321,6 @@ class GeNMixin:
         """The loss of the record's whole batch at the current weights, reduced over processes (a 0-d tensor)."""
         return self._gen_reduce(self._gen_batch_loss(record))
 
-    def _gen_piece_loss(self, model, inputs) -> torch.Tensor:
-        """The mean loss of a run of rows on its own (``compute_loss`` without ``num_items_in_batch``)."""
-        inputs = self._prepare_inputs(inputs)
-        with self.compute_loss_context_manager():
-            loss = self.compute_loss(model, inputs)
-        return loss.mean() if self.args.n_gpu > 1 else loss
-
     def _gen_scaled_loss(self, model, inputs, num_items) -> torch.Tensor:
         """The loss of one micro-batch, normalised exactly as ``Trainer.training_step`` normalises it."""
         inputs = self._prepare_inputs(inputs)
@@ -360,27 +350,16 @@ class GeNMixin:
             for name, value in saved.items():
                 setattr(self, name, value)
 
-    def _gen_replayed_losses(self, record: StepRecord, grad: bool, rows: int | None = None):
+    def _gen_replayed_losses(self, record: StepRecord, grad: bool):
         """Each micro-batch's loss at the current weights, normalised like the training loss, with its forward's
-        random state (same dropout masks); module buffers are put back after each, and trainer metrics after all.
-        With ``rows``: each run of that many rows of every micro-batch instead (``cut_rows``), with the run's own mean
-        loss (``compute_loss`` without ``num_items_in_batch``) and its micro-batch's random state."""
+        random state (same dropout masks); module buffers are put back after each, and trainer metrics after all."""
         model = self.model
         guard = BufferGuard(model)
         model.train()
         for inputs, rng in record.batch:
-            if rows is None:
-                pieces = [inputs]
-            else:
-                size = batch_rows(inputs)
-                pieces = [cut_rows(inputs, size, start, start + rows) for start in range(0, size, rows)]
-            for piece in pieces:
-                with rng.replay(), torch.set_grad_enabled(grad), self._gen_side_effects_undone():
-                    if rows is None:
-                        yield self._gen_scaled_loss(model, piece, record.num_items)
-                    else:
-                        yield self._gen_piece_loss(model, piece)
-                guard.restore()
+            with rng.replay(), torch.set_grad_enabled(grad), self._gen_side_effects_undone():
+                yield self._gen_scaled_loss(model, inputs, record.num_items)
+            guard.restore()
 
     def _gen_batch_loss(self, record: StepRecord) -> torch.Tensor:
         """Loss on the whole effective batch at the current weights, without gradients."""
@@ -389,36 +368,6 @@ class GeNMixin:
             total = total + loss.detach().to(torch.float64)
         reshard(self.model)
         return total
-
-    def _gen_chunk_losses(self, record: StepRecord) -> torch.Tensor | None:
-        """The record's batch cut into chunks along the batch dimension, each chunk's own mean loss at the current
-        weights (``compute_loss`` without ``num_items_in_batch``), gathered from every process: a float64 vector
-        whose scatter is the batch's sampling noise (``hf_gen.core.probes_resolved``).
-
-        About ``NOISE_CHUNKS`` chunks of equal size over the global batch (single examples when it is smaller), so
-        several processes cut it as one process would. The vector's length follows from the arguments, so it is the
-        same on every rank; a chunk a rank does not have (a short last batch) is ``nan`` and is left out by the test.
-        Each chunk replays its micro-batch's random state (the same dropout masks at every probe). ``None`` when a
-        micro-batch is not a mapping with a batch dimension to cut along (no test).
-        """
-        per_device = self.args.per_device_train_batch_size
-        accumulation = self.args.gradient_accumulation_steps
-        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-        size = max(1, math.ceil(per_device * accumulation * world / NOISE_CHUNKS))
-        length = accumulation * math.ceil(per_device / size)
-        if any(batch_rows(inputs) is None for inputs, _ in record.batch):
-            return None
-        pieces = self._gen_replayed_losses(record, grad=False, rows=size)
-        values = [loss.detach().to(torch.float64).reshape(()) for loss in pieces]
-        reshard(self.model)
-        values = values[:length]
-        nan = torch.tensor(float("nan"), dtype=torch.float64, device=self.args.device)
-        vector = torch.stack([v.to(self.args.device) for v in values] + [nan] * (length - len(values)))
-        if world > 1:
-            parts = [torch.empty_like(vector) for _ in range(world)]
-            dist.all_gather(parts, vector)
-            vector = torch.cat(parts)
-        return vector if len(vector) > 1 else None
 
     def _gen_curvature(self, record: StepRecord, params: list, step_vector: list[torch.Tensor]) -> torch.Tensor:
         """``s^T H s`` for the step ``s`` on the whole effective batch, by double backward."""

@@ -16,7 +16,7 @@ from transformers import TrainerCallback
 from hf_gen import GeNTrainer, GeNTrainingArguments
 from hf_gen.trace import read_trace
 
-from tiny import MLP, Quadratic, Regression, Shifted, Tilted
+from tiny import MLP, Quadratic, Regression, Shifted
 
 
 class AppliedLr(TrainerCallback):
@@ -29,23 +29,14 @@ class AppliedLr(TrainerCallback):
 
 def main(out, engine, gen_mode, global_batch):
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    # "approx-averages-batches": windows of 2 steps from a small start, each fast-start line measured on 2 batches;
-    # "approx-averages-confirm": the same windows, each fast-start jump witnessed by the gradients;
-    # "approx-averages-noise": the same windows over 24 steps, each fast-start line tested against its batch's noise;
-    # "approx-averages-lines": no fast start, windows of 4 steps, each line measured on 2 batches and charged with
-    # the jitter cost; "approx-averages-undo": plain SGD on rows read in order whose targets jump over steps 16 to 20,
-    # windows of 5 steps from the start, and the window of those steps taken back (gen_undo_lost_windows);
-    # "approx-averages-progress": plain SGD on the quadratic with slightly tilted batches, windows of 5 steps from
-    # the start, raises held without progress (gen_raise_needs_progress)
+    # "approx-averages-jitter": no fast start, windows of 4 steps, each line charged with the jitter cost;
+    # "approx-averages-undo": plain SGD on rows read in order whose targets jump over steps 16 to 20, windows of 5
+    # steps from the start, and the window of those steps taken back (gen_undo_lost_windows)
     extra, data, quadratic = {}, Regression(n=64, dtype=torch.float64), False
     for suffix, option in (
-        ("-batches", {"gen_fast_start_batches": 2}),
-        ("-confirm", {"gen_fast_start_confirm": True}),
-        ("-noise", {"gen_fast_start_noise": 2.0, "max_steps": 24}),
         (
-            "-lines",
+            "-jitter",
             {
-                "gen_line_batches": 2,
                 "gen_window": 4,
                 "gen_fast_start": False,
                 "learning_rate": 1e-2,
@@ -66,26 +57,12 @@ def main(out, engine, gen_mode, global_batch):
                 "gen_undo_lost_windows": True,
             },
         ),
-        (
-            "-progress",
-            {
-                "gen_window": 5,
-                "gen_fast_start": False,
-                "learning_rate": 0.05,
-                "max_steps": 60,
-                "optim": "sgd",
-                "weight_decay": 0.0,
-                "gen_raise_needs_progress": True,
-            },
-        ),
     ):
         if gen_mode.endswith(suffix):
             gen_mode = gen_mode.removesuffix(suffix)
             extra = {"gen_interval": 2, "learning_rate": 1e-4, "max_steps": 16, **option}
             if suffix == "-undo":
                 data = Shifted(n=160, start=60, stop=80, shift=6.0, dtype=torch.float64)
-            if suffix == "-progress":
-                data, quadratic = Tilted(n=240, scale=0.1), True
     args = GeNTrainingArguments(
         output_dir=os.path.dirname(out) + f"/run-{engine}",
         lr_scheduler_type="gen",
@@ -133,14 +110,9 @@ def main(out, engine, gen_mode, global_batch):
     with open(f"{out}.{rank}", "w") as handle:
         json.dump(
             {"lrs": recorder.lrs, "forwards": probes["count"], "probe_points": probe_points, "weights": weights,
-             "world": world, "line_batches": [r.get("line_batches", 1) for r in trace],
-             "jitter_costs": [r.get("jitter_cost") for r in trace],
-             "gradient_slopes": [r.get("gradient_slope") for r in trace],
-             "noise": [(r["step"], r["noise_t"], r["fallback"]) for r in trace if r.get("noise_t") is not None],
+             "world": world, "jitter_costs": [r.get("jitter_cost") for r in trace],
              "lost": [(r["step"], r["window_losses"], r["window_loss_se"]) for r in trace
-                      if r["fallback"] == "lost_window"],
-             "held": [(r["step"], r["window_losses"], r["window_loss_se"]) for r in trace
-                      if r["fallback"] == "no_progress"]},
+                      if r["fallback"] == "lost_window"]},
             handle,
         )  # fmt: skip
 

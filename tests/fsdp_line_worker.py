@@ -53,8 +53,8 @@ def main(out):
 
     def windows_and_line(net, sharded, steps=3):
         """Two windows of ``steps`` AdamW steps; the losses on the line through their means at c = 0, 1, 2 (the live
-        weights put back after, as ``Averages._probe`` does), the next gradient's slope along it (``Witness``), and
-        the means after a save and restore (``WindowMeans.local_state``)."""
+        weights put back after, as ``Averages._probe`` does), the next gradient's slope along it
+        (``directional_dot``), and the means after a save and restore (``WindowMeans.local_state``)."""
         opt = torch.optim.AdamW(net.parameters(), lr=lr0, weight_decay=0.1)
         params = list(net.parameters())
         means, closed = WindowMeans(), []

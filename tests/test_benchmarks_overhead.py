@@ -22,7 +22,7 @@ def test_overhead_quick_runs_every_setting(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
     rows = {r["setting"]: r for r in result["rows"]}
-    assert len(rows) == 13 and rows["plain Trainer, constant lr"]["overhead"] == 0.0
+    assert len(rows) == 12 and rows["plain Trainer, constant lr"]["overhead"] == 0.0
     plain = rows["plain Trainer, constant lr"]["step_s"]
     for r in rows.values():
         assert r["step_s"] > 0 and len(r["runs_s"]) == 1

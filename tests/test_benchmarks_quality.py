@@ -257,14 +257,11 @@ def test_gen_families_set_their_arguments(tmp_path):
         "gen-sgd-no-kalman",
         "gen-adamw-warmup",
         "gen-adamw-warmup20",
-        "gen-adamw-noise",
-        "gen-adamw-noise-trace",
     )
     for family in set(GEN_VARIANTS) - set(counting):
         assert GEN_VARIANTS[family]["gen_smooth_by_count"] is False, family
     # and the families measured before the Kalman gain weigh each line with the same memory in steps
-    kalman = ("gen-adamw", "gen-sgd", "gen-adamw-kalman", "gen-adamw-warmup", "gen-adamw-warmup20", "gen-adamw-noise",
-              "gen-adamw-noise-trace")  # fmt: skip
+    kalman = ("gen-adamw", "gen-sgd", "gen-adamw-kalman", "gen-adamw-warmup", "gen-adamw-warmup20")
     for family in set(GEN_VARIANTS) - set(kalman):
         assert GEN_VARIANTS[family]["gen_kalman_gain"] is False, family
     for family in counting:
@@ -289,10 +286,6 @@ def test_gen_families_set_their_arguments(tmp_path):
         Contender("gen-adamw-warmup20", 5e-5), long_task, 0, str(tmp_path / "w2"), task.model(0)
     )
     assert trainer.args.warmup_steps == 60
-    # the noise test at two standard errors, and its record-only diagnostic; the default has none
-    for family, z in (("gen-adamw-noise", 2.0), ("gen-adamw-noise-trace", 0.0), ("gen-adamw", None)):
-        trainer, _ = _make_trainer(Contender(family, 5e-5), task, 0, str(tmp_path / f"{family}-n"), task.model(0))
-        assert trainer.args.gen_fast_start_noise == z, family
 
 
 def test_a_gen_variant_asked_for_by_name_joins_the_comparison():

@@ -311,44 +311,30 @@ def test_the_one_step_lines_start_after_the_warmup(tmp_path, probe_batch):
 
 # ---- the line through two windows' mean weights ------------------------------------------------------------------
 def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change, fast_start, lines="windows",
-                    batches=1, confirm=False, tilt=0.0, grow=False, line_batches=1, jitter=False,
-                    fast_start_jitter=False, pace=False):  # fmt: skip
+                    tilt=0.0, jitter=False, fast_start_jitter=False, pace=False):  # fmt: skip
     """Train the exact quadratic with gen_probe_batch="averages" and no smoothing, and replay it with a plain
-    optimizer: at each measured step the oracle computes ``c*``, the exact minimiser of ``L(m0 + c (m1 - m0))`` for
-    the two windows' means, and moves the level as the scheduler must (to ``c*`` times it, clipped to the change
-    bound; down the bound where the line does not descend). Windows are ``interval`` steps until an estimate lands
-    inside the bound (the fast start), then ``window``. With ``lines="both"`` the fast start's climbs are capped by the
-    exact one-step minimiser along the last step (clipped like any estimate; a level held at the cap has settled,
-    unless the last step's line does not descend). With ``batches > 1`` (``gen_fast_start_batches``) a fast-start line
-    opened at a window's close is applied at the next close, ``c*`` the minimiser of the loss averaged over the
-    ``batches`` batches it was measured on (from the one at its close on): its estimate is ``c*`` times the level it
-    was opened at, clipped around the level now, and it ends the fast start when ``c*``
-    is within the bound; a line that ends it leaves the window closing then unmeasured. With ``confirm``
-    (``gen_fast_start_confirm``) the oracle also takes, from each window close on, the mean over the following steps of
-    ``<A theta - b, m1 - m0>`` for the gradient each step is taken with, along the line opened at that close; at the
-    next close a fast-start move not inside the bound is taken only if that slope's sign agrees (negative for up),
-    and else the level holds. Returns the trace by step, the levels the oracle set, the steps where the cap held the
-    level and the steps where a jump was held unconfirmed. With ``tilt > 0`` each batch tilts the quadratic's linear
-    term by noise of that scale (``Tilted``): the oracle reads each step's batch from the run and uses its own ``b``
-    for that step's gradient, and for the lines measured on it. With ``grow`` (``gen_grow_windows``) each window that
-    opens once settled is twice as long as the one that just closed (so ``2 * interval`` after the fast start), up
-    to ``window``. With ``line_batches > 1`` (``gen_line_batches``) a settled line opened at a window's close is
-    applied on the batch ``line_batches - 1`` steps later, ``c*`` the minimiser of the loss averaged over the batches
-    from the close on. With ``jitter`` (``gen_jitter_cost``) each line is charged with the live weights' excess, on
-    the batch it opens on, over the loss at ``1 + (W - 1) / (2 W)`` on the line for the window of ``W`` steps that
-    closed (zero if below): ``c*`` minimises ``L(m0 + c (m1 - m0)) + c * excess``. With ``fast_start_jitter``
-    (``gen_fast_start_jitter``) only the lines measured before the fast start has settled are charged. With ``pace``
-    (``gen_pace_unit``) a line's unit is not the level at its close but the oracle's own weighting of the lrs the
-    steps of its two windows ran at (``walk``), and the live weights' place on it comes from the same weights."""
+    optimizer: at each measured step the oracle computes ``c*``, the exact minimiser of ``L(m0 + c (m1 - m0))`` for the
+    two windows' means, and moves the level as the scheduler must (to ``c*`` times it, clipped to the change bound;
+    down the bound where the line does not descend). Windows are ``interval`` steps until an estimate lands inside the
+    bound (the fast start), then ``window``. With ``lines="both"`` the fast start's climbs are capped by the exact
+    one-step minimiser along the last step (clipped like any estimate; a level held at the cap has settled, unless the
+    last step's line does not descend). Returns the trace by step, the levels the oracle set and the steps where the
+    cap held the level. With ``tilt > 0`` each batch tilts the quadratic's linear term by noise of that scale
+    (``Tilted``): the oracle reads each step's batch from the run and uses its own ``b`` for that step's gradient, and
+    for the lines measured on it. With ``jitter`` (``gen_jitter_cost``) each line is charged with the live weights'
+    excess, on the batch it opens on, over the loss at ``1 + (W - 1) / (2 W)`` on the line for the window of ``W``
+    steps that closed (zero if below): ``c*`` minimises ``L(m0 + c (m1 - m0)) + c * excess``. With
+    ``fast_start_jitter`` (``gen_fast_start_jitter``) only the lines measured before the fast start has settled are
+    charged. With ``pace`` (``gen_pace_unit``) a line's unit is not the level at its close but the oracle's own
+    weighting of the lrs the steps of its two windows ran at (``walk``), and the live weights' place on it comes from
+    the same weights."""
     model = Quadratic(seed=5)
     start = copy.deepcopy(model)
     optimizer = OPTIMIZERS[name](grouped(model, lr0))
     args = gen_args(tmp_path, learning_rate=lr0, max_grad_norm=0.0, max_steps=steps, gen_probe_batch="averages",
                     gen_window=window, gen_interval=interval, gen_fast_start=fast_start, gen_gamma=0.0,
                     gen_max_change=max_change, gen_lr_max=math.inf, gen_search_probes=0,
-                    gen_fast_start_lines=lines, gen_fast_start_batches=batches,
-                    gen_fast_start_confirm=confirm, gen_grow_windows=grow,
-                    gen_line_batches=line_batches, gen_jitter_cost=jitter,
+                    gen_fast_start_lines=lines, gen_jitter_cost=jitter,
                     gen_fast_start_jitter=fast_start_jitter, gen_pace_unit=pace)  # fmt: skip
     data = Tilted(scale=tilt) if tilt else Dummy()
     trainer = RecordingGeNTrainer(model=model, args=args, train_dataset=data, optimizers=(optimizer, None))
@@ -363,14 +349,13 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
 
     oracle, oracle_opt = start, OPTIMIZERS[name](grouped(start, lr0))
     previous, window_sum, count, level, levels, capped = None, torch.zeros(5, dtype=torch.float64), 0, lr0, {}, []
-    settled, before, last_lr, opened = not fast_start, None, None, None
-    witness, witness_sum, witness_count, held = None, 0.0, 0, []
-    span = interval if fast_start else min(window, 2 * interval) if grow else window  # the open window's length
+    settled, before, last_lr = not fast_start, None, None
+    span = interval if fast_start else window  # the open window's length
 
     def clipped(c):
         return min(max(c, 1.0 / max_change), max_change)
 
-    def apply(k, c_star, at, one_step, measured_on=1, slope=None, cost=None):
+    def apply(k, c_star, at, one_step, cost=None):
         """The scheduler's update from a line measured at level ``at`` (and the last step's line beside it), charged
         ``cost`` (``None``: not charged)."""
         nonlocal settled, level
@@ -393,22 +378,13 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
                 inside, new = inside or one_step > 0, cap
                 capped.append(k)
         assert trace[k]["probe_lr"] == pytest.approx(at, rel=1e-7)
-        assert trace[k].get("line_batches", 1) == measured_on
-        if slope is not None:
-            assert trace[k]["gradient_slope"] == pytest.approx(slope, rel=1e-9)
-            if not settled and not inside and new != level and not (slope < 0 if new > level else slope > 0):
-                assert trace[k]["fallback"] == "unconfirmed"
-                new = level
-                held.append(k)
-        else:
-            assert "gradient_slope" not in trace[k]
         settled = settled or inside
         level = levels[k] = new
 
-    def minimiser(start, line, first, last, cost=None):
-        """The exact minimiser along ``start + c line`` of the loss averaged over the batches of steps first..last,
-        charged with ``cost`` per unit of ``c``."""
-        b = sum(b_of(j) for j in range(first, last + 1)) / (last + 1 - first)
+    def minimiser(start, line, k, cost=None):
+        """The exact minimiser along ``start + c line`` of the loss on step k's batch, charged with ``cost`` per unit
+        of ``c``."""
+        b = b_of(k)
         return float((-(oracle.A @ start - b) @ line - (cost or 0.0)) / (line @ oracle.A @ line))
 
     def loss_at(theta, k):
@@ -435,45 +411,22 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
             position = 1.0 + (closed - 1) / (2.0 * closed)
         return max(loss_at(oracle.theta().detach(), k) - loss_at(start + position * line, k), 0.0)
 
-    settled_line = None  # a settled line opened at a close, still being measured (line_batches > 1)
     previous_lrs, window_lrs = None, []  # the lrs the reference window's and the open window's steps ran at
     for k, lr in enumerate(lrs, start=1):
-        if settled_line is not None and k == settled_line[2] + line_batches - 1:  # its last batch: applied now
-            start, line, first, at_opened, cost = settled_line
-            apply(k, minimiser(start, line, first, k, cost), at_opened, None, measured_on=line_batches, cost=cost)
-            settled_line = None
-        elif previous is not None and count >= span:  # this step's batch measures the line through the two means
+        if previous is not None and count >= span:  # this step's batch measures the line through the two means
             mean = window_sum / count
             delta = mean - previous
             unit, position = walk(previous_lrs, window_lrs) if pace else (level, None)
             cost = cost_of(previous, delta, k, span, position)
-            c_star = minimiser(previous, delta, k, k, cost)
+            c_star = minimiser(previous, delta, k, cost)
             one_step = None
             if before is not None:  # the last step's line, theta = before + (a / last_lr) s: its exact minimiser
                 step = oracle.theta().detach() - before
                 one_step = last_lr * float(-(oracle.A @ before - b_of(k)) @ step / (step @ oracle.A @ step))
-            at = unit
-            slope = witness_sum / witness_count if witness is not None else None
-            witness, witness_sum, witness_count = None, 0.0, 0
-            if opened is not None:  # the line opened at the last close, measured on this window's batches too
-                start, line, first, at_opened, one_step_opened, cost_opened = opened
-                c_opened = minimiser(start, line, first, first + batches - 1, cost_opened)
-                apply(k, c_opened, at_opened, one_step_opened, measured_on=batches, slope=slope, cost=cost_opened)
-                opened = None
-                if settled:
-                    at = None
-            if at is not None and batches > 1 and not settled:
-                opened = (previous, delta, k, at, one_step, cost)
-                assert k not in trace or k in levels
-            elif at is not None and settled and line_batches > 1:
-                settled_line = (previous, delta, k, at, cost)
-            elif at is not None:
-                apply(k, c_star, at, one_step, slope=slope, cost=cost)
-            if confirm and not settled:  # the next steps' gradients witness the line opened at this close
-                witness = delta
+            apply(k, c_star, unit, one_step, cost=cost)
             previous, window_sum, count, before = mean, torch.zeros(5, dtype=torch.float64), 0, None
             previous_lrs, window_lrs = window_lrs, []
-            span = (min(window, 2 * span) if grow else window) if settled else interval  # the window opening now
+            span = window if settled else interval  # the window opening now
         else:
             assert k not in trace
         assert lr == pytest.approx(level, rel=1e-7)  # a measurement sets the lr of the step whose batch it used
@@ -482,8 +435,6 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
         oracle_opt.zero_grad()
         with torch.no_grad():
             grad = oracle.A @ oracle.theta() - b_of(k)
-        if witness is not None:
-            witness_sum, witness_count = witness_sum + float(grad @ witness), witness_count + 1
         oracle.first.grad, oracle.second.grad = grad[:3].clone(), grad[3:].clone()
         for group, ratio in zip(oracle_opt.param_groups, (1.0, RATIO), strict=True):
             group["lr"] = lr * ratio
@@ -497,42 +448,7 @@ def replay_averages(tmp_path, name, *, lr0, steps, window, interval, max_change,
     assert sorted(trace) == sorted(levels)
     # The probes put the live weights back exactly: the run ends where the replay does.
     torch.testing.assert_close(model.theta().detach(), oracle.theta().detach(), rtol=1e-10, atol=1e-12)
-    return trace, levels, capped, held
-
-
-@pytest.mark.parametrize("lines", ["windows", "both"])
-@pytest.mark.parametrize("name", ["sgd_nesterov_wd", "adamw"])
-def test_fast_start_lines_measured_on_the_next_windows_batches_match_the_replay(tmp_path, name, lines):
-    # gen_fast_start_batches=2 with windows of 2 steps: each fast-start line opens as its later window closes and is
-    # applied one window later; the level doubles per window all the same (the estimate is clipped around the level
-    # now), and the fast start ends when c* lands within the bound of the level the line measured.
-    trace, levels, capped, _ = replay_averages(tmp_path, name, lr0=1e-4, steps=60, window=5, interval=2,
-                                            max_change=2.0, fast_start=True, lines=lines, batches=2)  # fmt: skip
-    steps = sorted(trace)
-    assert steps[:3] == [7, 9, 11]  # steps 1-2 the reference, 3-4 the first window: its line opens on step 5's batch
-    lagged = [k for k in steps if trace[k].get("line_batches") == 2]
-    assert len(lagged) >= 4 and steps[: len(lagged)] == lagged  # the fast start's lines, then the long windows'
-    climb = [levels[k] / levels[j] for j, k in zip(lagged, lagged[1:], strict=False)]
-    assert climb[:3] == pytest.approx([2.0, 2.0, 2.0], rel=1e-12)
-    # A line's windows ran a window before the one its batches came from: it was measured at the level before that.
-    measured_at = [trace[k]["probe_lr"] for k in lagged[:4]]
-    assert measured_at == pytest.approx([1e-4, 1e-4, levels[lagged[0]], levels[lagged[1]]], rel=1e-12)
-    settled_gaps = [k - j for j, k in zip(steps, steps[1:], strict=False) if k > lagged[-1]]
-    assert settled_gaps and set(settled_gaps) == {5}
-
-
-@pytest.mark.parametrize(
-    ("lines", "batches", "lr0", "interval"), [("windows", 1, 1.0, 2), ("windows", 2, 0.03, 4), ("both", 2, 0.03, 4)]
-)
-def test_fast_start_jumps_confirmed_by_the_gradients_match_the_replay(tmp_path, lines, batches, lr0, interval):
-    # gen_fast_start_confirm on a quadratic whose every batch tilts its linear term (noise known exactly): the replay
-    # computes each window's mean slope along the last line opened from the exact gradients, and holds the level
-    # wherever its sign disagrees with the line's jump. Each run holds at least one jump and takes others.
-    trace, levels, _, held = replay_averages(tmp_path, "adamw", lr0=lr0, steps=60, window=5, interval=interval,
-                                             max_change=2.0, fast_start=True, lines=lines, batches=batches,
-                                             confirm=True, tilt=2.0)  # fmt: skip
-    witnessed = [k for k in sorted(trace) if "gradient_slope" in trace[k]]
-    assert held and set(held) < set(witnessed)
+    return trace, levels, capped
 
 
 class RecordingGeNTrainer(GeNTrainer):
@@ -551,42 +467,12 @@ class RecordingGeNTrainer(GeNTrainer):
         self.weights.append([p.detach().double().clone() for p in self.model.parameters()])
 
 
-def test_a_fast_start_line_on_several_batches_averages_their_losses_along_the_means(tmp_path):
-    # gen_fast_start_batches=4: the line through the mean weights of steps 1-4 and 5-8 is measured on the batches of
-    # steps 9-12, before each of their updates. Oracle: the recorded weights and batches, a float64 copy of the model.
-    args = gen_args(tmp_path, learning_rate=1e-4, max_steps=14, gen_probe_batch="averages",
-                    gen_fast_start_batches=4)  # fmt: skip
-    trainer = RecordingGeNTrainer(model=MLP(seed=0), args=args, train_dataset=Regression(n=160))
-    trainer.train()
-    record = read_trace(tmp_path)[0]
-    assert record["step"] == 13 and record["line_batches"] == 4 and record["probe_lr"] == pytest.approx(1e-4)
-    first, second = (torch.stack([torch.cat([w.flatten() for w in trainer.weights[k]]) for k in steps]).mean(0)
-                     for steps in (range(0, 4), range(4, 8)))  # fmt: skip
-    oracle = MLP(seed=0, dtype=torch.float64)
-    expected = []
-    for c in (0.0, 1.0, 2.0):
-        torch.nn.utils.vector_to_parameters(first + c * (second - first), oracle.parameters())
-        with torch.no_grad():
-            losses = [oracle(b["x"].double(), b["labels"].double())["loss"] for b in trainer.batches[8:12]]
-        expected.append(float(torch.stack(losses).mean()))
-    got = [loss for _, loss in record["probe_losses"]]
-    assert got == pytest.approx(expected, rel=1e-6)  # float32 forwards against float64
-    assert [a for a, _ in record["probe_losses"]] == pytest.approx([0.0, 1e-4, 2e-4])
-    for b in trainer.batches[8:12]:  # and it is the mean of four different lines, not any one batch's
-        single = []
-        for c in (0.0, 1.0, 2.0):
-            torch.nn.utils.vector_to_parameters(first + c * (second - first), oracle.parameters())
-            with torch.no_grad():
-                single.append(float(oracle(b["x"].double(), b["labels"].double())["loss"]))
-        assert single != pytest.approx(expected, rel=1e-6)
-
-
 @pytest.mark.parametrize("name", ["sgd_nesterov_wd", "adamw"])
 def test_averages_line_minimiser_matches_the_quadratic_closed_form(tmp_path, name):
     # Settled from the start (no fast start), windows of 3 steps: every measurement sets the level to its estimate.
     # On the exact quadratic the parabola through the line's three probes is the loss itself.
-    trace, _, _, _ = replay_averages(tmp_path, name, lr0=0.05, steps=16, window=3, interval=4, max_change=1e6,
-                               fast_start=False)  # fmt: skip
+    trace, _, _ = replay_averages(tmp_path, name, lr0=0.05, steps=16, window=3, interval=4, max_change=1e6,
+                                  fast_start=False)  # fmt: skip
     # Steps 1-3 make the reference window, 4-6 the first measured one: its line is measured on step 7's batch.
     assert sorted(trace) == [7, 10, 13, 16]
     assert [r["fallback"] for r in trace.values()].count(None) >= 2
@@ -596,7 +482,7 @@ def test_averages_line_minimiser_matches_the_quadratic_closed_form(tmp_path, nam
 def test_averages_fast_start_measures_short_windows_until_an_estimate_lands_inside(tmp_path, name):
     # A start far too small: windows of gen_interval (2) steps, the level doubling at each (the estimate is clipped
     # to the bound, unsmoothed) until one lands inside it; then windows of gen_window (5) steps.
-    trace, levels, _, _ = replay_averages(tmp_path, name, lr0=1e-4, steps=60, window=5, interval=2, max_change=2.0,
+    trace, levels, _ = replay_averages(tmp_path, name, lr0=1e-4, steps=60, window=5, interval=2, max_change=2.0,
                                        fast_start=True)  # fmt: skip
     steps = sorted(trace)
     assert steps[:3] == [5, 7, 9]  # steps 1-2 the reference, 3-4 the first window, measured on step 5's batch
@@ -606,61 +492,23 @@ def test_averages_fast_start_measures_short_windows_until_an_estimate_lands_insi
     assert settled_gaps and set(settled_gaps) == {5}  # then the long windows
 
 
-@pytest.mark.parametrize(
-    ("lines", "batches", "fast_start"), [("both", 1, True), ("windows", 2, True), ("both", 1, False)]
-)
-def test_windows_that_grow_after_the_fast_start_match_the_replay(tmp_path, lines, batches, fast_start):
-    # gen_grow_windows: once settled, each window is twice the one before, from 2 * gen_interval up to gen_window;
-    # every line is still the exact minimiser along two windows' means (the replay), measured on the batch after.
-    trace, levels, _, _ = replay_averages(tmp_path, "adamw", lr0=1e-4, steps=120, window=20, interval=2,
-                                          max_change=2.0, fast_start=fast_start, lines=lines, batches=batches,
-                                          grow=True)  # fmt: skip
-    steps = sorted(trace)
-    fast = [k for k in steps if trace[k]["interval"] == 1]
-    assert bool(fast) == fast_start
-    settled = steps[len(fast) :]
-    gaps = [k - j for j, k in zip(settled, settled[1:], strict=False)]
-    if fast_start:  # the window opening at the close that settled is 4 steps long, the next 8, ...
-        assert gaps[:3] == [4, 8, 16] and len(gaps) >= 5 and set(gaps[3:]) == {20}
-    else:  # the first two windows (steps 1-4 and 5-8) are 4 steps long: the next is 8, ...
-        assert settled[0] == 9 and gaps[:2] == [8, 16] and len(gaps) >= 5 and set(gaps[2:]) == {20}
-
-
-@pytest.mark.parametrize(("line_batches", "grow", "batches"), [(2, False, 1), (4, True, 2)])
-def test_settled_lines_measured_on_several_batches_match_the_replay(tmp_path, line_batches, grow, batches):
-    # gen_line_batches: once settled, each line through two windows' means is measured on the batch after them and
-    # the next ones, and applied on the last; on a quadratic whose batches tilt its linear term, the replay's exact
-    # minimiser of the averaged loss is what the run applies, a batch count later than the close.
-    trace, levels, _, _ = replay_averages(tmp_path, "adamw", lr0=1e-3, steps=120, window=8, interval=4,
-                                          max_change=2.0, fast_start=True, batches=batches, tilt=2.0, grow=grow,
-                                          line_batches=line_batches)  # fmt: skip
-    settled = [k for k in sorted(trace) if trace[k]["interval"] > 1 and trace[k].get("line_batches") == line_batches]
-    assert len(settled) >= 8
-    assert [k - j for j, k in zip(settled, settled[1:], strict=False)][-3:] == [8, 8, 8]
-
-
-@pytest.mark.parametrize(
-    ("lines", "batches", "line_batches", "grow"),
-    [("windows", 1, 1, False), ("windows", 2, 1, False), ("windows", 1, 2, True)],
-)
-def test_lines_charged_with_the_jitter_cost_match_the_replay(tmp_path, lines, batches, line_batches, grow):
+def test_lines_charged_with_the_jitter_cost_match_the_replay(tmp_path):
     # gen_jitter_cost on a quadratic whose batches tilt its linear term: the live weights jitter about the windows'
     # means, and each line's exact minimiser is charged with their excess over the point of the line they reached, on
     # the batch the line opens on. The charge moves many lines, and sends some below their start (no descent).
-    trace, levels, _, _ = replay_averages(tmp_path, "adamw", lr0=1e-3, steps=120, window=8, interval=4,
-                                          max_change=2.0, fast_start=True, lines=lines, batches=batches, tilt=2.0,
-                                          grow=grow, line_batches=line_batches, jitter=True)  # fmt: skip
+    trace, levels, _ = replay_averages(tmp_path, "adamw", lr0=1e-3, steps=120, window=8, interval=4,
+                                       max_change=2.0, fast_start=True, lines="windows", tilt=2.0,
+                                       jitter=True)  # fmt: skip
     costs = [trace[k]["jitter_cost"] for k in sorted(trace)]
     assert len(costs) >= 10 and sum(cost > 0 for cost in costs) >= 3 and min(costs) == 0.0
 
 
-@pytest.mark.parametrize("batches", [1, 2])
-def test_only_the_fast_starts_lines_charged_with_the_jitter_cost_match_the_replay(tmp_path, batches):
+def test_only_the_fast_starts_lines_charged_with_the_jitter_cost_match_the_replay(tmp_path):
     # gen_fast_start_jitter on the same tilted quadratic: the fast start's lines are charged as gen_jitter_cost charges
     # them, and no line measured once the fast start has settled carries a charge.
-    trace, levels, _, _ = replay_averages(tmp_path, "adamw", lr0=1e-3, steps=120, window=8, interval=4,
-                                          max_change=2.0, fast_start=True, lines="windows", batches=batches,
-                                          tilt=2.0, fast_start_jitter=True)  # fmt: skip
+    trace, levels, _ = replay_averages(tmp_path, "adamw", lr0=1e-3, steps=120, window=8, interval=4,
+                                       max_change=2.0, fast_start=True, lines="windows", tilt=2.0,
+                                       fast_start_jitter=True)  # fmt: skip
     charged = [k for k in sorted(trace) if "jitter_cost" in trace[k]]
     assert charged and sorted(trace)[: len(charged)] == charged  # the first lines, up to the one that settled
     assert sum(trace[k]["jitter_cost"] > 0 for k in charged) >= 1 and len(trace) >= len(charged) + 8
@@ -677,15 +525,18 @@ def kalman_smoothing(gamma: float, span: int, interval: int) -> float:
     return 1.0 - (low + high) / 2.0
 
 
-@pytest.mark.parametrize("by_count, kalman", [(False, False), (True, False), (True, True)])
-def test_growing_windows_keep_the_smoothing_memory_in_steps(tmp_path, by_count, kalman):
+@pytest.mark.parametrize(
+    ("window", "by_count", "kalman"),
+    [(4, False, False), (4, True, False), (16, True, False), (4, True, True), (16, True, True)],
+)
+def test_settled_lines_keep_the_smoothing_memory_in_steps(tmp_path, window, by_count, kalman):
     # Each settled line folds its estimate in with gamma ** (window / interval): the level keeps the same memory in
-    # steps whether its windows are 4, 8 or 16 steps long. With gen_smooth_by_count (the default) the k-th update
-    # after the one that settled weighs at least 1 / (k + 1), so the old level's weight is min(gamma ** (window /
+    # steps whether its windows are 4 or 16 steps long. With gen_smooth_by_count (the default) the k-th update after
+    # the one that settled weighs at least 1 / (k + 1), so the old level's weight is min(gamma ** (window /
     # interval), k / (k + 1)). With gen_kalman_gain the window's weight is the steady-state Kalman gain instead
     # (kalman_smoothing). Closed form on the trace's own estimates and levels.
     args = gen_args(tmp_path, learning_rate=3e-2, max_steps=160, gen_probe_batch="averages", gen_interval=2,
-                    gen_window=16, gen_grow_windows=True, per_device_train_batch_size=8,
+                    gen_window=window, per_device_train_batch_size=8,
                     gen_smooth_by_count=by_count, gen_kalman_gain=kalman)  # fmt: skip
     GeNTrainer(model=MLP(seed=0), args=args, train_dataset=Regression(n=256)).train()
     trace = read_trace(tmp_path)
@@ -705,20 +556,22 @@ def test_growing_windows_keep_the_smoothing_memory_in_steps(tmp_path, by_count, 
             counted.add(k)
         assert record["lr"] == pytest.approx(level**smoothing * target ** (1 - smoothing), rel=1e-9), k
         checked.add(span)
-    assert {4, 8, 16} <= checked
-    # the count binds on the first line after settling (1/2 against 0.9 ** 2); from the second on, the windows' own
-    # memory (0.9 ** 4 and shorter) is already the shorter
-    if kalman:  # the windows keep more of the old level (0.86, 0.82 and 0.74 at 4, 8 and 16 steps): the count binds
-        assert {1, 2} <= counted  # longer, on the first two lines at least
+    assert checked == {window}
+    # The window's own memory keeps 0.9 ** 2 = 0.81 of the old level at 4 steps and 0.9 ** 8 = 0.43 at 16; the
+    # Kalman gain keeps 0.86 and 0.74. The count (1/2 on the first line, 2/3 on the second) binds below them.
+    if not by_count:
+        assert not counted
+    elif kalman:
+        assert ({1, 2} if window == 4 else {1}) <= counted
     else:
-        assert counted == {1} if by_count else not counted
+        assert {1} <= counted if window == 4 else not counted
 
 
 @pytest.mark.parametrize("name", ["sgd_nesterov_wd", "adamw"])
 def test_averages_fast_start_climbs_only_as_far_as_the_last_steps_line_allows(tmp_path, name):
     # The default fast start ("both"): the window's line sets the level, but a climb stops at the last step's
     # one-step minimiser on the same batch; held there, the level has settled and the long windows take over.
-    trace, levels, capped, _ = replay_averages(tmp_path, name, lr0=1e-4, steps=60, window=5, interval=2,
+    trace, levels, capped = replay_averages(tmp_path, name, lr0=1e-4, steps=60, window=5, interval=2,
                                             max_change=2.0, fast_start=True, lines="both")  # fmt: skip
     fast = [k for k, r in trace.items() if "one_step_alpha_star" in r]
     assert fast and sorted(trace)[: len(fast)] == fast  # the one-step lines are measured during the fast start only
@@ -729,20 +582,15 @@ def test_averages_fast_start_climbs_only_as_far_as_the_last_steps_line_allows(tm
 
 
 @pytest.mark.parametrize(
-    ("name", "lines", "batches", "grow", "jitter"),
-    [
-        ("adamw", "windows", 1, False, False),
-        ("sgd_nesterov_wd", "both", 1, False, True),
-        ("adamw", "windows", 2, True, True),
-    ],
+    ("name", "lines", "jitter"),
+    [("adamw", "windows", False), ("sgd_nesterov_wd", "both", True), ("adamw", "windows", True)],
 )
-def test_lines_in_units_of_the_lr_their_steps_ran_at_match_the_replay(tmp_path, name, lines, batches, grow, jitter):
+def test_lines_in_units_of_the_lr_their_steps_ran_at_match_the_replay(tmp_path, name, lines, jitter):
     # gen_pace_unit: each line's unit is the oracle's own weighting of the lrs its two windows' steps ran at, not the
     # level at its close, and the live weights' place on it (for the jitter's charge) comes from the same weights.
     # During the fast start the level doubles between windows, so the unit lies below the level the line closed at.
-    trace, levels, _, _ = replay_averages(tmp_path, name, lr0=1e-4, steps=90, window=6, interval=3, max_change=2.0,
-                                          fast_start=True, lines=lines, batches=batches, tilt=1.0, grow=grow,
-                                          jitter=jitter, pace=True)  # fmt: skip
+    trace, levels, _ = replay_averages(tmp_path, name, lr0=1e-4, steps=90, window=6, interval=3, max_change=2.0,
+                                       fast_start=True, lines=lines, tilt=1.0, jitter=jitter, pace=True)  # fmt: skip
     steps = sorted(trace)
     level_before = {k: (levels[j] if j else 1e-4) for j, k in zip([None, *steps], steps, strict=False)}
     below = [k for k in steps if trace[k]["probe_lr"] < 0.95 * level_before[k]]
