@@ -125,10 +125,9 @@ def next_level(
     its precision resolves (``"below_precision"``) says nothing about a settled level, which it keeps (late in a
     decayed run the applied lr is small by design); before the level has settled (``settled=False``, the fast start)
     it says the lr is too small to measure, and points up: rounding does not grow with the step, the change does. A
-    window taken back
-    (``"lost_window"``, ``gen_undo_lost_windows``) points down and is taken at once, like a non-finite loss. Only
-    numerical trouble (a non-finite slope or curvature) is left to ``fallback``: ``"keep"`` the level or ``"shrink"``
-    toward the lower bound.
+    window taken back (``"lost_window"``, ``gen_undo_lost_windows``) points down and is taken at once, like a
+    non-finite loss. Only numerical trouble (a non-finite slope or curvature) is left to ``fallback``: ``"keep"`` the
+    level or ``"shrink"`` toward the lower bound.
 
     The level moves geometrically, ``level_new = level**gamma * target**(1 - gamma)``: a learning rate is a scale,
     so a halving and a doubling cancel, and noise that lands as often above the level as below it does not move it.

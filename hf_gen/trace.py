@@ -40,9 +40,8 @@ def make_record(
     for key in ("probe_losses", "one_step_probe_losses"):
         if key in extra:
             extra[key] = [[a, _finite_or_none(v)] for a, v in extra[key]]
-    for key in ("one_step_alpha_star",):
-        if key in extra:
-            extra[key] = _finite_or_none(extra[key])
+    if "one_step_alpha_star" in extra:
+        extra["one_step_alpha_star"] = _finite_or_none(extra["one_step_alpha_star"])
     return {
         "step": step,
         "lr": lr,
