@@ -51,7 +51,12 @@ class _GeNSchedulerName(str):
 
 
 def _option(default, help_text: str, choices: tuple[str, ...] | None = None):
-    """A ``gen_*`` dataclass field with its ``--help`` text (and its allowed values, listed by ``--help``)."""
+    """A ``gen_*`` dataclass field with its ``--help`` text (and its allowed values, listed by ``--help``).
+
+    argparse reads ``%`` in a help text as a format directive, so a literal one is doubled here, as
+    ``TrainingArguments`` does in its own help texts; ``--help`` prints it once.
+    """
+    help_text = help_text.replace("%", "%%")
     metadata = {"help": help_text} if choices is None else {"help": help_text, "choices": list(choices)}
     return field(default=default, metadata=metadata)
 

@@ -241,6 +241,16 @@ def test_model_that_cannot_classify_is_refused(files, tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("script", [run_classification, run_clm])
+def test_help_lists_the_gen_options_with_their_percent_signs(script, capsys):
+    with pytest.raises(SystemExit) as exited:
+        script.main(["--help"])
+    assert exited.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines: compare with single spaces
+    assert "--gen_decay" in text and "--gen_pace_unit" in text and "--lr_scheduler" in text
+    assert "over the last 20% of the run" in text and "20%%" not in text
+
+
 @pytest.mark.parametrize("flag", ["--lr_scheduler", "--lr_scheduler_type"])
 def test_unknown_scheduler_exits_non_zero_from_the_command_line(tmp_path, flag):
     out = tmp_path / "out"
