@@ -230,6 +230,15 @@ class NextBatch:
         self.pending = (LineSnapshot.from_local_state(params, saved["theta0"], saved["a0"], device), saved["a0"])
 
 
+# What the window lines' checkpoints held for options measured and removed, and the option that wrote it.
+REMOVED_STATE = {
+    "open_line": "gen_fast_start_batches or gen_line_batches (a line measured on several batches)",
+    "witness": "gen_fast_start_confirm",
+    "window_now": "gen_grow_windows",
+    "trend": "gen_raise_needs_progress",
+}
+
+
 def window_line(at: float, losses: list, precision, cost: float | None = None) -> LineResult:
     """The parabola through a line's losses at ``c = 0, 1, 2`` (the distances ``0, at, 2 at``: ``at`` is the level
     the windows ran at, the line's unit), charged with ``cost`` per unit of ``c`` when given
@@ -400,19 +409,14 @@ class Averages(NextBatch):
         self.means.add(trainer._gen_params(optimizer))
         if self.pace_unit:
             self.pace.add(trainer.lr_scheduler.level)  # the level the step just taken ran at
-        if self._tracks_losses:
+        if self.undo:
             self.losses.add(record.loss if record is not None else None)
         if self.means.previous is None and self.means.count == self._span(trainer):
             self.means.previous = self.means.close()
             if self.pace_unit:
                 self.pace.previous = self.pace.close()
-            if self._tracks_losses:
+            if self.undo:
                 self.losses.previous = self._close_losses(trainer)
-
-    @property
-    def _tracks_losses(self) -> bool:
-        """The windows' training losses are kept (``undo_lost_windows``)."""
-        return self.undo
 
     def _close_losses(self, trainer: GeNMixin):
         """The statistics of the window closing now (``settled``: it ran after the fast start)."""
@@ -440,10 +444,10 @@ class Averages(NextBatch):
         at = scheduler.level  # the level the closing window ran at: the estimate is c* times it
         span = self._span(trainer)
         suspect = None  # a window whose training loss rose: taken back if the line's batch agrees (_measure)
-        if self._tracks_losses:
+        if self.undo:
             before, after = self.losses.previous, self._close_losses(trainer)
             both = before is not None and before.settled and after.settled
-            lost, se = lost_ground(before, after) if both and self.undo else (False, math.nan)
+            lost, se = lost_ground(before, after) if both else (False, math.nan)
             if lost:
                 suspect = (before, after, se)
             else:
@@ -551,11 +555,17 @@ class Averages(NextBatch):
         state = {**(super().state() or {}), **self.means.local_state()}
         if self.pace_unit:
             state["pace"] = self.pace.state()
-        if self._tracks_losses:
+        if self.undo:
             state["window_losses"] = self.losses.local_state()
         return state
 
     def load_state(self, trainer: GeNMixin, saved: dict) -> None:
+        for key, option in REMOVED_STATE.items():  # a run that resumed without it would not be the run it continues
+            if saved.get(key) is not None:
+                raise ValueError(
+                    f"this checkpoint holds the state of {option}, an option hf-gen no longer has: resume it with "
+                    "the hf-gen version that saved it, or start again"
+                )
         if "theta0" in saved:
             super().load_state(trainer, saved)
         params = trainer._gen_params(check_linear_optimizer(trainer.optimizer))
@@ -567,5 +577,5 @@ class Averages(NextBatch):
                     "without (by a run with gen_pace_unit=False): resume it with gen_pace_unit=False, or start again"
                 )
             self.pace.load_state(saved["pace"])
-        if self._tracks_losses and "window_losses" in saved:
+        if self.undo and "window_losses" in saved:
             self.losses.load_local_state(saved["window_losses"], trainer.args.device)

@@ -122,6 +122,28 @@ def test_resume_keeps_the_clocks_of_the_lines_in_units_of_their_steps_lr(tmp_pat
         run(resume=str(tmp_path / "checkpoint-10"))
 
 
+@pytest.mark.parametrize(
+    "key, option",
+    [("open_line", "gen_fast_start_batches or gen_line_batches"), ("witness", "gen_fast_start_confirm"),
+     ("window_now", "gen_grow_windows"), ("trend", "gen_raise_needs_progress")],
+)  # fmt: skip
+def test_a_checkpoint_holding_a_removed_options_state_is_refused_by_name(tmp_path, key, option):
+    """Checkpoints written while a since-removed window-line option was on hold that option's state under these keys:
+    resumed without it, the run would silently not be the one it continues, so the resume is refused, naming the
+    option. The same keys holding None (as a default run once saved ``trend``) are what a run without it saved."""
+
+    run = functools.partial(train_averages, tmp_path, learning_rate=1e-2, max_steps=12, save_steps=10, gen_window=4)
+    run()
+    path = tmp_path / "checkpoint-10" / "gen_pending_line-rank0.pt"
+    saved = torch.load(path, weights_only=True)
+    assert key not in saved
+    torch.save({**saved, key: None}, path)
+    run(resume=str(tmp_path / "checkpoint-10"))
+    torch.save({**saved, key: {"count": 1}}, path)
+    with pytest.raises(ValueError, match=f"state of {option}.*no longer has: resume it with the hf-gen version"):
+        run(resume=str(tmp_path / "checkpoint-10"))
+
+
 def test_resume_inside_a_warmup_gives_the_uninterrupted_run(tmp_path):
     """The Trainer's warmup_steps composed with GeN: a checkpoint saved inside the warmup resumes onto the same rise
     and the same lines, bit for bit, and the logged lrs before the first line are the rise's closed form."""
